@@ -1,0 +1,4 @@
+"""normlab: batch normalization, measured."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,125 @@
+"""The run config: everything that determines one training run, typed and validated.
+
+A run is identified by the hash of its resolved config (seed included), so every field that
+changes the numbers lives here, and nothing else does. The keys users type most are short and
+top-level (`dataset`, `model`, `norm`, `batch_size`, `epochs`, `seed`, `lr`, `optimizer`,
+`device`); the rest are grouped in nested sections. Defaults are the seed notebook's setting
+(its MLP, Adam, lr 1e-3, batch size 64) on the embedded MNIST-1D dataset.
+
+This module lives in `train` because the engine consumes it; `normlab.experiments.config`
+re-exports it and adds experiment files, sweeps and overrides on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    # forbid: an unknown key is an error that names the key, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class OptimConfig(_Section):
+    """Optimizer details beyond `optimizer` and `lr` (which are top-level)."""
+
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (SGD only)")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD only)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 (SGD, Adam) or decoupled (AdamW)")
+    decay_norm_and_bias: bool = Field(
+        False, description="apply weight decay to norm gamma/beta and biases too"
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="clip total grad norm to this")
+
+
+class ScheduleConfig(_Section):
+    """Learning-rate schedule, stepped once per optimizer step."""
+
+    name: Literal["constant", "cosine", "warmup_linear", "onecycle", "exponential"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up length (warmup_linear)")
+    final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0, description="lr at the end / lr")
+    # exponential: lr multiplied by this factor every epoch (the learning-rate range test).
+    gamma_per_epoch: float = Field(10.0, gt=0.0)
+
+
+class ProbeConfig(_Section):
+    """Optional measurements during training; each costs nothing when off."""
+
+    activations: bool = Field(False, description="pre-activation mean/std/percentiles per layer")
+    grad_norms: bool = Field(False, description="per-layer gradient norms")
+    weight_norms: bool = Field(False, description="per-layer weight norms")
+    step_time: bool = Field(True, description="wall time per optimizer step (ms)")
+    every_steps: int = Field(50, ge=1, description="probe period in optimizer steps")
+    units: int = Field(3, ge=1, description="units per layer tracked for percentiles")
+
+
+class RunConfig(_Section):
+    """One training run. Validated on construction; `run_id` hashes the resolved values."""
+
+    # --- what to train on -------------------------------------------------------------------
+    dataset: str = Field("mnist1d", description="a registered dataset name")
+    data_root: str | None = Field(None, description="data directory (default $NORMLAB_DATA)")
+    augment: bool = Field(False, description="random crop + flip on image datasets")
+    batching: Literal["random", "class_grouped"] = Field(
+        "random", description="class_grouped: non-i.i.d. batches of few classes (Ioffe 2017)"
+    )
+    classes_per_batch: int = Field(4, ge=1, description="classes per batch (class_grouped)")
+    holdout_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="train slice held out for the train/eval-mode gap"
+    )
+    # --- the model ----------------------------------------------------------------------------
+    model: str = Field("mlp", description="a registered model name")
+    hidden: list[int] | None = Field(None, description="hidden widths (MLP); None: model default")
+    norm: str = Field("batch", description="a registered norm name (see create_norm)")
+    norm_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra norm arguments")
+    norm_position: Literal["before_act", "after_act"] = "before_act"
+    activation: Literal["relu", "sigmoid", "gelu"] = "relu"
+    init_scale: float = Field(1.0, gt=0.0, description="multiply initial weights by this")
+    bn_backend: Literal["auto", "reference", "torch", "triton"] = "auto"
+    # --- optimization -------------------------------------------------------------------------
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    batch_size: int = Field(64, ge=1, description="global batch size (samples per step)")
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # --- execution ----------------------------------------------------------------------------
+    seed: int = Field(0, ge=0)
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast (GPU)")
+    compile: bool = Field(False, description="torch.compile the model (GPU)")
+    nproc: int = Field(1, ge=1, description="data-parallel processes (torchrun)")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across processes (nproc > 1)")
+    eval_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_epochs: int = Field(1, ge=0, description="0: no checkpoints")
+    probes: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @field_validator("dataset", "model", "norm")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "RunConfig":
+        if self.hidden is not None and any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
+        if self.sync_bn and self.nproc == 1:
+            raise ValueError("sync_bn=true needs nproc > 1 (it synchronizes across processes)")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with its value, JSON-ready (what is stored and hashed)."""
+        return self.model_dump(mode="json")
+
+    @property
+    def run_id(self) -> str:
+        """Stable 16-hex-digit id: sha256 of the resolved config as canonical JSON."""
+        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
