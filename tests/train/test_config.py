@@ -1,0 +1,48 @@
+"""RunConfig: defaults are the seed's setting, validation names the field, the id is stable."""
+
+import pytest
+from pydantic import ValidationError
+
+from normlab.train.config import RunConfig
+
+
+def test_defaults_are_the_seed_setting():
+    config = RunConfig()
+    assert (config.model, config.optimizer, config.lr, config.batch_size) == ("mlp", "adam", 1e-3, 64)
+    assert config.dataset == "mnist1d"
+
+
+def test_run_id_is_stable_and_depends_on_every_value():
+    assert RunConfig().run_id == RunConfig().run_id
+    assert len(RunConfig().run_id) == 16
+    ids = {RunConfig().run_id, RunConfig(seed=1).run_id, RunConfig(norm="none").run_id,
+           RunConfig(optim={"weight_decay": 1e-4}).run_id}
+    assert len(ids) == 4
+
+
+def test_resolved_round_trips():
+    config = RunConfig(norm="group", norm_kwargs={"num_groups": 4}, schedule={"name": "cosine"})
+    assert RunConfig(**config.resolved()) == config
+    assert RunConfig(**config.resolved()).run_id == config.run_id
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "lion"}, "optimizer"),
+        ({"bogus": 1}, "bogus"),
+        ({"optim": {"momentum": 1.5}}, "momentum"),
+        ({"hidden": [100, 0]}, "hidden"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs, field):
+    with pytest.raises(ValidationError, match=field):
+        RunConfig(**kwargs)
+
+
+def test_sync_bn_needs_several_processes():
+    with pytest.raises(ValidationError, match="nproc"):
+        RunConfig(sync_bn=True)
+    assert RunConfig(sync_bn=True, nproc=2).sync_bn
