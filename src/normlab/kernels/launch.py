@@ -1,0 +1,173 @@
+"""Launchers: pick the layout view and tile config in Python, then run the Triton kernels.
+
+Configs are chosen here, not with ``@triton.autotune``, because the interpreter (how CI tests the
+kernels on CPU) cannot autotune, and because a fixed rule keeps results reproducible.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from normlab.kernels import triton_bn as k
+
+_FINALIZE_BLOCK = 128  # channels per finalize program
+
+
+@dataclass(frozen=True)
+class View:
+    """A tensor seen as strided ``[N, C, S]``; ``channels_last`` marks the ``[M, C]`` row view."""
+
+    N: int
+    C: int
+    S: int
+    sn: int
+    sc: int
+    ss: int
+    channels_last: bool
+
+    @property
+    def count(self) -> int:
+        """Elements per channel (the M of the statistics)."""
+        return self.N * self.S
+
+
+def make_dense(x: torch.Tensor) -> torch.Tensor:
+    """Return x if NCHW-contiguous or channels-last-dense, else a contiguous copy."""
+    if x.is_contiguous() or _is_channels_last_dense(x):
+        return x
+    return x.contiguous()
+
+
+def _is_channels_last_dense(x: torch.Tensor) -> bool:
+    # channels-last of any rank: moving dim 1 to the end gives a contiguous tensor.
+    return x.dim() >= 3 and x.movedim(1, -1).is_contiguous()
+
+
+def view_of(x: torch.Tensor) -> View:
+    """The ``[N, C, S]`` view of a dense x (see ``make_dense``)."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.numel() // max(N * C, 1) if x.dim() > 2 else 1
+    if x.dim() == 2 or S == 1 or (not x.is_contiguous() and _is_channels_last_dense(x)):
+        # Rows of C contiguous values: [M, C] with M = N*S, as N=1, S=M, strides (0, 1, C).
+        return View(1, C, N * S, 0, 1, C, True)
+    return View(N, C, S, C * S, S, 1, False)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    block_c: int
+    block_s: int
+    split: int  # programs along the reduction
+    units_per_prog: int
+    n_sblocks: int
+    n_units: int
+    num_warps: int
+    num_stages: int
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        return 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: programs run one after another; few and large is fastest
+
+
+def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
+    """Tile shape by layout: rows view -> [channels, rows]; NCHW -> [channels, H*W] blocks."""
+    vec = 16 // elem_size  # elements per 16-byte access
+    if v.channels_last:
+        block_c = min(triton.next_power_of_2(v.C), 16 * vec)
+        block_s = max(4096 // block_c, 1)
+    elif v.S >= 512:
+        block_c = 1
+        block_s = min(triton.next_power_of_2(v.S), 2048)
+    else:
+        # Small H*W (e.g. 7x7): several channels per tile, looping over the batch.
+        block_s = triton.next_power_of_2(v.S)
+        block_c = min(max(2048 // block_s, 1), triton.next_power_of_2(v.C))
+    if device.type != "cuda":
+        block_s = min(block_s, 64)  # interpreter: keep tiles small, it materializes them
+    n_sblocks = triton.cdiv(v.S, block_s)
+    n_units = v.N * n_sblocks
+    n_cblocks = triton.cdiv(v.C, block_c)
+    split = max(1, min(n_units, triton.cdiv(_target_programs(device), n_cblocks)))
+    units_per_prog = triton.cdiv(n_units, split)
+    split = triton.cdiv(n_units, units_per_prog)  # drop empty programs
+    num_warps = 8 if block_c * block_s >= 4096 else 4
+    num_stages = 3 if elem_size == 2 else 2
+    return Tiles(block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages)
+
+
+def _grid(v: View, t: Tiles) -> tuple[int, int]:
+    return (triton.cdiv(v.C, t.block_c), t.split)
+
+
+def _common(v: View, t: Tiles) -> tuple:
+    return (v.C, v.S, v.sn, v.sc, v.ss, t.n_sblocks, t.n_units, t.units_per_prog)
+
+
+def forward(x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
+    """y, stats ([4, C] float32: mean, invstd, a, b) for a dense x."""
+    v = view_of(x)
+    t = choose_tiles(v, x.element_size(), x.device)
+    stats = torch.empty(4, v.C, device=x.device, dtype=torch.float32)
+    y = torch.empty_like(x)  # keeps x's strides (x is dense)
+    fin_grid = (triton.cdiv(v.C, _FINALIZE_BLOCK),)
+    dummy = stats  # stands in for absent pointers; never read (HAS_* flags are False)
+    w = weight if weight is not None else dummy
+    b = bias if bias is not None else dummy
+    if training:
+        part = torch.empty(2, t.split, v.C, device=x.device, dtype=torch.float32)
+        k._stats_kernel[_grid(v, t)](
+            x, part, *_common(v, t), t.split,
+            BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps, num_stages=t.num_stages,
+        )
+        update = running_mean is not None
+        M = v.count
+        k._finalize_kernel[fin_grid](
+            x, part, w, b,
+            running_mean if update else dummy, running_var if update else dummy, stats,
+            v.C, v.sc, t.split, float(M), float(momentum), float(eps), M / max(M - 1, 1),
+            HAS_W=weight is not None, HAS_B=bias is not None, UPDATE_RUNNING=update,
+            BLOCK=_FINALIZE_BLOCK,
+        )
+    else:
+        k._eval_coef_kernel[fin_grid](
+            running_mean, running_var, w, b, stats, v.C, float(eps),
+            HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=_FINALIZE_BLOCK,
+        )
+    k._apply_kernel[_grid(v, t)](
+        x, y, stats, *_common(v, t),
+        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+        num_stages=t.num_stages,
+    )
+    return y, stats
+
+
+def backward(dy, x, stats, weight, training, relu):
+    """dx, dweight, dbias (float32 [C]) for a dense x; dy is given x's strides first."""
+    if dy.stride() != x.stride():
+        dy = torch.empty_like(x).copy_(dy)
+    v = view_of(x)
+    t = choose_tiles(v, x.element_size(), x.device)
+    part = torch.empty(2, t.split, v.C, device=x.device, dtype=torch.float32)
+    coef = torch.empty(3, v.C, device=x.device, dtype=torch.float32)
+    dw = torch.empty(v.C, device=x.device, dtype=torch.float32)
+    db = torch.empty(v.C, device=x.device, dtype=torch.float32)
+    dx = torch.empty_like(x)
+    k._bwd_reduce_kernel[_grid(v, t)](
+        x, dy, stats, part, *_common(v, t), t.split,
+        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+        num_stages=t.num_stages,
+    )
+    k._bwd_finalize_kernel[(triton.cdiv(v.C, _FINALIZE_BLOCK),)](
+        part, stats, weight if weight is not None else stats, dw, db, coef,
+        v.C, t.split, float(v.count),
+        HAS_W=weight is not None, TRAINING=training, BLOCK=_FINALIZE_BLOCK,
+    )
+    k._bwd_apply_kernel[_grid(v, t)](
+        x, dy, dx, stats, coef, *_common(v, t),
+        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+        num_stages=t.num_stages,
+    )
+    return dx, dw, db

@@ -1,0 +1,259 @@
+"""Triton kernels for BatchNorm: statistics -> finalize -> apply, and the same for backward.
+
+Every kernel sees the input as a strided 3-D view ``[N, C, S]`` (batch, channel, spatial):
+
+- NCHW-contiguous ``(N, C, *spatial)``: strides ``(C*S, S, 1)``.
+- channels-last / ``(N, C)``: the tensor is a row-major ``[M, C]`` matrix (``M = N*H*W``), viewed
+  as ``N=1, S=M`` with strides ``(0, 1, C)``.
+
+One program owns ``BLOCK_C`` channels and a contiguous range of "units"; a unit is one
+``[BLOCK_C, BLOCK_S]`` tile at batch index ``n`` and spatial block ``sb``. Programs write
+float32 partial sums ``[SPLIT, C]`` that a one-program-per-channel-block finalize kernel adds in a
+fixed order, so results are deterministic (no float atomics).
+
+Statistics use shifted sums: with ``K[c]`` one sample of channel ``c``,
+``S1 = sum(x - K)``, ``S2 = sum((x - K)^2)``, ``mean = K + S1/M``, ``var = S2/M - (S1/M)^2``,
+which stays accurate when ``|mean| >> std`` and lets partials from different programs simply add.
+
+Backward: ``sum(dy)`` and ``sum(dy * (x - mean))`` per channel, then
+``dx = k1*dy + k2*(x - mean) + k3`` with per-channel ``k`` (see ``_bwd_finalize_kernel``). A fused
+ReLU's mask is recomputed from x (``a*x + b > 0``) so it costs no extra traffic.
+
+This module imports triton; import it only after ``triton_available()`` said yes.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S: tl.constexpr):
+    """Element offsets (without the channel term) and mask of unit ``u``: both ``[BLOCK_S]``."""
+    n = u // n_sblocks
+    sb = u - n * n_sblocks
+    j = sb * BLOCK_S + j_range
+    # A unit past the end (last program's tail) masks everything: limit 0 instead of S.
+    s_limit = tl.where(u < n_units, S, 0)
+    # n * sn can pass 2**31 for big tensors: do it in int64.
+    return n.to(tl.int64) * sn + j.to(tl.int64) * ss, j < s_limit
+
+
+@triton.jit
+def _stats_kernel(
+    x_ptr, part_ptr,  # x: [N, C, S] strided; part: [2, SPLIT, C] float32
+    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+    c_mask = c < C
+    c_off = c.to(tl.int64) * sc
+    j_range = tl.arange(0, BLOCK_S)
+    # Shift: the channel's first element (n=0, s=0), [BLOCK_C, 1].
+    k = tl.load(x_ptr + c_off, mask=c_mask, other=0.0).to(tl.float32)[:, None]
+    acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    u0 = pid_s * units_per_prog
+    for i in range(0, units_per_prog):
+        u = u0 + i
+        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
+        mask = c_mask[:, None] & s_mask[None, :]
+        x = tl.load(x_ptr + c_off[:, None] + off[None, :], mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - k, 0.0)
+        acc1 += d
+        acc2 += d * d
+    # Reduce the register tiles once per program (reducing every iteration is much slower).
+    tl.store(part_ptr + pid_s * C + c, tl.sum(acc1, axis=1), mask=c_mask)
+    tl.store(part_ptr + (SPLIT + pid_s) * C + c, tl.sum(acc2, axis=1), mask=c_mask)
+
+
+@triton.jit
+def _finalize_kernel(
+    x_ptr, part_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, stats_ptr,  # stats: [4, C] float32
+    C, sc, SPLIT, M, momentum, eps, unbias,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    c_mask = c < C
+    k = tl.load(x_ptr + c.to(tl.int64) * sc, mask=c_mask, other=0.0).to(tl.float32)
+    s1 = tl.zeros((BLOCK,), dtype=tl.float32)
+    s2 = tl.zeros((BLOCK,), dtype=tl.float32)
+    for p in range(0, SPLIT):  # fixed order: deterministic
+        s1 += tl.load(part_ptr + p * C + c, mask=c_mask, other=0.0)
+        s2 += tl.load(part_ptr + (SPLIT + p) * C + c, mask=c_mask, other=0.0)
+    d_mean = s1 / M
+    mean = k + d_mean
+    var = tl.maximum(s2 / M - d_mean * d_mean, 0.0)  # biased: used to normalize
+    invstd = 1.0 / tl.sqrt(var + eps)
+    a = invstd
+    if HAS_W:
+        a = a * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+    b = -mean * a
+    if HAS_B:
+        b += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    tl.store(stats_ptr + c, mean, mask=c_mask)
+    tl.store(stats_ptr + C + c, invstd, mask=c_mask)
+    tl.store(stats_ptr + 2 * C + c, a, mask=c_mask)
+    tl.store(stats_ptr + 3 * C + c, b, mask=c_mask)
+    if UPDATE_RUNNING:
+        rm = tl.load(rm_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+        rv = tl.load(rv_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+        # running_var stores the unbiased variance (torch's contract): unbias = M / (M - 1).
+        tl.store(rm_ptr + c, (1.0 - momentum) * rm + momentum * mean, mask=c_mask)
+        tl.store(rv_ptr + c, (1.0 - momentum) * rv + momentum * var * unbias, mask=c_mask)
+
+
+@triton.jit
+def _eval_coef_kernel(
+    rm_ptr, rv_ptr, w_ptr, b_ptr, stats_ptr, C, eps,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Eval mode: stats = [running_mean, 1/sqrt(running_var + eps), a, b]."""
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    c_mask = c < C
+    mean = tl.load(rm_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    var = tl.load(rv_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+    invstd = 1.0 / tl.sqrt(var + eps)
+    a = invstd
+    if HAS_W:
+        a = a * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+    b = -mean * a
+    if HAS_B:
+        b += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    tl.store(stats_ptr + c, mean, mask=c_mask)
+    tl.store(stats_ptr + C + c, invstd, mask=c_mask)
+    tl.store(stats_ptr + 2 * C + c, a, mask=c_mask)
+    tl.store(stats_ptr + 3 * C + c, b, mask=c_mask)
+
+
+@triton.jit
+def _apply_kernel(
+    x_ptr, y_ptr, stats_ptr,  # y = a[c] * x + b[c] (then ReLU), y has x's strides
+    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
+    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    c_off = c.to(tl.int64) * sc
+    j_range = tl.arange(0, BLOCK_S)
+    a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
+    b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
+    u0 = pid_s * units_per_prog
+    for i in range(0, units_per_prog):
+        u = u0 + i
+        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
+        mask = c_mask[:, None] & s_mask[None, :]
+        ptr_off = c_off[:, None] + off[None, :]
+        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        y = a * x + b
+        if RELU:
+            y = tl.maximum(y, 0.0)
+        tl.store(y_ptr + ptr_off, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_reduce_kernel(
+    x_ptr, dy_ptr, stats_ptr, part_ptr,  # part: [2, SPLIT, C]: sum(dy), sum(dy * (x - mean))
+    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
+    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    c_off = c.to(tl.int64) * sc
+    j_range = tl.arange(0, BLOCK_S)
+    mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
+    if RELU:
+        a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
+        b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
+    acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    u0 = pid_s * units_per_prog
+    for i in range(0, units_per_prog):
+        u = u0 + i
+        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
+        mask = c_mask[:, None] & s_mask[None, :]
+        ptr_off = c_off[:, None] + off[None, :]
+        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        if RELU:
+            dy = tl.where(a * x + b > 0.0, dy, 0.0)
+        acc1 += dy
+        acc2 += tl.where(mask, dy * (x - mean), 0.0)
+    tl.store(part_ptr + pid_s * C + c, tl.sum(acc1, axis=1), mask=c_mask)
+    tl.store(part_ptr + (SPLIT + pid_s) * C + c, tl.sum(acc2, axis=1), mask=c_mask)
+
+
+@triton.jit
+def _bwd_finalize_kernel(
+    part_ptr, stats_ptr, w_ptr, dw_ptr, db_ptr, k_ptr,  # k: [3, C] float32
+    C, SPLIT, M,
+    HAS_W: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dbeta = sum(dy); dgamma = sum(dy*(x-mean))*invstd; dx = k1*dy + k2*(x-mean) + k3.
+
+    Training (mean and var depend on x):
+        dx = w*invstd * (dy - sum(dy)/M - (x-mean) * invstd^2 * sum(dy*(x-mean))/M)
+    so k1 = w*invstd, k2 = -k1*invstd^2*sum(dy*(x-mean))/M, k3 = -k1*sum(dy)/M.
+    Eval (running statistics are constants): k1 = w*invstd, k2 = k3 = 0.
+    """
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    c_mask = c < C
+    s_dy = tl.zeros((BLOCK,), dtype=tl.float32)
+    s_dyx = tl.zeros((BLOCK,), dtype=tl.float32)
+    for p in range(0, SPLIT):
+        s_dy += tl.load(part_ptr + p * C + c, mask=c_mask, other=0.0)
+        s_dyx += tl.load(part_ptr + (SPLIT + p) * C + c, mask=c_mask, other=0.0)
+    invstd = tl.load(stats_ptr + C + c, mask=c_mask, other=0.0)
+    k1 = invstd
+    if HAS_W:
+        k1 = k1 * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+    tl.store(dw_ptr + c, s_dyx * invstd, mask=c_mask)
+    tl.store(db_ptr + c, s_dy, mask=c_mask)
+    if TRAINING:
+        k2 = -k1 * invstd * invstd * (s_dyx / M)
+        k3 = -k1 * (s_dy / M)
+    else:
+        k2 = tl.zeros((BLOCK,), dtype=tl.float32)
+        k3 = tl.zeros((BLOCK,), dtype=tl.float32)
+    tl.store(k_ptr + c, k1, mask=c_mask)
+    tl.store(k_ptr + C + c, k2, mask=c_mask)
+    tl.store(k_ptr + 2 * C + c, k3, mask=c_mask)
+
+
+@triton.jit
+def _bwd_apply_kernel(
+    x_ptr, dy_ptr, dx_ptr, stats_ptr, k_ptr,
+    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
+    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    c_off = c.to(tl.int64) * sc
+    j_range = tl.arange(0, BLOCK_S)
+    mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
+    k1 = tl.load(k_ptr + c, mask=c_mask, other=0.0)[:, None]
+    k2 = tl.load(k_ptr + C + c, mask=c_mask, other=0.0)[:, None]
+    k3 = tl.load(k_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
+    if RELU:
+        a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
+        b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
+    u0 = pid_s * units_per_prog
+    for i in range(0, units_per_prog):
+        u = u0 + i
+        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
+        mask = c_mask[:, None] & s_mask[None, :]
+        ptr_off = c_off[:, None] + off[None, :]
+        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        if RELU:
+            dy = tl.where(a * x + b > 0.0, dy, 0.0)
+        dx = k1 * dy + k2 * (x - mean) + k3
+        tl.store(dx_ptr + ptr_off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
