@@ -1,0 +1,385 @@
+"""SyncBatchNorm: batch normalization whose statistics span every process of a group.
+
+When a global batch is split across processes (data parallelism), plain BN normalizes each
+process's slice with that slice's statistics: the BN batch shrinks to the per-process batch.
+`SyncBatchNorm` combines the per-process statistics so every process normalizes with the
+statistics of the whole global batch, exactly as one BatchNorm on the concatenated batch would.
+
+Unlike `torch.nn.SyncBatchNorm` (CUDA/NCCL only), it uses plain `torch.distributed`
+collectives, so it runs on CPU with gloo and on GPU with NCCL.
+
+Also here: `convert_sync_batchnorm(model)` (every BN -> SyncBatchNorm, state kept) and
+`revert_sync_batchnorm(model)` (back, for single-process evaluation or export).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm"]
+
+
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    # Statistics in at least float32 (bf16/fp16 inputs would lose the variance otherwise).
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _reduce_dims(x: Tensor) -> list[int]:
+    # Every dim but the channel dim 1: (N, C, *spatial) -> reduce over N and spatial.
+    return [0, *range(2, x.dim())]
+
+
+def _channel_view(v: Tensor, x: Tensor) -> Tensor:
+    # (C,) -> (1, C, 1, ...) to broadcast against x of shape (N, C, *spatial).
+    return v.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor, Tensor, float]:
+    """Mean and biased variance per channel over the inputs of all processes, and the count.
+
+    Each process computes its count n_p, mean m_p and M2_p = sum (x - m_p)^2 (two-pass, so no
+    cancellation); they are all-gathered and merged with Chan's parallel formula
+        n = sum n_p,  mean = sum n_p m_p / n,  M2 = sum [M2_p + n_p (m_p - mean)^2],
+    which stays accurate for any offset of the data and allows unequal (even zero) counts.
+    Returns (mean, var) of shape (C,) in the input's stat dtype and the global count.
+    """
+    channels = x.shape[1]
+    count = x.numel() // channels if channels else 0
+    dims = _reduce_dims(x)
+    xs = x.to(_stat_dtype(x))
+    if count > 0:
+        local_var, local_mean = torch.var_mean(xs, dim=dims, correction=0)  # (C,), (C,)
+        local_m2 = local_var * count
+    else:  # an empty shard contributes nothing
+        local_mean = xs.new_zeros(channels)
+        local_m2 = xs.new_zeros(channels)
+    # (1 + 2C,) in float64: counts stay exact and the merge loses nothing; C-sized, so cheap.
+    local = torch.cat(
+        [local_mean.new_full((1,), float(count)), local_mean, local_m2]
+    ).to(torch.float64)
+    gathered = [torch.empty_like(local) for _ in range(world_size)]
+    dist.all_gather(gathered, local, group=group)
+    stats = torch.stack(gathered)  # (W, 1 + 2C)
+    counts = stats[:, :1]  # (W, 1)
+    means = stats[:, 1 : 1 + channels]  # (W, C)
+    m2s = stats[:, 1 + channels :]  # (W, C)
+    total = float(counts.sum().item())
+    if total == 0:
+        raise ValueError(
+            "SyncBatchNorm got an empty batch on every process; expected at least 2 values "
+            "per channel in total. Feed a non-empty batch."
+        )
+    mean = (counts * means).sum(0) / total  # (C,)
+    m2 = (m2s + counts * (means - mean) ** 2).sum(0)  # (C,)
+    dtype = _stat_dtype(x)
+    return mean.to(dtype), (m2 / total).to(dtype), total
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """y = (x - mean) * invstd * weight + bias with global mean/invstd; backward all-reduces.
+
+    With xhat = (x - mean) * invstd and n the GLOBAL count per channel, the input gradient is
+        dx = weight * invstd * (dy - sum(dy) / n - xhat * sum(dy * xhat) / n)
+    where both sums run over the whole global batch: one all-reduce of (2C,) values.
+    The weight/bias gradients are the LOCAL sums (DistributedDataParallel adds the processes'
+    parameter gradients, exactly as for any other parameter).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, invstd, count, group):  # noqa: D102
+        xhat = (x.to(mean.dtype) - _channel_view(mean, x)) * _channel_view(invstd, x)
+        y = xhat
+        if weight is not None:
+            y = y * _channel_view(weight.to(mean.dtype), x) + _channel_view(bias.to(mean.dtype), x)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.count = count
+        ctx.group = group
+        return y.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        x, weight, mean, invstd = ctx.saved_tensors
+        dims = _reduce_dims(x)
+        g = grad_out.to(mean.dtype)  # (N, C, *spatial)
+        xhat = (x.to(mean.dtype) - _channel_view(mean, x)) * _channel_view(invstd, x)
+        sum_dy = g.sum(dims)  # (C,) local
+        sum_dy_xhat = (g * xhat).sum(dims)  # (C,) local
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # Every process runs this backward (same graph), so the collective always pairs up.
+            both = torch.cat([sum_dy, sum_dy_xhat])  # (2C,)
+            dist.all_reduce(both, group=ctx.group)
+            g_sum_dy, g_sum_dy_xhat = both.chunk(2)
+            scale = invstd if weight is None else invstd * weight.to(mean.dtype)
+            grad_x = _channel_view(scale, x) * (
+                g
+                - _channel_view(g_sum_dy, x) / ctx.count
+                - xhat * _channel_view(g_sum_dy_xhat, x) / ctx.count
+            )
+            grad_x = grad_x.to(x.dtype)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_weight = sum_dy_xhat.to(weight.dtype)
+        if weight is not None and ctx.needs_input_grad[2]:
+            grad_bias = sum_dy.to(weight.dtype)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
+class SyncBatchNorm(_BatchNorm):
+    r"""Batch normalization with statistics over the whole global batch of a process group.
+
+    In training mode, for channel c, the mean and the biased variance are taken over every
+    sample (and spatial position) of every process in the group:
+
+        mu_c = 1/n sum_{p, i} x_{p,i,c},   sigma2_c = 1/n sum_{p, i} (x_{p,i,c} - mu_c)^2,
+        y = (x - mu_c) / sqrt(sigma2_c + eps) * gamma_c + beta_c,
+
+    with n the global count. Each process contributes (count, mean, M2) and they are merged
+    with Chan's parallel formula (numerically stable; counts may differ per process). Backward
+    all-reduces sum(dy) and sum(dy * xhat). `running_mean`/`running_var` are updated with the
+    global mean and the unbiased global variance sigma2 * n / (n - 1), so they are identical on
+    every process. Outside an initialized process group, in a group of one, or in eval mode,
+    it is exactly `BatchNorm` (no collective at all).
+
+    Every process of the group must run the forward (and backward) of each SyncBatchNorm the
+    same number of times, as with any collective; eval-mode forwards never communicate, so
+    rank 0 may evaluate alone.
+
+    Args:
+        num_features: C, the channel count (dim 1 of the input).
+        eps: added to the variance for stability. Default 1e-5.
+        momentum: running-stat update factor; None: cumulative average. Default 0.1.
+        affine: learn gamma (weight) and beta (bias). Default True.
+        track_running_stats: keep running_mean/running_var for eval mode. Default True.
+        process_group: the group to synchronize over; None: the default (world) group.
+        device, dtype: of the parameters and buffers.
+
+    Shape:
+        input (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W); output the same shape.
+        N may differ per process (even 0, if the group's total is >= 2 per channel).
+
+    Example:
+        >>> bn = SyncBatchNorm(16)          # in each process, after init_process_group
+        >>> y = bn(torch.randn(8, 16, 4, 4))  # normalized with the statistics of all ranks
+        >>> model = convert_sync_batchnorm(model)  # or convert an existing model
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any = None,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype
+        )
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(
+                f"SyncBatchNorm expected at least 2D input (N, C, ...) (got {input.dim()}D "
+                f"input of shape {tuple(input.shape)}); add a batch dimension."
+            )
+        if input.shape[1] != self.num_features:
+            raise ValueError(
+                f"SyncBatchNorm expected {self.num_features} channels in dim 1 (got input of "
+                f"shape {tuple(input.shape)}); build SyncBatchNorm({input.shape[1]}) or fix "
+                "the input layout to (N, C, ...)."
+            )
+
+    def _world_size(self) -> int:
+        if not (dist.is_available() and dist.is_initialized()):
+            return 1
+        return dist.get_world_size(self.process_group)
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalize `input` (N, C, *) with global batch statistics (training) or running ones."""
+        self._check_input_dim(input)
+        world_size = self._world_size() if self.training else 1
+        if world_size == 1:
+            # Exactly BatchNorm: torch's _BatchNorm.forward with the same buffers and momentum.
+            return super().forward(input)
+        if dist.get_backend(self.process_group) == "nccl" and not input.is_cuda:
+            raise ValueError(
+                f"SyncBatchNorm got a {input.device} tensor in an NCCL process group; NCCL "
+                "needs CUDA tensors. Move the model and data to the process's GPU, or use the "
+                "gloo backend for CPU training."
+            )
+        factor = self._update_factor()
+        mean, var, count = _global_batch_stats(input, self.process_group, world_size)
+        if count <= 1:
+            raise ValueError(
+                "SyncBatchNorm expected more than 1 value per channel when training, got "
+                f"{count:.0f} across all processes (local input shape {tuple(input.shape)}). "
+                "Use a larger batch, or eval mode."
+            )
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                unbiased = var * (count / (count - 1))
+                # (1 - f) * running + f * batch, the order torch's BatchNorm uses.
+                self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        invstd = torch.rsqrt(var + self.eps)
+        return _SyncBatchNormFunction.apply(
+            input, self.weight, self.bias, mean.detach(), invstd.detach(), count,
+            self.process_group,
+        )
+
+    def _update_factor(self) -> float:
+        # The same rule as torch's BatchNorm: momentum, or 1/t (cumulative) when it is None.
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                return 1.0 / float(self.num_batches_tracked)
+        return 0.0 if self.momentum is None else float(self.momentum)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model surgery: convert every BN to SyncBatchNorm and back.
+
+
+def _normlab_layer(name: str) -> type | None:
+    # normlab.layers imports this module, so look its classes up lazily (and tolerate their
+    # absence: the rest of the package may not define every variant).
+    try:
+        import normlab.layers as layers
+    except ImportError:  # pragma: no cover - normlab.layers is this package
+        return None
+    cls = getattr(layers, name, None)
+    return cls if isinstance(cls, type) else None
+
+
+def _plain_batchnorm_classes() -> tuple[type, ...]:
+    """The BN classes whose behaviour is exactly BN, so SyncBatchNorm may replace them."""
+    torch_classes = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    ours = (_normlab_layer(n) for n in ("BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"))
+    return torch_classes + tuple(c for c in ours if c is not None)
+
+
+def _batchnorm_like_classes() -> tuple[type, ...]:
+    """Classes that are BN with something more: converting them would silently drop it."""
+    names = ("GhostBatchNorm", "BatchRenorm", "BatchNormBase", "_BatchNormBase")
+    ours = (_normlab_layer(n) for n in names)
+    return (_BatchNorm, *(c for c in ours if c is not None))
+
+
+def _copy_state(src: nn.Module, dst: nn.Module) -> None:
+    # Share the very Parameter objects (an optimizer built before conversion keeps working)
+    # and the buffers; keep requires_grad and train/eval mode.
+    if getattr(src, "affine", False):
+        dst.weight = src.weight
+        dst.bias = src.bias
+    if getattr(src, "track_running_stats", False) and src.running_mean is not None:
+        dst.running_mean = src.running_mean
+        dst.running_var = src.running_var
+        dst.num_batches_tracked = src.num_batches_tracked
+    dst.train(src.training)
+
+
+def _factory_kwargs(module: nn.Module) -> dict[str, Any]:
+    ref = module.weight if getattr(module, "affine", False) else module.running_mean
+    return {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+
+
+def convert_sync_batchnorm(model: nn.Module, process_group: Any = None) -> nn.Module:
+    """Replace every BatchNorm in `model` (torch's or normlab's) by a SyncBatchNorm, state kept.
+
+    Parameters (the same objects), buffers, hyper-parameters and train/eval mode are kept; the
+    original class is remembered so `revert_sync_batchnorm` restores it. A BN subclass with
+    behaviour of its own (normlab's GhostBatchNorm or BatchRenorm, a user subclass of torch's
+    BatchNorm2d, a lazy BN) is refused with a TypeError naming the module, rather than silently
+    losing that behaviour as `torch.nn.SyncBatchNorm.convert_sync_batchnorm` does. Existing
+    SyncBatchNorm modules are left as they are. Returns the converted model (the root is
+    replaced too when it is itself a BN).
+
+    Example:
+        >>> model = convert_sync_batchnorm(model).to(device)
+        >>> model = torch.nn.parallel.DistributedDataParallel(model)
+    """
+    return _convert(model, process_group, prefix="")
+
+
+def _convert(module: nn.Module, process_group: Any, prefix: str) -> nn.Module:
+    if isinstance(module, SyncBatchNorm):
+        return module
+    if type(module) in _plain_batchnorm_classes():
+        sync = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats, process_group, **_factory_kwargs(module),
+        )
+        _copy_state(module, sync)
+        sync._reverts_to = type(module)
+        sync._reverts_kwargs = _extra_kwargs(module)
+        return sync
+    if isinstance(module, _batchnorm_like_classes()):
+        name = prefix or "the model itself"
+        raise TypeError(
+            f"convert_sync_batchnorm cannot convert {name} ({type(module).__name__}): it is a "
+            "batch norm with behaviour of its own that SyncBatchNorm would silently drop. "
+            "Expected plain torch.nn.BatchNorm1d/2d/3d or normlab BatchNorm layers; replace "
+            "this layer (e.g. with normlab.layers.BatchNorm2d) before converting, or train "
+            "without sync_bn."
+        )
+    for child_name, child in module.named_children():
+        new = _convert(child, process_group, f"{prefix}.{child_name}" if prefix else child_name)
+        if new is not child:
+            setattr(module, child_name, new)
+    return module
+
+
+def _extra_kwargs(module: nn.Module) -> dict[str, Any]:
+    # normlab BN layers take a `backend` argument that torch's do not; keep it for revert.
+    backend = getattr(module, "backend", None)
+    return {"backend": backend} if isinstance(backend, str) else {}
+
+
+def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Turn every SyncBatchNorm in `model` back into a single-process BatchNorm, state kept.
+
+    A layer made by `convert_sync_batchnorm` becomes its original class again; one built as
+    SyncBatchNorm directly becomes normlab's rank-agnostic `BatchNorm` (any input rank, like
+    SyncBatchNorm). Parameters (the same objects), buffers and train/eval mode are kept.
+    Returns the reverted model (the root is replaced too when it is itself a SyncBatchNorm).
+
+    Example:
+        >>> single = revert_sync_batchnorm(ddp_model.module)  # for evaluation or export
+    """
+    if isinstance(model, SyncBatchNorm):
+        cls = getattr(model, "_reverts_to", None) or _default_revert_class()
+        kwargs = getattr(model, "_reverts_kwargs", {})
+        bn = cls(
+            model.num_features, eps=model.eps, momentum=model.momentum, affine=model.affine,
+            track_running_stats=model.track_running_stats, **_factory_kwargs(model), **kwargs,
+        )
+        _copy_state(model, bn)
+        return bn
+    for child_name, child in model.named_children():
+        new = revert_sync_batchnorm(child)
+        if new is not child:
+            setattr(model, child_name, new)
+    return model
+
+
+class _AnyRankBatchNorm(_BatchNorm):
+    """BatchNorm over (N, C, *): used by revert only if normlab.layers.BatchNorm is missing."""
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+
+def _default_revert_class() -> type:
+    return _normlab_layer("BatchNorm") or _AnyRankBatchNorm
+
