@@ -1,0 +1,106 @@
+"""Which implementation computes batch norm: our reference, torch's native kernel, or Triton.
+
+Every backend has the semantics of `torch.nn.functional.batch_norm`. "auto" picks Triton for
+CUDA tensors when `normlab.kernels` is usable, otherwise torch's native kernel: on CPU it is
+measurably faster than the reference written in PyTorch ops (see benchmarks/layers_cpu.py), and
+the engine trains with "auto". The reference stays the readable definition that the others are
+tested against.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from normlab.layers import functional
+
+__all__ = ["BACKENDS", "check_backend", "resolve_backend", "dispatch_batch_norm"]
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+
+# Filled on the first question, so importing normlab.layers never imports Triton.
+_TRITON_USABLE: dict[str, bool] = {}
+
+
+def check_backend(backend: str) -> str:
+    """Return `backend` if it is a known name, else raise a ValueError listing the names."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown batch norm backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+        )
+    return backend
+
+
+def triton_usable() -> bool:
+    """True when `normlab.kernels` imports and reports a working Triton."""
+    if "ok" not in _TRITON_USABLE:
+        try:
+            from normlab import kernels
+
+            _TRITON_USABLE["ok"] = bool(kernels.triton_available()) and hasattr(
+                kernels, "batch_norm"
+            )
+        except (ImportError, AttributeError):
+            _TRITON_USABLE["ok"] = False
+    return _TRITON_USABLE["ok"]
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """The concrete backend for this input: "auto" becomes "triton" (CUDA) or "torch"."""
+    if backend != "auto":
+        return backend
+    return "triton" if x.is_cuda and triton_usable() else "torch"
+
+
+def _triton_batch_norm(x: Tensor):
+    """`normlab.kernels.batch_norm`, or one clear error saying why it cannot run here."""
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"backend='triton' needs a CUDA tensor, got one on {x.device}; set "
+            f"TRITON_INTERPRET=1 to run the kernels in Triton's (slow) interpreter on CPU, or "
+            f"use backend='auto', 'torch' or 'reference'"
+        )
+    try:
+        from normlab.kernels import batch_norm as kernel
+    except ImportError as err:
+        raise RuntimeError(
+            f"backend='triton' needs Triton and normlab.kernels ({err}); install it with "
+            f"pip install 'normlab[gpu]', or use backend='auto', 'torch' or 'reference'"
+        ) from err
+    return kernel
+
+
+def dispatch_batch_norm(
+    backend: str,
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float | Tensor,
+    eps: float,
+) -> Tensor:
+    """F.batch_norm semantics on the chosen (already resolved) backend.
+
+    `momentum` may be a 0-dim tensor (momentum=None's 1/num_batches_tracked while compiling).
+    The reference takes it as is; torch's and Triton's kernels want a Python float, so there
+    the running statistics are updated here and the kernel only normalizes.
+    """
+    if backend == "reference":
+        return functional.batch_norm(
+            x, running_mean, running_var, weight, bias, training, momentum, eps
+        )
+    kernel = F.batch_norm if backend == "torch" else _triton_batch_norm(x)
+    if training and isinstance(momentum, Tensor) and running_mean is not None:
+        with torch.no_grad():
+            dims = [0, *range(2, x.dim())]
+            xs = x.detach().to(functional.compute_dtype(x.dtype))
+            var, mean = torch.var_mean(xs, dim=dims, correction=0)  # (C,)
+            count = x.numel() // x.shape[1]
+            functional.update_running_stats(running_mean, running_var, mean, var, count, momentum)
+        return kernel(x, None, None, weight, bias, True, 0.0, eps)
+    return kernel(x, running_mean, running_var, weight, bias, training, float(momentum), eps)

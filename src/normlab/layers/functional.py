@@ -1,0 +1,238 @@
+"""Batch normalization written from the math, with an explicit closed-form backward pass.
+
+For an input x of shape (N, C, *) and each channel c, over the M = N * prod(*) values of that
+channel:
+
+    mean_c = sum(x) / M
+    var_c  = sum((x - mean_c)^2) / M                 (biased: this one normalizes)
+    xhat   = (x - mean_c) / sqrt(var_c + eps)
+    y      = gamma_c * xhat + beta_c
+
+The running statistics (used in eval mode) are exponential averages with factor `momentum`:
+
+    running_mean = (1 - momentum) * running_mean + momentum * mean_c
+    running_var  = (1 - momentum) * running_var  + momentum * var_c * M / (M - 1)   (unbiased)
+
+The backward pass does not differentiate through mean and var step by step; it uses the closed
+form (with dy = dL/dy and sums over the M values of a channel):
+
+    dbeta  = sum(dy)
+    dgamma = sum(dy * xhat)
+    dx     = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M)
+
+In eval mode the statistics are constants, so dx = gamma / sqrt(running_var + eps) * dy.
+
+Half and bfloat16 inputs are normalized in float32 (their statistics would lose digits) and the
+output is cast back to the input dtype. The variance is computed as the mean of squared
+deviations from the mean (`torch.var_mean`, two-pass), never as E[x^2] - E[x]^2, so an input with
+a large offset (mean 1e4, std 1) still normalizes correctly in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_train",
+    "check_batch_norm_input",
+    "compute_dtype",
+    "update_running_stats",
+]
+
+# Dtypes whose statistics are accumulated in float32.
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are computed in: float32 for half/bfloat16, else the input's."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _reduce_dims(x: Tensor) -> list[int]:
+    """Every dim but the channel dim 1: [0, 2, 3, ...]."""
+    return [0, *range(2, x.dim())]
+
+
+def _channel_shape(x: Tensor) -> list[int]:
+    """Shape that broadcasts a (C,) vector against x: [1, C, 1, ...]."""
+    return [1, x.shape[1]] + [1] * (x.dim() - 2)
+
+
+def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool) -> None:
+    """Raise one clear error for an input batch norm cannot take (rank, channels, batch size)."""
+    if x.dim() < 2:
+        raise ValueError(
+            f"batch norm expected an input of shape (N, C, *) with at least 2 dims, got shape "
+            f"{tuple(x.shape)}; add a batch dim with x.unsqueeze(0) if this is one sample"
+        )
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(
+            f"batch norm expected {num_features} channels in dim 1, got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)}); build the layer with num_features={x.shape[1]} "
+            f"or pass channels in dim 1"
+        )
+    if training and x.numel() // max(x.shape[1], 1) <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size "
+            f"{tuple(x.shape)}; use a batch of at least 2 samples or call model.eval()"
+        )
+
+
+class _BatchNormTrain(torch.autograd.Function):
+    """Training mode: normalize with the batch statistics. Returns (y, mean, biased var)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        dtype = compute_dtype(x.dtype)
+        xc = x.to(dtype)
+        shape = _channel_shape(x)
+        var, mean = torch.var_mean(xc, dim=_reduce_dims(x), correction=0)  # (C,), (C,)
+        invstd = torch.rsqrt(var + eps)  # (C,)
+        # (x - mean) first, then scale: subtracting before scaling keeps the digits of a
+        # large-offset input (mean 1e4) that x * scale - mean * scale would cancel away.
+        xhat = (xc - mean.view(shape)).mul_(invstd.view(shape))  # (N, C, *)
+        y = _affine(xhat, weight, bias, shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.mark_non_differentiable(mean, var)
+        return y.to(x.dtype), mean, var
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
+        xhat, invstd, weight = ctx.saved_tensors
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        shape = _channel_shape(xhat)
+        dims = _reduce_dims(xhat)
+        dy_c = dy.to(xhat.dtype)
+        count = xhat.numel() // xhat.shape[1]  # M values per channel
+        dbeta = dy_c.sum(dims)  # (C,)
+        dgamma = (dy_c * xhat).sum(dims)  # (C,)
+        dx = None
+        if needs_x:
+            scale = invstd if weight is None else invstd * weight.to(invstd.dtype)  # (C,)
+            # dx = scale * (dy - dbeta/M - xhat * dgamma/M), as two fused multiply-adds.
+            shift = (-scale * dbeta / count).view(shape)
+            dx = torch.addcmul(shift, xhat, (-scale * dgamma / count).view(shape))
+            dx = dx.addcmul_(dy_c, scale.view(shape)).to(dy.dtype)
+        dw = dgamma.to(weight.dtype) if needs_w else None
+        db = dbeta.to(ctx.bias_dtype) if needs_b else None
+        return dx, dw, db, None
+
+
+class _BatchNormEval(torch.autograd.Function):
+    """Eval mode: normalize with given (running) statistics, which are constants."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean: Tensor, var: Tensor, eps: float):
+        dtype = compute_dtype(x.dtype)
+        shape = _channel_shape(x)
+        invstd = torch.rsqrt(var.to(dtype) + eps)  # (C,)
+        xhat = (x.to(dtype) - mean.to(dtype).view(shape)).mul_(invstd.view(shape))
+        y = _affine(xhat, weight, bias, shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        xhat, invstd, weight = ctx.saved_tensors
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        shape = _channel_shape(xhat)
+        dims = _reduce_dims(xhat)
+        dy_c = dy.to(xhat.dtype)
+        scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
+        dx = (dy_c * scale.view(shape)).to(dy.dtype) if needs_x else None
+        dw = (dy_c * xhat).sum(dims).to(weight.dtype) if needs_w else None
+        db = dy_c.sum(dims).to(ctx.bias_dtype) if needs_b else None
+        return dx, dw, db, None, None, None
+
+
+def _affine(xhat: Tensor, weight: Tensor | None, bias: Tensor | None, shape: list[int]) -> Tensor:
+    """gamma * xhat + beta with (C,) parameters broadcast over (N, C, *)."""
+    if weight is None and bias is None:
+        return xhat
+    if weight is None:
+        return xhat + bias.to(xhat.dtype).view(shape)
+    if bias is None:
+        return xhat * weight.to(xhat.dtype).view(shape)
+    return torch.addcmul(bias.to(xhat.dtype).view(shape), xhat, weight.to(xhat.dtype).view(shape))
+
+
+def update_running_stats(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    count: int | Tensor | None,
+    momentum: float | Tensor,
+) -> None:
+    """In place: running = (1 - momentum) * running + momentum * batch, var made unbiased.
+
+    `var` is the biased batch variance over `count` values per channel (count=None: `var` is
+    already unbiased); `momentum` is a float or a 0-dim tensor (a tensor keeps `momentum=None`'s
+    1/num_batches_tracked free of graph breaks).
+    """
+    with torch.no_grad():
+        if running_mean is not None:
+            batch_mean = mean.detach().to(running_mean.dtype)
+            running_mean.mul_(1 - momentum).add_(batch_mean * momentum)
+        if running_var is not None:
+            unbiased = var.detach().to(running_var.dtype)
+            if count is not None:
+                unbiased = unbiased * (count / (count - 1))
+            running_var.mul_(1 - momentum).add_(unbiased * momentum)
+
+
+def batch_norm_train(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode BN with batch statistics: (y, mean (C,), biased var (C,)); no buffers."""
+    return _BatchNormTrain.apply(x, weight, bias, eps)
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float | Tensor = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization with the semantics of `torch.nn.functional.batch_norm`.
+
+    Args:
+        x: input of shape (N, C, *).
+        running_mean, running_var: (C,) buffers or None. Used in eval mode; updated in place in
+            training mode (running_var with the unbiased batch variance).
+        weight, bias: (C,) gamma and beta, or None (no affine).
+        training: True: normalize with the batch statistics; False: with the running ones.
+        momentum: factor of the running-average update; a float or a 0-dim tensor.
+        eps: added to the variance before the square root.
+
+    Returns:
+        y, same shape and dtype as x.
+
+    Example:
+        >>> x = torch.randn(8, 3, 5)
+        >>> rm, rv = torch.zeros(3), torch.ones(3)
+        >>> y = batch_norm(x, rm, rv, training=True)
+        >>> torch.allclose(y.mean((0, 2)), torch.zeros(3), atol=1e-6)
+        True
+    """
+    num_features = running_mean.numel() if running_mean is not None else None
+    check_batch_norm_input(x, num_features, training)
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ValueError(
+                "batch norm in eval mode (training=False) needs running_mean and running_var; "
+                "got None; pass training=True to normalize with batch statistics"
+            )
+        return _BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
+    y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps)
+    count = x.numel() // x.shape[1]
+    update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    return y
