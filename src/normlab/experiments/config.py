@@ -1,0 +1,478 @@
+"""Experiment files, sweeps and `key=value` overrides, expanded into validated run configs.
+
+An experiment file (YAML or TOML) is a base config, a grid and optional named groups:
+
+```yaml
+name: mnist1d-norm-batch        # the experiment's name in the store
+description: free text          # optional
+epochs: 5                       # any RunConfig key (nested keys dotted or as sections)
+optim.weight_decay: 0.0
+sweep:                          # a grid: every combination, in every group
+  seed: [0, 1, 2]
+groups:                         # optional; each group is a list of sub-sweeps
+  with_vs_without:
+    - norm: [none, batch]       # a list sweeps; a scalar sets
+  small_batch:
+    - batch_size: [2, 4, 8]
+      norm: [batch, group, layer]
+```
+
+Runs = for each group entry (or once, when there are no groups): base + entry + grid, where
+the grid is the product of `sweep` and the entry's list values (the entry wins on a shared
+key). For list-valued keys (`hidden`, `optim.betas`) a sweep is a list of lists.
+
+Overrides (`key=value`, as typed on the command line) replace base values; a comma list
+(`batch_size=16,32`) sweeps that key across every group. Values are read as YAML scalars
+(`0.01`, `true`, `[64,64]`, `null`).
+
+Every mistake raises ONE `ConfigError` naming the key: unknown key (with the closest valid
+one), wrong type, out-of-range value, unknown norm/model/dataset name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from normlab.experiments.errors import ConfigError
+from normlab.train.config import RunConfig
+
+# Keys of an experiment file that are not RunConfig keys.
+_FILE_KEYS = ("name", "description", "sweep", "groups")
+# Dict-valued RunConfig fields whose sub-keys are free (passed through to the norm).
+_FREE_DICT_FIELDS = ("norm_kwargs",)
+DEFAULT_GROUP = ""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of an experiment: its validated config and the group it belongs to."""
+
+    config: RunConfig
+    group: str = DEFAULT_GROUP
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+@dataclass
+class Experiment:
+    """A named list of planned runs (duplicates of the same run in a group are removed).
+
+    Args:
+        name: the experiment's name in the store (`normlab ls`, `compare`, `report` use it).
+        runs: the runs, in the order they execute.
+        description: free text kept with the experiment.
+        spec: the source (file contents + overrides), stored for provenance.
+
+    Example:
+        >>> exp = load_experiment(None, ["norm=none,batch", "seed=0,1"], name="demo")
+        >>> len(exp.runs)
+        4
+    """
+
+    name: str
+    runs: list[PlannedRun]
+    description: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(
+                f"experiment name: expected a non-empty string, got {self.name!r}; "
+                "set `name:` in the file or pass --name"
+            )
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for run in self.runs:
+            if (run.group, run.run_id) not in seen:
+                seen.add((run.group, run.run_id))
+                unique.append(run)
+        self.runs = unique
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(run.group for run in self.runs))
+
+
+# --- the keys RunConfig accepts ------------------------------------------------------------
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_sequence_annotation(annotation: Any) -> bool:
+    """True for list[...] / tuple[...] (optionally `| None`): values that are lists themselves."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence_annotation(arg) for arg in typing.get_args(annotation))
+    return origin in (list, tuple) or annotation in (list, tuple)
+
+
+def _allows_none(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+
+
+def _field_annotation(key: str) -> Any:
+    """The annotation of a dotted key (None for free sub-keys such as norm_kwargs.num_groups)."""
+    head, _, rest = key.partition(".")
+    info = RunConfig.model_fields[head]
+    section = _section_model(info.annotation)
+    if rest and section is not None:
+        return section.model_fields[rest].annotation
+    return None if rest else info.annotation
+
+
+def config_keys() -> list[str]:
+    """Every key a user can set, dotted for nested sections (e.g. `optim.weight_decay`)."""
+    keys = []
+    for name, info in RunConfig.model_fields.items():
+        section = _section_model(info.annotation)
+        if section is None:
+            keys.append(name)
+        else:
+            keys.extend(f"{name}.{sub}" for sub in section.model_fields)
+    return keys
+
+
+def _suggest(key: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def check_key(key: str, where: str = "") -> None:
+    """Raise ConfigError if `key` (dotted) is not a RunConfig key."""
+    head, _, rest = key.partition(".")
+    fields = RunConfig.model_fields
+    if head not in fields:
+        raise ConfigError(
+            f"{where}unknown key `{key}`{_suggest(key, config_keys())} "
+            "(`normlab run --help` lists the keys)"
+        )
+    section = _section_model(fields[head].annotation)
+    if not rest:
+        if section is not None:
+            raise ConfigError(
+                f"{where}`{key}` is a section, not a value; set its keys, e.g. "
+                f"`{key}.{next(iter(section.model_fields))}=...`"
+            )
+        return
+    if head in _FREE_DICT_FIELDS:
+        return
+    if section is None:
+        raise ConfigError(f"{where}unknown key `{key}`: `{head}` has no sub-keys; write `{head}=...`")
+    if rest not in section.model_fields:
+        raise ConfigError(
+            f"{where}unknown key `{key}`{_suggest(key, config_keys())} "
+            f"(`{head}` has: {', '.join(section.model_fields)})"
+        )
+
+
+# --- reading values ------------------------------------------------------------------------
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections -> dotted keys ({'optim': {'lr': 1}} -> {'optim.lr': 1})."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r} ({type(key).__name__})")
+        dotted = f"{prefix}{key}"
+        head = dotted.partition(".")[0]
+        nestable = head in RunConfig.model_fields and (
+            _section_model(RunConfig.model_fields[head].annotation) is not None
+            or head in _FREE_DICT_FIELDS
+        )
+        if isinstance(value, dict) and nestable and value:
+            flat.update(flatten(value, prefix=f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _parse_scalar(text: str, key: str) -> Any:
+    """A command-line value as YAML would read it; 'none' means None where a field allows it."""
+    text = text.strip()
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    free = key.partition(".")[0] in _FREE_DICT_FIELDS
+    annotation = None if free else _field_annotation(key)
+    if isinstance(value, str) and value.lower() == "none" and annotation is not None:
+        if _allows_none(annotation) and str not in typing.get_args(annotation):
+            return None
+    return value
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: '[64,64],[128,128]' -> ['[64,64]', '[128,128]']."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`['batch_size=16,32', 'lr=0.01']` -> {'batch_size': [16, 32], 'lr': [0.01]}.
+
+    Every value is a list: one element sets the key, several sweep it.
+    """
+    parsed: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"override {item!r}: expected key=value (e.g. `batch_size=32` or "
+                "`norm=none,batch` to sweep)"
+            )
+        check_key(key, where="override: ")
+        parts = _split_top_level(raw)
+        if any(not p.strip() for p in parts) and len(parts) > 1:
+            raise ConfigError(f"override {item!r}: empty value in the comma list; remove the extra comma")
+        parsed[key] = [_parse_scalar(part, key) for part in parts]
+    return parsed
+
+
+def _sweep_values(key: str, value: Any, where: str, *, must_be_list: bool) -> list[Any]:
+    """The values a sweep entry takes (a one-element list for a set value)."""
+    annotation = _field_annotation(key) if key.partition(".")[0] not in _FREE_DICT_FIELDS else None
+    sequence_field = annotation is not None and _is_sequence_annotation(annotation)
+    is_sweep = isinstance(value, list) and (
+        not sequence_field or (value and all(isinstance(v, (list, tuple)) or v is None for v in value))
+    )
+    if is_sweep:
+        if not value:
+            raise ConfigError(f"{where}`{key}`: empty list; give at least one value to sweep")
+        return list(value)
+    if must_be_list:
+        example = "[[64, 64], [128, 128]]" if sequence_field else "[a, b]"
+        raise ConfigError(
+            f"{where}`{key}`: a sweep needs a list of values (e.g. `{key}: {example}`), "
+            f"got {value!r}; put a single value above `sweep:` instead"
+        )
+    return [value]
+
+
+def _grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+# --- building and checking one config ------------------------------------------------------
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def _describe_error(err: dict[str, Any], flat: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int))
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if not key:
+        return msg
+    if key in flat:
+        return f"`{key}`: {msg[0].lower() + msg[1:]}, got {flat[key]!r}"
+    return f"`{key}`: {msg[0].lower() + msg[1:]}"
+
+
+def _registered(kind: str) -> list[str] | None:
+    """Names from the package registry (imported lazily); None if the registry is not there."""
+    try:
+        if kind == "norm":
+            from normlab.layers import norm_names as names
+        elif kind == "model":
+            from normlab.models import model_names as names
+        else:
+            from normlab.data import dataset_names as names
+    except ImportError:
+        return None
+    return list(names())
+
+
+def build_config(flat: dict[str, Any], where: str = "") -> RunConfig:
+    """Validate dotted key values into a RunConfig; any problem is one ConfigError."""
+    for key in flat:
+        check_key(key, where)
+    try:
+        config = RunConfig.model_validate(_nest(flat))
+    except ValidationError as exc:
+        raise ConfigError(f"{where}{_describe_error(exc.errors()[0], flat)}") from None
+    for kind in ("norm", "model", "dataset"):
+        value = getattr(config, kind)
+        names = _registered(kind)
+        if names is not None and value not in names:
+            raise ConfigError(
+                f"{where}`{kind}`: unknown {kind} {value!r}{_suggest(value, names)} "
+                f"(valid: {', '.join(names)})"
+            )
+    return config
+
+
+# --- experiment files ----------------------------------------------------------------------
+
+
+def read_experiment_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) experiment file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist; check the path")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(
+                f"experiment file {str(path)!r}: expected a .yaml, .yml or .toml file, "
+                f"got {suffix or 'no extension'!r}"
+            )
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"experiment file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"experiment file {str(path)!r}: expected a mapping of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def expand(
+    spec: dict[str, Any],
+    overrides: dict[str, list[Any]] | None = None,
+    *,
+    name: str | None = None,
+    where: str = "",
+) -> Experiment:
+    """An experiment dict (a parsed file) + parsed overrides -> Experiment of validated runs."""
+    spec = dict(spec)
+    overrides = overrides or {}
+    exp_name = name or spec.get("name") or "sweep"
+    description = spec.get("description") or ""
+    sweep = spec.get("sweep") or {}
+    groups = spec.get("groups")
+    base = flatten({k: v for k, v in spec.items() if k not in _FILE_KEYS})
+    for key in base:
+        check_key(key, where)
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"{where}`sweep`: expected a mapping of key: [values], got {sweep!r}")
+    axes = {}
+    for key, value in flatten(sweep).items():
+        check_key(key, f"{where}sweep: ")
+        axes[key] = _sweep_values(key, value, f"{where}sweep: ", must_be_list=True)
+
+    # Overrides: a single value replaces the base (and any sweep of that key); a list sweeps.
+    for key, values in overrides.items():
+        axes.pop(key, None)
+        if len(values) == 1:
+            base[key] = values[0]
+        else:
+            base.pop(key, None)
+            axes[key] = values
+
+    entries: list[tuple[str, dict[str, Any]]] = []
+    if groups is None:
+        entries.append((DEFAULT_GROUP, {}))
+    else:
+        if not isinstance(groups, dict) or not groups:
+            raise ConfigError(
+                f"{where}`groups`: expected a mapping of group name -> list of sweeps, got {groups!r}"
+            )
+        for group, items in groups.items():
+            items = [items] if isinstance(items, dict) else items
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ConfigError(
+                    f"{where}groups.{group}: expected a list of mappings (e.g. `- norm: [none, batch]`), "
+                    f"got {items!r}"
+                )
+            for item in items:
+                entries.append((str(group), flatten(item)))
+
+    runs: list[PlannedRun] = []
+    for group, entry in entries:
+        label = f"{where}groups.{group}: " if group else where
+        entry_axes = {}
+        for key, value in entry.items():
+            check_key(key, label)
+            if key in overrides:  # the command line wins over the file
+                continue
+            entry_axes[key] = _sweep_values(key, value, label, must_be_list=False)
+        combined = {**{k: v for k, v in axes.items() if k not in entry_axes}, **entry_axes}
+        for point in _grid(combined):
+            flat = {**base, **point}
+            runs.append(PlannedRun(build_config(flat, label), group))
+    source = {"spec": spec, "overrides": overrides}
+    return Experiment(name=str(exp_name), runs=runs, description=str(description), spec=source)
+
+
+def load_experiment(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    name: str | None = None,
+) -> Experiment:
+    """Read an experiment file (or none: the defaults) and apply `key=value` overrides.
+
+    Example:
+        >>> exp = load_experiment("configs/mnist1d_norm_batch.yaml", ["epochs=2"])
+    """
+    spec: dict[str, Any] = {}
+    where = ""
+    if path is not None:
+        spec = read_experiment_file(path)
+        where = f"{path}: "
+        if name is None and not spec.get("name"):
+            name = Path(path).stem
+    return expand(spec, parse_overrides(overrides), name=name, where=where)
+
+
+def config_json(config: RunConfig) -> str:
+    """Canonical JSON of a resolved config (what the store keeps)."""
+    return json.dumps(config.resolved(), sort_keys=True, separators=(",", ":"))
+
+
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "PlannedRun",
+    "RunConfig",
+    "build_config",
+    "check_key",
+    "config_json",
+    "config_keys",
+    "expand",
+    "flatten",
+    "load_experiment",
+    "parse_overrides",
+    "read_experiment_file",
+]

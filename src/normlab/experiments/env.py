@@ -1,0 +1,69 @@
+"""Provenance of a run: where and with what it ran (stored with every run)."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit normlab's source tree is at (suffix '+dirty' if modified), None outside git."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; other names unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_name(device: str) -> str:
+    """A human name of the hardware a run uses, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            index = int(device.partition(":")[2] or 0)
+            return f"{device} ({torch.cuda.get_device_name(index)})"
+    return f"{device} ({platform.processor() or platform.machine()})"
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """python, torch, normlab versions, git commit, device and host name of this process."""
+    import torch
+
+    import normlab
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "normlab": normlab.__version__,
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "hostname": socket.gethostname(),
+    }
+
+
+__all__ = ["device_name", "environment", "git_commit", "resolve_device"]

@@ -1,0 +1,27 @@
+"""User-facing errors of the experiments layer.
+
+Each carries ONE message that says what was expected, what was got and how to fix it. The CLI
+prints it on stderr and exits with code 2; anything else that escapes is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (a file, a key, an argument): the message is the whole story."""
+
+
+class ConfigError(UserError, ValueError):
+    """An experiment file, an override or a config value is invalid; the message names the key."""
+
+
+class StoreError(UserError):
+    """The results database is missing, foreign, locked, or written by a newer normlab."""
+
+
+class BackendError(UserError):
+    """A runner backend cannot be used as asked (e.g. Ray is not installed)."""
+
+
+__all__ = ["BackendError", "ConfigError", "StoreError", "UserError"]

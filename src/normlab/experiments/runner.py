@@ -1,0 +1,261 @@
+"""Run an experiment: plan against the store, execute through a backend, write every result.
+
+The parent process is the only writer of `<out>/normlab.db` (a file lock keeps a second
+`normlab sweep` off the same folder). Each run gets `<out>/runs/<run_id>/` with its resolved
+`config.json` and the engine's `checkpoint.pt`. Statuses decide what executes:
+
+    finished, diverged  -> skipped (a config never trains twice)
+    failed              -> skipped unless retry_failed=True
+    queued, running     -> executed; 'running' here means an earlier process was killed
+                           mid-run, so the run resumes from its checkpoint
+
+A run that raises is stored as 'failed' with its traceback and the others go on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from normlab.experiments.backends import BACKENDS, run_local, run_process, run_ray
+from normlab.experiments.config import Experiment, load_experiment
+from normlab.experiments.errors import BackendError, StoreError
+from normlab.experiments.execute import RunTask
+from normlab.experiments.progress import ProgressView
+from normlab.experiments.store import DONE_STATUSES, Store, flatten_config
+
+LOCK_NAME = ".normlab.lock"
+
+
+@dataclass
+class RunOutcome:
+    """How one planned run stands after the sweep."""
+
+    run_id: str
+    group: str
+    status: str  # finished | diverged | failed | queued (interrupted, resumable)
+    skipped: bool = False  # already done (or failed without --retry-failed) before this sweep
+    final: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class SweepSummary:
+    """What `run_experiment` did: one outcome per planned (run, group)."""
+
+    experiment: str
+    out_dir: Path
+    outcomes: list[RunOutcome]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return len({o.run_id for o in self.outcomes if o.status == status and not o.skipped})
+
+    @property
+    def skipped(self) -> int:
+        return len({o.run_id for o in self.outcomes if o.skipped})
+
+    @property
+    def ok(self) -> bool:
+        """True when every run has a result (finished or diverged)."""
+        return all(o.status in DONE_STATUSES for o in self.outcomes)
+
+    def __str__(self) -> str:
+        runs = len({o.run_id for o in self.outcomes})
+        parts = [f"{self.count(s)} {s}" for s in ("finished", "diverged", "failed") if self.count(s)]
+        interrupted = self.count("queued") + self.count("running")
+        if interrupted:
+            parts.append(f"{interrupted} interrupted (rerun to resume)")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped (already in the store)")
+        return (
+            f"{self.experiment}: {runs} runs — {', '.join(parts) or 'nothing to do'} "
+            f"in {self.seconds:.1f} s; results in {self.out_dir}"
+        )
+
+
+def _labels(experiment: Experiment) -> dict[str, str]:
+    """run_id -> short label from the keys that vary across the experiment (and its group)."""
+    flats = {run.run_id: flatten_config(run.config.resolved()) for run in experiment.runs}
+    keys = sorted({k for f in flats.values() for k in f if len({str(g.get(k)) for g in flats.values()}) > 1})
+    labels = {}
+    for run in experiment.runs:
+        text = " ".join(f"{k}={flats[run.run_id].get(k)}" for k in keys) or run.run_id
+        labels.setdefault(run.run_id, f"{run.group}: {text}" if run.group else text)
+    return labels
+
+
+class Writer:
+    """Applies executor events to the store and the progress bar (parent process only)."""
+
+    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str]) -> None:
+        self.store, self.out_dir, self.progress, self.labels = store, out_dir, progress, labels
+        self.running: set[str] = set()
+        self.ended: dict[str, str] = {}
+
+    def dispatch(self, task: RunTask) -> None:
+        """A run is about to be handed to an executor: write its config next to its checkpoint."""
+        run_dir = Path(task.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "config.json.tmp"
+        tmp.write_text(json.dumps(task.config, indent=2, sort_keys=True))
+        os.replace(tmp, run_dir / "config.json")
+
+    def has_ended(self, run_id: str) -> bool:
+        return run_id in self.ended
+
+    def handle(self, event: tuple) -> None:
+        kind, run_id = event[0], event[1]
+        if kind == "start":
+            _, _, env, resumed = event
+            self.store.mark_running(run_id, env, fresh=not resumed)
+            self.running.add(run_id)
+            self.ended.pop(run_id, None)  # a Ray retry starts the run again
+            self.progress.started(run_id, self.labels.get(run_id, run_id))
+        elif kind == "metrics":
+            self.store.add_metrics(run_id, event[2])
+            self.progress.metrics(run_id, event[2])
+        elif kind == "end":
+            _, _, status, final, steps, seconds, error = event
+            self.store.finish_run(run_id, status, final=final, steps=steps, seconds=seconds, error=error)
+            checkpoint = self.out_dir / "runs" / run_id / "checkpoint.pt"
+            if checkpoint.exists():
+                self.store.add_artifact(run_id, "checkpoint", str(checkpoint.relative_to(self.out_dir)))
+            self.running.discard(run_id)
+            self.ended[run_id] = status
+            self.progress.ended(run_id, status)
+        else:
+            raise ValueError(f"unknown executor event {kind!r}")
+
+    def interrupt(self, run_id: str, reason: str) -> None:
+        """A run stopped without an end event: back to 'queued', resumable from its checkpoint."""
+        self.store.finish_run(run_id, "queued", error=reason)
+        self.running.discard(run_id)
+        self.ended[run_id] = "queued"
+        self.progress.ended(run_id, "interrupted")
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold `<out>/.normlab.lock` so that one process at a time writes this results folder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise StoreError(
+                f"another normlab process (pid {handle.read().strip() or '?'}) is running an "
+                f"experiment in {str(out_dir)!r}; wait for it to end or use another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_experiment(
+    experiment: Experiment | str | Path,
+    out_dir: str | Path = "runs",
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    run_fn: Callable | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float | None = None,
+    max_retries: int = 2,
+) -> SweepSummary:
+    """Execute every run of an experiment that has no result yet and store what happens.
+
+    Args:
+        experiment: an Experiment, or the path of an experiment file.
+        out_dir: the results folder (`normlab.db`, `runs/<run_id>/`).
+        backend: "local" (in-process), "process" (`workers` processes) or "ray".
+        workers: processes for "process"; runs in flight for "ray" (1 or less: Ray decides).
+        address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one.
+        retry_failed: execute runs stored as failed again.
+        progress: show the rich progress bar on stderr.
+        run_fn: executes one run, `run_fn(config, *, on_metrics, checkpoint_path) -> RunResult`
+            (default `normlab.train.fit`); must be importable by name for process/ray.
+        cpus_per_run, gpus_per_run: Ray resources per run (GPUs default to 1 when the
+            configs ask for a CUDA device, else 0).
+        max_retries: Ray retries of a run whose worker or node was lost.
+
+    Returns:
+        A SweepSummary (`str()` is a one-line report).
+
+    Example:
+        >>> summary = run_experiment(load_experiment("configs/mnist1d_norm_batch.yaml"), "runs")
+        >>> print(summary)
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if workers < 1:
+        raise BackendError(f"--workers: expected a number >= 1, got {workers}")
+    if not isinstance(experiment, Experiment):
+        experiment = load_experiment(experiment)
+    out = Path(out_dir)
+    start = time.perf_counter()
+    with _exclusive(out), Store.open(out) as store:
+        store.add_experiment(experiment)
+        run_ids = list(dict.fromkeys(run.run_id for run in experiment.runs))
+        before = store.run_status(run_ids)
+        todo = [
+            rid for rid in run_ids
+            if before[rid] not in DONE_STATUSES and (before[rid] != "failed" or retry_failed)
+        ]
+        configs = {run.run_id: run.config for run in experiment.runs}
+        tasks = [RunTask(rid, configs[rid].resolved(), str(out / "runs" / rid)) for rid in todo]
+        view = ProgressView(len(tasks), enabled=progress, title=experiment.name)
+        writer = Writer(store, out, view, _labels(experiment))
+        with view:
+            try:
+                if backend == "local":
+                    run_local(tasks, writer, run_fn)
+                elif backend == "process":
+                    run_process(tasks, writer, run_fn, workers)
+                else:
+                    if gpus_per_run is None:
+                        gpus_per_run = float(any(c.device.startswith("cuda") for c in configs.values()))
+                    run_ray(
+                        tasks, writer, run_fn, workers=workers if workers > 1 else 0, address=address,
+                        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                    )
+            except BaseException:  # Ctrl-C or a bug: leave started runs resumable, never half-done
+                for run_id in list(writer.running):
+                    writer.interrupt(run_id, "interrupted; resumes from its last checkpoint on the next run")
+                raise
+        after = store.run_status(run_ids)
+        outcomes = []
+        for run in experiment.runs:
+            skipped = run.run_id not in todo
+            outcomes.append(
+                RunOutcome(
+                    run_id=run.run_id,
+                    group=run.group,
+                    status=after[run.run_id],
+                    skipped=skipped,
+                    final=store.final_metrics(run.run_id),
+                    error=None,
+                )
+            )
+        errors = {row["run_id"]: row["error"] for row in store.run_rows(experiment.name)}
+        for outcome in outcomes:
+            outcome.error = errors.get(outcome.run_id)
+    return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
+
+
+__all__ = ["RunOutcome", "SweepSummary", "run_experiment"]

@@ -1,0 +1,375 @@
+"""The results store: one SQLite database per results directory (`<out>/normlab.db`).
+
+Schema (version 1, kept in `PRAGMA user_version`; a database from a newer normlab is refused
+with a clear message rather than misread):
+
+    experiments(name TEXT PK, description TEXT, spec_json TEXT, created_at REAL, updated_at REAL)
+    runs(run_id TEXT PK            -- RunConfig.run_id: sha256 of the resolved config, 16 hex
+         config_json TEXT           -- the resolved config (canonical JSON)
+         status TEXT                -- queued | running | finished | failed | diverged
+         error TEXT                 -- traceback of a failed run, reason of an interruption
+         created_at, started_at, finished_at REAL  -- unix seconds (UTC)
+         seconds REAL               -- training wall time reported by the run (s)
+         steps INTEGER, attempts INTEGER, final_json TEXT (final metrics)
+         python, torch, normlab, git_commit, device, hostname TEXT)  -- where it ran
+    experiment_runs(experiment, run_id, grp, position; PK(experiment, run_id, grp))
+                                    -- membership: a run (one config) is trained and stored
+                                    -- once, and may belong to several experiments / groups
+    metrics(run_id, name, step, epoch, value; PK(run_id, name, step))
+                                    -- a resumed run re-emitting a step replaces, never duplicates
+    artifacts(run_id, kind, path, created_at; PK(run_id, path))  -- paths relative to <out>
+
+Every write is one transaction (`with self._conn:`), so a process killed at any moment
+(SIGKILL included) leaves either the old row or the new one, never half of one. The database
+runs in WAL mode: one writer at a time (the runner's parent process), readers never block it.
+
+The analysis layer reads only through `experiments()`, `runs_frame()` and `metrics_frame()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from normlab.experiments.errors import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from normlab.experiments.config import Experiment
+
+SCHEMA_VERSION = 1
+DB_NAME = "normlab.db"
+STATUSES = ("queued", "running", "finished", "failed", "diverged")
+DONE_STATUSES = ("finished", "diverged")
+ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname")
+
+_SCHEMA = f"""
+CREATE TABLE experiments (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    spec_json TEXT NOT NULL DEFAULT '{{}}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    config_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    steps INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    final_json TEXT,
+    python TEXT, torch TEXT, normlab TEXT, git_commit TEXT, device TEXT, hostname TEXT
+);
+CREATE TABLE experiment_runs (
+    experiment TEXT NOT NULL REFERENCES experiments(name),
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    grp TEXT NOT NULL DEFAULT '',
+    position INTEGER NOT NULL,
+    PRIMARY KEY (experiment, run_id, grp)
+);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    name TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name, step)
+) WITHOUT ROWID;
+CREATE TABLE artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, path)
+);
+CREATE INDEX experiment_runs_by_run ON experiment_runs(run_id);
+"""
+
+
+def flatten_config(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'weight_decay': 0}} -> {'optim.weight_decay': 0}; lists become JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        elif isinstance(value, (list, tuple)):
+            # JSON text, not a list: hashable for groupby and exportable to CSV/parquet.
+            flat[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class Store:
+    """The SQLite results store of one results directory.
+
+    Args:
+        path: the database file (`<out>/normlab.db`); `Store.open(out_dir)` takes the folder.
+        create: create the database (and its folder) when missing; False raises StoreError.
+
+    Example:
+        >>> store = Store.open("runs")
+        >>> store.experiments()
+        ['mnist1d-norm-batch']
+        >>> runs = store.runs_frame("mnist1d-norm-batch")   # one row per (run, group)
+        >>> curves = store.metrics_frame("mnist1d-norm-batch", names=["test_acc"])
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(
+                    f"no results store at {str(self.path)!r}; run `normlab sweep` or "
+                    "`normlab run` with this --out first, or point --out at a results folder"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._prepare()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{str(self.path)!r} is not a normlab results database ({exc}); "
+                "choose another --out folder"
+            ) from None
+        self._conn.isolation_level = "DEFERRED"  # `with conn:` = one transaction
+
+    @classmethod
+    def open(cls, out_dir: str | Path, *, create: bool = True) -> "Store":
+        """The store of a results directory (`<out_dir>/normlab.db`)."""
+        return cls(Path(out_dir) / DB_NAME, create=create)
+
+    def _prepare(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{str(self.path)!r} was written by a newer normlab (store schema v{version}; "
+                f"this normlab reads v{SCHEMA_VERSION}); upgrade normlab or use another --out"
+            )
+        if version == 0 and tables:
+            raise StoreError(
+                f"{str(self.path)!r} holds tables but no normlab schema version; it is not a "
+                "normlab results database: choose another --out folder"
+            )
+        if version == 0:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing (the runner's parent process is the only writer) -------------------------
+
+    def add_experiment(self, experiment: "Experiment") -> None:
+        """Register an experiment and its runs (new runs as 'queued'); existing rows are kept."""
+        from normlab.experiments.config import config_json
+
+        now = time.time()
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO experiments(name, description, spec_json, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "description = excluded.description, spec_json = excluded.spec_json, "
+                "updated_at = excluded.updated_at",
+                (experiment.name, experiment.description, json.dumps(experiment.spec, default=str), now, now),
+            )
+            start = self._conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM experiment_runs WHERE experiment = ?",
+                (experiment.name,),
+            ).fetchone()[0]
+            for i, run in enumerate(experiment.runs):
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO runs(run_id, config_json, status, created_at) "
+                    "VALUES (?, ?, 'queued', ?)",
+                    (run.run_id, config_json(run.config), now),
+                )
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO experiment_runs(experiment, run_id, grp, position) "
+                    "VALUES (?, ?, ?, ?)",
+                    (experiment.name, run.run_id, run.group, start + i),
+                )
+
+    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool) -> None:
+        """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries."""
+        with self._conn:
+            if fresh:
+                self._conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            self._conn.execute(
+                f"UPDATE runs SET status = 'running', error = NULL, started_at = ?, "
+                f"finished_at = NULL, attempts = attempts + 1, "
+                f"{', '.join(f'{k} = ?' for k in ENV_KEYS)} WHERE run_id = ?",
+                (time.time(), *(env.get(k) for k in ENV_KEYS), run_id),
+            )
+
+    def add_metrics(self, run_id: str, rows: Iterable[tuple[int, int, str, float]]) -> None:
+        """Store (step, epoch, name, value) rows; a re-emitted (name, step) replaces the old value."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO metrics(run_id, step, epoch, name, value) VALUES (?, ?, ?, ?, ?)",
+                ((run_id, int(s), int(e), str(n), None if v is None else float(v)) for s, e, n, v in rows),
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        final: dict[str, float] | None = None,
+        steps: int | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a run's end: finished / diverged (with final metrics) or failed (traceback)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        with self._conn:
+            self._conn.execute(
+                "UPDATE runs SET status = ?, final_json = COALESCE(?, final_json), steps = ?, "
+                "seconds = ?, error = ?, finished_at = ? WHERE run_id = ?",
+                (
+                    status,
+                    None if final is None else json.dumps(final),
+                    steps,
+                    seconds,
+                    error,
+                    time.time() if status != "queued" else None,
+                    run_id,
+                ),
+            )
+
+    def add_artifact(self, run_id: str, kind: str, path: str) -> None:
+        """Record a file of a run (path relative to the results directory)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO artifacts(run_id, kind, path, created_at) VALUES (?, ?, ?, ?)",
+                (run_id, kind, path, time.time()),
+            )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def experiments(self) -> list[str]:
+        """Experiment names, oldest first."""
+        rows = self._conn.execute("SELECT name FROM experiments ORDER BY created_at, name")
+        return [r[0] for r in rows]
+
+    def _check_experiment(self, experiment: str) -> None:
+        if not self._conn.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,)).fetchone():
+            known = self.experiments()
+            raise StoreError(
+                f"no experiment {experiment!r} in {str(self.path)!r}; "
+                f"known: {', '.join(known) if known else 'none yet'}"
+            )
+
+    def run_rows(self, experiment: str) -> list[dict[str, Any]]:
+        """One dict per (run, group) of an experiment, in plan order, config parsed."""
+        self._check_experiment(experiment)
+        cur = self._conn.execute(
+            "SELECT r.*, m.grp AS grp FROM experiment_runs m JOIN runs r USING (run_id) "
+            "WHERE m.experiment = ? ORDER BY m.position",
+            (experiment,),
+        )
+        names = [d[0] for d in cur.description]
+        rows = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            row["config"] = json.loads(row.pop("config_json"))
+            final = row.pop("final_json")
+            row["final"] = json.loads(final) if final else {}
+            rows.append(row)
+        return rows
+
+    def run_status(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run_id -> status for the given runs."""
+        out = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(self._conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})", chunk))
+        return out
+
+    def final_metrics(self, run_id: str) -> dict[str, float]:
+        row = self._conn.execute("SELECT final_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def status_counts(self, experiment: str) -> dict[str, int]:
+        """{status: number of distinct runs} of an experiment."""
+        rows = self._conn.execute(
+            "SELECT r.status, COUNT(DISTINCT r.run_id) FROM experiment_runs m JOIN runs r USING (run_id) "
+            "WHERE m.experiment = ? GROUP BY r.status",
+            (experiment,),
+        )
+        return dict(rows.fetchall())
+
+    def runs_frame(self, experiment: str) -> "pd.DataFrame":
+        """One row per (run, group): run_id, experiment, status, group, started_at, finished_at,
+        seconds, error, steps, then every resolved config key flattened with dots (`norm`,
+        `optim.weight_decay`, ...), `final.<metric>` and `env.<key>` columns.
+
+        A run that belongs to two groups appears twice (same run_id, different `group`).
+        Times are unix seconds (UTC); `seconds` is the run's training wall time.
+        """
+        import pandas as pd
+
+        head = ["run_id", "experiment", "status", "group", "started_at", "finished_at", "seconds", "error", "steps"]
+        records = []
+        for row in self.run_rows(experiment):
+            record = {
+                "run_id": row["run_id"],
+                "experiment": experiment,
+                "status": row["status"],
+                "group": row["grp"],
+                "started_at": row["started_at"],
+                "finished_at": row["finished_at"],
+                "seconds": row["seconds"],
+                "error": row["error"],
+                "steps": row["steps"],
+            }
+            record.update(flatten_config(row["config"]))
+            record.update({f"final.{k}": v for k, v in row["final"].items()})
+            record.update({f"env.{k}": row[k] for k in ENV_KEYS})
+            records.append(record)
+        frame = pd.DataFrame.from_records(records)
+        return frame if records else pd.DataFrame(columns=head)
+
+    def metrics_frame(self, experiment: str, names: Sequence[str] | None = None) -> "pd.DataFrame":
+        """Columns run_id, step, epoch, name, value for the runs of an experiment (each run once),
+        sorted by run_id, name, step; `names` keeps only those metrics."""
+        import pandas as pd
+
+        self._check_experiment(experiment)
+        query = (
+            "SELECT run_id, step, epoch, name, value FROM metrics WHERE run_id IN "
+            "(SELECT run_id FROM experiment_runs WHERE experiment = ?)"
+        )
+        params: list[Any] = [experiment]
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            query += f" AND name IN ({','.join('?' * len(names))})"
+            params += names
+        query += " ORDER BY run_id, name, step"
+        rows = self._conn.execute(query, params).fetchall()
+        frame = pd.DataFrame(rows, columns=["run_id", "step", "epoch", "name", "value"])
+        return frame.astype({"step": "int64", "epoch": "int64", "value": "float64"})
+
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "STATUSES", "Store", "flatten_config"]
