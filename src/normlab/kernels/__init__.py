@@ -4,7 +4,6 @@
 ReLU) and runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (how CI tests it).
 """
 
-import functools
 import os
 
 import torch
@@ -15,14 +14,20 @@ __all__ = ["batch_norm", "triton_available"]
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-@functools.cache
+_triton_found: bool | None = None  # cached probe (a plain global: torch.compile traces it)
+
+
 def triton_available() -> bool:
     """True when Triton can be imported (kernels may still need a CUDA tensor to run)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    global _triton_found
+    if _triton_found is None:
+        try:
+            import triton  # noqa: F401
+
+            _triton_found = True
+        except ImportError:
+            _triton_found = False
+    return _triton_found
 
 
 def _interpreting() -> bool:
