@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from normlab.layers.batchnorm import BatchNorm, BatchNorm2d
 from normlab.layers.sync import SyncBatchNorm, convert_sync_batchnorm, revert_sync_batchnorm
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -135,27 +136,41 @@ def test_two_processes_match_batchnorm_on_the_whole_batch():
 
 @pytest.mark.parametrize("shape", [(6, 3), (6, 3, 5), (4, 3, 2, 3), (2, 3, 2, 2, 3)])
 def test_outside_a_process_group_it_is_exactly_batchnorm(shape):
+    """Bit-identical to normlab's BatchNorm (same code path), and matches torch's to 1e-10."""
     assert not dist.is_initialized()
-    ref, ours = _bn_pair(3, None, True, seed=1)
-    for _ in range(2):
-        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-        x2 = x.detach().clone().requires_grad_(True)
-        y_ref, y = ref(x), ours(x2)
-        torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
-        y_ref.square().sum().backward()
-        y.square().sum().backward()
-        torch.testing.assert_close(x2.grad, x.grad, rtol=0, atol=0)
-    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=0, atol=0)
-    torch.testing.assert_close(ours.running_var, ref.running_var, rtol=0, atol=0)
-    assert ours.state_dict().keys() == ref.state_dict().keys()
+    torch_bn, ours = _bn_pair(3, None, True, seed=1)
+    normlab_bn = BatchNorm(3, momentum=None, dtype=torch.float64)
+    normlab_bn.load_state_dict(ours.state_dict())
+    for step in range(3):
+        if step == 2:  # eval mode: the running statistics
+            for module in (torch_bn, ours, normlab_bn):
+                module.eval()
+        x = torch.randn(shape, dtype=torch.float64)
+        results = []
+        for module in (torch_bn, ours, normlab_bn):
+            xi = x.clone().requires_grad_(True)
+            y = module(xi)
+            y.square().sum().backward()
+            results.append((y, xi.grad))
+        (y_torch, dx_torch), (y, dx), (y_normlab, dx_normlab) = results
+        torch.testing.assert_close(y, y_torch, **TOL)
+        torch.testing.assert_close(dx, dx_torch, **TOL)
+        torch.testing.assert_close(y, y_normlab, rtol=0, atol=0)
+        torch.testing.assert_close(dx, dx_normlab, rtol=0, atol=0)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(ours, name).grad, getattr(torch_bn, name).grad, **TOL)
+    torch.testing.assert_close(ours.running_var, torch_bn.running_var, **TOL)
+    assert ours.state_dict().keys() == torch_bn.state_dict().keys()
 
 
 def test_bad_input_gets_one_clear_error():
     bn = SyncBatchNorm(4)
-    with pytest.raises(ValueError, match=r"expected at least 2D input .*got 1D input"):
+    with pytest.raises(ValueError, match=r"expected 2D to 5D input \(got 1D input\)"):
         bn(torch.randn(4))
-    with pytest.raises(ValueError, match=r"expected 4 channels in dim 1 .*SyncBatchNorm\(3\)"):
+    with pytest.raises(ValueError, match=r"expected 4 channels in dim 1, got 3"):
         bn(torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match=r"more than 1 value per channel"):
+        bn(torch.randn(1, 4))
 
 
 class _ScaledBN(nn.BatchNorm2d):
@@ -166,14 +181,11 @@ class _ScaledBN(nn.BatchNorm2d):
 
 
 def _mixed_model() -> nn.Sequential:
-    import normlab.layers as layers
-
-    ours_2d = getattr(layers, "BatchNorm2d", nn.BatchNorm2d)  # normlab's when it is exported
     return nn.Sequential(
         nn.Conv2d(2, 4, 3),
         nn.BatchNorm2d(4, momentum=0.2),
         nn.ReLU(),
-        nn.Sequential(nn.Conv2d(4, 4, 1), ours_2d(4, eps=1e-3)),
+        nn.Sequential(nn.Conv2d(4, 4, 1), BatchNorm2d(4, eps=1e-3, backend="reference")),
         nn.Flatten(),
         nn.Linear(4 * 4 * 4, 5),
         nn.BatchNorm1d(5, affine=False),

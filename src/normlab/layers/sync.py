@@ -22,12 +22,16 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.layers import functional
+from normlab.layers.batchnorm import (
+    BatchNorm,
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    BatchNormBase,
+)
+
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm"]
-
-
-def _stat_dtype(x: Tensor) -> torch.dtype:
-    # Statistics in at least float32 (bf16/fp16 inputs would lose the variance otherwise).
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _reduce_dims(x: Tensor) -> list[int]:
@@ -52,7 +56,7 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     channels = x.shape[1]
     count = x.numel() // channels if channels else 0
     dims = _reduce_dims(x)
-    xs = x.to(_stat_dtype(x))
+    xs = x.to(functional.compute_dtype(x.dtype))
     if count > 0:
         local_var, local_mean = torch.var_mean(xs, dim=dims, correction=0)  # (C,), (C,)
         local_m2 = local_var * count
@@ -69,16 +73,11 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     counts = stats[:, :1]  # (W, 1)
     means = stats[:, 1 : 1 + channels]  # (W, C)
     m2s = stats[:, 1 + channels :]  # (W, C)
-    total = float(counts.sum().item())
-    if total == 0:
-        raise ValueError(
-            "SyncBatchNorm got an empty batch on every process; expected at least 2 values "
-            "per channel in total. Feed a non-empty batch."
-        )
-    mean = (counts * means).sum(0) / total  # (C,)
+    total = float(counts.sum().item())  # the caller refuses total <= 1
+    mean = (counts * means).sum(0) / max(total, 1.0)  # (C,)
     m2 = (m2s + counts * (means - mean) ** 2).sum(0)  # (C,)
-    dtype = _stat_dtype(x)
-    return mean.to(dtype), (m2 / total).to(dtype), total
+    dtype = functional.compute_dtype(x.dtype)
+    return mean.to(dtype), (m2 / max(total, 1.0)).to(dtype), total
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
@@ -131,7 +130,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(BatchNormBase):
     r"""Batch normalization with statistics over the whole global batch of a process group.
 
     In training mode, for channel c, the mean and the biased variance are taken over every
@@ -143,13 +142,13 @@ class SyncBatchNorm(_BatchNorm):
     with n the global count. Each process contributes (count, mean, M2) and they are merged
     with Chan's parallel formula (numerically stable; counts may differ per process). Backward
     all-reduces sum(dy) and sum(dy * xhat). `running_mean`/`running_var` are updated with the
-    global mean and the unbiased global variance sigma2 * n / (n - 1), so they are identical on
-    every process. Outside an initialized process group, in a group of one, or in eval mode,
-    it is exactly `BatchNorm` (no collective at all).
+    global mean and the unbiased global variance sigma2 * n / (n - 1), so they stay identical
+    on every process. Outside an initialized process group, in a group of one, in eval mode
+    or when frozen, it is exactly normlab's `BatchNorm` (no collective at all).
 
-    Every process of the group must run the forward (and backward) of each SyncBatchNorm the
-    same number of times, as with any collective; eval-mode forwards never communicate, so
-    rank 0 may evaluate alone.
+    Every process of the group must run the training-mode forward (and backward) of each
+    SyncBatchNorm the same number of times, as with any collective. Eval-mode forwards never
+    communicate (as torch's), so rank 0 may evaluate alone.
 
     Args:
         num_features: C, the channel count (dim 1 of the input).
@@ -159,13 +158,14 @@ class SyncBatchNorm(_BatchNorm):
         track_running_stats: keep running_mean/running_var for eval mode. Default True.
         process_group: the group to synchronize over; None: the default (world) group.
         device, dtype: of the parameters and buffers.
+        backend: kernel backend of the single-process path (see `BatchNormBase`).
 
     Shape:
         input (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W); output the same shape.
-        N may differ per process (even 0, if the group's total is >= 2 per channel).
+        N may differ per process, even be 0, as long as the group's total is >= 2.
 
     Example:
-        >>> bn = SyncBatchNorm(16)          # in each process, after init_process_group
+        >>> bn = SyncBatchNorm(16)            # in each process, after init_process_group
         >>> y = bn(torch.randn(8, 16, 4, 4))  # normalized with the statistics of all ranks
         >>> model = convert_sync_batchnorm(model)  # or convert an existing model
     """
@@ -180,189 +180,160 @@ class SyncBatchNorm(_BatchNorm):
         process_group: Any = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__(
-            num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype
+            num_features, eps, momentum, affine, track_running_stats, device=device,
+            dtype=dtype, backend=backend,
         )
         self.process_group = process_group
-
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(
-                f"SyncBatchNorm expected at least 2D input (N, C, ...) (got {input.dim()}D "
-                f"input of shape {tuple(input.shape)}); add a batch dimension."
-            )
-        if input.shape[1] != self.num_features:
-            raise ValueError(
-                f"SyncBatchNorm expected {self.num_features} channels in dim 1 (got input of "
-                f"shape {tuple(input.shape)}); build SyncBatchNorm({input.shape[1]}) or fix "
-                "the input layout to (N, C, ...)."
-            )
 
     def _world_size(self) -> int:
         if not (dist.is_available() and dist.is_initialized()):
             return 1
         return dist.get_world_size(self.process_group)
 
-    def forward(self, input: Tensor) -> Tensor:
-        """Normalize `input` (N, C, *) with global batch statistics (training) or running ones."""
-        self._check_input_dim(input)
-        world_size = self._world_size() if self.training else 1
-        if world_size == 1:
-            # Exactly BatchNorm: torch's _BatchNorm.forward with the same buffers and momentum.
-            return super().forward(input)
-        if dist.get_backend(self.process_group) == "nccl" and not input.is_cuda:
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize `x` (N, C, *) with global batch statistics (training) or running ones."""
+        if not (self.training and self.uses_batch_stats()) or self._world_size() == 1:
+            return super().forward(x)  # exactly BatchNorm
+        self._check_input_dim(x)
+        # Rank and channels only: a process may hold a single sample (or none); the batch-size
+        # check is on the global count below.
+        functional.check_batch_norm_input(x, self.num_features, training=False)
+        if dist.get_backend(self.process_group) == "nccl" and not x.is_cuda:
             raise ValueError(
-                f"SyncBatchNorm got a {input.device} tensor in an NCCL process group; NCCL "
-                "needs CUDA tensors. Move the model and data to the process's GPU, or use the "
-                "gloo backend for CPU training."
+                f"SyncBatchNorm got a {x.device} tensor in an NCCL process group; NCCL needs "
+                "CUDA tensors. Move the model and data to the process's GPU, or use the gloo "
+                "backend for CPU training."
             )
-        factor = self._update_factor()
-        mean, var, count = _global_batch_stats(input, self.process_group, world_size)
+        mean, var, count = _global_batch_stats(x, self.process_group, self._world_size())
         if count <= 1:
             raise ValueError(
-                "SyncBatchNorm expected more than 1 value per channel when training, got "
-                f"{count:.0f} across all processes (local input shape {tuple(input.shape)}). "
-                "Use a larger batch, or eval mode."
+                "Expected more than 1 value per channel when training, got "
+                f"{count:.0f} across all processes (local input size {tuple(x.shape)}); use a "
+                "larger global batch or call model.eval()"
             )
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                unbiased = var * (count / (count - 1))
-                # (1 - f) * running + f * batch, the order torch's BatchNorm uses.
-                self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        if self.track_running_stats:
+            momentum = self._momentum_factor()  # counts this batch, as BatchNorm does
+            functional.update_running_stats(
+                self.running_mean, self.running_var, mean, var, count, momentum
+            )
         invstd = torch.rsqrt(var + self.eps)
         return _SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, mean.detach(), invstd.detach(), count,
-            self.process_group,
+            x, self.weight, self.bias, mean, invstd, count, self.process_group
         )
-
-    def _update_factor(self) -> float:
-        # The same rule as torch's BatchNorm: momentum, or 1/t (cumulative) when it is None.
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                return 1.0 / float(self.num_batches_tracked)
-        return 0.0 if self.momentum is None else float(self.momentum)
 
 
 # ---------------------------------------------------------------------------------------------
 # Model surgery: convert every BN to SyncBatchNorm and back.
 
+# Exactly BN (nothing more), so SyncBatchNorm may stand in for them.
+_PLAIN_BATCHNORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d,
+)  # fmt: skip
 
-def _normlab_layer(name: str) -> type | None:
-    # normlab.layers imports this module, so look its classes up lazily (and tolerate their
-    # absence: the rest of the package may not define every variant).
-    try:
+
+def _batchnorm_variants() -> tuple[type, ...]:
+    """BN with behaviour of its own (Ghost BN, Batch Renorm, user subclasses, lazy BN)."""
+    variants: list[type] = [_BatchNorm, BatchNormBase]
+    try:  # looked up lazily: normlab.layers imports this module
         import normlab.layers as layers
-    except ImportError:  # pragma: no cover - normlab.layers is this package
-        return None
-    cls = getattr(layers, name, None)
-    return cls if isinstance(cls, type) else None
-
-
-def _plain_batchnorm_classes() -> tuple[type, ...]:
-    """The BN classes whose behaviour is exactly BN, so SyncBatchNorm may replace them."""
-    torch_classes = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-    ours = (_normlab_layer(n) for n in ("BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"))
-    return torch_classes + tuple(c for c in ours if c is not None)
-
-
-def _batchnorm_like_classes() -> tuple[type, ...]:
-    """Classes that are BN with something more: converting them would silently drop it."""
-    names = ("GhostBatchNorm", "BatchRenorm", "BatchNormBase", "_BatchNormBase")
-    ours = (_normlab_layer(n) for n in names)
-    return (_BatchNorm, *(c for c in ours if c is not None))
-
-
-def _copy_state(src: nn.Module, dst: nn.Module) -> None:
-    # Share the very Parameter objects (an optimizer built before conversion keeps working)
-    # and the buffers; keep requires_grad and train/eval mode.
-    if getattr(src, "affine", False):
-        dst.weight = src.weight
-        dst.bias = src.bias
-    if getattr(src, "track_running_stats", False) and src.running_mean is not None:
-        dst.running_mean = src.running_mean
-        dst.running_var = src.running_var
-        dst.num_batches_tracked = src.num_batches_tracked
-    dst.train(src.training)
+    except ImportError:  # pragma: no cover
+        return tuple(variants)
+    for name in ("GhostBatchNorm", "BatchRenorm"):
+        cls = getattr(layers, name, None)
+        if isinstance(cls, type):
+            variants.append(cls)
+    return tuple(variants)
 
 
 def _factory_kwargs(module: nn.Module) -> dict[str, Any]:
-    ref = module.weight if getattr(module, "affine", False) else module.running_mean
+    ref = module.weight if module.weight is not None else module.running_mean
     return {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+
+
+def _copy_state(src: nn.Module, dst: nn.Module) -> None:
+    # Share the very Parameter objects (an optimizer built before the conversion keeps
+    # working) and buffers; keep train/eval mode and normlab's frozen flag.
+    if src.affine:
+        dst.weight = src.weight
+        dst.bias = src.bias
+    if src.track_running_stats and src.running_mean is not None:
+        dst.running_mean = src.running_mean
+        dst.running_var = src.running_var
+        dst.num_batches_tracked = src.num_batches_tracked
+    if hasattr(dst, "frozen"):
+        dst.frozen = getattr(src, "frozen", False)
+    dst.train(src.training)
 
 
 def convert_sync_batchnorm(model: nn.Module, process_group: Any = None) -> nn.Module:
     """Replace every BatchNorm in `model` (torch's or normlab's) by a SyncBatchNorm, state kept.
 
-    Parameters (the same objects), buffers, hyper-parameters and train/eval mode are kept; the
-    original class is remembered so `revert_sync_batchnorm` restores it. A BN subclass with
-    behaviour of its own (normlab's GhostBatchNorm or BatchRenorm, a user subclass of torch's
-    BatchNorm2d, a lazy BN) is refused with a TypeError naming the module, rather than silently
-    losing that behaviour as `torch.nn.SyncBatchNorm.convert_sync_batchnorm` does. Existing
-    SyncBatchNorm modules are left as they are. Returns the converted model (the root is
-    replaced too when it is itself a BN).
+    Parameters (the same objects), buffers, hyper-parameters, normlab's `backend` and
+    `frozen`, and train/eval mode are kept; the original class is remembered so that
+    `revert_sync_batchnorm` restores it. A BN with behaviour of its own (normlab's
+    GhostBatchNorm or BatchRenorm, a user subclass of a BN class, a lazy BN) is refused with
+    a TypeError naming the module, rather than losing that behaviour silently as
+    `torch.nn.SyncBatchNorm.convert_sync_batchnorm` does. SyncBatchNorm layers are left as
+    they are. Returns the model (a new module when the root itself is a BN).
 
     Example:
         >>> model = convert_sync_batchnorm(model).to(device)
         >>> model = torch.nn.parallel.DistributedDataParallel(model)
     """
-    return _convert(model, process_group, prefix="")
+    return _convert(model, process_group, name="")
 
 
-def _convert(module: nn.Module, process_group: Any, prefix: str) -> nn.Module:
+def _convert(module: nn.Module, process_group: Any, name: str) -> nn.Module:
     if isinstance(module, SyncBatchNorm):
         return module
-    if type(module) in _plain_batchnorm_classes():
+    if type(module) in _PLAIN_BATCHNORMS:
+        backend = getattr(module, "backend", "auto")
         sync = SyncBatchNorm(
             module.num_features, module.eps, module.momentum, module.affine,
-            module.track_running_stats, process_group, **_factory_kwargs(module),
-        )
+            module.track_running_stats, process_group, backend=backend,
+            **_factory_kwargs(module),
+        )  # fmt: skip
         _copy_state(module, sync)
-        sync._reverts_to = type(module)
-        sync._reverts_kwargs = _extra_kwargs(module)
+        sync._reverts_to = type(module)  # a plain attribute: not in the state dict
         return sync
-    if isinstance(module, _batchnorm_like_classes()):
-        name = prefix or "the model itself"
+    if isinstance(module, _batchnorm_variants()):
         raise TypeError(
-            f"convert_sync_batchnorm cannot convert {name} ({type(module).__name__}): it is a "
-            "batch norm with behaviour of its own that SyncBatchNorm would silently drop. "
-            "Expected plain torch.nn.BatchNorm1d/2d/3d or normlab BatchNorm layers; replace "
-            "this layer (e.g. with normlab.layers.BatchNorm2d) before converting, or train "
+            f"convert_sync_batchnorm cannot convert {name or 'the model itself'} "
+            f"({type(module).__name__}): it is a batch norm with behaviour of its own that "
+            "SyncBatchNorm would silently drop. Expected torch.nn.BatchNorm1d/2d/3d or normlab "
+            "BatchNorm/BatchNorm1d/2d/3d; replace this layer before converting, or train "
             "without sync_bn."
         )
     for child_name, child in module.named_children():
-        new = _convert(child, process_group, f"{prefix}.{child_name}" if prefix else child_name)
+        new = _convert(child, process_group, f"{name}.{child_name}" if name else child_name)
         if new is not child:
             setattr(module, child_name, new)
     return module
-
-
-def _extra_kwargs(module: nn.Module) -> dict[str, Any]:
-    # normlab BN layers take a `backend` argument that torch's do not; keep it for revert.
-    backend = getattr(module, "backend", None)
-    return {"backend": backend} if isinstance(backend, str) else {}
 
 
 def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """Turn every SyncBatchNorm in `model` back into a single-process BatchNorm, state kept.
 
     A layer made by `convert_sync_batchnorm` becomes its original class again; one built as
-    SyncBatchNorm directly becomes normlab's rank-agnostic `BatchNorm` (any input rank, like
-    SyncBatchNorm). Parameters (the same objects), buffers and train/eval mode are kept.
-    Returns the reverted model (the root is replaced too when it is itself a SyncBatchNorm).
+    SyncBatchNorm directly becomes normlab's rank-agnostic `BatchNorm` (any input rank, as
+    SyncBatchNorm). Parameters (the same objects), buffers, `frozen` and train/eval mode are
+    kept. Returns the model (a new module when the root itself is a SyncBatchNorm).
 
     Example:
         >>> single = revert_sync_batchnorm(ddp_model.module)  # for evaluation or export
     """
     if isinstance(model, SyncBatchNorm):
-        cls = getattr(model, "_reverts_to", None) or _default_revert_class()
-        kwargs = getattr(model, "_reverts_kwargs", {})
+        cls = getattr(model, "_reverts_to", BatchNorm)
+        # normlab's layers take `backend`; torch's do not.
+        extra = {"backend": model.backend} if issubclass(cls, BatchNormBase) else {}
         bn = cls(
             model.num_features, eps=model.eps, momentum=model.momentum, affine=model.affine,
-            track_running_stats=model.track_running_stats, **_factory_kwargs(model), **kwargs,
-        )
+            track_running_stats=model.track_running_stats, **_factory_kwargs(model), **extra,
+        )  # fmt: skip
         _copy_state(model, bn)
         return bn
     for child_name, child in model.named_children():
@@ -370,16 +341,3 @@ def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
         if new is not child:
             setattr(model, child_name, new)
     return model
-
-
-class _AnyRankBatchNorm(_BatchNorm):
-    """BatchNorm over (N, C, *): used by revert only if normlab.layers.BatchNorm is missing."""
-
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
-
-
-def _default_revert_class() -> type:
-    return _normlab_layer("BatchNorm") or _AnyRankBatchNorm
-
