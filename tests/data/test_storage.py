@@ -1,0 +1,124 @@
+import hashlib
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from normlab.data import DatasetError, data_root
+from normlab.data.storage import RemoteFile, check_sha256, fetch, safe_extract, sha256_file
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "env"))
+    assert data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert data_root() == tmp_path / "env"
+    monkeypatch.delenv("NORMLAB_DATA")
+    import platformdirs
+
+    assert data_root() == Path(platformdirs.user_cache_dir("normlab"))
+
+
+def test_sha256_file_and_check(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc" * 1000)
+    assert sha256_file(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    check_sha256(path, hashlib.sha256(b"abc" * 1000).hexdigest())
+    with pytest.raises(DatasetError, match=r"f\.bin: SHA-256 is .* expected 00+"):
+        check_sha256(path, "0" * 64)
+
+
+def _remote(data: bytes) -> RemoteFile:
+    return RemoteFile("thing.tar.gz", ("https://example.invalid/thing.tar.gz",),
+                      hashlib.sha256(data).hexdigest())
+
+
+def test_fetch_uses_a_present_file_without_downloading(tmp_path, monkeypatch):
+    import pooch
+
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: pytest.fail("must not download"))
+    (tmp_path / "thing.tar.gz").write_bytes(b"payload")
+    assert fetch(_remote(b"payload"), tmp_path, download=True, hint="") == tmp_path / "thing.tar.gz"
+    with pytest.raises(DatasetError, match="damaged or not the published version"):
+        fetch(_remote(b"other"), tmp_path, download=True, hint="")
+
+
+def test_fetch_offline_or_disabled_says_where_to_put_the_file(tmp_path, monkeypatch):
+    import pooch
+
+    with pytest.raises(DatasetError, match=r"download=False: put thing\.tar\.gz .* in .*or unpack"):
+        fetch(_remote(b"x"), tmp_path, download=False, hint="or unpack it")
+
+    def offline(url, **kw):
+        raise ConnectionError(f"no route to {url}")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    with pytest.raises(DatasetError, match=r"could not download thing\.tar\.gz.*no route.*"
+                                           r"offline, put thing\.tar\.gz"):
+        fetch(_remote(b"x"), tmp_path, download=True, hint="")
+
+
+def test_fetch_tries_mirrors_in_order(tmp_path, monkeypatch):
+    import pooch
+
+    tried = []
+
+    def flaky(url, known_hash, fname, path, progressbar):
+        tried.append(url)
+        if "first" in url:
+            raise ConnectionError("down")
+        assert known_hash == "sha256:" + hashlib.sha256(b"ok").hexdigest()
+        (Path(path) / fname).write_bytes(b"ok")
+
+    monkeypatch.setattr(pooch, "retrieve", flaky)
+    remote = RemoteFile("f.gz", ("https://first/f.gz", "https://second/f.gz"),
+                        hashlib.sha256(b"ok").hexdigest())
+    assert fetch(remote, tmp_path / "d", download=True, hint="").read_bytes() == b"ok"
+    assert tried == ["https://first/f.gz", "https://second/f.gz"]
+
+
+def test_safe_extract_extracts_only_wanted_members(formats, tmp_path):
+    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A", "top/b.bin": b"BB",
+                                                     "top/readme.html": b"<html>"})
+    safe_extract(archive, tmp_path / "out", {"top/a.bin", "top/b.bin"})
+    assert (tmp_path / "out/top/a.bin").read_bytes() == b"A"
+    assert (tmp_path / "out/top/b.bin").read_bytes() == b"BB"
+    assert not (tmp_path / "out/top/readme.html").exists()
+    # no temporary extraction directory is left behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["top"]
+
+
+def test_safe_extract_reports_missing_members(formats, tmp_path):
+    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A"})
+    with pytest.raises(DatasetError, match=r"a\.tar\.gz: archive lacks \['top/b\.bin'\]"):
+        safe_extract(archive, tmp_path / "out", {"top/a.bin", "top/b.bin"})
+    assert not (tmp_path / "out/top/a.bin").exists()  # nothing half-extracted
+
+
+@pytest.mark.parametrize("bad_name", ["../escape.bin", "top/../../escape.bin", "/abs/escape.bin"])
+def test_safe_extract_refuses_path_traversal(formats, tmp_path, bad_name):
+    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A", bad_name: b"evil"})
+    with pytest.raises(DatasetError, match="path traversal"):
+        safe_extract(archive, tmp_path / "out", {"top/a.bin"})
+    assert not (tmp_path / "escape.bin").exists()
+    assert not (tmp_path / "out/top/a.bin").exists()
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_safe_extract_refuses_links(formats, tmp_path, kind):
+    link = tarfile.TarInfo("top/a.bin")
+    link.type, link.linkname = kind, "/etc/passwd"
+    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {}, extra=[link])
+    with pytest.raises(DatasetError, match=r"member 'top/a\.bin' is a link"):
+        safe_extract(archive, tmp_path / "out", {"top/a.bin"})
+
+
+def test_safe_extract_reports_truncated_and_corrupt_archives(formats, tmp_path):
+    good = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": bytes(range(256)) * 400})
+    truncated = tmp_path / "t.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DatasetError, match=r"t\.tar\.gz: cannot read the archive.*truncated or corrupt"):
+        safe_extract(truncated, tmp_path / "out", {"top/a.bin"})
+    garbage = tmp_path / "g.tar.gz"
+    garbage.write_bytes(b"this is not gzip at all" * 10)
+    with pytest.raises(DatasetError, match=r"g\.tar\.gz: cannot read the archive"):
+        safe_extract(garbage, tmp_path / "out", {"top/a.bin"})
