@@ -149,7 +149,7 @@ def config_keys() -> list[str]:
     return keys
 
 
-def _suggest(key: str, choices: Iterable[str]) -> str:
+def suggest(key: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.5)
     return f"; did you mean `{close[0]}`?" if close else ""
 
@@ -160,8 +160,8 @@ def check_key(key: str, where: str = "") -> None:
     fields = RunConfig.model_fields
     if head not in fields:
         raise ConfigError(
-            f"{where}unknown key `{key}`{_suggest(key, config_keys())} "
-            "(`normlab run --help` lists the keys)"
+            f"{where}unknown key `{key}`{suggest(key, config_keys())} "
+            "(`normlab sweep --help` lists the keys)"
         )
     section = _section_model(fields[head].annotation)
     if not rest:
@@ -177,7 +177,7 @@ def check_key(key: str, where: str = "") -> None:
         raise ConfigError(f"{where}unknown key `{key}`: `{head}` has no sub-keys; write `{head}=...`")
     if rest not in section.model_fields:
         raise ConfigError(
-            f"{where}unknown key `{key}`{_suggest(key, config_keys())} "
+            f"{where}unknown key `{key}`{suggest(key, config_keys())} "
             f"(`{head}` has: {', '.join(section.model_fields)})"
         )
 
@@ -330,7 +330,7 @@ def build_config(flat: dict[str, Any], where: str = "") -> RunConfig:
         names = _registered(kind)
         if names is not None and value not in names:
             raise ConfigError(
-                f"{where}`{kind}`: unknown {kind} {value!r}{_suggest(value, names)} "
+                f"{where}`{kind}`: unknown {kind} {value!r}{suggest(value, names)} "
                 f"(valid: {', '.join(names)})"
             )
     return config

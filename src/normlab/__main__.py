@@ -1,0 +1,5 @@
+"""`python -m normlab ...` runs the command line."""
+
+from normlab.cli import main
+
+main()

@@ -1,0 +1,327 @@
+"""The `normlab` command line (typer): study, run, sweep, ls, compare, export, report, data.
+
+Every command takes `--out DIR` (the results folder, default ./runs). A user mistake (bad
+key, value, file, experiment name, argument) prints ONE message on stderr and exits with
+code 2, without a traceback; tracebacks are kept for bugs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from normlab.experiments.errors import UserError
+
+app = typer.Typer(
+    name="normlab",
+    help="Batch normalization, measured: run the BN study, sweeps of runs, and read the results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Datasets: what is on disk and what is missing.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
+ARGS_HELP = (
+    "an optional experiment file (.yaml/.toml) first, then key=value overrides; dotted keys "
+    "for nested ones (optim.weight_decay=0.1) and comma lists to sweep (batch_size=16,32)"
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"normlab: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user_errors(command: Callable) -> Callable:
+    """Turn a UserError (and Ctrl-C) into one line on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume where it stopped", code=130)
+
+    return wrapper
+
+
+def _split_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
+    """[file] key=value... -> (file or None, overrides)."""
+    from normlab.experiments.errors import ConfigError
+
+    args = list(args or [])
+    path = None
+    if args and "=" not in args[0]:
+        path = Path(args.pop(0))
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(
+                f"argument {arg!r}: expected key=value; the experiment file, if any, goes first "
+                "(e.g. `normlab sweep configs/x.yaml seed=0,1`)"
+            )
+    return path, args
+
+
+def _load(args: list[str] | None, name: str | None) -> Any:
+    from normlab.experiments.config import load_experiment
+
+    path, overrides = _split_args(args)
+    return load_experiment(path, overrides, name=name)
+
+
+def _print_failures(summary: Any) -> None:
+    for outcome in summary.outcomes:
+        if outcome.status == "failed" and not outcome.skipped and outcome.error:
+            last = outcome.error.strip().splitlines()[-1]
+            typer.echo(f"  run {outcome.run_id} failed: {last}", err=True)
+
+
+def _keys_epilog() -> str:
+    from normlab.experiments.config import config_keys
+
+    return "Keys: " + ", ".join(config_keys())
+
+
+@app.command(epilog=_keys_epilog())
+@_user_errors
+def run(
+    args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG] [KEY=VALUE]..."),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: the file's name, or 'run')"),
+    as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Train ONE run (defaults: the seed's MLP, Adam, lr 1e-3, batch 64 on MNIST-1D).
+
+    Example: normlab run norm=none epochs=3 --json
+    """
+    from normlab.experiments.runner import run_experiment
+
+    experiment = _load(args, name or ("run" if not args or "=" in args[0] else None))
+    runs = {run.run_id for run in experiment.runs}
+    if len(runs) != 1:
+        _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
+    summary = run_experiment(experiment, out, progress=not quiet and not as_json)
+    outcome = summary.outcomes[0]
+    if as_json:
+        typer.echo(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **outcome.final}))
+    else:
+        typer.echo(str(summary), err=True)
+        _print_failures(summary)
+    if outcome.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command(epilog=_keys_epilog())
+@_user_errors
+def sweep(
+    args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[EXPERIMENT] [KEY=VALUE]..."),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: the file's `name:`, or 'sweep')"),
+    backend: str = typer.Option("local", "--backend", help="local (in-process), process (--workers N) or ray"),
+    workers: int = typer.Option(1, "--workers", help="worker processes (process) or runs in flight (ray)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run again the runs stored as failed"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and exit; nothing is written"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Run every combination of an experiment; finished runs are skipped, interrupted ones resume.
+
+    Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --backend process --workers 2
+    """
+    from normlab.experiments.runner import run_experiment
+
+    experiment = _load(args, name)
+    if dry_run:
+        for run in experiment.runs:
+            typer.echo(f"{run.run_id}  {run.group or '-'}  {json.dumps(run.config.resolved(), sort_keys=True)}")
+        typer.echo(f"{experiment.name}: {len(experiment.runs)} runs", err=True)
+        return
+    summary = run_experiment(
+        experiment, out, backend=backend, workers=workers, address=address,
+        retry_failed=retry_failed, progress=not quiet,
+    )
+    typer.echo(str(summary), err=True)
+    _print_failures(summary)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("ls")
+@_user_errors
+def ls(
+    experiment: Optional[str] = typer.Argument(None, help="list this experiment's runs instead"),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+) -> None:
+    """List the experiments in the results folder and how many runs are in each status.
+
+    Example: normlab ls --out runs --json
+    """
+    from normlab.experiments.store import STATUSES, Store
+
+    with Store.open(out, create=False) as store:
+        if experiment is None:
+            table = {name: store.status_counts(name) for name in store.experiments()}
+            if as_json:
+                typer.echo(json.dumps(table))
+                return
+            if not table:
+                typer.echo(f"no experiments in {out}")
+            for name, counts in table.items():
+                parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+                typer.echo(f"{name}: {sum(counts.values())} runs ({parts})")
+            return
+        rows = store.run_rows(experiment)
+    if as_json:
+        keep = ("run_id", "grp", "status", "seconds", "steps", "final", "error")
+        typer.echo(json.dumps([{k: r[k] for k in keep} | {"config": r["config"]} for r in rows]))
+        return
+    for row in rows:
+        acc = row["final"].get("test_acc")
+        acc_text = f"test_acc {acc:.4f}" if acc is not None else ""
+        typer.echo(f"{row['run_id']}  {row['grp'] or '-':<16} {row['status']:<9} {acc_text}")
+
+
+@app.command()
+@_user_errors
+def compare(
+    experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    metric: str = typer.Option("test_acc", "--metric", help="metric to compare (its last value per run)"),
+) -> None:
+    """Table of the final metric per group and variant: mean +- 95% CI over seeds (n).
+
+    Example: normlab compare mnist1d-norm-batch --metric test_acc
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from normlab.analysis.frames import final_frame, label_runs, varying_keys
+    from normlab.analysis.stats import summarize
+    from normlab.experiments.errors import StoreError
+    from normlab.experiments.store import Store
+
+    with Store.open(out, create=False) as store:
+        runs = store.runs_frame(experiment)
+        metrics = store.metrics_frame(experiment, names=[metric])
+    if metrics.empty:
+        raise StoreError(f"experiment {experiment!r} has no {metric!r} values yet; check --metric or run it first")
+    finals = final_frame(runs, metrics, metric)
+    finals["variant"] = label_runs(finals, varying_keys(runs, exclude=("group",)))
+    table = Table(title=f"{experiment}: final {metric}, mean +- 95% CI over seeds")
+    for column in ("group", "variant", metric, "runs"):
+        table.add_column(column)
+    for (group, variant), rows in finals.groupby(["group", "variant"], sort=False):
+        s = summarize(rows["value"])
+        table.add_row(group or "-", str(variant), s.format(4), f"{len(rows)} ({(rows['status'] == 'finished').sum()} finished)")
+    Console().print(table)
+
+
+@app.command()
+@_user_errors
+def export(
+    experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="folder for the files (default: <out>/exports)"),
+) -> None:
+    """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>.
+
+    Example: normlab export mnist1d-norm-batch --format parquet
+    """
+    from normlab.experiments.errors import ConfigError
+    from normlab.experiments.store import Store
+
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"--format: expected csv or parquet, got {fmt!r}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow: `pip install 'normlab[parquet]'`, or use --format csv") from None
+    with Store.open(out, create=False) as store:
+        frames = {"runs": store.runs_frame(experiment), "metrics": store.metrics_frame(experiment)}
+    folder = dest or out / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, frame in frames.items():
+        path = folder / f"{experiment}_{kind}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+        typer.echo(str(path))
+
+
+@app.command()
+@_user_errors
+def study(
+    dataset: str = typer.Option("mnist1d", "--dataset", help="mnist1d (embedded) or a dataset on disk, e.g. cifar10"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke-test sized study (under a minute)"),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+    backend: str = typer.Option("local", "--backend", help="local, process or ray"),
+    workers: int = typer.Option(1, "--workers", help="worker processes (process backend)"),
+) -> None:
+    """Run the whole batch-norm study and write its report (HTML + Markdown + figures).
+
+    Example: normlab study --quick --out runs
+    """
+    from normlab.experiments.study import run_study
+
+    report_dir = run_study(dataset=dataset, quick=quick, out=str(out), backend=backend, workers=workers)
+    typer.echo(f"report: {Path(report_dir) / 'report.html'}")
+
+
+@app.command()
+@_user_errors
+def report(
+    experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
+    out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
+) -> None:
+    """Write the report (report.html, report.md, PNGs) of an experiment from the store.
+
+    Example: normlab report mnist1d-norm-batch --out runs
+    """
+    from normlab.analysis.report import write_report
+
+    typer.echo(str(write_report(out, experiment)))
+
+
+@data_app.command("info")
+@_user_errors
+def data_info(
+    name: str = typer.Argument(..., help="dataset name, e.g. mnist1d or cifar10"),
+    root: Optional[Path] = typer.Option(None, "--root", help="data folder (default $NORMLAB_DATA)"),
+    out: Path = typer.Option(Path("runs"), "--out", help="unused; accepted like every command"),
+) -> None:
+    """Show what is on disk for a dataset and what is missing (never downloads).
+
+    Example: normlab data info cifar10
+    """
+    from normlab.data import dataset_names, describe_data
+
+    if name.strip().lower() not in dataset_names():
+        from normlab.experiments.config import suggest
+
+        _fail(f"unknown dataset {name!r}{suggest(name, dataset_names())} (valid: {', '.join(dataset_names())})")
+    typer.echo(describe_data(name, root))
+
+
+def main() -> None:
+    """Console entry point (`normlab`, `python -m normlab`)."""
+    app(prog_name="normlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
