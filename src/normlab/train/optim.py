@@ -1,0 +1,71 @@
+"""Optimizers built from a RunConfig, and the check that an optimizer owns exactly its model.
+
+The seed notebook's BN model scored chance because it was stepped by the *other* model's
+optimizer; `check_optimizer_owns_model` makes that impossible to miss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normlab.train.config import RunConfig
+
+
+class ForeignOptimizerError(ValueError):
+    """The optimizer's parameters are not exactly the model's trainable parameters."""
+
+
+def check_optimizer_owns_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Raise `ForeignOptimizerError` unless `optimizer` steps exactly `model`'s trainable params.
+
+    Exactly: every parameter with ``requires_grad`` appears once in the optimizer's groups,
+    and the optimizer holds nothing else (no frozen parameter, no other model's tensor).
+    """
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    held_ids = [id(p) for p in held]
+    missing = [n for i, n in names.items() if i not in set(held_ids)]
+    foreign = sum(1 for i in held_ids if i not in names)
+    duplicated = len(held_ids) - len(set(held_ids))
+    if missing or foreign or duplicated:
+        raise ForeignOptimizerError(
+            f"the optimizer must update exactly the model's {len(names)} trainable parameters, "
+            f"but it misses {len(missing)} ({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}), "
+            f"holds {foreign} tensors that are not the model's trainable parameters and "
+            f"{duplicated} duplicates; build the optimizer from this model's parameters "
+            f"(normlab.train.build_optimizer(model, config))"
+        )
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+    """Two groups: weights of Linear/Conv decay; norm gamma/beta and biases (ndim <= 1) do not.
+
+    With `decay_norm_and_bias` (or weight_decay 0) everything is one group.
+    """
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay_norm_and_bias or weight_decay == 0.0:
+        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
+    decay = [p for _, p in params if p.ndim > 1]
+    no_decay = [p for _, p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled) for `model`."""
+    o = config.optim
+    groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias)
+    if config.optimizer == "sgd":
+        if o.nesterov and o.momentum == 0.0:
+            raise ValueError(
+                "optim.nesterov=true needs optim.momentum > 0, got momentum=0; set a momentum "
+                "(e.g. 0.9) or nesterov=false"
+            )
+        return torch.optim.SGD(groups, lr=config.lr, momentum=o.momentum, nesterov=o.nesterov)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=o.betas)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=o.betas)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
