@@ -333,7 +333,24 @@ def build_config(flat: dict[str, Any], where: str = "") -> RunConfig:
                 f"{where}`{kind}`: unknown {kind} {value!r}{suggest(value, names)} "
                 f"(valid: {', '.join(names)})"
             )
+    _check_norm_kwargs(config, where)
     return config
+
+
+def _check_norm_kwargs(config: RunConfig, where: str) -> None:
+    """norm_kwargs must be arguments of the chosen norm (else every run of it would crash)."""
+    try:
+        from normlab.layers import norm_kwargs
+    except ImportError:
+        return
+    accepted = norm_kwargs(config.norm)
+    for key in config.norm_kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{where}`norm_kwargs.{key}`: norm {config.norm!r} takes no argument {key!r}"
+                f"{suggest(key, accepted)} (it takes: {', '.join(accepted) or 'none'}); "
+                "set it only in the groups whose norm uses it"
+            )
 
 
 # --- experiment files ----------------------------------------------------------------------
