@@ -66,34 +66,38 @@ class Tiles:
     num_stages: int
 
 
+# Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them):
+PROGRAMS_PER_SM = 8  # reduction split: aim for this many programs per SM in total
+TILE_BYTES = 16384  # bytes of input one program loads per loop iteration
+
+
 def _target_programs(device: torch.device) -> int:
     if device.type == "cuda":
-        return 8 * torch.cuda.get_device_properties(device).multi_processor_count
+        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
     return 4  # interpreter: programs run one after another; few and large is fastest
 
 
 def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
-    """Tile shape by layout: rows view -> [channels, rows]; NCHW -> [channels, H*W] blocks."""
-    vec = 16 // elem_size  # elements per 16-byte access
+    """Tile ``[BLOCK_C, BLOCK_S]`` of about ``TILE_BYTES``, shaped by layout.
+
+    Rows view (channels-last, (N, C)): up to 128 contiguous channels x as many rows as fit.
+    NCHW: a power of two covering H*W (capped at the tile), then as many channels as fit, so
+    small H*W (7x7) gets [channels, 64] tiles looping over the batch.
+    """
+    tile = TILE_BYTES // elem_size if device.type == "cuda" else 256  # interpreter: small tiles
     if v.channels_last:
-        block_c = min(triton.next_power_of_2(v.C), 16 * vec)
-        block_s = max(4096 // block_c, 1)
-    elif v.S >= 512:
-        block_c = 1
-        block_s = min(triton.next_power_of_2(v.S), 2048)
+        block_c = min(triton.next_power_of_2(v.C), 128)
+        block_s = max(tile // block_c, 1)
     else:
-        # Small H*W (e.g. 7x7): several channels per tile, looping over the batch.
-        block_s = triton.next_power_of_2(v.S)
-        block_c = min(max(2048 // block_s, 1), triton.next_power_of_2(v.C))
-    if device.type != "cuda":
-        block_s = min(block_s, 64)  # interpreter: keep tiles small, it materializes them
+        block_s = min(triton.next_power_of_2(v.S), tile)
+        block_c = min(max(tile // block_s, 1), triton.next_power_of_2(v.C))
     n_sblocks = triton.cdiv(v.S, block_s)
     n_units = v.N * n_sblocks
     n_cblocks = triton.cdiv(v.C, block_c)
     split = max(1, min(n_units, triton.cdiv(_target_programs(device), n_cblocks)))
     units_per_prog = triton.cdiv(n_units, split)
     split = triton.cdiv(n_units, units_per_prog)  # drop empty programs
-    num_warps = 8 if block_c * block_s >= 4096 else 4
+    num_warps = 8 if block_c * block_s >= 2048 else 4
     num_stages = 3 if elem_size == 2 else 2
     return Tiles(block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages)
 

@@ -27,15 +27,16 @@ import triton.language as tl
 
 
 @triton.jit
-def _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S: tl.constexpr):
-    """Element offsets (without the channel term) and mask of unit ``u``: both ``[BLOCK_S]``."""
+def _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S: tl.constexpr):
+    """Offset of unit ``u``'s tile (int64 scalar) and how many of its spatial lanes are valid.
+
+    A unit past the end (the last program's tail) gets 0 valid lanes. Keeping the large part of
+    the offset scalar lets the per-element offsets stay int32 and loop-invariant.
+    """
     n = u // n_sblocks
     sb = u - n * n_sblocks
-    j = sb * BLOCK_S + j_range
-    # A unit past the end (last program's tail) masks everything: limit 0 instead of S.
-    s_limit = tl.where(u < n_units, S, 0)
-    # n * sn can pass 2**31 for big tensors: do it in int64.
-    return n.to(tl.int64) * sn + j.to(tl.int64) * ss, j < s_limit
+    base = n.to(tl.int64) * sn + (sb * BLOCK_S).to(tl.int64) * ss
+    return base, tl.where(u < n_units, S - sb * BLOCK_S, 0)
 
 
 @triton.jit
@@ -46,20 +47,23 @@ def _stats_kernel(
 ):
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+    c_local = tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + c_local  # [BLOCK_C]
     c_mask = c < C
-    c_off = c.to(tl.int64) * sc
     j_range = tl.arange(0, BLOCK_S)
+    # [BLOCK_C, BLOCK_S] int32 offsets inside a tile; the tile's own offset is a scalar.
+    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
+    x_ptr += (pid_c * BLOCK_C).to(tl.int64) * sc
     # Shift: the channel's first element (n=0, s=0), [BLOCK_C, 1].
-    k = tl.load(x_ptr + c_off, mask=c_mask, other=0.0).to(tl.float32)[:, None]
+    k = tl.load(x_ptr + c_local * sc, mask=c_mask, other=0.0).to(tl.float32)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
         u = u0 + i
-        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
-        mask = c_mask[:, None] & s_mask[None, :]
-        x = tl.load(x_ptr + c_off[:, None] + off[None, :], mask=mask, other=0.0).to(tl.float32)
+        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
+        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
+        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, x - k, 0.0)
         acc1 += d
         acc2 += d * d
@@ -136,23 +140,26 @@ def _apply_kernel(
 ):
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_local = tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + c_local
     c_mask = c < C
-    c_off = c.to(tl.int64) * sc
     j_range = tl.arange(0, BLOCK_S)
+    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
+    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    x_ptr += c_base
+    y_ptr += c_base
     a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
     b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
     u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
         u = u0 + i
-        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
-        mask = c_mask[:, None] & s_mask[None, :]
-        ptr_off = c_off[:, None] + off[None, :]
-        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
+        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
+        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
         y = a * x + b
         if RELU:
             y = tl.maximum(y, 0.0)
-        tl.store(y_ptr + ptr_off, y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + base + tile_off, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -163,10 +170,14 @@ def _bwd_reduce_kernel(
 ):
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_local = tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + c_local
     c_mask = c < C
-    c_off = c.to(tl.int64) * sc
     j_range = tl.arange(0, BLOCK_S)
+    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
+    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    x_ptr += c_base
+    dy_ptr += c_base
     mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
     if RELU:
         a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
@@ -176,11 +187,10 @@ def _bwd_reduce_kernel(
     u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
         u = u0 + i
-        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
-        mask = c_mask[:, None] & s_mask[None, :]
-        ptr_off = c_off[:, None] + off[None, :]
-        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
+        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
+        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
         if RELU:
             dy = tl.where(a * x + b > 0.0, dy, 0.0)
         acc1 += dy
@@ -234,10 +244,15 @@ def _bwd_apply_kernel(
 ):
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_local = tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + c_local
     c_mask = c < C
-    c_off = c.to(tl.int64) * sc
     j_range = tl.arange(0, BLOCK_S)
+    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
+    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    x_ptr += c_base
+    dy_ptr += c_base
+    dx_ptr += c_base
     mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
     k1 = tl.load(k_ptr + c, mask=c_mask, other=0.0)[:, None]
     k2 = tl.load(k_ptr + C + c, mask=c_mask, other=0.0)[:, None]
@@ -248,12 +263,11 @@ def _bwd_apply_kernel(
     u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
         u = u0 + i
-        off, s_mask = _tile_offsets(u, n_units, n_sblocks, sn, ss, S, j_range, BLOCK_S)
-        mask = c_mask[:, None] & s_mask[None, :]
-        ptr_off = c_off[:, None] + off[None, :]
-        x = tl.load(x_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + ptr_off, mask=mask, other=0.0).to(tl.float32)
+        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
+        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
+        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
         if RELU:
             dy = tl.where(a * x + b > 0.0, dy, 0.0)
         dx = k1 * dy + k2 * (x - mean) + k3
-        tl.store(dx_ptr + ptr_off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + base + tile_off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
