@@ -4,6 +4,7 @@ Configs are chosen here, not with ``@triton.autotune``, because the interpreter 
 kernels on CPU) cannot autotune, and because a fixed rule keeps results reproducible.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -71,9 +72,14 @@ PROGRAMS_PER_SM = 8  # reduction split: aim for this many programs per SM in tot
 TILE_BYTES = 16384  # bytes of input one program loads per loop iteration
 
 
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _target_programs(device: torch.device) -> int:
     if device.type == "cuda":
-        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        return PROGRAMS_PER_SM * _sm_count(device)
     return 4  # interpreter: programs run one after another; few and large is fastest
 
 

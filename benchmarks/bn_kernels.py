@@ -1,0 +1,214 @@
+"""BatchNorm training step, torch vs normlab's Triton kernels, against the copy-bandwidth limit.
+
+Measures the device copy bandwidth (bytes read + written), then for each shape x dtype x layout
+times forward (training mode, running stats updated) and backward (dx, dweight, dbias) of
+``torch.nn.functional.batch_norm`` and ``normlab.kernels.batch_norm`` with
+``triton.testing.do_bench`` (median; it flushes L2 between runs). Counted bytes: forward 3 passes
+over x (read for statistics, read + write to apply), backward 5 (read x, dy; read x, dy + write
+dx). Prints a table and writes JSON.
+
+    PYTHONPATH=src python benchmarks/bn_kernels.py --out bn_kernels.json [--quick] [--sweep]
+"""
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES_4D = [(256, 64, 32, 32), (128, 64, 56, 56), (64, 512, 7, 7), (64, 8, 256, 256)]
+SHAPES_2D = [(8192, 512)]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MB = 1e6
+DEV = "cuda"  # --dry-run switches to the CPU interpreter
+
+
+def cases(quick: bool):
+    """(shape, dtype name, layout) rows of the matrix."""
+    dtypes = ["float32", "bfloat16"] if quick else ["float32", "bfloat16", "float16"]
+    for shape in SHAPES_4D:
+        for dt in dtypes:
+            for layout in ("nchw", "nhwc"):
+                yield shape, dt, layout
+    for shape in SHAPES_2D:
+        for dt in dtypes:
+            yield shape, dt, "nc"
+
+
+def copy_bandwidth(do_bench) -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device copy."""
+    src = torch.randn(256 * 2**20, device=DEV)
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+    return 2 * src.numel() * src.element_size() / (ms * 1e-3)
+
+
+def _make(shape, dtype, layout):
+    x = torch.randn(shape, device=DEV, dtype=torch.float32).to(dtype)
+    if layout == "nhwc":
+        x = x.to(memory_format=torch.channels_last)
+    return x
+
+
+def bench_case(shape, dtype, layout, do_bench, impls):
+    """Times and checks one row; returns {impl: {fwd_ms, bwd_ms}} plus max errors vs torch."""
+    C = shape[1]
+    x = _make(shape, dtype, layout).requires_grad_()
+    dy = _make(shape, dtype, layout)
+    w = torch.randn(C, device=DEV).abs().add_(0.5).requires_grad_()
+    b = torch.randn(C, device=DEV).requires_grad_()
+    out = {}
+    ys = {}
+    for name, fn in impls.items():
+        rm, rv = torch.zeros(C, device=DEV), torch.ones(C, device=DEV)
+
+        def fwd():
+            return fn(x, rm, rv, w, b, True, 0.1, 1e-5)
+
+        y = fwd()
+        grads = torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
+        ys[name] = (y.detach(), grads)
+        fwd_ms = do_bench(fwd, warmup=10, rep=60, return_mode="median")
+        bwd_ms = do_bench(lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True),
+                          warmup=10, rep=60, return_mode="median")
+        out[name] = {"fwd_ms": fwd_ms, "bwd_ms": bwd_ms}
+        del y
+    if "torch" not in ys:
+        return out
+    # Correctness on the GPU at full size: normlab vs torch (both approximate the same math).
+    y_t, g_t = ys["torch"]
+    y_n, g_n = ys["normlab"]
+    rel = lambda a, r: ((a.float() - r.float()).norm() / r.float().norm().clamp_min(1e-30)).item()
+    out["rel_err"] = {"y": rel(y_n, y_t), "dx": rel(g_n[0], g_t[0]), "dw": rel(g_n[1], g_t[1]),
+                      "db": rel(g_n[2], g_t[2])}
+    return out
+
+
+def provenance() -> dict:
+    import triton
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except Exception:
+        commit = "unknown"
+    return {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": triton.__version__, "python": platform.python_version(), "commit": commit,
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def dry_run() -> int:
+    """Run bench_case on tiny CPU tensors in Triton's interpreter: catches script bugs before
+    spending GPU time. Timings are meaningless."""
+    import os
+
+    global DEV
+    os.environ["TRITON_INTERPRET"] = "1"
+    DEV = "cpu"
+    from normlab.kernels import batch_norm
+
+    def fake_bench(fn, **_):
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+
+    for shape, layout in (((4, 6, 5, 7), "nchw"), ((4, 6, 5, 7), "nhwc"), ((33, 12), "nc")):
+        r = bench_case(shape, torch.bfloat16, layout, fake_bench,
+                       {"torch": F.batch_norm, "normlab": batch_norm})
+        print(shape, layout, r["rel_err"])
+        assert all(e < 2e-2 for e in r["rel_err"].values()), r
+    print("dry run ok")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bn_kernels.json", help="JSON results path")
+    parser.add_argument("--quick", action="store_true", help="float32 and bfloat16 only")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time normlab with other PROGRAMS_PER_SM / TILE_BYTES settings")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="smoke-test this script on CPU (TRITON_INTERPRET=1, tiny shapes)")
+    args = parser.parse_args()
+    if args.dry_run:
+        return dry_run()
+    if not torch.cuda.is_available():
+        print("bn_kernels.py needs a CUDA GPU (run it through the device tool); none found.",
+              file=sys.stderr)
+        return 2
+    from triton.testing import do_bench
+
+    from normlab.kernels import batch_norm, launch
+
+    impls = {"torch": F.batch_norm, "normlab": batch_norm}
+    copy_bw = copy_bandwidth(do_bench)
+    print(f"device {torch.cuda.get_device_name()}  copy bandwidth {copy_bw / 1e12:.2f} TB/s")
+    hdr = (f"{'shape':>18} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
+           f"{'TB/s':>5} {'%cp':>4} {'x':>5} | {'bwd torch':>9} {'ours':>7} {'TB/s':>5} "
+           f"{'%cp':>4} {'x':>5} | rel err y/dx")
+    rows = []
+    print(hdr)
+    for shape, dt, layout in cases(args.quick):
+        dtype = DTYPES[dt]
+        nbytes = math.prod(shape) * dtype.itemsize
+        r = bench_case(shape, dtype, layout, do_bench, impls)
+        row = {"shape": list(shape), "dtype": dt, "layout": layout, "mbytes": nbytes / MB, **r}
+        for d, passes in (("fwd", 3), ("bwd", 5)):
+            t_n, t_t = r["normlab"][f"{d}_ms"], r["torch"][f"{d}_ms"]
+            row[f"{d}_tbps"] = passes * nbytes / (t_n * 1e-3) / 1e12
+            row[f"{d}_torch_tbps"] = passes * nbytes / (t_t * 1e-3) / 1e12
+            row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
+            row[f"{d}_speedup"] = t_t / t_n
+        rows.append(row)
+        print(f"{'x'.join(map(str, shape)):>18} {dt:>8} {layout:>4} {nbytes / MB:6.1f} | "
+              f"{r['torch']['fwd_ms'] * 1e3:7.1f}us {r['normlab']['fwd_ms'] * 1e3:5.1f}us "
+              f"{row['fwd_tbps']:5.2f} {row['fwd_pct_copy']:4.0f} {row['fwd_speedup']:5.2f} | "
+              f"{r['torch']['bwd_ms'] * 1e3:7.1f}us {r['normlab']['bwd_ms'] * 1e3:5.1f}us "
+              f"{row['bwd_tbps']:5.2f} {row['bwd_pct_copy']:4.0f} {row['bwd_speedup']:5.2f} | "
+              f"{r['rel_err']['y']:.1e}/{r['rel_err']['dx']:.1e}", flush=True)
+    speedups = [row[f"{d}_speedup"] for row in rows for d in ("fwd", "bwd")]
+    bf16_nchw = [row[f"{d}_speedup"] for row in rows for d in ("fwd", "bwd")
+                 if row["dtype"] == "bfloat16" and row["layout"] == "nchw"]
+    big = [row[f"{d}_pct_copy"] for row in rows for d in ("fwd", "bwd") if row["mbytes"] >= 16]
+    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
+    summary = {"copy_tbps": copy_bw / 1e12, "geomean_speedup": geo(speedups),
+               "geomean_speedup_bf16_nchw": geo(bf16_nchw),
+               "min_pct_copy_ge_16MB": min(big) if big else None,
+               "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big), "rows_ge_16MB": len(big)}
+    print(json.dumps(summary))
+    sweep = []
+    if args.sweep:
+        print("sweep (normlab only): PROGRAMS_PER_SM, TILE_BYTES -> fwd/bwd TB/s")
+        defaults = (launch.PROGRAMS_PER_SM, launch.TILE_BYTES)
+        for pps in (4, 8, 16):
+            for tb in (8192, 16384, 32768):
+                launch.PROGRAMS_PER_SM, launch.TILE_BYTES = pps, tb
+                for shape, dt, layout in [((256, 64, 32, 32), "bfloat16", "nchw"),
+                                          ((128, 64, 56, 56), "float32", "nchw"),
+                                          ((128, 64, 56, 56), "bfloat16", "nhwc"),
+                                          ((64, 512, 7, 7), "bfloat16", "nchw")]:
+                    dtype = DTYPES[dt]
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    r = bench_case(shape, dtype, layout, do_bench, {"normlab": batch_norm})
+                    s = {"pps": pps, "tile_bytes": tb, "shape": list(shape), "dtype": dt,
+                         "layout": layout,
+                         "fwd_tbps": 3 * nbytes / (r["normlab"]["fwd_ms"] * 1e-3) / 1e12,
+                         "bwd_tbps": 5 * nbytes / (r["normlab"]["bwd_ms"] * 1e-3) / 1e12}
+                    sweep.append(s)
+                    print(f"  pps={pps:2d} tile={tb:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
+                          f"{layout}: fwd {s['fwd_tbps']:.2f} bwd {s['bwd_tbps']:.2f}", flush=True)
+        launch.PROGRAMS_PER_SM, launch.TILE_BYTES = defaults
+    with open(args.out, "w") as f:
+        json.dump({"provenance": provenance(), "summary": summary, "rows": rows,
+                   "sweep": sweep}, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
