@@ -52,13 +52,17 @@ def device_name(device: str) -> str:
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """python, torch, normlab versions, git commit, device and host name of this process."""
-    import torch
+    from importlib import metadata
 
     import normlab
 
+    try:  # the installed version, without paying for `import torch` in a fresh worker
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch_version,
         "normlab": normlab.__version__,
         "git_commit": git_commit(),
         "device": device_name(device),
