@@ -52,7 +52,9 @@ def resolve_backend(backend: str, x: Tensor) -> str:
     """The concrete backend for this input: "auto" becomes "triton" (CUDA) or "torch"."""
     if backend != "auto":
         return backend
-    return "triton" if x.is_cuda and triton_usable() else "torch"
+    # The kernels take float32/bfloat16/float16; float64 goes to torch's native kernel.
+    fast_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return "triton" if x.is_cuda and fast_dtype and triton_usable() else "torch"
 
 
 def _triton_batch_norm(x: Tensor):
