@@ -1,0 +1,137 @@
+import math
+
+import pytest
+import torch
+
+from normlab.data import load_dataset
+from normlab.train import RunConfig, fit
+from normlab.train import metrics as M
+
+TIMING = {M.STEP_MS, M.EPOCH_SECONDS}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic", shape=(1, 16), num_classes=4, train_size=320, test_size=64)
+
+
+def _config(**kw):
+    base = dict(dataset="synthetic", hidden=[16, 16], batch_size=32, epochs=3, lr=1e-2)
+    return RunConfig(**{**base, **kw})
+
+
+def _run(config, data, **kw):
+    rows = []
+    result = fit(config, dataset=data, on_metrics=lambda s, e, v: rows.append((s, e, dict(v))), **kw)
+    return result, rows
+
+
+def _untimed(rows):
+    return [(s, e, {k: v for k, v in values.items() if k not in TIMING}) for s, e, values in rows]
+
+
+def test_trains_and_emits_the_documented_metrics(data):
+    result, rows = _run(_config(), data)
+    assert result.status == "finished" and result.steps == 27  # 288 train samples / 32 x 3
+    names = set().union(*(v for _, _, v in rows))
+    assert names == {M.GLOBAL_BATCH_SIZE, M.BN_BATCH_SIZE, M.NUM_PARAMS, M.STEPS_PER_EPOCH,
+                     M.TRAIN_LOSS, M.LR, M.STEP_MS, M.EPOCH_TRAIN_LOSS, M.EPOCH_SECONDS,
+                     M.TEST_LOSS, M.TEST_ACC, M.HOLDOUT_ACC_TRAIN_MODE,
+                     M.HOLDOUT_ACC_EVAL_MODE, M.TRAIN_EVAL_GAP}
+    assert rows[0] == (0, 0, {M.GLOBAL_BATCH_SIZE: 32.0, M.BN_BATCH_SIZE: 32.0,
+                              M.NUM_PARAMS: float(16 * 16 + 16 * 16 + 16 * 4 + 16 + 16 + 4 + 4 * 16),
+                              M.STEPS_PER_EPOCH: 9.0})
+    loss_steps = [s for s, _, v in rows if M.TRAIN_LOSS in v]
+    assert loss_steps == [9, 10, 18, 20, 27]  # every TRAIN_LOG_EVERY steps and at epoch ends
+    assert result.final[M.TEST_ACC] > 0.5  # 4 classes: chance is 0.25
+    assert 0.0 <= result.final[M.HOLDOUT_ACC_TRAIN_MODE] <= 1.0
+    gap = result.final[M.HOLDOUT_ACC_TRAIN_MODE] - result.final[M.HOLDOUT_ACC_EVAL_MODE]
+    assert result.final[M.TRAIN_EVAL_GAP] == pytest.approx(gap)
+
+
+def test_without_norm_train_and_eval_mode_agree(data):
+    result, _ = _run(_config(norm="none", epochs=1), data)
+    assert result.final[M.TRAIN_EVAL_GAP] == 0.0
+
+
+def test_same_config_and_seed_give_identical_metrics(data):
+    _, first = _run(_config(), data)
+    _, second = _run(_config(), data)
+    _, other_seed = _run(_config(seed=1), data)
+    assert _untimed(first) == _untimed(second)
+    assert _untimed(first) != _untimed(other_seed)
+
+
+def test_resume_from_checkpoint_gives_the_uninterrupted_metrics(data, tmp_path):
+    config = _config(probes={"grad_norms": True, "every_steps": 4}, schedule={"name": "cosine"},
+                     optimizer="sgd", optim={"momentum": 0.9})
+    _, whole = _run(config, data)
+    path = tmp_path / "run.pt"
+    stopped, head = _run(config, data, checkpoint_path=path, stop=lambda: True)
+    assert stopped.status == "stopped" and stopped.steps == 9 and path.exists()
+    resumed, tail = _run(config, data, checkpoint_path=path)
+    assert resumed.status == "finished" and resumed.steps == 27
+    assert _untimed(head + tail) == _untimed(whole)
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+    # a finished run's checkpoint: nothing is trained or emitted again
+    again, rows = _run(config, data, checkpoint_path=path)
+    assert rows == [] and again.status == "finished" and again.steps == 27
+    assert again.final[M.TEST_ACC] == resumed.final[M.TEST_ACC]
+
+
+def test_checkpoint_of_another_config_is_refused(data, tmp_path):
+    path = tmp_path / "run.pt"
+    _run(_config(epochs=1), data, checkpoint_path=path)
+    with pytest.raises(ValueError, match="belongs to run"):
+        _run(_config(epochs=1, seed=5), data, checkpoint_path=path)
+
+
+def test_divergence_ends_the_run_and_keeps_measurements(data):
+    config = _config(optimizer="sgd", lr=1e6, init_scale=10.0, norm="none", epochs=3)
+    result, rows = _run(config, data)
+    assert result.status == "diverged"
+    assert result.final[M.DIVERGED] == 1.0 and not math.isfinite(result.final[M.TRAIN_LOSS])
+    assert result.steps < 27 and M.GLOBAL_BATCH_SIZE in result.final
+    assert rows[-1][2].keys() == {M.EPOCH_SECONDS, M.EPOCH_TRAIN_LOSS}
+
+
+def test_max_steps_schedule_and_label_smoothing(data):
+    config = _config(max_steps=12, schedule={"name": "warmup_linear", "warmup_steps": 5},
+                     optim={"label_smoothing": 0.1, "grad_clip": 0.5}, eval_every_epochs=5)
+    result, rows = _run(config, data)
+    assert result.steps == 12
+    lrs = {s: v[M.LR] for s, _, v in rows if M.LR in v}
+    # lr emitted is the one used by the window's last step (0-based step s - 1)
+    assert lrs[9] == pytest.approx(1e-2 * (1 - (8 - 5) / 7))
+    evals = [e for _, e, v in rows if M.TEST_ACC in v]
+    assert evals == [2]  # eval_every 5 > epochs: only the last (partial) epoch is evaluated
+
+
+def test_probes_follow_every_steps(data):
+    config = _config(epochs=1, probes={"activations": True, "weight_norms": True,
+                                       "step_time": False, "every_steps": 3, "units": 2})
+    _, rows = _run(config, data)
+    probe_steps = [s for s, _, v in rows if "act/blocks.0.act/mean" in v]
+    assert probe_steps == [3, 6, 9]
+    keys = next(v for _, _, v in rows if "act/blocks.0.act/mean" in v).keys()
+    assert {"act/blocks.1.act/u15/p85", "weight_norm/head.weight"} <= set(keys)
+    assert not any(M.STEP_MS in v for _, _, v in rows)
+
+
+def test_gpu_only_options_and_bad_sizes_are_clear_errors(data):
+    with pytest.raises(ValueError, match="precision='bf16'.*set precision='fp32'"):
+        fit(_config(precision="bf16"), dataset=data)
+    with pytest.raises(ValueError, match="compile=true.*GPU option"):
+        fit(_config(compile=True), dataset=data)
+    with pytest.raises(ValueError, match="nproc=2 but this process group has 1"):
+        fit(_config(nproc=2), dataset=data)
+    with pytest.raises(ValueError, match="lower batch_size"):
+        fit(_config(batch_size=1000), dataset=data)
+    with pytest.raises(ValueError, match="device='tpu'"):
+        fit(_config(device="tpu"), dataset=data)
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet20"])
+def test_conv_models_run_through_fit(data, model):
+    result, _ = _run(_config(model=model, hidden=None, epochs=1, max_steps=2, norm="group"), data)
+    assert result.status == "finished" and result.steps == 2
