@@ -48,13 +48,13 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     """Mean and biased variance per channel over the inputs of all processes, and the count.
 
     Each process computes its count n_p, mean m_p and M2_p = sum (x - m_p)^2 (two-pass, so no
-    cancellation); they are all-gathered and merged with Chan's parallel formula
+    cancellation); they are gathered and merged with Chan's parallel formula
         n = sum n_p,  mean = sum n_p m_p / n,  M2 = sum [M2_p + n_p (m_p - mean)^2],
     which stays accurate for any offset of the data and allows unequal (even zero) counts.
     Returns (mean, var) of shape (C,) in the input's stat dtype and the global count.
     """
     channels = x.shape[1]
-    count = x.numel() // channels if channels else 0
+    count = x.numel() // channels
     dims = _reduce_dims(x)
     xs = x.to(functional.compute_dtype(x.dtype))
     if count > 0:
@@ -63,13 +63,16 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     else:  # an empty shard contributes nothing
         local_mean = xs.new_zeros(channels)
         local_m2 = xs.new_zeros(channels)
-    # (1 + 2C,) in float64: counts stay exact and the merge loses nothing; C-sized, so cheap.
-    local = torch.cat(
-        [local_mean.new_full((1,), float(count)), local_mean, local_m2]
-    ).to(torch.float64)
-    gathered = [torch.empty_like(local) for _ in range(world_size)]
-    dist.all_gather(gathered, local, group=group)
-    stats = torch.stack(gathered)  # (W, 1 + 2C)
+    # Row `rank` of a (W, 1 + 2C) table holds (count, mean, M2); an all-reduce (sum) of the
+    # otherwise-zero table gathers every row. all_reduce, unlike all_gather, works on every
+    # backend and device (gloo has no CUDA all_gather); the table is C-sized, so cheap.
+    # float64: counts stay exact and the merge loses nothing.
+    stats = torch.zeros(world_size, 1 + 2 * channels, dtype=torch.float64, device=x.device)
+    row = stats[dist.get_rank(group)]
+    row[0] = count
+    row[1 : 1 + channels] = local_mean
+    row[1 + channels :] = local_m2
+    dist.all_reduce(stats, group=group)
     counts = stats[:, :1]  # (W, 1)
     means = stats[:, 1 : 1 + channels]  # (W, C)
     m2s = stats[:, 1 + channels :]  # (W, C)

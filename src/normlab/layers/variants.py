@@ -21,7 +21,8 @@ class GhostBatchNorm(BatchNormBase):
     r"""Ghost batch norm (Hoffer et al. 2017): BN statistics over virtual batches.
 
     In training mode the batch is split along N into chunks of `virtual_batch_size` samples
-    (the last may be smaller) and each chunk is normalized with its own mean and variance, as if
+    (the last may be smaller; one that would hold a single value per channel joins the one
+    before) and each chunk is normalized with its own mean and variance, as if
     it were a batch of its own; this keeps BN's noise level fixed while the real batch grows.
     The running statistics get one update per forward call, from the average over chunks of
     their means and unbiased variances (the statistics the chunks were normalized with). Eval
@@ -63,12 +64,20 @@ class GhostBatchNorm(BatchNormBase):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", virtual_batch_size={self.virtual_batch_size}"
 
+    def _chunk_sizes(self, x: Tensor) -> list[int]:
+        """Ghost batch sizes along N; a last chunk of one value per channel joins the previous."""
+        n, v = x.shape[0], self.virtual_batch_size
+        sizes = [v] * (n // v) + ([n % v] if n % v else [])
+        if len(sizes) > 1 and sizes[-1] * (x.numel() // (n * x.shape[1])) <= 1:
+            last = sizes.pop()
+            sizes[-1] += last
+        return sizes
+
     def forward_train(self, x: Tensor, momentum: float | Tensor | None) -> Tensor:
         if x.shape[0] <= self.virtual_batch_size:
             return super().forward_train(x, momentum)
         outputs, means, variances = [], [], []
-        for chunk in x.split(self.virtual_batch_size, dim=0):  # (V, C, *) each
-            functional.check_batch_norm_input(chunk, self.num_features, training=True)
+        for chunk in x.split(self._chunk_sizes(x), dim=0):  # (V, C, *) each
             y, mean, var = functional.batch_norm_train(chunk, self.weight, self.bias, self.eps)
             count = chunk.numel() // chunk.shape[1]
             outputs.append(y)
