@@ -28,9 +28,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _init(rank: int, world_size: int, port: int) -> None:
+def _init(rank: int, world_size: int, port: int, backend: str = "gloo") -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
         timeout=datetime.timedelta(seconds=60),
     )
 
@@ -50,16 +50,17 @@ def _bn_pair(channels: int, momentum: float | None, affine: bool, seed: int):
     return ref, ours
 
 
-def _check_case(rank, shape, sizes, momentum, affine, offset, seed) -> None:
+def _check_case(rank, shape, sizes, momentum, affine, offset, seed, device="cpu") -> None:
     """Ranks hold x[: sizes[0]] and x[sizes[0]:]; compare with BN on x over 3 training steps."""
     channels = shape[1]
     ref, ours = _bn_pair(channels, momentum, affine, seed)
+    ref, ours = ref.to(device), ours.to(device)
     lo = sum(sizes[:rank])
     hi = lo + sizes[rank]
     for step in range(3):
         gen = torch.Generator().manual_seed(seed * 100 + step)
-        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + offset
-        probe = torch.randn(shape, generator=gen, dtype=torch.float64)  # loss = sum(y * probe)
+        x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + offset).to(device)
+        probe = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)  # sum(y*probe)
         x_full = x.clone().requires_grad_(True)
         y_full = ref(x_full)
         (y_full * probe).sum().backward()
@@ -85,13 +86,16 @@ def _check_case(rank, shape, sizes, momentum, affine, offset, seed) -> None:
     # Eval mode uses the (identical) running stats and never communicates: rank 1 alone.
     if rank == 1:
         ref.eval(), ours.eval()
-        x = torch.randn(shape, dtype=torch.float64) + offset
+        x = torch.randn(shape, dtype=torch.float64, device=device) + offset
         torch.testing.assert_close(ours(x), ref(x), **TOL)
     dist.barrier()
 
 
-def _parity_worker(rank: int, world_size: int, port: int) -> None:
-    _init(rank, world_size, port)
+def _parity_worker(rank: int, world_size: int, port: int, backend: str, device: str) -> None:
+    _init(rank, world_size, port, backend)
+    if device == "cuda":  # NCCL: one GPU per process; gloo may share one
+        device = f"cuda:{rank if backend == 'nccl' else 0}"
+        torch.cuda.set_device(device)
     try:
         cases = [
             # (global shape, per-rank sizes): 1-D (N, C), 2-D (N, C, L), 3-D (N, C, H, W), 5-D.
@@ -105,15 +109,15 @@ def _parity_worker(rank: int, world_size: int, port: int) -> None:
             ((4, 3, 2), (4, 0)),  # an empty shard: rank 1 contributes nothing
         ]
         for i, (shape, sizes) in enumerate(cases):
-            _check_case(rank, shape, sizes, momentum=0.1, affine=True, offset=0.0, seed=i)
+            _check_case(rank, shape, sizes, 0.1, affine=True, offset=0.0, seed=i, device=device)
         # Cumulative running average, no affine, and a large offset (stability of the merge).
-        _check_case(rank, (6, 3, 4), (2, 4), momentum=None, affine=False, offset=0.0, seed=20)
-        _check_case(rank, (6, 3, 4), (4, 2), momentum=0.3, affine=True, offset=1e4, seed=21)
+        _check_case(rank, (6, 3, 4), (2, 4), None, affine=False, offset=0.0, seed=20, device=device)
+        _check_case(rank, (6, 3, 4), (4, 2), 0.3, affine=True, offset=1e4, seed=21, device=device)
 
         # One value per channel in total (1 sample on rank 0, none on rank 1): a clear error
         # raised on every rank alike, never a hang.
-        bn = SyncBatchNorm(3, dtype=torch.float64)
-        x = torch.randn(1 - rank, 3, dtype=torch.float64)
+        bn = SyncBatchNorm(3, dtype=torch.float64, device=device)
+        x = torch.randn(1 - rank, 3, dtype=torch.float64, device=device)
         with pytest.raises(ValueError, match="more than 1 value per channel"):
             bn(x)
 
@@ -121,8 +125,9 @@ def _parity_worker(rank: int, world_size: int, port: int) -> None:
         solo = dist.new_group([0])
         if rank == 0:
             ref, ours = _bn_pair(3, 0.1, True, seed=30)
+            ref, ours = ref.to(device), ours.to(device)
             ours.process_group = solo
-            x = torch.randn(6, 3, 4, dtype=torch.float64)
+            x = torch.randn(6, 3, 4, dtype=torch.float64, device=device)
             torch.testing.assert_close(ours(x), ref(x), **TOL)
             torch.testing.assert_close(ours.running_var, ref.running_var, **TOL)
         dist.barrier()
@@ -131,7 +136,16 @@ def _parity_worker(rank: int, world_size: int, port: int) -> None:
 
 
 def test_two_processes_match_batchnorm_on_the_whole_batch():
-    mp.spawn(_parity_worker, args=(2, _free_port()), nprocs=2, join=True)
+    mp.spawn(_parity_worker, args=(2, _free_port(), "gloo", "cpu"), nprocs=2, join=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_two_gpu_processes_match_batchnorm_on_the_whole_batch(backend):
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs one GPU per process: 2 GPUs")
+    mp.spawn(_parity_worker, args=(2, _free_port(), backend, "cuda"), nprocs=2, join=True)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (6, 3, 5), (4, 3, 2, 3), (2, 3, 2, 2, 3)])
