@@ -156,6 +156,8 @@ def test_class_grouped_argument_errors():
         BatchLoader(x, y, 8, batching="class_grouped")
     with pytest.raises(ValueError, match="needs drop_last=True"):
         BatchLoader(x, y, 6, batching="class_grouped", classes_per_batch=3, drop_last=False)
+    with pytest.raises(ValueError, match="class labels >= 0, got -1"):
+        BatchLoader(x, y - 1, 8, batching="class_grouped", classes_per_batch=2)
     with pytest.raises(ValueError, match="batching must be 'random' or 'class_grouped'"):
         BatchLoader(x, y, 8, batching="grouped")
 

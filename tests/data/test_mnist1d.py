@@ -50,6 +50,14 @@ def test_default_matches_the_package_generator_byte_for_byte(default_build):
     assert torch.equal(ds.test_y, torch.from_numpy(reference["y_test"]).long())
 
 
+def test_describe_data_reports_the_cache(default_build):
+    from normlab.data import describe_data
+
+    root, _ = default_build
+    text = describe_data("mnist1d", root)
+    assert f"[ok] {m1d.cache_path(root, m1d.generator_args())}" in text and "MiB" in text
+
+
 def test_small_build_matches_the_package_generator(tmp_path):
     from mnist1d.data import get_dataset_args, make_dataset
 

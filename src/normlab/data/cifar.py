@@ -93,8 +93,8 @@ def read_records(path: Path, count: int, spec: CifarSpec) -> tuple[np.ndarray, n
         bad = np.flatnonzero(labels[:, column] >= classes)
         if bad.size:
             raise DatasetError(
-                f"{path}: record {bad[0]} has label {labels[bad[0], column]}, expected 0..{classes - 1}; "
-                f"the file is corrupt. Delete {path.parent} and load again to re-extract it."
+                f"{path}: record {bad[0]} has label {labels[bad[0], column]}, expected "
+                f"0..{classes - 1}; the file is corrupt. Delete {path.parent} and load again to re-extract it."
             )
     images = raw[:, spec.label_bytes:].reshape(count, 3, 32, 32)
     return images, labels
@@ -120,7 +120,8 @@ def load_cifar(spec: CifarSpec, root: str | os.PathLike | None = None, *, downlo
     if labels not in ("fine", "coarse"):
         raise ValueError(f"labels must be 'fine' or 'coarse', got {labels!r}")
     if labels == "coarse" and spec.label_bytes == 1:
-        raise ValueError(f"{spec.name} has only one label per image; labels='coarse' is for cifar100")
+        raise ValueError(f"{spec.name} has only one label per image; labels='coarse' is for "
+                         f"cifar100")
     directory = data_root(root) / spec.name
     if not all(p.exists() for p in spec.paths(directory)):
         hint = f"or extract it there so that {directory / spec.folder} holds " + ", ".join(

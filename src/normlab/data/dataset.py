@@ -58,7 +58,8 @@ class Dataset:
         # These are invariants of our own loaders, so a failure here is a bug, but the message
         # still says which field is off so that a hand-built Dataset is easy to fix.
         shape = tuple(self.input_shape)
-        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+        splits = (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y))
+        for split, x, y in splits:
             if tuple(x.shape[1:]) != shape:
                 raise ValueError(f"{self.name}: {split}_x samples have shape {tuple(x.shape[1:])}, "
                                  f"expected input_shape {shape}")

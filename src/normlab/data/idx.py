@@ -40,7 +40,8 @@ class IdxSpec:
 
     def remote(self, gz_name: str) -> RemoteFile:
         """The published `gz_name` with its mirrors and pinned hash."""
-        return RemoteFile(gz_name, tuple(base + gz_name for base in self.mirrors), self.sha256[gz_name])
+        urls = tuple(base + gz_name for base in self.mirrors)
+        return RemoteFile(gz_name, urls, self.sha256[gz_name])
 
 
 # SHA-256 of the published gzip files (the sources publish MD5s; these are the hashes pinned by

@@ -156,6 +156,9 @@ class BatchLoader:
         if k < 1 or self.batch_size % k:
             raise ValueError(f"class_grouped needs batch_size divisible by classes_per_batch, "
                              f"got {self.batch_size} and {k}")
+        if len(self._labels_cpu) and int(self._labels_cpu.min()) < 0:
+            raise ValueError(f"class_grouped needs class labels >= 0, got "
+                             f"{int(self._labels_cpu.min())}")
         counts = torch.bincount(self._labels_cpu)
         present = int((counts > 0).sum())
         if k > present:
@@ -188,7 +191,8 @@ class BatchLoader:
         order = torch.stack(rows)  # (len, B), classes in contiguous runs of per_class
         # Shuffle batch order, and positions within each batch so that any sub-batch (ghost
         # batch norm) still sees several classes.
-        return order[torch.randperm(len(order), generator=gen)][:, torch.randperm(self.batch_size, generator=gen)]
+        order = order[torch.randperm(len(order), generator=gen)]
+        return order[:, torch.randperm(self.batch_size, generator=gen)]
 
     def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Index order (and crop/flip parameters) for `epoch`, on the device; cached."""
@@ -249,7 +253,8 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()`: the following batches equal the uninterrupted run's."""
-        mismatched = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
+        mismatched = {k: (state.get(k), v) for k, v in self._identity().items()
+                      if state.get(k) != v}
         if mismatched:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
             raise ValueError(f"loader state does not match this loader ({detail}); build the "

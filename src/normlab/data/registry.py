@@ -56,7 +56,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **kw: Any) ->
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(kw) - set(params) - {"root"})
     if unknown and not takes_any:
-        valid = [p for p in params if p != "root" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+        valid = [p for p in params if p != "root"]
         raise ValueError(f"dataset {key!r} has no option(s) {unknown}; its options are {valid}")
     return loader(root, **kw)
 
@@ -67,8 +67,7 @@ def _size(path: Path) -> str:
 
 
 def _file_lines(paths: list[Path]) -> list[str]:
-    return [f"  [{'ok' if p.exists() else 'missing'}] {p}" + (f" ({_size(p)})" if p.exists() else "")
-            for p in paths]
+    return [f"  [ok] {p} ({_size(p)})" if p.exists() else f"  [missing] {p}" for p in paths]
 
 
 def describe_data(name: str, root: str | os.PathLike | None = None) -> str:
@@ -101,8 +100,9 @@ def describe_data(name: str, root: str | os.PathLike | None = None) -> str:
         elif archive.exists():
             lines.append("  ready: the archive is hash-checked and extracted on first load.")
         else:
-            lines.append(f"  missing: load with download=True, or put {spec.archive.name} "
-                         f"(SHA-256 {spec.archive.sha256}, from {spec.archive.urls[0]}) in {directory}.")
+            remote = spec.archive
+            lines.append(f"  missing: load with download=True, or put {remote.name} (SHA-256 "
+                         f"{remote.sha256}, from {remote.urls[0]}) in {directory}.")
     else:
         spec = idx.MNIST if key == "mnist" else idx.FASHION_MNIST
         directory = base / key
