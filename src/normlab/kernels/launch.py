@@ -12,7 +12,7 @@ import triton
 
 from normlab.kernels import triton_bn as k
 
-_FINALIZE_BLOCK = 128  # channels per finalize program
+_FINALIZE_BLOCK = 32  # channels per finalize program
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Tiles:
 
 # Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them):
 PROGRAMS_PER_SM = 8  # reduction split: aim for this many programs per SM in total
-TILE_BYTES = 16384  # bytes of input one program loads per loop iteration
+TILE_ELEMS = 4096  # elements one program loads per loop iteration (2 fp32 accumulators each)
 
 
 @functools.cache
@@ -77,20 +77,24 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _target_programs(device: torch.device) -> int:
-    if device.type == "cuda":
-        return PROGRAMS_PER_SM * _sm_count(device)
-    return 4  # interpreter: programs run one after another; few and large is fastest
-
-
 def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
-    """Tile ``[BLOCK_C, BLOCK_S]`` of about ``TILE_BYTES``, shaped by layout.
+    """Tile ``[BLOCK_C, BLOCK_S]`` of about ``TILE_ELEMS`` elements, shaped by layout.
 
     Rows view (channels-last, (N, C)): up to 128 contiguous channels x as many rows as fit.
     NCHW: a power of two covering H*W (capped at the tile), then as many channels as fit, so
     small H*W (7x7) gets [channels, 64] tiles looping over the batch.
     """
-    tile = TILE_BYTES // elem_size if device.type == "cuda" else 256  # interpreter: small tiles
+    on_gpu = device.type == "cuda"
+    return _choose_tiles(v, elem_size, _sm_count(device) if on_gpu else 0, PROGRAMS_PER_SM,
+                         TILE_ELEMS)
+
+
+@functools.lru_cache(maxsize=512)  # launch overhead matters for small layers: plan once
+def _choose_tiles(v: View, elem_size: int, sms: int, programs_per_sm: int, tile: int) -> Tiles:
+    # sms == 0: the interpreter runs programs one after another; few programs and small tiles
+    # are fastest there, and still exercise channel masks and the split tails.
+    if sms == 0:
+        tile = 256
     if v.channels_last:
         block_c = min(triton.next_power_of_2(v.C), 128)
         block_s = max(tile // block_c, 1)
@@ -100,12 +104,18 @@ def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
     n_sblocks = triton.cdiv(v.S, block_s)
     n_units = v.N * n_sblocks
     n_cblocks = triton.cdiv(v.C, block_c)
-    split = max(1, min(n_units, triton.cdiv(_target_programs(device), n_cblocks)))
+    target = programs_per_sm * sms if sms else 4
+    split = max(1, min(n_units, triton.cdiv(target, n_cblocks)))
     units_per_prog = triton.cdiv(n_units, split)
     split = triton.cdiv(n_units, units_per_prog)  # drop empty programs
     num_warps = 8 if block_c * block_s >= 2048 else 4
     num_stages = 3 if elem_size == 2 else 2
     return Tiles(block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages)
+
+
+def _finalize_block_p(device: torch.device) -> int:
+    """Partial-sum rows per finalize load: 64 on a GPU; 2 in the interpreter (tests the tail)."""
+    return 64 if device.type == "cuda" else 2
 
 
 def _grid(v: View, t: Tiles) -> tuple[int, int]:
@@ -139,7 +149,7 @@ def forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
             running_mean if update else dummy, running_var if update else dummy, stats,
             v.C, v.sc, t.split, float(M), float(momentum), float(eps), M / max(M - 1, 1),
             HAS_W=weight is not None, HAS_B=bias is not None, UPDATE_RUNNING=update,
-            BLOCK=_FINALIZE_BLOCK,
+            BLOCK=_FINALIZE_BLOCK, BLOCK_P=_finalize_block_p(x.device),
         )
     else:
         k._eval_coef_kernel[fin_grid](
@@ -174,6 +184,7 @@ def backward(dy, x, stats, weight, training, relu):
         part, stats, weight if weight is not None else stats, dw, db, coef,
         v.C, t.split, float(v.count),
         HAS_W=weight is not None, TRAINING=training, BLOCK=_FINALIZE_BLOCK,
+        BLOCK_P=_finalize_block_p(x.device),
     )
     k._bwd_apply_kernel[_grid(v, t)](
         x, dy, dx, stats, coef, *_common(v, t),

@@ -29,6 +29,10 @@ def bn_forward(
     relu: bool,
 ) -> tuple[Tensor, Tensor]:
     """Returns y (x's dtype and strides) and stats ``[4, C]`` float32: mean, invstd, a, b."""
+    return _forward_eager(x, running_mean, running_var, weight, bias, training, momentum, eps, relu)
+
+
+def _forward_eager(x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
     x = launch.make_dense(x)
     return launch.forward(x, running_mean, running_var, weight, bias, training, momentum, eps, relu)
 
@@ -44,8 +48,11 @@ def bn_backward(
     dy: Tensor, x: Tensor, stats: Tensor, weight: Optional[Tensor], training: bool, relu: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dx (x's dtype), dweight and dbias (float32 ``[C]``)."""
-    x = launch.make_dense(x)
-    return launch.backward(dy, x, stats, weight, training, relu)
+    return _backward_eager(dy, x, stats, weight, training, relu)
+
+
+def _backward_eager(dy, x, stats, weight, training, relu):
+    return launch.backward(dy, launch.make_dense(x), stats, weight, training, relu)
 
 
 @bn_backward.register_fake
@@ -66,8 +73,10 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
-        y, stats = bn_forward(x, running_mean, running_var, weight, bias, training, momentum,
-                              eps, relu)
+        # Eager calls skip the custom-op dispatcher (tens of us per call, which small layers
+        # feel); under torch.compile the op keeps the Triton launches opaque to Dynamo.
+        fwd = bn_forward if torch.compiler.is_compiling() else _forward_eager
+        y, stats = fwd(x, running_mean, running_var, weight, bias, training, momentum, eps, relu)
         ctx.save_for_backward(x, stats, weight)
         ctx.training, ctx.relu = training, relu
         ctx.has_bias = bias is not None
@@ -78,7 +87,8 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _dstats):
         x, stats, weight = ctx.saved_tensors
-        dx, dw, db = bn_backward(dy, x, stats, weight, ctx.training, ctx.relu)
+        bwd = bn_backward if torch.compiler.is_compiling() else _backward_eager
+        dx, dw, db = bwd(dy, x, stats, weight, ctx.training, ctx.relu)
         dw = None if weight is None else dw.to(weight.dtype)
         db = None if not ctx.has_bias else db.to(ctx.bias_dtype)
         return dx, None, None, dw, db, None, None, None, None
