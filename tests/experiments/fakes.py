@@ -69,3 +69,10 @@ def diverging_fit(config, *, on_metrics, checkpoint_path):
 
 def bad_status_fit(config, *, on_metrics, checkpoint_path):
     return FakeResult("done?", {}, 0, 0.0)
+
+
+def slow_flaky_fit(config, *, on_metrics, checkpoint_path):
+    """seed 1 raises at once; other seeds are slow_fit."""
+    if config.seed == 1:
+        raise RuntimeError("planted failure for seed 1")
+    return slow_fit(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)
