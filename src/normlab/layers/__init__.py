@@ -9,6 +9,14 @@ from normlab.layers.backends import BACKENDS
 from normlab.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
 from normlab.layers.norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normlab.layers.registry import create_norm, norm_kwargs, norm_names
+from normlab.layers.surgery import (
+    convert_norm,
+    fold_batchnorm,
+    freeze_bn,
+    is_batchnorm,
+    recalibrate_bn,
+    unfreeze_bn,
+)
 from normlab.layers.variants import BatchRenorm, GhostBatchNorm
 
 __all__ = [
@@ -24,8 +32,14 @@ __all__ = [
     "InstanceNorm",
     "LayerNorm",
     "RMSNorm",
+    "convert_norm",
     "create_norm",
+    "fold_batchnorm",
+    "freeze_bn",
     "functional",
+    "is_batchnorm",
     "norm_kwargs",
     "norm_names",
+    "recalibrate_bn",
+    "unfreeze_bn",
 ]
