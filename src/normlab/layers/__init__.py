@@ -17,6 +17,7 @@ from normlab.layers.surgery import (
     recalibrate_bn,
     unfreeze_bn,
 )
+from normlab.layers.sync import SyncBatchNorm, convert_sync_batchnorm, revert_sync_batchnorm
 from normlab.layers.variants import BatchRenorm, GhostBatchNorm
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "InstanceNorm",
     "LayerNorm",
     "RMSNorm",
+    "SyncBatchNorm",
     "convert_norm",
+    "convert_sync_batchnorm",
     "create_norm",
     "fold_batchnorm",
     "freeze_bn",
@@ -41,5 +44,6 @@ __all__ = [
     "norm_kwargs",
     "norm_names",
     "recalibrate_bn",
+    "revert_sync_batchnorm",
     "unfreeze_bn",
 ]
