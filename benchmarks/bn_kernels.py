@@ -48,6 +48,49 @@ def copy_bandwidth(do_bench) -> float:
     return 2 * src.numel() * src.element_size() / (ms * 1e-3)
 
 
+_FLUSH = None  # 256 MB buffer zeroed before each timed call so inputs never sit in L2 (50 MB)
+
+
+def graph_ms(fn, reps: int = 10, replays: int = 5) -> float:
+    """GPU time of fn alone: CUDA-graph replays of [flush L2, fn] minus replays of [flush].
+
+    Replaying a graph removes the Python and launch overhead that eager timing includes, so this
+    is what the kernels cost inside a captured training step. Returns NaN if capture fails.
+    """
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = torch.empty(256 * 2**20, dtype=torch.int8, device=DEV)
+
+    def timed(body):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()  # warm up (allocator, autograd) outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(reps):
+                body()
+        g.replay()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / (replays * reps)
+
+    try:
+        with_fn = timed(lambda: (_FLUSH.zero_(), fn()))
+        flush_only = timed(lambda: _FLUSH.zero_())
+    except Exception as e:  # a capture problem must not lose the eager numbers
+        print(f"  graph timing failed: {type(e).__name__}: {e}", flush=True)
+        return float("nan")
+    return with_fn - flush_only
+
+
 def _make(shape, dtype, layout):
     x = torch.randn(shape, device=DEV, dtype=torch.float32).to(dtype)
     if layout == "nhwc":
@@ -55,8 +98,10 @@ def _make(shape, dtype, layout):
     return x
 
 
-def bench_case(shape, dtype, layout, do_bench, impls):
-    """Times and checks one row; returns {impl: {fwd_ms, bwd_ms}} plus max errors vs torch."""
+def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
+    """Times and checks one row: {impl: {fwd_ms, bwd_ms, fwd_gpu_ms, bwd_gpu_ms}} plus
+    relative errors of normlab vs torch. *_ms: eager (do_bench median, Python and launches
+    included); *_gpu_ms: CUDA-graph replays (kernels only)."""
     C = shape[1]
     x = _make(shape, dtype, layout).requires_grad_()
     dy = _make(shape, dtype, layout)
@@ -73,10 +118,18 @@ def bench_case(shape, dtype, layout, do_bench, impls):
         y = fwd()
         grads = torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
         ys[name] = (y.detach(), grads)
-        fwd_ms = do_bench(fwd, warmup=10, rep=60, return_mode="median")
-        bwd_ms = do_bench(lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True),
-                          warmup=10, rep=60, return_mode="median")
-        out[name] = {"fwd_ms": fwd_ms, "bwd_ms": bwd_ms}
+        bwd = lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
+        out[name] = {}
+        if eager:
+            out[name]["fwd_ms"] = do_bench(fwd, warmup=10, rep=60, return_mode="median")
+            out[name]["bwd_ms"] = do_bench(bwd, warmup=10, rep=60, return_mode="median")
+        if graphs:
+            # Backward ops run on their forward's stream, so the captured body must run the
+            # forward too: backward GPU time = graph(fwd + bwd) - graph(fwd).
+            fwd_gpu = graph_ms(fwd)
+            out[name]["fwd_gpu_ms"] = fwd_gpu
+            out[name]["bwd_gpu_ms"] = graph_ms(
+                lambda: torch.autograd.grad(fwd(), (x, w, b), dy)) - fwd_gpu
         del y
     if "torch" not in ys:
         return out
@@ -87,6 +140,47 @@ def bench_case(shape, dtype, layout, do_bench, impls):
     out["rel_err"] = {"y": rel(y_n, y_t), "dx": rel(g_n[0], g_t[0]), "dw": rel(g_n[1], g_t[1]),
                       "db": rel(g_n[2], g_t[2])}
     return out
+
+
+def make_row(r, shape, dt, layout, copy_bw):
+    """One result row (dict for JSON) and its table line, from bench_case's timings."""
+    nbytes = math.prod(shape) * DTYPES[dt].itemsize
+    row = {"shape": list(shape), "dtype": dt, "layout": layout, "mbytes": nbytes / MB, **r}
+    line = f"{'x'.join(map(str, shape)):>16} {dt:>8} {layout:>4} {nbytes / MB:6.1f} |"
+    for d, passes in (("fwd", 3), ("bwd", 5)):
+        t_n, t_t = r["normlab"][f"{d}_gpu_ms"], r["torch"][f"{d}_gpu_ms"]
+        row[f"{d}_tbps"] = passes * nbytes / (t_n * 1e-3) / 1e12
+        row[f"{d}_torch_tbps"] = passes * nbytes / (t_t * 1e-3) / 1e12
+        row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
+        row[f"{d}_speedup"] = t_t / t_n
+        row[f"{d}_speedup_eager"] = r["torch"][f"{d}_ms"] / r["normlab"][f"{d}_ms"]
+        line += (f" {t_t * 1e3:7.1f}us {t_n * 1e3:5.1f}us {row[f'{d}_tbps']:5.2f} "
+                 f"{row[f'{d}_pct_copy']:4.0f} {row[f'{d}_speedup']:5.2f} "
+                 f"{row[f'{d}_speedup_eager']:5.2f} |")
+    return row, line + f" {r['rel_err']['y']:.1e}/{r['rel_err']['dx']:.1e}"
+
+
+def _geomean(values):
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def summarize(rows, copy_bw):
+    """The issue's target numbers over the matrix (forward and backward rows both count)."""
+
+    def pick(key, cond=lambda row: True):
+        return [row[f"{d}_{key}"] for row in rows for d in ("fwd", "bwd") if cond(row)]
+
+    def bf16_nchw(row):
+        return row["dtype"] == "bfloat16" and row["layout"] == "nchw"
+
+    big = pick("pct_copy", lambda row: row["mbytes"] >= 16)
+    return {"copy_tbps": copy_bw / 1e12,
+            "geomean_speedup_gpu": _geomean(pick("speedup")),
+            "geomean_speedup_gpu_bf16_nchw": _geomean(pick("speedup", bf16_nchw)),
+            "geomean_speedup_eager": _geomean(pick("speedup_eager")),
+            "geomean_speedup_eager_bf16_nchw": _geomean(pick("speedup_eager", bf16_nchw)),
+            "min_pct_copy_ge_16MB": min(big) if big else None,
+            "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big), "rows_ge_16MB": len(big)}
 
 
 def provenance() -> dict:
@@ -117,11 +211,18 @@ def dry_run() -> int:
         fn()
         return (time.perf_counter() - t) * 1e3
 
+    rows = []
     for shape, layout in (((4, 6, 5, 7), "nchw"), ((4, 6, 5, 7), "nhwc"), ((33, 12), "nc")):
         r = bench_case(shape, torch.bfloat16, layout, fake_bench,
-                       {"torch": F.batch_norm, "normlab": batch_norm})
+                       {"torch": F.batch_norm, "normlab": batch_norm}, graphs=False)
         print(shape, layout, r["rel_err"])
         assert all(e < 2e-2 for e in r["rel_err"].values()), r
+        for impl in ("torch", "normlab"):
+            for d in ("fwd", "bwd"):
+                r[impl][f"{d}_gpu_ms"] = r[impl][f"{d}_ms"]  # no graphs on CPU
+        rows.append(make_row(r, shape, "bfloat16", layout, 1e12)[0])
+        print(make_row(r, shape, "bfloat16", layout, 1e12)[1])
+    print(json.dumps(summarize(rows, 1e12)))
     print("dry run ok")
     return 0
 
@@ -131,7 +232,7 @@ def main() -> int:
     parser.add_argument("--out", default="bn_kernels.json", help="JSON results path")
     parser.add_argument("--quick", action="store_true", help="float32 and bfloat16 only")
     parser.add_argument("--sweep", action="store_true",
-                        help="also time normlab with other PROGRAMS_PER_SM / TILE_BYTES settings")
+                        help="also time normlab with other PROGRAMS_PER_SM / TILE_ELEMS settings")
     parser.add_argument("--dry-run", action="store_true",
                         help="smoke-test this script on CPU (TRITON_INTERPRET=1, tiny shapes)")
     args = parser.parse_args()
@@ -148,61 +249,49 @@ def main() -> int:
     impls = {"torch": F.batch_norm, "normlab": batch_norm}
     copy_bw = copy_bandwidth(do_bench)
     print(f"device {torch.cuda.get_device_name()}  copy bandwidth {copy_bw / 1e12:.2f} TB/s")
-    hdr = (f"{'shape':>18} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
-           f"{'TB/s':>5} {'%cp':>4} {'x':>5} | {'bwd torch':>9} {'ours':>7} {'TB/s':>5} "
-           f"{'%cp':>4} {'x':>5} | rel err y/dx")
+    print("times are GPU time (CUDA-graph replays, L2 flushed); TB/s and % of copy bandwidth "
+          "count 3 passes forward, 5 backward; x = speed-up over torch on GPU time, "
+          "(eager x) = speed-up with Python and launch overhead included")
+    hdr = (f"{'shape':>16} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
+           f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | {'bwd torch':>9} {'ours':>7} "
+           f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | rel err y/dx")
     rows = []
     print(hdr)
     for shape, dt, layout in cases(args.quick):
         dtype = DTYPES[dt]
         nbytes = math.prod(shape) * dtype.itemsize
         r = bench_case(shape, dtype, layout, do_bench, impls)
-        row = {"shape": list(shape), "dtype": dt, "layout": layout, "mbytes": nbytes / MB, **r}
-        for d, passes in (("fwd", 3), ("bwd", 5)):
-            t_n, t_t = r["normlab"][f"{d}_ms"], r["torch"][f"{d}_ms"]
-            row[f"{d}_tbps"] = passes * nbytes / (t_n * 1e-3) / 1e12
-            row[f"{d}_torch_tbps"] = passes * nbytes / (t_t * 1e-3) / 1e12
-            row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
-            row[f"{d}_speedup"] = t_t / t_n
+        row, line = make_row(r, shape, dt, layout, copy_bw)
         rows.append(row)
-        print(f"{'x'.join(map(str, shape)):>18} {dt:>8} {layout:>4} {nbytes / MB:6.1f} | "
-              f"{r['torch']['fwd_ms'] * 1e3:7.1f}us {r['normlab']['fwd_ms'] * 1e3:5.1f}us "
-              f"{row['fwd_tbps']:5.2f} {row['fwd_pct_copy']:4.0f} {row['fwd_speedup']:5.2f} | "
-              f"{r['torch']['bwd_ms'] * 1e3:7.1f}us {r['normlab']['bwd_ms'] * 1e3:5.1f}us "
-              f"{row['bwd_tbps']:5.2f} {row['bwd_pct_copy']:4.0f} {row['bwd_speedup']:5.2f} | "
-              f"{r['rel_err']['y']:.1e}/{r['rel_err']['dx']:.1e}", flush=True)
-    speedups = [row[f"{d}_speedup"] for row in rows for d in ("fwd", "bwd")]
-    bf16_nchw = [row[f"{d}_speedup"] for row in rows for d in ("fwd", "bwd")
-                 if row["dtype"] == "bfloat16" and row["layout"] == "nchw"]
-    big = [row[f"{d}_pct_copy"] for row in rows for d in ("fwd", "bwd") if row["mbytes"] >= 16]
-    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
-    summary = {"copy_tbps": copy_bw / 1e12, "geomean_speedup": geo(speedups),
-               "geomean_speedup_bf16_nchw": geo(bf16_nchw),
-               "min_pct_copy_ge_16MB": min(big) if big else None,
-               "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big), "rows_ge_16MB": len(big)}
+        print(line, flush=True)
+    summary = summarize(rows, copy_bw)
     print(json.dumps(summary))
     sweep = []
     if args.sweep:
-        print("sweep (normlab only): PROGRAMS_PER_SM, TILE_BYTES -> fwd/bwd TB/s")
-        defaults = (launch.PROGRAMS_PER_SM, launch.TILE_BYTES)
-        for pps in (4, 8, 16):
-            for tb in (8192, 16384, 32768):
-                launch.PROGRAMS_PER_SM, launch.TILE_BYTES = pps, tb
+        print("sweep (normlab GPU time): PROGRAMS_PER_SM, TILE_ELEMS -> fwd/bwd TB/s")
+        defaults = (launch.PROGRAMS_PER_SM, launch.TILE_ELEMS)
+        for pps in (2, 4, 8):
+            for te in (2048, 4096, 8192):
+                launch.PROGRAMS_PER_SM, launch.TILE_ELEMS = pps, te
                 for shape, dt, layout in [((256, 64, 32, 32), "bfloat16", "nchw"),
+                                          ((256, 64, 32, 32), "float32", "nhwc"),
                                           ((128, 64, 56, 56), "float32", "nchw"),
                                           ((128, 64, 56, 56), "bfloat16", "nhwc"),
-                                          ((64, 512, 7, 7), "bfloat16", "nchw")]:
+                                          ((64, 8, 256, 256), "bfloat16", "nchw"),
+                                          ((64, 512, 7, 7), "bfloat16", "nchw"),
+                                          ((8192, 512), "float32", "nc")]:
                     dtype = DTYPES[dt]
                     nbytes = math.prod(shape) * dtype.itemsize
-                    r = bench_case(shape, dtype, layout, do_bench, {"normlab": batch_norm})
-                    s = {"pps": pps, "tile_bytes": tb, "shape": list(shape), "dtype": dt,
+                    r = bench_case(shape, dtype, layout, do_bench, {"normlab": batch_norm},
+                                   eager=False)
+                    s = {"pps": pps, "tile_elems": te, "shape": list(shape), "dtype": dt,
                          "layout": layout,
-                         "fwd_tbps": 3 * nbytes / (r["normlab"]["fwd_ms"] * 1e-3) / 1e12,
-                         "bwd_tbps": 5 * nbytes / (r["normlab"]["bwd_ms"] * 1e-3) / 1e12}
+                         "fwd_tbps": 3 * nbytes / (r["normlab"]["fwd_gpu_ms"] * 1e-3) / 1e12,
+                         "bwd_tbps": 5 * nbytes / (r["normlab"]["bwd_gpu_ms"] * 1e-3) / 1e12}
                     sweep.append(s)
-                    print(f"  pps={pps:2d} tile={tb:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
+                    print(f"  pps={pps:2d} tile={te:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
                           f"{layout}: fwd {s['fwd_tbps']:.2f} bwd {s['bwd_tbps']:.2f}", flush=True)
-        launch.PROGRAMS_PER_SM, launch.TILE_BYTES = defaults
+        launch.PROGRAMS_PER_SM, launch.TILE_ELEMS = defaults
     with open(args.out, "w") as f:
         json.dump({"provenance": provenance(), "summary": summary, "rows": rows,
                    "sweep": sweep}, f, indent=1)
