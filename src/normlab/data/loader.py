@@ -106,8 +106,14 @@ class BatchLoader:
         # The whole split is moved once; uint8 stays uint8 (4x less device memory).
         self._x = x.to(self.device)
         self._y = y.to(self.device, torch.int64)
-        self._scale = 1.0 / 255.0 if x.dtype == torch.uint8 else None
-        self._mean, self._std = self._check_norm(mean, std, x)
+        # x_b = (x / s - mean) / std folded into one multiply-add: x * scale + shift, with
+        # scale = 1 / (s * std) and shift = -mean / std, each (1, C, 1, ...) on the device.
+        pixel = 255.0 if x.dtype == torch.uint8 else 1.0
+        mean_t, std_t = self._check_norm(mean, std, x)
+        if mean_t is None:
+            self._scale, self._shift = (1.0 / pixel if pixel != 1.0 else None), None
+        else:
+            self._scale, self._shift = 1.0 / (pixel * std_t), -mean_t / std_t
         self._labels_cpu = y.detach().to("cpu", torch.int64)
         self._len = self._count_batches()
         if self._len == 0:
@@ -233,12 +239,13 @@ class BatchLoader:
 
     def _make_batch(self, idx: torch.Tensor, params: torch.Tensor | None):
         x = self._x[idx].float()  # (B, *sample_shape); gather in the stored dtype, then convert
-        if self._scale is not None:
-            x.mul_(self._scale)
         if params is not None:
+            # zero padding in stored units is black (0/255), as torchvision's RandomCrop
             x = crop_flip(x, params, self.crop_padding)
-        if self._mean is not None:
-            x.sub_(self._mean).div_(self._std)
+        if self._shift is not None:
+            x = torch.addcmul(self._shift, x, self._scale)  # one pass: x * scale + shift
+        elif self._scale is not None:
+            x.mul_(self._scale)
         return x, self._y[idx]
 
     # -- resume -------------------------------------------------------------------------------
