@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import queue as queue_module
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,12 +36,12 @@ def run_local(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | Non
 
 
 class _Worker:
-    def __init__(self, ctx: Any, worker_id: int, events: Any, run_fn: Callable | None) -> None:
+    def __init__(self, ctx: Any, worker_id: int, events: Any, run_fn: Callable | None, threads: int) -> None:
         self.id = worker_id
         self.tasks = ctx.Queue()
         self.current: RunTask | None = None
         self.process = ctx.Process(
-            target=worker_main, args=(worker_id, self.tasks, events, run_fn), daemon=True,
+            target=worker_main, args=(worker_id, self.tasks, events, run_fn, threads), daemon=True,
             name=f"normlab-worker-{worker_id}",
         )
         self.process.start()
@@ -53,6 +54,7 @@ def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | N
     pending = collections.deque(tasks)
     pool: dict[int, _Worker] = {}
     next_id = 0
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))  # torch threads per worker
 
     def assign(worker: _Worker) -> None:
         worker.current = pending.popleft() if pending else None
@@ -64,7 +66,7 @@ def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | N
 
     def spawn() -> None:
         nonlocal next_id
-        worker = pool[next_id] = _Worker(ctx, next_id, events, run_fn)
+        worker = pool[next_id] = _Worker(ctx, next_id, events, run_fn, threads)
         next_id += 1
         assign(worker)
 

@@ -97,8 +97,16 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
     emit(("end", task.run_id, status, final, steps, seconds, None))
 
 
-def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None) -> None:
-    """A process-pool worker: execute tasks from its own queue until it receives None."""
+def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None, threads: int = 0) -> None:
+    """A process-pool worker: execute tasks from its own queue until it receives None.
+
+    `threads` > 0 caps torch's intra-op threads, so N workers share the cores instead of each
+    starting one thread per core (oversubscription makes small models several times slower).
+    """
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     while True:
         task = tasks.get()
         if task is None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from normlab.experiments.backends import BACKENDS, run_local, run_process, run_ray
+from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
 from normlab.experiments.errors import BackendError, StoreError
 from normlab.experiments.execute import RunTask
@@ -205,6 +205,8 @@ def run_experiment(
         raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if workers < 1:
         raise BackendError(f"--workers: expected a number >= 1, got {workers}")
+    if backend == "ray":
+        import_ray()  # before anything is written: a missing extra is a user error
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)

@@ -1,0 +1,175 @@
+"""The command line: every command's help, user errors (exit 2, one line, nothing written),
+and sweep -> ls -> compare -> export on a fake engine; one real `python -m normlab run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from normlab import cli
+from normlab.experiments import execute
+
+from experiments import fakes  # tests/experiments/fakes.py (pytest puts tests/ on sys.path)
+
+runner = CliRunner()
+COMMANDS = [["run"], ["sweep"], ["ls"], ["compare"], ["export"], ["study"], ["report"], ["data", "info"]]
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Runs executed by the CLI use the fake engine (instant, deterministic)."""
+    monkeypatch.setattr(execute, "default_run_fn", fakes.flaky_fit)
+
+
+def assert_user_error(result, *texts):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    err = result.stderr.strip()
+    assert err.startswith("normlab: error:") and len(err.splitlines()) == 1, err
+    for text in texts:
+        assert text in err, err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_complete_help_with_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "Example: normlab" in result.output
+    if command != ["data", "info"]:
+        assert "--out" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, texts",
+    [
+        (["sweep", "nrom=none,batch"], ["`nrom`", "did you mean `norm`"]),
+        (["run", "batch_size=0"], ["`batch_size`", "got 0"]),
+        (["run", "norm=batchnorm"], ["unknown norm 'batchnorm'"]),
+        (["sweep", "missing.yaml"], ["does not exist"]),
+        (["sweep", "seed=0", "stray"], ["argument 'stray'", "expected key=value"]),
+        (["run", "seed=0,1"], ["`run` trains one run, got 2", "normlab sweep"]),
+        (["sweep", "--backend", "gpu"], ["local, process, ray", "'gpu'"]),
+        (["sweep", "--workers", "0"], ["--workers"]),
+    ],
+)
+def test_user_errors_exit_2_with_one_message_and_write_nothing(tmp_path, args, texts):
+    out = tmp_path / "out"
+    assert_user_error(invoke(*args, "--out", out), *texts)
+    assert not (out / "normlab.db").exists()
+
+
+def test_read_commands_on_a_missing_folder_or_experiment(tmp_path, fake_engine):
+    assert_user_error(invoke("ls", "--out", tmp_path / "none"), "no results store")
+    assert_user_error(invoke("compare", "x", "--out", tmp_path / "none"), "no results store")
+    assert invoke("sweep", "seed=0", "--name", "a", "--out", tmp_path, "-q").exit_code == 0
+    assert_user_error(invoke("compare", "b", "--out", tmp_path), "no experiment 'b'", "known: a")
+    assert_user_error(invoke("export", "b", "--out", tmp_path), "no experiment 'b'")
+    assert_user_error(invoke("export", "a", "--format", "xlsx", "--out", tmp_path), "csv or parquet")
+    assert_user_error(invoke("compare", "a", "--metric", "nope", "--out", tmp_path), "no 'nope' values")
+
+
+def test_missing_ray_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert_user_error(invoke("sweep", "--backend", "ray", "--out", tmp_path), "pip install 'normlab[ray]'")
+    assert not (tmp_path / "normlab.db").exists()
+
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path):
+    result = invoke("sweep", "norm=none,batch", "seed=0,1", "--dry-run", "--out", tmp_path / "o")
+    assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 4
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_ls_compare_export(tmp_path, fake_engine):
+    exp_file = tmp_path / "e.yaml"
+    exp_file.write_text("name: cmp\nepochs: 2\nsweep:\n  norm: [none, batch]\n  seed: [0, 2, 3]\n")
+    result = invoke("sweep", exp_file, "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "6 finished" in result.stderr
+
+    again = invoke("sweep", exp_file, "--out", tmp_path, "-q")
+    assert again.exit_code == 0 and "6 skipped" in again.stderr
+
+    listed = json.loads(invoke("ls", "--json", "--out", tmp_path).stdout)
+    assert listed == {"cmp": {"finished": 6}}
+    assert "cmp: 6 runs (6 finished)" in invoke("ls", "--out", tmp_path).stdout
+    runs = json.loads(invoke("ls", "cmp", "--json", "--out", tmp_path).stdout)
+    assert len(runs) == 6 and {r["status"] for r in runs} == {"finished"}
+
+    table = invoke("compare", "cmp", "--out", tmp_path)
+    assert table.exit_code == 0, table.output
+    # the fake's test_acc is 0.5 + 0.01 * seed + 0.001 * 64 -> mean over seeds 0, 2, 3
+    mean = 0.5 + 0.01 * (0 + 2 + 3) / 3 + 0.064
+    assert f"{mean:.4f} +-" in table.stdout and "(n=3)" in table.stdout
+    assert "none" in table.stdout and "batch" in table.stdout
+
+    for fmt in ("csv", "parquet"):
+        exported = invoke("export", "cmp", "--format", fmt, "--out", tmp_path)
+        assert exported.exit_code == 0, exported.output
+        paths = [Path(p) for p in exported.stdout.split()]
+        assert [p.name for p in paths] == [f"cmp_runs.{fmt}", f"cmp_metrics.{fmt}"]
+        read = pd.read_csv if fmt == "csv" else pd.read_parquet
+        frame = read(paths[0])
+        assert len(frame) == 6 and {"run_id", "norm", "seed", "optim.weight_decay"} <= set(frame.columns)
+        assert len(read(paths[1])) == 6 * 2 * 2
+
+
+def test_failed_runs_exit_1_and_are_reported(tmp_path, fake_engine):
+    result = invoke("sweep", "seed=0,1", "--out", tmp_path, "-q")
+    assert result.exit_code == 1
+    assert "1 failed" in result.stderr and "RuntimeError: planted failure for seed 1" in result.stderr
+
+
+def test_run_json_prints_the_final_metrics(tmp_path, fake_engine):
+    result = invoke("run", "seed=2", "epochs=1", "--json", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "finished" and payload["test_acc"] == pytest.approx(0.5 + 0.02 + 0.064)
+
+
+def test_data_info(tmp_path):
+    result = invoke("data", "info", "synthetic")
+    assert result.exit_code == 0 and "synthetic" in result.stdout
+    assert_user_error(invoke("data", "info", "cifar"), "unknown dataset 'cifar'", "cifar10")
+
+
+def test_study_and_report_delegate(tmp_path, monkeypatch):
+    from normlab.analysis import report
+    from normlab.experiments import study
+
+    calls = []
+    monkeypatch.setattr(study, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
+    monkeypatch.setattr(report, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html")
+    result = invoke("study", "--quick", "--out", tmp_path, "--workers", "2", "--backend", "process")
+    assert result.exit_code == 0, result.output
+    assert calls[0] == {"dataset": "mnist1d", "quick": True, "out": str(tmp_path), "backend": "process", "workers": 2}
+    assert str(tmp_path / "rep" / "report.html") in result.stdout
+    result = invoke("report", "exp", "--out", tmp_path)
+    assert result.exit_code == 0 and calls[1] == (tmp_path, "exp")
+
+
+def test_python_dash_m_normlab_runs_one_real_training_run(tmp_path):
+    """End to end through the real engine: a few optimizer steps of the seed's MLP."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "normlab", "run", "max_steps=3", "epochs=1", "dataset=synthetic",
+         "--json", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["status"] in ("finished", "diverged") and 0.0 <= payload["test_acc"] <= 1.0
+    assert (tmp_path / "normlab.db").exists()
+    assert (tmp_path / "runs" / payload["run_id"] / "config.json").exists()
