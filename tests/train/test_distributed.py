@@ -17,7 +17,7 @@ from torch import nn
 
 from normlab.layers.batchnorm import BatchNorm1d
 from normlab.train import RunConfig, fit
-from normlab.train.distributed import free_port, launch, resolve_backend
+from normlab.train.distributed import free_port, is_main_process, launch, resolve_backend
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -108,6 +108,7 @@ def test_launch_two_processes_with_sync_bn_matches_fit_on_one():
     result = launch(
         _tiny_config(nproc=2, sync_bn=True), nproc=2, dataset=dataset,
         on_metrics=lambda step, epoch, values: seen.append((step, epoch, values)),
+        stop=mp.get_context("spawn").Event(),  # never set; an Event crosses to the processes
     )  # fmt: skip
     assert result.status == "finished" and result.steps == single.steps == 6
     # fp32 on both sides: only the order of the reductions differs (~1e-7). SGD, not Adam:
@@ -137,13 +138,15 @@ def test_launch_under_torchrun_joins_the_env_group(monkeypatch):
     result = launch(_tiny_config(max_steps=2), dataset=_tiny_dataset(),
                     on_metrics=lambda *args: seen.append(args))
     assert result.status == "finished" and result.steps == 2 and seen
-    assert not dist.is_initialized()
+    assert not dist.is_initialized() and is_main_process()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
 
 
 def test_launch_refuses_bad_arguments_before_starting_processes():
     import threading
 
-    with pytest.raises(ValueError, match="must be picklable; stop=Event"):
+    with pytest.raises(ValueError, match=r"arguments \(stop\) .* must be picklable"):
         launch(_tiny_config(nproc=2, sync_bn=True), nproc=2, stop=threading.Event())
     with pytest.raises(ValueError, match="pins every process to one GPU"):
         resolve_backend(_tiny_config(device="cuda:1"), nproc=2)

@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 
 from normlab.train.config import RunConfig
 
-__all__ = ["free_port", "in_torchrun", "launch", "resolve_backend"]
+__all__ = ["free_port", "in_torchrun", "is_main_process", "launch", "resolve_backend"]
 
 MetricsCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -50,6 +50,17 @@ def free_port() -> int:
 def in_torchrun() -> bool:
     """True when this process was started by torchrun (RANK and WORLD_SIZE are set)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_main_process() -> bool:
+    """True in rank 0 (or when not distributed): the process that stores results and prints.
+
+    Reads the process group when one is initialized, else torchrun's RANK (launch leaves the
+    group it joined, so after `launch` returns under torchrun only RANK says who is who).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_backend(config: RunConfig, nproc: int) -> str:
@@ -102,7 +113,8 @@ def launch(
             `multiprocessing` Event (`torch.multiprocessing.get_context("spawn").Event()`).
 
     Under torchrun, nothing is started: this process joins torchrun's group (env://) and the
-    result is this process's `fit` result (rank 0's is the run's).
+    result is this process's `fit` result; only where `is_main_process()` is it the run's to
+    store or print.
 
     Raises:
         ValueError: bad nproc/device/backend, or an unpicklable fit argument.
@@ -126,7 +138,6 @@ def launch(
     backend = backend or resolve_backend(config, nproc)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
-    _check_picklable(fit_kwargs)
     return _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs)
 
 
@@ -149,18 +160,6 @@ def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> 
             dist.destroy_process_group()
 
 
-def _check_picklable(fit_kwargs: dict[str, Any]) -> None:
-    for key, value in fit_kwargs.items():
-        try:
-            pickle.dumps(value)
-        except Exception as err:  # pickling raises several types (TypeError, PicklingError...)
-            raise ValueError(
-                f"launch passes fit's arguments to each process, so they must be picklable; "
-                f"{key}={type(value).__name__} is not ({err}). For stop, pass a "
-                "torch.multiprocessing.get_context('spawn').Event()."
-            ) from err
-
-
 def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> Any:
     """Start the processes, relay rank 0's metrics, return its result or re-raise a failure."""
     context = mp.get_context("spawn")
@@ -168,9 +167,22 @@ def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> Any:
     port = free_port()
     args = (nproc, port, backend, timeout, config, fit_kwargs, messages, on_metrics is not None)
     processes = [context.Process(target=_worker, args=(rank, *args)) for rank in range(nproc)]
-    for process in processes:
-        process.start()
+    try:
+        for process in processes:
+            process.start()  # pickles the arguments
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        for process in processes:
+            if process.pid is not None:
+                process.terminate()
+                process.join()
+        raise ValueError(
+            f"launch passes fit's arguments ({', '.join(fit_kwargs) or 'none'}) to each "
+            f"process, so they must be picklable: {err}. For stop, pass a "
+            "torch.multiprocessing.get_context('spawn').Event(), not a threading.Event or a "
+            "lambda."
+        ) from err
     outcome: dict[str, Any] = {}
+    finished = False
 
     def handle(message: tuple) -> None:
         if message[0] == "metrics" and on_metrics is not None:
@@ -193,8 +205,11 @@ def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> Any:
                     code = processes[dead[0]].exitcode
                     outcome["error"] = (dead[0], None, f"exit code {code}, no Python traceback")
                 break
+        finished = True
     finally:
-        if "error" in outcome:  # the others may wait in a collective until timeout: stop them
+        # After a failure (or an exception here, e.g. in on_metrics or Ctrl-C) the others
+        # may wait in a collective until the timeout: stop them.
+        if "error" in outcome or not finished:
             for process in processes:
                 if process.exitcode is None:
                     process.terminate()
@@ -217,7 +232,7 @@ def _drain(messages, handle: Callable[[tuple], None]) -> None:
 
 
 def _reraise(rank: int, error: BaseException | None, text: str, nproc: int) -> None:
-    note = f"raised in process {rank} of {nproc} started by normlab.train.distributed.launch:\n{text}"
+    note = f"raised in process {rank} of {nproc} (normlab.train.distributed.launch):\n{text}"
     if error is None:
         raise RuntimeError(note)
     if hasattr(error, "add_note"):  # Python >= 3.11
