@@ -1,0 +1,40 @@
+"""The analysis layer: the store -> statistics over seeds, figures and the study report.
+
+`stats` (means, 95% t-intervals, Welch tests, verdicts), `plots` (one function per figure),
+`frames` (tidy frames from the store's tables), `parts` (the six study sections), `render`
+(HTML/Markdown) and `report` (`write_report`). It reads only the store.
+"""
+
+from normlab.analysis.report import write_report
+from normlab.analysis.stats import (
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    Summary,
+    Verdict,
+    WelchResult,
+    aggregate,
+    compare_to_baseline,
+    steps_to_target,
+    summarize,
+    t_interval,
+    verdict,
+    welch_test,
+)
+
+__all__ = [
+    "INCONCLUSIVE",
+    "NOT_SUPPORTED",
+    "SUPPORTED",
+    "Summary",
+    "Verdict",
+    "WelchResult",
+    "aggregate",
+    "compare_to_baseline",
+    "steps_to_target",
+    "summarize",
+    "t_interval",
+    "verdict",
+    "welch_test",
+    "write_report",
+]

@@ -186,15 +186,16 @@ def plot_percentiles(
     group: str = "variant",
     x: str = "step",
     title: str = "",
+    order: Sequence[str] | None = None,
 ) -> Figure:
     """Ioffe & Szegedy (2015) Fig. 1b/c: 15th/50th/85th percentiles of one unit's input.
 
     frame: columns `group`, `x`, `p15`, `p50`, `p85` (one row per probe step; several seeds
-    are averaged). One panel per group, sharing the y axis, so the drift of the input
+    are averaged). One panel per group (in `order`), sharing the y axis, so the drift of the input
     distribution without BN and its stability with BN are compared at a glance.
     """
     _require(frame, [group, x, "p15", "p50", "p85"], "plot_percentiles")
-    names = sorted(frame[group].astype(str).unique())
+    names = list(order) if order else sorted(frame[group].astype(str).unique())
     fig, axes = _new_figure(ncols=len(names), width=4.5)
     for ax, name in zip(axes, names):
         rows = frame[frame[group].astype(str) == name].groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
@@ -303,7 +304,7 @@ def plot_lr_range(
         top = max(top, float(curve.iloc[0]))
     ax.set_xscale("log")
     if math.isfinite(top):
-        ax.set_ylim(top=top * 2.0)  # past twice the starting loss the curve is divergence
+        ax.set_ylim(bottom=0.0, top=top * 2.0)  # past twice the starting loss it is divergence
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("training loss")
     ax.set_title(title)

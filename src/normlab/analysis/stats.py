@@ -212,7 +212,8 @@ def verdict(
     if hi < min_effect or (min_effect == 0.0 and hi <= 0.0):
         return Verdict(
             NOT_SUPPORTED,
-            head + detail + f": the interval excludes an improvement of {fmt(min_effect)} or more.",
+            head + detail + (f": the interval excludes an improvement of {fmt(min_effect)} or more."
+                             if min_effect > 0 else ": the interval excludes any improvement."),
             test,
         )
     return Verdict(

@@ -1,0 +1,155 @@
+"""`write_report(out_dir, experiment)`: the store -> report.html, report.md and the PNGs.
+
+Two kinds of report, chosen by name:
+  - a **study** (`normlab study` stores its parts as experiments "<study>.<part>", e.g.
+    "study.bn"): one section per part (see `normlab.analysis.parts`), each with the seed's
+    claims, the measurements and the verdicts;
+  - any other **experiment** (`normlab sweep`): final test accuracy per variant against the
+    no-norm (or first) variant, training curves, and a table of every variant.
+The report is written to `<out_dir>/reports/<experiment>/` and reads only the store, so it can
+be rebuilt anywhere from the results folder, without training.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from normlab.analysis import parts as P
+from normlab.analysis import plots
+from normlab.analysis.frames import curve_frame, final_frame, label_runs, varying_keys
+from normlab.analysis.render import FigureSpec, Finding, Report, Section, write_files
+from normlab.analysis.stats import SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, aggregate, verdict
+from normlab.train import metrics as M
+
+__all__ = ["write_report", "study_report", "experiment_report", "STUDY_SECTIONS"]
+
+# part key (experiment suffix, see normlab.experiments.study.PARTS) -> section builder
+STUDY_SECTIONS = {
+    "bn": P.section_with_without,
+    "batch_size": P.section_batch_size,
+    "lr_init": P.section_lr_init,
+    "costs": P.section_costs,
+    "ioffe2015": P.section_ioffe2015,
+    "noniid": P.section_noniid,
+}
+
+
+def _provenance(store, experiments: list[str]) -> list[str]:
+    """Where and with what the numbers were made: store, versions, devices, wall time."""
+    frames = [store.runs_frame(e) for e in experiments]
+    runs = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+    lines = [f"Results store: {store.path}", f"Experiments: {', '.join(experiments)}"]
+    if runs.empty:
+        return lines
+    unique = runs.drop_duplicates("run_id")
+    lines.append(f"Runs: {len(unique)} ({', '.join(f'{n} {s}' for s, n in unique['status'].value_counts().items())}); "
+                 f"training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
+    for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
+                       ("env.device", "device"), ("env.hostname", "host"), ("env.git_commit", "git commit")):
+        if key in unique:
+            values = sorted({str(v) for v in unique[key].dropna()})
+            if values:
+                lines.append(f"{label}: {', '.join(values)}")
+    lines.append(f"Report written by normlab on {platform.platform()}")
+    return lines
+
+
+def _summary(sections: list[Section]) -> str:
+    findings = [f for s in sections for f in s.findings]
+    counts = {label: sum(f.verdict.label == label for f in findings)
+              for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
+    return (f"{len(findings)} claims tested: {counts[SUPPORTED]} supported, {counts[NOT_SUPPORTED]} "
+            f"not supported, {counts[INCONCLUSIVE]} inconclusive at the number of seeds run. A claim is "
+            "supported when Welch's t-test over seeds finds a significant (p < 0.05) difference in "
+            "the claimed direction, larger than the smallest effect that matters; not supported "
+            "when the difference is significant the other way or its 95% interval rules the "
+            "effect out; inconclusive otherwise.")
+
+
+def study_report(store, study: str) -> Report:
+    """The report of a study whose parts are the experiments "<study>.<part key>"."""
+    names = store.experiments()
+    sections, used = [], []
+    for key, build in STUDY_SECTIONS.items():
+        name = f"{study}.{key}"
+        if name in names:
+            used.append(name)
+            sections.append(build(store.runs_frame(name), store.metrics_frame(name)))
+        else:  # a part not run (e.g. --quick): the builder's own "not run" section
+            sections.append(build(pd.DataFrame(columns=["run_id", "group"]),
+                                  pd.DataFrame(columns=["run_id", "step", "epoch", "name", "value"])))
+    title = f"normlab study: batch normalization, measured ({study})"
+    return Report(title, _summary(sections), sections, _provenance(store, used))
+
+
+def experiment_report(store, experiment: str) -> Report:
+    """A report of any experiment: variants vs the no-norm (or first) variant, curves, table."""
+    runs = store.runs_frame(experiment)
+    metrics = store.metrics_frame(experiment, names=[M.TEST_ACC, M.TRAIN_LOSS, M.TEST_LOSS])
+    if runs.empty:
+        section = Section(experiment, "The experiment has no runs yet.")
+        return Report(f"normlab report: {experiment}", "No runs.", [section], _provenance(store, [experiment]))
+    runs = runs.drop_duplicates("run_id")
+    keys = varying_keys(runs)
+    runs = runs.assign(variant=label_runs(runs, keys))
+    acc = final_frame(runs, metrics, M.TEST_ACC)
+    variants = list(dict.fromkeys(acc["variant"]))
+    baseline = next((v for v in variants if v == "none" or "norm=none" in v), variants[0])
+    section = Section(
+        "Final test accuracy per variant",
+        f"{runs['run_id'].nunique()} runs; variants differ in {', '.join(keys) or 'nothing (seeds only)'}; "
+        f"every variant is compared with {baseline!r}.")
+    for name in variants:
+        if name != baseline:
+            section.findings.append(Finding(
+                f"{name} reaches a higher test accuracy than {baseline}.",
+                verdict(acc.loc[acc["variant"] == name, "value"], acc.loc[acc["variant"] == baseline, "value"],
+                        min_effect=P.ACC_MIN_EFFECT, what="final test accuracy", **P.PCT)))
+    section.table = aggregate(acc, "variant", "value")
+    if acc["value"].notna().any():
+        section.figures.append(FigureSpec("final_acc", plots.plot_final_accuracy(acc, title="Final test accuracy"),
+                                          "Final test accuracy: mean, 95% CI and one dot per seed."))
+    for name, label, logy in ((M.TEST_ACC, "test accuracy", False), (M.TRAIN_LOSS, "training loss", True)):
+        curves = curve_frame(runs, metrics, name)
+        if not curves.empty:
+            section.figures.append(FigureSpec(
+                name, plots.plot_curves(curves, title=label.capitalize(), ylabel=label, logy=logy),
+                f"{label.capitalize()} over training steps: mean over seeds and 95% CI band."))
+    return Report(f"normlab report: {experiment}", _summary([section]), [section], _provenance(store, [experiment]))
+
+
+def write_report(out_dir: str | Path, experiment: str) -> Path:
+    """Write the report of `experiment` (or of a study) from the store in `out_dir`.
+
+    Args:
+        out_dir: the results folder (holding `normlab.db`).
+        experiment: an experiment name, or a study name ("study", "study-quick", ...) whose
+            parts are stored as "<study>.<part>".
+
+    Returns:
+        `<out_dir>/reports/<experiment>/`, holding report.html (self-contained), report.md
+        and one PNG per figure.
+
+    Example:
+        >>> write_report("runs", "study") / "report.html"
+        PosixPath('runs/reports/study/report.html')
+    """
+    from normlab.experiments.errors import StoreError
+    from normlab.experiments.store import Store
+
+    out = Path(out_dir)
+    with Store.open(out, create=False) as store:
+        names = store.experiments()
+        if experiment in names:
+            report = experiment_report(store, experiment)
+        elif any(n.startswith(f"{experiment}.") and n.split(".", 1)[1] in STUDY_SECTIONS for n in names):
+            report = study_report(store, experiment)
+        else:
+            raise StoreError(
+                f"no experiment or study {experiment!r} in {str(out)!r}; known experiments: "
+                f"{', '.join(names) if names else 'none yet'} (run `normlab study` or `normlab sweep` first)"
+            )
+    return write_files(report, out / "reports" / experiment)
