@@ -267,6 +267,13 @@ def main() -> int:
     summary = summarize(rows, copy_bw)
     print(json.dumps(summary))
     sweep = []
+
+    def write():
+        with open(args.out, "w") as f:
+            json.dump({"provenance": provenance(), "summary": summary, "rows": rows,
+                       "sweep": sweep}, f, indent=1)
+
+    write()  # before the sweep, so a time-out there keeps the main table
     if args.sweep:
         print("sweep (normlab GPU time): PROGRAMS_PER_SM, TILE_ELEMS -> fwd/bwd TB/s")
         defaults = (launch.PROGRAMS_PER_SM, launch.TILE_ELEMS)
@@ -292,9 +299,7 @@ def main() -> int:
                     print(f"  pps={pps:2d} tile={te:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
                           f"{layout}: fwd {s['fwd_tbps']:.2f} bwd {s['bwd_tbps']:.2f}", flush=True)
         launch.PROGRAMS_PER_SM, launch.TILE_ELEMS = defaults
-    with open(args.out, "w") as f:
-        json.dump({"provenance": provenance(), "summary": summary, "rows": rows,
-                   "sweep": sweep}, f, indent=1)
+    write()
     print(f"wrote {args.out}")
     return 0
 

@@ -14,7 +14,7 @@ timeout 150 python -m pytest -q -x -n 8 -p no:cacheprovider tests/kernels 2>&1 \
 echo "pytest: ${SECONDS}s"; SECONDS=0
 BENCH_ARGS=()
 [[ " $* " == *" --sweep "* ]] && BENCH_ARGS+=(--sweep)
-timeout 240 python benchmarks/bn_kernels.py --out "$OUT/bn_kernels.json" "${BENCH_ARGS[@]}" 2>&1 \
+timeout 270 python benchmarks/bn_kernels.py --out "$OUT/bn_kernels.json" "${BENCH_ARGS[@]}" 2>&1 \
   | tee "$OUT/bench.log"
 echo "bench: ${SECONDS}s"
 if [[ " $* " == *" --final "* && -f benchmarks/training_loop.py ]]; then
