@@ -254,6 +254,14 @@ def test_a_root_batchnorm_and_a_direct_syncbatchnorm_convert_and_revert():
     sync = convert_sync_batchnorm(bn)
     assert type(sync) is SyncBatchNorm and sync.weight is bn.weight
     assert type(revert_sync_batchnorm(sync)) is nn.BatchNorm3d
+    torch_sync = convert_sync_batchnorm(nn.SyncBatchNorm(2, momentum=None))
+    assert type(torch_sync) is SyncBatchNorm and torch_sync.momentum is None
+    assert type(revert_sync_batchnorm(torch_sync)) is nn.SyncBatchNorm
+    frozen = BatchNorm2d(2, backend="reference").freeze()
+    synced = convert_sync_batchnorm(frozen)
+    assert synced.frozen and synced.backend == "reference"
+    back = revert_sync_batchnorm(synced)
+    assert type(back) is BatchNorm2d and back.frozen and back.backend == "reference"
     direct = SyncBatchNorm(2)
     assert convert_sync_batchnorm(direct) is direct
     plain = revert_sync_batchnorm(direct)
