@@ -15,7 +15,7 @@ Both run in one process, alternately, `--repeats` times; the table shows the med
 per epoch and the ratio seed-style / engine (> 1: the engine is faster). Target: >= 20x on a
 GPU, >= 1x on CPU.
 
-    PYTHONPATH=src python benchmarks/training_loop.py --device cpu --samples 5000
+    PYTHONPATH=src python benchmarks/training_loop.py --device cpu --samples 5000 --threads 1
     python benchmarks/training_loop.py --device cuda --out training_loop.json
 """
 
@@ -109,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (seed-style)")
     parser.add_argument("--norms", default="batch,none", help="comma-separated norms")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default torch's; 1 on a shared CPU)")
     parser.add_argument("--out", default="training_loop.json", help="JSON output path")
     args = parser.parse_args(argv)
     if args.samples < 64:
         parser.error(f"--samples must be >= 64 (one batch), got {args.samples}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
 
