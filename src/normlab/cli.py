@@ -112,7 +112,7 @@ def run(
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
-    summary = run_experiment(experiment, out, progress=not quiet and not as_json)
+    summary = run_experiment(experiment, out, progress=not quiet and not as_json, append=True)
     outcome = summary.outcomes[0]
     if as_json:
         typer.echo(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **outcome.final}))
@@ -132,7 +132,14 @@ def sweep(
     backend: str = typer.Option("local", "--backend", help="local (in-process), process (--workers N) or ray"),
     workers: int = typer.Option(1, "--workers", help="worker processes (process) or runs in flight (ray)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs reserved per run"),
+    gpus_per_run: Optional[float] = typer.Option(
+        None, "--gpus-per-run", help="Ray: GPUs per run (default 1 for device=cuda, or auto on a GPU cluster)"
+    ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run again the runs stored as failed"),
+    append: bool = typer.Option(
+        False, "--append", help="add these runs to the experiment instead of redefining it as exactly these"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and exit; nothing is written"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
@@ -150,7 +157,8 @@ def sweep(
         return
     summary = run_experiment(
         experiment, out, backend=backend, workers=workers, address=address,
-        retry_failed=retry_failed, progress=not quiet,
+        retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run, append=append,
     )
     typer.echo(str(summary), err=True)
     _print_failures(summary)

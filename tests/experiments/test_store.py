@@ -139,3 +139,15 @@ def test_empty_experiment_frames_have_the_columns(tmp_path):
         store.add_experiment(Experiment("empty", []))
         assert list(store.runs_frame("empty").columns[:4]) == ["run_id", "experiment", "status", "group"]
         assert isinstance(store.metrics_frame("empty"), pd.DataFrame)
+
+
+def test_registering_again_redefines_the_experiment_unless_appending(tmp_path):
+    old = load_experiment(None, ["seed=0,1"], name="e")
+    new = load_experiment(None, ["seed=1,2"], name="e")
+    with Store.open(tmp_path) as store:
+        store.add_experiment(old)
+        store.add_experiment(new)  # the file changed: the experiment is what it says now
+        assert sorted(store.runs_frame("e")["seed"]) == [1, 2]
+        store.add_experiment(old, append=True)  # `normlab run` accumulates single runs
+        assert sorted(store.runs_frame("e")["seed"]) == [0, 1, 2]
+        assert store._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # none lost

@@ -138,8 +138,9 @@ def run_ray(
     workers: int = 0,
     address: str | None = None,
     cpus_per_run: float = 1.0,
-    gpus_per_run: float = 0.0,
+    gpus_per_run: float | None = None,
     max_retries: int = 2,
+    devices: set[str] = frozenset(),
 ) -> None:
     """Execute the runs as Ray tasks; `workers` > 0 caps the runs in flight (0: Ray decides)."""
     ray = import_ray()
@@ -151,6 +152,10 @@ def run_ray(
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
         except ConnectionError as exc:
             raise BackendError(f"cannot reach a Ray cluster at {address!r} ({exc}); check --address") from None
+    if gpus_per_run is None:  # Ray hides GPUs from tasks that do not reserve one
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        wants = any(d.startswith("cuda") for d in devices) or ("auto" in devices and has_gpus)
+        gpus_per_run = 1.0 if wants else 0.0
     events = Queue(actor_options={"num_cpus": 0})
     remote = ray.remote(ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)
     pending = collections.deque(tasks)

@@ -15,6 +15,7 @@ the traceback; nothing escapes except KeyboardInterrupt/SystemExit.
 
 from __future__ import annotations
 
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -103,6 +104,9 @@ def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None
     `threads` > 0 caps torch's intra-op threads, so N workers share the cores instead of each
     starting one thread per core (oversubscription makes small models several times slower).
     """
+    # Ctrl-C reaches the whole process group: the parent decides (it marks the runs
+    # resumable and terminates the workers), so workers do not die mid-write on their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if threads > 0:
         import torch
 

@@ -18,9 +18,11 @@ class ProgressView:
     Args:
         total: runs to execute (skipped ones not counted).
         enabled: False makes every method a no-op (scripts, tests, --quiet).
+        title: shown before the bar (the experiment's name).
+        console: a rich Console (default: one on stderr).
     """
 
-    def __init__(self, total: int, enabled: bool = True, title: str = "") -> None:
+    def __init__(self, total: int, enabled: bool = True, title: str = "", console: Any = None) -> None:
         self.enabled = enabled and total > 0
         self.active: dict[str, dict[str, Any]] = {}
         if not self.enabled:
@@ -36,7 +38,7 @@ class ProgressView:
             TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("{task.description}"),
-            console=Console(stderr=True),
+            console=console or Console(stderr=True),
         )
         self._task = self._progress.add_task("", total=total, title=title)
 

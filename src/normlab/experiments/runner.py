@@ -177,6 +177,7 @@ def run_experiment(
     cpus_per_run: float = 1.0,
     gpus_per_run: float | None = None,
     max_retries: int = 2,
+    append: bool = False,
 ) -> SweepSummary:
     """Execute every run of an experiment that has no result yet and store what happens.
 
@@ -190,9 +191,11 @@ def run_experiment(
         progress: show the rich progress bar on stderr.
         run_fn: executes one run, `run_fn(config, *, on_metrics, checkpoint_path) -> RunResult`
             (default `normlab.train.fit`); must be importable by name for process/ray.
-        cpus_per_run, gpus_per_run: Ray resources per run (GPUs default to 1 when the
-            configs ask for a CUDA device, else 0).
+        cpus_per_run, gpus_per_run: Ray resources per run (GPUs default to 1 when a config
+            asks for cuda, or for auto on a cluster that has GPUs; else 0).
         max_retries: Ray retries of a run whose worker or node was lost.
+        append: add these runs to the experiment's earlier ones (`normlab run` does) instead of
+            redefining the experiment as exactly these runs.
 
     Returns:
         A SweepSummary (`str()` is a one-line report).
@@ -212,7 +215,7 @@ def run_experiment(
     out = Path(out_dir)
     start = time.perf_counter()
     with _exclusive(out), Store.open(out) as store:
-        store.add_experiment(experiment)
+        store.add_experiment(experiment, append=append)
         run_ids = list(dict.fromkeys(run.run_id for run in experiment.runs))
         before = store.run_status(run_ids)
         todo = [
@@ -230,11 +233,11 @@ def run_experiment(
                 elif backend == "process":
                     run_process(tasks, writer, run_fn, workers)
                 else:
-                    if gpus_per_run is None:
-                        gpus_per_run = float(any(c.device.startswith("cuda") for c in configs.values()))
+                    devices = {c.device for c in configs.values()}
                     run_ray(
                         tasks, writer, run_fn, workers=workers if workers > 1 else 0, address=address,
                         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                        devices=devices,
                     )
             except BaseException:  # Ctrl-C or a bug: leave started runs resumable, never half-done
                 for run_id in list(writer.running):

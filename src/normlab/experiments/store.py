@@ -14,7 +14,8 @@ with a clear message rather than misread):
          python, torch, normlab, git_commit, device, hostname TEXT)  -- where it ran
     experiment_runs(experiment, run_id, grp, position; PK(experiment, run_id, grp))
                                     -- membership: a run (one config) is trained and stored
-                                    -- once, and may belong to several experiments / groups
+                                    -- once, and may belong to several experiments / groups;
+                                    -- re-registering an experiment redefines its membership
     metrics(run_id, name, step, epoch, value; PK(run_id, name, step))
                                     -- a resumed run re-emitting a step replaces, never duplicates
     artifacts(run_id, kind, path, created_at; PK(run_id, path))  -- paths relative to <out>
@@ -180,12 +181,19 @@ class Store:
 
     # --- writing (the runner's parent process is the only writer) -------------------------
 
-    def add_experiment(self, experiment: "Experiment") -> None:
-        """Register an experiment and its runs (new runs as 'queued'); existing rows are kept."""
+    def add_experiment(self, experiment: "Experiment", *, append: bool = False) -> None:
+        """Register an experiment and its runs (new runs as 'queued'; stored runs are kept).
+
+        The experiment's membership becomes exactly `experiment.runs` (so editing a file never
+        mixes stale variants into its results; the old runs stay stored and are reused if the
+        file goes back); `append=True` adds the runs to the existing ones instead.
+        """
         from normlab.experiments.config import config_json
 
         now = time.time()
         with self._conn:
+            if not append:
+                self._conn.execute("DELETE FROM experiment_runs WHERE experiment = ?", (experiment.name,))
             self._conn.execute(
                 "INSERT INTO experiments(name, description, spec_json, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
