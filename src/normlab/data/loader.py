@@ -103,8 +103,14 @@ class BatchLoader:
         self.seed, self.augment, self.batching = int(seed), augment, batching
         self.classes_per_batch, self.crop_padding = classes_per_batch, crop_padding
         self.num_samples = len(x)
-        # The whole split is moved once; uint8 stays uint8 (4x less device memory).
-        self._x = x.to(self.device)
+        self._labels_cpu = y.detach().to("cpu", torch.int64)  # for class_grouped plans
+        self._len = self._count_batches()
+        if self._len == 0:
+            raise ValueError(f"no batches: {self.num_samples} samples with batch_size "
+                             f"{batch_size} and drop_last=True (or too few examples per class for "
+                             f"class_grouped); lower batch_size")
+        # The whole split is moved once; uint8 stays uint8 (4x less device memory than float).
+        self._x = x.to(self.device, torch.float32 if x.dtype == torch.float64 else x.dtype)
         self._y = y.to(self.device, torch.int64)
         # x_b = (x / s - mean) / std folded into one multiply-add: x * scale + shift, with
         # scale = 1 / (s * std) and shift = -mean / std, each (1, C, 1, ...) on the device.
@@ -114,12 +120,6 @@ class BatchLoader:
             self._scale, self._shift = (1.0 / pixel if pixel != 1.0 else None), None
         else:
             self._scale, self._shift = 1.0 / (pixel * std_t), -mean_t / std_t
-        self._labels_cpu = y.detach().to("cpu", torch.int64)
-        self._len = self._count_batches()
-        if self._len == 0:
-            raise ValueError(f"no batches: {self.num_samples} samples with batch_size "
-                             f"{batch_size} and drop_last=True (or too few examples per class for "
-                             f"class_grouped); lower batch_size")
         self._epoch, self._batch = 0, 0
         self._plan_epoch: int | None = None
         self._plan: tuple[torch.Tensor, torch.Tensor | None] | None = None
