@@ -5,7 +5,6 @@
 (HTML/Markdown) and `report` (`write_report`). It reads only the store.
 """
 
-from normlab.analysis.report import write_report
 from normlab.analysis.stats import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
@@ -38,3 +37,12 @@ __all__ = [
     "welch_test",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    # report pulls in matplotlib and pandas: loaded on first use, not on `import normlab.analysis`
+    if name == "write_report":
+        from normlab.analysis.report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'normlab.analysis' has no attribute {name!r}")
