@@ -87,9 +87,14 @@ def expected_sizes(args: dict[str, Any]) -> tuple[int, int]:
 
 def cache_path(root: Path, args: dict[str, Any]) -> Path:
     """`<root>/mnist1d/mnist1d-<12 hex of the args and package version>.npz`."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    key = json.dumps({"args": args, "mnist1d": version("mnist1d")}, sort_keys=True)
+    try:
+        package = version("mnist1d")
+    except PackageNotFoundError:
+        raise ImportError("the mnist1d package generates the default dataset but is not "
+                          "installed; install it with `pip install mnist1d`") from None
+    key = json.dumps({"args": args, "mnist1d": package}, sort_keys=True)
     return root / "mnist1d" / f"mnist1d-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
 
