@@ -24,13 +24,16 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from normlab.train.config import RunConfig
+
+if TYPE_CHECKING:  # the engine is imported where used: it pulls in data and models
+    from normlab.train.engine import RunResult
 
 __all__ = ["free_port", "in_torchrun", "is_main_process", "launch", "resolve_backend"]
 
@@ -97,7 +100,7 @@ def launch(
     backend: str | None = None,
     timeout: datetime.timedelta = DEFAULT_TIMEOUT,
     **fit_kwargs: Any,
-) -> Any:
+) -> RunResult:
     """Train `config` on `nproc` data-parallel processes and return rank 0's `RunResult`.
 
     Args:
@@ -129,7 +132,7 @@ def launch(
     if nproc is not None and nproc != config.nproc:
         if nproc < 1:
             raise ValueError(f"nproc must be >= 1, got {nproc}")
-        config = RunConfig.model_validate({**config.resolved(), "nproc": nproc})
+        config = type(config).model_validate({**config.resolved(), "nproc": nproc})
     nproc = config.nproc
     if in_torchrun() or (dist.is_available() and dist.is_initialized()):
         return _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs)
@@ -141,7 +144,7 @@ def launch(
     return _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs)
 
 
-def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> Any:
+def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> RunResult:
     """torchrun (env://) or a caller's own process group: join it if needed, train, leave."""
     from normlab.train.engine import fit
 
@@ -160,7 +163,7 @@ def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> 
             dist.destroy_process_group()
 
 
-def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> Any:
+def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> RunResult:
     """Start the processes, relay rank 0's metrics, return its result or re-raise a failure."""
     context = mp.get_context("spawn")
     messages = context.Queue()
