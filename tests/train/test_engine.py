@@ -171,3 +171,8 @@ def test_bn_backend_reaches_batch_norms_only():
 def test_bf16_and_compile_on_gpu(data):
     result, _ = _run(_config(device="cuda", precision="bf16", compile=True, epochs=2), data)
     assert result.status == "finished" and result.final[M.TEST_ACC] > 0.5
+
+
+def test_dataset_must_match_the_config(data):
+    with pytest.raises(ValueError, match="dataset passed to fit is 'synthetic' but config.dataset is 'mnist1d'"):
+        fit(_config(dataset="mnist1d"), dataset=data)

@@ -162,6 +162,11 @@ def fit(
     per_process = ctx.per_process(config.batch_size)
     if dataset is None:
         dataset = load_dataset(config.dataset, root=config.data_root)
+    elif getattr(dataset, "name", config.dataset) != config.dataset:
+        raise ValueError(
+            f"the dataset passed to fit is {dataset.name!r} but config.dataset is "
+            f"{config.dataset!r}; pass the config's dataset (the run id names it) or omit dataset="
+        )
 
     # --- model and its own optimizer -------------------------------------------------------
     seed_everything(config.seed)
