@@ -76,13 +76,15 @@ def seed_style_epoch(data, norm: str, device: torch.device, workers: int) -> flo
     return time.perf_counter() - start
 
 
-def engine_epoch(data, norm: str, device: torch.device) -> tuple[float, float]:
+def engine_epoch(data, norm: str, device: torch.device, compile_model: bool = False,
+                 precision: str = "fp32") -> tuple[float, float]:
     """(epoch_seconds, whole fit seconds) of normlab's engine on the same workload."""
     from normlab.train import RunConfig, fit
 
     config = RunConfig(dataset=data.name, model="mlp", norm=norm, batch_size=64, epochs=1,
                        lr=1e-3, optimizer="adam", holdout_fraction=0.0, device=str(device),
-                       checkpoint_every_epochs=0, probes={"step_time": False})
+                       checkpoint_every_epochs=0, probes={"step_time": False},
+                       compile=compile_model, precision=precision)
     values: dict[str, float] = {}
     start = time.perf_counter()
     fit(config, dataset=data, on_metrics=lambda s, e, v: values.update(v))
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (seed-style)")
     parser.add_argument("--norms", default="batch,none", help="comma-separated norms")
+    parser.add_argument("--compile", action="store_true", help="engine: torch.compile (GPU)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="engine: bf16 autocast (GPU)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default torch's; 1 on a shared CPU)")
     parser.add_argument("--out", default="training_loop.json", help="JSON output path")
@@ -126,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                         test_size=1000, uint8=True)
     rows = []
     for norm in args.norms.split(","):
-        engine_epoch(data, norm, device)  # warm-up: first-call allocations, lazy imports
+        engine = dict(compile_model=args.compile, precision=args.precision)
+        engine_epoch(data, norm, device, **engine)  # warm-up: first-call allocations, lazy imports
         seed_t, engine_t, fit_t = [], [], []
         for _ in range(args.repeats):
             seed_t.append(seed_style_epoch(data, norm, device, args.workers))
-            e, f = engine_epoch(data, norm, device)
+            e, f = engine_epoch(data, norm, device, **engine)
             engine_t.append(e)
             fit_t.append(f)
         seed_s, engine_s, fit_s = (statistics.median(t) for t in (seed_t, engine_t, fit_t))
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']:<16} {r['seed_style_s']:>13.3f} {r['engine_epoch_s']:>10.3f} "
               f"{r['engine_fit_s']:>8.3f} {r['speedup']:>6.1f}x {r['speedup_whole_fit']:>9.1f}x")
     result = {"benchmark": "training_loop", "samples": args.samples, "batch_size": 64,
-              "repeats": args.repeats, "workers": args.workers, "rows": rows,
+              "repeats": args.repeats, "workers": args.workers, "compile": args.compile,
+              "precision": args.precision, "rows": rows,
               "provenance": provenance(device)}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
