@@ -97,3 +97,18 @@ def test_recalibrate_runs_skips_runs_without_checkpoint(tmp_path):
     exp = study.part_experiment(study.PARTS[3], quick=True)
     runner.run_experiment(exp, tmp_path, run_fn=_fake_fit, progress=False)
     assert study.recalibrate_runs(exp, tmp_path) == 0
+
+
+def test_recalibrate_runs_measures_real_bn_runs_once(tmp_path):
+    """One tiny real BN run: recalibrate_bn's test accuracy is stored at the run's last step."""
+    from normlab.experiments.config import expand
+    from normlab.experiments.store import Store
+
+    exp = expand({"norm": "batch", "batch_size": 8, "epochs": 1, "max_steps": 20, "hidden": [16]},
+                 name="recal")
+    runner.run_experiment(exp, tmp_path, progress=False)
+    assert study.recalibrate_runs(exp, tmp_path) == 1
+    with Store.open(tmp_path) as store:
+        rows = store.metrics_frame("recal", names=[study.RECAL_METRIC])
+    assert len(rows) == 1 and rows["step"].iloc[0] == 20 and 0.0 <= rows["value"].iloc[0] <= 1.0
+    assert study.recalibrate_runs(exp, tmp_path) == 0  # already measured
