@@ -118,11 +118,13 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
         y = fwd()
         grads = torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
         ys[name] = (y.detach(), grads)
-        bwd = lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
         out[name] = {}
         if eager:
+            bwd = lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
             out[name]["fwd_ms"] = do_bench(fwd, warmup=10, rep=60, return_mode="median")
             out[name]["bwd_ms"] = do_bench(bwd, warmup=10, rep=60, return_mode="median")
+            del bwd
+        del y  # free the eager autograd graph: its nodes live on the default stream
         if graphs:
             # Backward ops run on their forward's stream, so the captured body must run the
             # forward too: backward GPU time = graph(fwd + bwd) - graph(fwd).
@@ -130,7 +132,6 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
             out[name]["fwd_gpu_ms"] = fwd_gpu
             out[name]["bwd_gpu_ms"] = graph_ms(
                 lambda: torch.autograd.grad(fwd(), (x, w, b), dy)) - fwd_gpu
-        del y
     if "torch" not in ys:
         return out
     # Correctness on the GPU at full size: normlab vs torch (both approximate the same math).
@@ -140,6 +141,47 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
     out["rel_err"] = {"y": rel(y_n, y_t), "dx": rel(g_n[0], g_t[0]), "dw": rel(g_n[1], g_t[1]),
                       "db": rel(g_n[2], g_t[2])}
     return out
+
+
+def kernel_breakdown(shape, dtype, layout):
+    """GPU time of each forward kernel (stats, finalize, apply) on one shape: where time goes."""
+    from normlab.kernels import launch
+    from normlab.kernels import triton_bn as k
+
+    x = launch.make_dense(_make(shape, dtype, layout))
+    C = shape[1]
+    v = launch.view_of(x)
+    t = launch.choose_tiles(v, x.element_size(), x.device)
+    y, stats = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
+    part = torch.empty(2, t.split, C, device=DEV)
+    grid = launch._grid(v, t)
+    meta = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+                num_stages=t.num_stages)
+    fns = {
+        "stats": lambda: k._stats_kernel[grid](x, part, *launch._common(v, t), t.split, **meta),
+        "finalize": lambda: k._finalize_kernel[(triton_cdiv(C, launch._FINALIZE_BLOCK),)](
+            x, part, stats, stats, stats, stats, stats, C, v.sc, t.split, float(v.count), 0.1,
+            1e-5, 1.0, HAS_W=False, HAS_B=False, UPDATE_RUNNING=False,
+            BLOCK=launch._FINALIZE_BLOCK, BLOCK_P=launch._finalize_block_p(x.device)),
+        "apply": lambda: k._apply_kernel[grid](x, y, stats, *launch._common(v, t), RELU=False,
+                                               **meta),
+    }
+    nbytes = x.numel() * x.element_size()
+    res = {"shape": list(shape), "dtype": str(dtype), "layout": layout, "tiles": vars(t).copy()
+           if hasattr(t, "__dict__") else str(t)}
+    for name, fn in fns.items():
+        ms = graph_ms(fn)
+        res[f"{name}_us"] = ms * 1e3
+        passes = {"stats": 1, "apply": 2}.get(name)
+        if passes:
+            res[f"{name}_tbps"] = passes * nbytes / (ms * 1e-3) / 1e12
+    print("  " + " ".join(f"{key}={val:.2f}" if isinstance(val, float) else f"{key}={val}"
+                          for key, val in res.items() if key != "tiles") + f" {t}", flush=True)
+    return res
+
+
+def triton_cdiv(a, b):
+    return (a + b - 1) // b
 
 
 def make_row(r, shape, dt, layout, copy_bw):
@@ -161,6 +203,7 @@ def make_row(r, shape, dt, layout, copy_bw):
 
 
 def _geomean(values):
+    values = [v for v in values if not math.isnan(v)]  # a failed graph capture gives NaN
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
@@ -274,18 +317,23 @@ def main() -> int:
                        "sweep": sweep}, f, indent=1)
 
     write()  # before the sweep, so a time-out there keeps the main table
+    print("forward kernels one by one (GPU time):")
+    breakdown = [kernel_breakdown(shape, DTYPES[dt], layout) for shape, dt, layout in
+                 [((256, 64, 32, 32), "float32", "nchw"), ((256, 64, 32, 32), "float32", "nhwc"),
+                  ((128, 64, 56, 56), "bfloat16", "nhwc"), ((8192, 512), "float32", "nc")]]
+    summary["kernel_breakdown"] = breakdown
+    write()
     if args.sweep:
-        print("sweep (normlab GPU time): PROGRAMS_PER_SM, TILE_ELEMS -> fwd/bwd TB/s")
-        defaults = (launch.PROGRAMS_PER_SM, launch.TILE_ELEMS)
-        for pps in (2, 4, 8):
-            for te in (2048, 4096, 8192):
-                launch.PROGRAMS_PER_SM, launch.TILE_ELEMS = pps, te
-                for shape, dt, layout in [((256, 64, 32, 32), "bfloat16", "nchw"),
-                                          ((256, 64, 32, 32), "float32", "nhwc"),
-                                          ((128, 64, 56, 56), "float32", "nchw"),
+        print("sweep (normlab GPU time, channels-last/(N, C) rows view): PROGRAMS_PER_SM, "
+              "TILE_ELEMS -> fwd/bwd TB/s")
+        defaults = (dict(launch.PROGRAMS_PER_SM), dict(launch.TILE_ELEMS))
+        for pps in (1, 2, 4):
+            for te in (4096, 8192):
+                launch.PROGRAMS_PER_SM["rows"], launch.TILE_ELEMS["rows"] = pps, te
+                for shape, dt, layout in [((256, 64, 32, 32), "float32", "nhwc"),
+                                          ((256, 64, 32, 32), "bfloat16", "nhwc"),
                                           ((128, 64, 56, 56), "bfloat16", "nhwc"),
-                                          ((64, 8, 256, 256), "bfloat16", "nchw"),
-                                          ((64, 512, 7, 7), "bfloat16", "nchw"),
+                                          ((64, 8, 256, 256), "bfloat16", "nhwc"),
                                           ((8192, 512), "float32", "nc")]:
                     dtype = DTYPES[dt]
                     nbytes = math.prod(shape) * dtype.itemsize
@@ -298,7 +346,7 @@ def main() -> int:
                     sweep.append(s)
                     print(f"  pps={pps:2d} tile={te:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
                           f"{layout}: fwd {s['fwd_tbps']:.2f} bwd {s['bwd_tbps']:.2f}", flush=True)
-        launch.PROGRAMS_PER_SM, launch.TILE_ELEMS = defaults
+        (launch.PROGRAMS_PER_SM, launch.TILE_ELEMS) = defaults
     write()
     print(f"wrote {args.out}")
     return 0

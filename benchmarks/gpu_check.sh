@@ -9,12 +9,12 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 SECONDS=0
-timeout 150 python -m pytest -q -x -n 8 -p no:cacheprovider tests/kernels 2>&1 \
+timeout 90 python -m pytest -q -x -n 8 -p no:cacheprovider tests/kernels 2>&1 \
   | tee "$OUT/pytest.log" | tail -15
 echo "pytest: ${SECONDS}s"; SECONDS=0
 BENCH_ARGS=()
 [[ " $* " == *" --sweep "* ]] && BENCH_ARGS+=(--sweep)
-timeout 270 python benchmarks/bn_kernels.py --out "$OUT/bn_kernels.json" "${BENCH_ARGS[@]}" 2>&1 \
+timeout 180 python benchmarks/bn_kernels.py --out "$OUT/bn_kernels.json" "${BENCH_ARGS[@]}" 2>&1 \
   | tee "$OUT/bench.log"
 echo "bench: ${SECONDS}s"
 if [[ " $* " == *" --final "* && -f benchmarks/training_loop.py ]]; then

@@ -68,8 +68,12 @@ class Tiles:
 
 
 # Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them):
-PROGRAMS_PER_SM = 8  # reduction split: aim for this many programs per SM in total
-TILE_ELEMS = 4096  # elements one program loads per loop iteration (2 fp32 accumulators each)
+# Per view ("planes" = NCHW, "rows" = channels-last / (N, C)), from the H100 sweep of v2
+# (benchmarks/README.md): rows tiles end in a cross-warp reduction over rows, so they want fewer,
+# longer-running programs (2 per SM, 8192-element tiles: 1.96 -> 2.41 TB/s forward on
+# 256x64x32x32 float32); NCHW was flat between 2 and 8 per SM and 2048-8192 elements.
+PROGRAMS_PER_SM = {"planes": 8, "rows": 2}  # reduction split: programs per SM in total
+TILE_ELEMS = {"planes": 4096, "rows": 8192}  # elements loaded per program per loop iteration
 
 
 @functools.cache
@@ -85,8 +89,9 @@ def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
     small H*W (7x7) gets [channels, 64] tiles looping over the batch.
     """
     on_gpu = device.type == "cuda"
-    return _choose_tiles(v, elem_size, _sm_count(device) if on_gpu else 0, PROGRAMS_PER_SM,
-                         TILE_ELEMS)
+    kind = "rows" if v.channels_last else "planes"
+    return _choose_tiles(v, elem_size, _sm_count(device) if on_gpu else 0,
+                         PROGRAMS_PER_SM[kind], TILE_ELEMS[kind])
 
 
 @functools.lru_cache(maxsize=512)  # launch overhead matters for small layers: plan once
