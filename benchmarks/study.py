@@ -1,0 +1,82 @@
+"""Wall time of `normlab study` (the default study) and of `normlab study --quick`.
+
+Each mode runs in a fresh subprocess on a fresh, empty results folder (so every run trains:
+nothing is skipped from an earlier store), timing the whole command: imports, training, the
+recalibration pass and the report. CPU time (user + system of the child) is reported next to
+wall time, because on a shared machine wall time measures the neighbours too.
+
+Targets (issue 6): default < 5 min, --quick < 1 min, on a 2-core CPU.
+
+    PYTHONPATH=src python benchmarks/study.py [--quick-only] [--out bench-out/study.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = {"quick": 60.0, "default": 300.0}
+
+
+def time_study(quick: bool, dataset: str) -> dict:
+    """Run the study in a child process on an empty folder; wall and CPU seconds."""
+    with tempfile.TemporaryDirectory(prefix="normlab-study-bench-") as out:
+        code = (
+            "from normlab.experiments.study import run_study; "
+            f"print(run_study(dataset={dataset!r}, quick={quick}, out={out!r}))"
+        )
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"the study failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        report = Path(proc.stdout.strip().splitlines()[-1]) / "report.html"
+        if not report.exists():
+            raise SystemExit(f"the study printed {proc.stdout!r} but wrote no report.html")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        parts = [line for line in proc.stdout.splitlines() if " runs " in line]
+    mode = "quick" if quick else "default"
+    return {"mode": mode, "wall_s": wall, "cpu_s": cpu, "target_s": TARGET_S[mode],
+            "within_target": wall < TARGET_S[mode], "parts": parts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-out/study.json", help="JSON result path")
+    parser.add_argument("--quick-only", action="store_true", help="time only `--quick`")
+    parser.add_argument("--dataset", default="mnist1d")
+    args = parser.parse_args()
+
+    rows = [time_study(True, args.dataset)]
+    if not args.quick_only:
+        rows.append(time_study(False, args.dataset))
+    print(f"{'mode':<8} {'wall s':>8} {'cpu s':>8} {'target s':>9}  ok")
+    for row in rows:
+        print(f"{row['mode']:<8} {row['wall_s']:8.1f} {row['cpu_s']:8.1f} {row['target_s']:9.0f}  "
+              f"{'yes' if row['within_target'] else 'NO'}")
+    provenance = {"python": platform.python_version(), "machine": platform.machine(),
+                  "processor": platform.processor(), "cpus": os.cpu_count(),
+                  "load_avg_1m": os.getloadavg()[0], "dataset": args.dataset}
+    try:
+        import torch
+
+        provenance["torch"] = torch.__version__
+    except ImportError:
+        pass
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"provenance": provenance, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
