@@ -81,49 +81,51 @@ def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool) 
 
 
 class _BatchNormTrain(torch.autograd.Function):
-    """Training mode: normalize with the batch statistics. Returns (y, mean, biased var)."""
+    """Training mode: normalize with the batch statistics. Returns (y, mean, biased var).
+
+    Saves centered = x - mean (not xhat): xhat = centered * invstd is folded into per-channel
+    coefficients, which saves a full pass over the tensor in each direction.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-        dtype = compute_dtype(x.dtype)
-        xc = x.to(dtype)
+        xc = x.to(compute_dtype(x.dtype))
         shape = _channel_shape(x)
         dims = _reduce_dims(x)
         # Two passes: the mean, then the mean of squared deviations from it. Subtracting before
-        # squaring/scaling keeps the digits of a large-offset input (mean 1e4) that E[x^2] -
-        # E[x]^2 or x * scale - mean * scale would cancel away. (torch.var_mean computes the
-        # same but is ~20x slower on CPU than these plain reductions.)
+        # squaring keeps the digits of a large-offset input (mean 1e4) that E[x^2] - E[x]^2
+        # would cancel away. (torch.var_mean computes the same but is ~20x slower on CPU.)
         mean = xc.mean(dims)  # (C,)
-        centered = xc - mean.view(shape)  # (N, C, *), becomes xhat in place below
+        centered = xc - mean.view(shape)  # (N, C, *)
         # One buffer holds the squared deviations, then y: on CPU a fresh large tensor costs
         # about as much as the arithmetic on it (page faults), so allocations are kept to two.
         out = torch.mul(centered, centered)  # (N, C, *)
         var = out.mean(dims)  # (C,) biased
         invstd = torch.rsqrt(var + eps)  # (C,)
-        xhat = centered.mul_(invstd.view(shape))  # (N, C, *)
-        y = _affine(xhat, weight, bias, shape, out=out)
-        ctx.save_for_backward(xhat, invstd, weight)
+        y = _normalize_affine(centered, invstd, weight, bias, out)
+        ctx.save_for_backward(centered, invstd, weight)
         ctx.bias_dtype = bias.dtype if bias is not None else None
         ctx.mark_non_differentiable(mean, var)
         return y.to(x.dtype), mean, var
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
-        xhat, invstd, weight = ctx.saved_tensors
+        centered, invstd, weight = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = _channel_shape(xhat)
-        dims = _reduce_dims(xhat)
-        dy_c = dy.to(xhat.dtype)
-        count = xhat.numel() // xhat.shape[1]  # M values per channel
+        shape = _channel_shape(centered)
+        dims = _reduce_dims(centered)
+        dy_c = dy.to(centered.dtype)
+        count = centered.numel() // centered.shape[1]  # M values per channel
         dbeta = dy_c.sum(dims)  # (C,)
-        buf = torch.mul(dy_c, xhat)  # (N, C, *): dy * xhat, then reused for dx
-        dgamma = buf.sum(dims)  # (C,)
+        buf = torch.mul(dy_c, centered)  # (N, C, *): dy * (x - mean), then reused for dx
+        dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
         dx = None
         if needs_x:
             scale = invstd if weight is None else invstd * weight.to(invstd.dtype)  # (C,)
-            # dx = scale * (dy - dbeta/M - xhat * dgamma/M), as two fused multiply-adds.
-            shift = (-scale * dbeta / count).view(shape)
-            torch.addcmul(shift, xhat, (-scale * dgamma / count).view(shape), out=buf)
+            # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = centered * invstd,
+            # as two fused multiply-adds into buf.
+            coef = (-scale * invstd * dgamma / count).view(shape)
+            torch.addcmul((-scale * dbeta / count).view(shape), centered, coef, out=buf)
             dx = buf.addcmul_(dy_c, scale.view(shape)).to(dy.dtype)
         dw = dgamma.to(weight.dtype) if needs_w else None
         db = dbeta.to(ctx.bias_dtype) if needs_b else None
@@ -136,46 +138,36 @@ class _BatchNormEval(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mean: Tensor, var: Tensor, eps: float):
         dtype = compute_dtype(x.dtype)
-        shape = _channel_shape(x)
         invstd = torch.rsqrt(var.to(dtype) + eps)  # (C,)
-        xhat = (x.to(dtype) - mean.to(dtype).view(shape)).mul_(invstd.view(shape))
-        y = _affine(xhat, weight, bias, shape)
-        ctx.save_for_backward(xhat, invstd, weight)
+        centered = x.to(dtype) - mean.to(dtype).view(_channel_shape(x))  # (N, C, *)
+        y = _normalize_affine(centered, invstd, weight, bias, torch.empty_like(centered))
+        ctx.save_for_backward(centered, invstd, weight)
         ctx.bias_dtype = bias.dtype if bias is not None else None
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        xhat, invstd, weight = ctx.saved_tensors
+        centered, invstd, weight = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = _channel_shape(xhat)
-        dims = _reduce_dims(xhat)
-        dy_c = dy.to(xhat.dtype)
+        shape = _channel_shape(centered)
+        dims = _reduce_dims(centered)
+        dy_c = dy.to(centered.dtype)
         scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
         dx = (dy_c * scale.view(shape)).to(dy.dtype) if needs_x else None
-        dw = (dy_c * xhat).sum(dims).to(weight.dtype) if needs_w else None
+        dw = ((dy_c * centered).sum(dims) * invstd).to(weight.dtype) if needs_w else None
         db = dy_c.sum(dims).to(ctx.bias_dtype) if needs_b else None
         return dx, dw, db, None, None, None
 
 
-def _affine(
-    xhat: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    shape: list[int],
-    out: Tensor | None = None,
+def _normalize_affine(
+    centered: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None, out: Tensor
 ) -> Tensor:
-    """gamma * xhat + beta with (C,) parameters broadcast over (N, C, *), into `out` if given."""
-    if weight is None and bias is None:
-        return xhat
-    if out is None:
-        out = torch.empty_like(xhat)
-    if weight is None:
-        return torch.add(xhat, bias.to(xhat.dtype).view(shape), out=out)
+    """y = centered * (invstd * gamma) + beta into `out`, (C,) vectors broadcast over (N, C, *)."""
+    shape = _channel_shape(centered)
+    scale = invstd if weight is None else invstd * weight.to(invstd.dtype)  # (C,)
     if bias is None:
-        return torch.mul(xhat, weight.to(xhat.dtype).view(shape), out=out)
-    w, b = weight.to(xhat.dtype).view(shape), bias.to(xhat.dtype).view(shape)
-    return torch.addcmul(b, xhat, w, out=out)
+        return torch.mul(centered, scale.view(shape), out=out)
+    return torch.addcmul(bias.to(invstd.dtype).view(shape), centered, scale.view(shape), out=out)
 
 
 def update_running_stats(
