@@ -176,3 +176,11 @@ def test_bf16_and_compile_on_gpu(data):
 def test_dataset_must_match_the_config(data):
     with pytest.raises(ValueError, match="dataset passed to fit is 'synthetic' but config.dataset is 'mnist1d'"):
         fit(_config(dataset="mnist1d"), dataset=data)
+
+
+def test_holdout_smaller_than_a_batch_is_one_batch(data):
+    result, _ = _run(_config(epochs=1, holdout_fraction=0.05), data)  # 16 held out, batch 32
+    assert 0.0 <= result.final[M.HOLDOUT_ACC_TRAIN_MODE] <= 1.0
+    assert result.final[M.HOLDOUT_ACC_TRAIN_MODE] * 16 == round(result.final[M.HOLDOUT_ACC_TRAIN_MODE] * 16)
+    no_holdout, _ = _run(_config(epochs=1, holdout_fraction=0.0), data)
+    assert M.TRAIN_EVAL_GAP not in no_holdout.final and no_holdout.steps == 10

@@ -192,22 +192,16 @@ def fit(
         drop_last=True, seed=config.seed, augment=config.augment, batching=config.batching,
         classes_per_batch=config.classes_per_batch, **norm_stats,
     )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size={config.batch_size} is larger than the {len(train_idx)} training "
-            f"samples of {config.dataset!r} (after holding out {len(hold_idx)}); lower batch_size"
-        )
+    steps_per_epoch = len(loader)  # >= 1: the loader refuses a batch larger than the split
     test_loader = BatchLoader(dataset.test_x, dataset.test_y, EVAL_BATCH_SIZE, shuffle=False,
                               drop_last=False, **norm_stats)
+    # train-mode accuracy needs training-sized batches (BN uses their statistics); a slice
+    # smaller than one batch is one batch, cut to a multiple of the process count
+    hold_batch = min(config.batch_size, len(hold_idx) - len(hold_idx) % ctx.world_size)
     hold_loader = None
-    if len(hold_idx):
-        # train-mode accuracy needs training-sized batches (BN uses their statistics)
-        full = len(hold_idx) >= config.batch_size
-        hold_loader = BatchLoader(
-            dataset.train_x[hold_idx], dataset.train_y[hold_idx],
-            config.batch_size if full else len(hold_idx) - len(hold_idx) % ctx.world_size,
-            shuffle=False, drop_last=True, **norm_stats)
+    if hold_batch > 0:
+        hold_loader = BatchLoader(dataset.train_x[hold_idx], dataset.train_y[hold_idx], hold_batch,
+                                  shuffle=False, drop_last=True, **norm_stats)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
