@@ -3,7 +3,8 @@
 For each shape, times one training step of the layer (forward in training mode with the running
 statistics updated, then backward for dx, dgamma, dbeta) for `backend="reference"` and
 `backend="torch"`, interleaved, and reports the median over repeats (ms), the ratio
-reference / torch of medians and of minimums (target: <= 1.5). Also checks the two outputs agree, so a fast wrong result cannot pass.
+reference / torch of medians and of minimums (target: <= 1.5). Also checks that the two
+outputs agree, so a fast wrong result cannot pass.
 Prints a table and writes JSON with the machine, versions and thread count.
 
     PYTHONPATH=src python benchmarks/layers_cpu.py [--out bench-out/layers_cpu.json]
@@ -67,7 +68,9 @@ def check_agree(shape: tuple[int, ...]) -> float:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -76,7 +79,9 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-out/layers_cpu.json", help="JSON result path")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per case")
     parser.add_argument("--quick", action="store_true", help="two small shapes (smoke test)")
     args = parser.parse_args()

@@ -55,7 +55,10 @@ def test_matches_float64_math():
     torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y)
     torch.testing.assert_close(
-        torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(want, x, dy)[0], rtol=1e-10, atol=1e-10
+        torch.autograd.grad(y, x, dy)[0],
+        torch.autograd.grad(want, x, dy)[0],
+        rtol=1e-10,
+        atol=1e-10,
     )
 
 

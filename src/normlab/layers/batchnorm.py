@@ -133,7 +133,7 @@ class BatchNormBase(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
 
     # --- modes ----------------------------------------------------------------------------
-    def freeze(self) -> "BatchNormBase":
+    def freeze(self) -> BatchNormBase:
         """Use the running statistics and stop updating them, even in training mode."""
         if not self.track_running_stats:
             raise ValueError(
@@ -143,7 +143,7 @@ class BatchNormBase(nn.Module):
         self.frozen = True
         return self
 
-    def unfreeze(self) -> "BatchNormBase":
+    def unfreeze(self) -> BatchNormBase:
         """Back to normal: batch statistics and updates in training mode."""
         self.frozen = False
         return self

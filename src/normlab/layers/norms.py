@@ -88,7 +88,8 @@ class GroupNorm(_ChannelAffine):
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}, affine={self.affine}"
+        groups = f"num_groups={self.num_groups}"
+        return f"{self.num_channels}, {groups}, eps={self.eps}, affine={self.affine}"
 
 
 class LayerNorm(GroupNorm):
@@ -98,7 +99,8 @@ class LayerNorm(GroupNorm):
     (C, H, W) (Ba et al. 2016, as used for CNNs).
 
     .. math::
-        y = \frac{x - \mathrm{E}_{C,*}[x]}{\sqrt{\mathrm{Var}_{C,*}[x] + \epsilon}} \gamma_c + \beta_c
+        y = \frac{x - \mathrm{E}_{C,*}[x]}{\sqrt{\mathrm{Var}_{C,*}[x] + \epsilon}}
+            \gamma_c + \beta_c
 
     Example:
         >>> ln = LayerNorm(16)
@@ -106,7 +108,9 @@ class LayerNorm(GroupNorm):
         torch.Size([4, 16])
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
+    def __init__(
+        self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
+    ):
         super().__init__(num_channels, 1, eps, affine, device, dtype)
 
 
@@ -125,7 +129,9 @@ class InstanceNorm(GroupNorm):
         torch.Size([2, 3, 8, 8])
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
+    def __init__(
+        self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
+    ):
         super().__init__(num_channels, num_channels, eps, affine, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -153,7 +159,9 @@ class RMSNorm(_ChannelAffine):
         torch.Size([4, 16, 10])
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, device=None, dtype=None):
+    def __init__(
+        self, num_channels: int, eps: float = 1e-6, affine: bool = True, device=None, dtype=None
+    ):
         super().__init__(num_channels, affine, False, device, dtype)
         self.eps = eps
 

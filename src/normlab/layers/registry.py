@@ -19,7 +19,8 @@ and (N, C, D, H, W) input (InstanceNorm needs a spatial dim and says so), so a m
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

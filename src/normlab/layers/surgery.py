@@ -27,7 +27,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from normlab.layers.batchnorm import BatchNormBase
 from normlab.layers.registry import create_norm
 
-__all__ = ["fold_batchnorm", "recalibrate_bn", "freeze_bn", "unfreeze_bn", "convert_norm", "is_batchnorm"]
+__all__ = [
+    "fold_batchnorm",
+    "recalibrate_bn",
+    "freeze_bn",
+    "unfreeze_bn",
+    "convert_norm",
+    "is_batchnorm",
+]
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -49,7 +56,9 @@ class _LeafTracer(torch.fx.Tracer):
     """Treats normlab's layers as leaves: their shape checks cannot run on fx proxies."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m).__module__.startswith("normlab.layers") or super().is_leaf_module(m, qualname)
+        return type(m).__module__.startswith("normlab.layers") or super().is_leaf_module(
+            m, qualname
+        )
 
 
 def _pairs_by_tracing(model: nn.Module) -> list[tuple[str, str]]:
