@@ -320,7 +320,7 @@ def data_info(
     from normlab.data import dataset_names, describe_data
 
     if name.strip().lower() not in dataset_names():
-        from normlab.experiments.config import suggest
+        from normlab.experiments.keys import suggest
 
         _fail(f"unknown dataset {name!r}{suggest(name, dataset_names())} (valid: {', '.join(dataset_names())})")
     typer.echo(describe_data(name, root))

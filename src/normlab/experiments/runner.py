@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
