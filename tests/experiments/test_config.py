@@ -176,6 +176,7 @@ def test_bad_overrides_are_one_clear_error(overrides, must_contain):
         ("groups:\n  a:\n    - batch_size: [4, -1]\n", ["groups.a", "`batch_size`", "got -1"]),
         ("- 1\n- 2\n", ["expected a mapping"]),
         ("epochs: [1\n", ["not valid YAML"]),
+        ("seed: [0, 1]\n", ["`seed`", "sweeps only under `sweep:`"]),
     ],
 )
 def test_bad_files_are_one_clear_error_naming_the_file_and_key(tmp_path, text, must_contain):

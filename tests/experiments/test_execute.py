@@ -52,3 +52,17 @@ def test_an_existing_checkpoint_means_resume(tmp_path):
     events = []
     execute_run(task, events.append, fakes.fake_fit)
     assert events[0][3] is True
+
+
+def test_a_metric_without_value_is_kept_as_nan(tmp_path):
+    import math
+
+    def fit(config, *, on_metrics, checkpoint_path):
+        on_metrics(0, 0, {"test_acc": None, "lr": 1})
+        return fakes.FakeResult("finished", {}, 0, 0.0)
+
+    task, _ = task_for(tmp_path)
+    events = []
+    execute_run(task, events.append, fit)
+    rows = {name: value for e in events if e[0] == "metrics" for _, _, name, value in e[2]}
+    assert math.isnan(rows["test_acc"]) and rows["lr"] == 1.0

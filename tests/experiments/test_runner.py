@@ -101,6 +101,12 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
     assert summary.ok  # the lock is free again
 
 
+def test_an_unusable_results_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot use .* as the results folder"):
+        run_experiment(load_experiment(None, []), tmp_path / "file", run_fn=fakes.fake_fit, progress=False)
+
+
 SCRIPT = """
 import sys
 sys.path[:0] = {path!r}

@@ -61,7 +61,10 @@ class _MetricBuffer:
         self.last_flush = time.monotonic()
 
     def __call__(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        self.rows.extend((int(step), int(epoch), str(k), float(v)) for k, v in values.items())
+        # None (a metric with no value this time) is stored as NaN: missing, never dropped.
+        self.rows.extend(
+            (int(step), int(epoch), str(k), float("nan") if v is None else float(v)) for k, v in values.items()
+        )
         if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 

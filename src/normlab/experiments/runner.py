@@ -144,8 +144,12 @@ class Writer:
 @contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
     """Hold `<out>/.normlab.lock` so that one process at a time writes this results folder."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_NAME, "a+") as handle:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK_NAME, "a+")
+    except OSError as exc:
+        raise StoreError(f"cannot use {str(out_dir)!r} as the results folder ({exc.strerror}); choose another --out") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
