@@ -329,7 +329,8 @@ def main() -> int:
         defaults = (dict(launch.PROGRAMS_PER_SM), dict(launch.TILE_ELEMS))
         for pps in (1, 2, 4):
             for te in (4096, 8192):
-                launch.PROGRAMS_PER_SM["rows"], launch.TILE_ELEMS["rows"] = pps, te
+                for kind in ("rows", "rows16"):
+                    launch.PROGRAMS_PER_SM[kind], launch.TILE_ELEMS[kind] = pps, te
                 for shape, dt, layout in [((256, 64, 32, 32), "float32", "nhwc"),
                                           ((256, 64, 32, 32), "bfloat16", "nhwc"),
                                           ((128, 64, 56, 56), "bfloat16", "nhwc"),

@@ -67,13 +67,15 @@ class Tiles:
     num_stages: int
 
 
-# Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them):
-# Per view ("planes" = NCHW, "rows" = channels-last / (N, C)), from the H100 sweep of v2
-# (benchmarks/README.md): rows tiles end in a cross-warp reduction over rows, so they want fewer,
-# longer-running programs (2 per SM, 8192-element tiles: 1.96 -> 2.41 TB/s forward on
-# 256x64x32x32 float32); NCHW was flat between 2 and 8 per SM and 2048-8192 elements.
-PROGRAMS_PER_SM = {"planes": 8, "rows": 2}  # reduction split: programs per SM in total
-TILE_ELEMS = {"planes": 4096, "rows": 8192}  # elements loaded per program per loop iteration
+# Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them), per view:
+# "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C) with 4-byte / 2-byte elements.
+# From the H100 sweeps (benchmarks/README.md, v2 and v3): rows tiles end in a cross-warp
+# reduction over rows, so they want fewer, longer-running programs (2 per SM: 256x64x32x32
+# float32 NHWC forward 1.96 -> 2.41 TB/s with 8192-element tiles); 2-byte rows prefer
+# 4096-element tiles (64x8x256x256 bf16 NHWC backward 1.26 -> 2.19 TB/s); NCHW was flat between
+# 2 and 8 programs per SM and 2048-8192 elements.
+PROGRAMS_PER_SM = {"planes": 8, "rows": 2, "rows16": 2}  # programs per SM, reduction split
+TILE_ELEMS = {"planes": 4096, "rows": 8192, "rows16": 4096}  # elements per program per step
 
 
 @functools.cache
@@ -89,7 +91,7 @@ def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
     small H*W (7x7) gets [channels, 64] tiles looping over the batch.
     """
     on_gpu = device.type == "cuda"
-    kind = "rows" if v.channels_last else "planes"
+    kind = "planes" if not v.channels_last else ("rows16" if elem_size == 2 else "rows")
     return _choose_tiles(v, elem_size, _sm_count(device) if on_gpu else 0,
                          PROGRAMS_PER_SM[kind], TILE_ELEMS[kind])
 
