@@ -52,6 +52,32 @@ class RunResult:
     seconds: float = 0.0
 
 
+class LossWindow:
+    """Training losses summed on the device between emissions: the hot loop adds a 0-d tensor
+    per step, and the host reads the sum (one sync) only when the window is emitted."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = torch.zeros((), device=self.device)
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        self.steps += 1
+
+    def mean(self, ctx: ProcessContext) -> float:
+        """Mean loss per step over the window's steps and all processes (syncs)."""
+        return float(ctx.all_sum(self.total.clone())) / (self.steps * ctx.world_size)
+
+    def seconds(self) -> float:
+        """Wall seconds since the window opened."""
+        return time.perf_counter() - self.start
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) generators."""
     random.seed(seed)
@@ -244,34 +270,27 @@ def fit(
     def seconds_so_far() -> float:
         return seconds_before + time.perf_counter() - wall_start
 
+    def emit_window(window: LossWindow, step: int, epoch: int, lr: float) -> bool:
+        """Emit train_loss, lr (and step_ms) for the window; False when the loss is NaN/inf."""
+        if window.steps == 0:
+            return True
+        mean = window.mean(ctx)
+        values = {M.TRAIN_LOSS: mean, M.LR: lr}
+        if probes.step_time:
+            values[M.STEP_MS] = 1000.0 * window.seconds() / window.steps
+        if not math.isfinite(mean):
+            values[M.DIVERGED] = 1.0
+        emit(step, epoch, values)
+        window.reset()
+        return math.isfinite(mean)
+
     # --- the epoch loop ---------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs + 1):
         if step >= max_steps:
             break
         train_model.train()
-        epoch_start = window_start = time.perf_counter()
-        window_loss = torch.zeros((), device=device)  # sum of per-step losses, on device
-        epoch_loss = torch.zeros((), device=device)
-        window_steps = epoch_steps = 0
+        window, epoch_losses = LossWindow(device), LossWindow(device)
         lr = optimizer.param_groups[0]["lr"]
-
-        def flush() -> bool:
-            # one host sync per window: mean loss over the window's steps (and processes)
-            nonlocal window_loss, window_steps, window_start
-            if window_steps == 0:
-                return True
-            mean = float(ctx.all_sum(window_loss.clone())) / (window_steps * ctx.world_size)
-            now = time.perf_counter()
-            values = {M.TRAIN_LOSS: mean, M.LR: lr}
-            if probes.step_time:
-                values[M.STEP_MS] = 1000.0 * (now - window_start) / window_steps
-            if not math.isfinite(mean):
-                values[M.DIVERGED] = 1.0
-            emit(step, epoch, values)
-            window_loss = torch.zeros((), device=device)
-            window_steps, window_start = 0, time.perf_counter()
-            return math.isfinite(mean)
-
         for x, y in loader:
             if step >= max_steps:
                 break
@@ -293,25 +312,22 @@ def fit(
             optimizer.step()
             scheduler.step()
             step += 1
-            loss = loss.detach()
-            window_loss += loss
-            epoch_loss += loss
-            window_steps += 1
-            epoch_steps += 1
+            window.add(loss.detach())
+            epoch_losses.add(loss.detach())
             if probe_step:
                 if act_probe is not None:
                     probe_values.update(act_probe.collect())
                 if probes.weight_norms:
                     probe_values.update(weight_norms(model))
                 emit(step, epoch, probe_values)
-            if step % M.TRAIN_LOG_EVERY == 0 and not flush():
+            if step % M.TRAIN_LOG_EVERY == 0 and not emit_window(window, step, epoch, lr):
                 status = "diverged"
                 break
-        if status == "running" and not flush():
+        if status == "running" and not emit_window(window, step, epoch, lr):
             status = "diverged"
-        epoch_values = {M.EPOCH_SECONDS: time.perf_counter() - epoch_start}
-        if epoch_steps:
-            epoch_values[M.EPOCH_TRAIN_LOSS] = float(ctx.all_sum(epoch_loss)) / (epoch_steps * ctx.world_size)
+        epoch_values = {M.EPOCH_SECONDS: epoch_losses.seconds()}
+        if epoch_losses.steps:
+            epoch_values[M.EPOCH_TRAIN_LOSS] = epoch_losses.mean(ctx)
         if status == "diverged":
             emit(step, epoch, epoch_values)
             break
