@@ -98,7 +98,7 @@ def test_verdict_noisy_or_single_seed_is_inconclusive():
     variant = 0.82 + rng.normal(0, 0.1, size=2)
     assert stats.verdict(variant, base, min_effect=0.01).label == stats.INCONCLUSIVE
     one = stats.verdict([0.9], [0.8, 0.81])
-    assert one.label == stats.INCONCLUSIVE and "fewer than 2 seeds" in one.text
+    assert one.label == stats.INCONCLUSIVE and "fewer than 2 values" in one.text
 
 
 def test_verdict_rejects_bad_arguments():
@@ -134,3 +134,13 @@ def test_aggregate_and_compare_to_baseline():
         stats.compare_to_baseline(frame, "norm", "acc", baseline="nope")
     with pytest.raises(ValueError, match="not in the frame"):
         stats.aggregate(frame, "lr", "acc")
+
+
+def test_paired_verdict_is_the_one_sample_t_test():
+    changes = np.array([0.02, 0.03, 0.025, 0.035])
+    v = stats.paired_verdict(changes, min_effect=0.005, what="after - before")
+    ref = sps.ttest_1samp(changes, 0.0)
+    assert v.test.p_value == pytest.approx(ref.pvalue)
+    assert v.test.df == pytest.approx(len(changes) - 1)
+    assert v.label == stats.SUPPORTED and "n=4 paired runs" in v.text
+    assert stats.paired_verdict([0.001, -0.001, 0.0005], min_effect=0.01).label == stats.NOT_SUPPORTED

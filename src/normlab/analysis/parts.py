@@ -18,7 +18,7 @@ import pandas as pd
 from normlab.analysis import plots
 from normlab.analysis.frames import curve_frame, final_frame
 from normlab.analysis.render import FigureSpec, Finding, Section
-from normlab.analysis.stats import aggregate, steps_to_target, verdict
+from normlab.analysis.stats import aggregate, paired_verdict, steps_to_target, verdict
 from normlab.train import metrics as M
 
 __all__ = [
@@ -171,7 +171,8 @@ def section_with_without(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
             verdict(_values(per_run, norm="batch"), _values(per_run, norm="none"),
                     higher_is_better=False, what="|log10(first/last grad norm)|")))
         section.figures.append(FigureSpec(
-            "bn_grad_norms", plots.plot_grad_norms(grads, title="Gradient norm of each layer's weight"),
+            "bn_grad_norms", plots.plot_grad_norms(grads, title="Gradient norm of each layer's weight",
+                                                   order=["none", "batch"]),
             "Gradient norm per layer over training (mean over seeds), without and with BN."))
 
     section.figures.append(FigureSpec(
@@ -373,18 +374,25 @@ def section_costs(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
                 gap_plot, title="Train-mode minus eval-mode accuracy", ylabel="accuracy gap"),
             "Held-out accuracy in train mode minus eval mode at the end of training."))
 
-    recal = final_frame(runs, metrics, RECAL_TEST_ACC)
-    plain = final_frame(runs, metrics, M.TEST_ACC)
-    paired = recal.dropna(subset=["value"])[["run_id", "batch_size", "value"]].merge(
-        plain[["run_id", "value"]], on="run_id", suffixes=("_recal", "_plain"))
-    for size in sorted(paired["batch_size"].unique()):
-        rows = paired[paired["batch_size"] == size]
-        section.findings.append(Finding(
-            f"recalibrate_bn (re-estimating BN's running statistics on i.i.d. training batches "
-            f"after training) improves eval-mode test accuracy (trained at batch size {size}).",
-            verdict(rows["value_recal"], rows["value_plain"], min_effect=ACC_MIN_EFFECT,
-                    what="test accuracy after vs before recalibration", **PCT)))
+    recal = _recalibration_change(gap_runs, metrics)
+    for size in sorted(recal["batch_size"].unique()):
+        section.findings.append(_recal_finding(recal[recal["batch_size"] == size], f"trained at batch size {size}"))
     return section
+
+
+def _recalibration_change(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per BN run with a `recal_test_acc`: run columns + `value` = accuracy after - before."""
+    recal = final_frame(runs, metrics, RECAL_TEST_ACC).dropna(subset=["value"])
+    plain = final_frame(runs, metrics, M.TEST_ACC).set_index("run_id")["value"]
+    return recal.assign(value=recal["value"] - recal["run_id"].map(plain)).dropna(subset=["value"])
+
+
+def _recal_finding(changes: pd.DataFrame, when: str) -> Finding:
+    return Finding(
+        f"recalibrate_bn (re-estimating BN's running statistics on i.i.d. training batches after "
+        f"training) improves eval-mode test accuracy ({when}).",
+        paired_verdict(changes["value"], min_effect=ACC_MIN_EFFECT,
+                       what="test accuracy after minus before recalibration", **PCT))
 
 
 # --- part 5 ---------------------------------------------------------------------------------
@@ -473,11 +481,17 @@ def section_noniid(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
                 higher_is_better=False, min_effect=ACC_MIN_EFFECT, what="BN test accuracy, grouped vs i.i.d.", **PCT)))
     train_mode = final_frame(runs, metrics, M.HOLDOUT_ACC_TRAIN_MODE)
     eval_mode = final_frame(runs, metrics, M.HOLDOUT_ACC_EVAL_MODE)
+    bn_grouped = train_mode[(train_mode["norm"] == "batch") & (train_mode["batching"] == grouped)]
+    change = bn_grouped["value"].to_numpy() - bn_grouped["run_id"].map(
+        eval_mode.set_index("run_id")["value"]).to_numpy()
     section.findings.append(Finding(
         "With non-i.i.d. training batches, batch statistics at test time (train mode, on i.i.d. "
         "held-out batches) recover accuracy that the running statistics lose.",
-        verdict(_values(train_mode, norm="batch", batching=grouped), _values(eval_mode, norm="batch", batching=grouped),
-                min_effect=ACC_MIN_EFFECT, what="held-out accuracy, train mode vs eval mode", **PCT)))
+        paired_verdict(change[np.isfinite(change)], min_effect=ACC_MIN_EFFECT,
+                       what="held-out accuracy, train mode minus eval mode", **PCT)))
+    recal = _recalibration_change(runs[(runs["norm"] == "batch") & (runs["batching"] == grouped)], metrics)
+    if not recal.empty:
+        section.findings.append(_recal_finding(recal, "BN trained on non-i.i.d. batches"))
     if "batch_renorm" in set(runs["norm"]):
         section.findings.append(Finding(
             "Batch Renormalization recovers from non-i.i.d. batches (beats BN on them).",

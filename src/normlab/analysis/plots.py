@@ -49,8 +49,8 @@ def _colors(names: Sequence[str]) -> dict[str, str]:
     return {name: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, name in enumerate(names)}
 
 
-def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, sharey: bool = False):
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, sharey=sharey)
     return fig, list(axes[0])
 
 
@@ -196,7 +196,7 @@ def plot_percentiles(
     """
     _require(frame, [group, x, "p15", "p50", "p85"], "plot_percentiles")
     names = list(order) if order else sorted(frame[group].astype(str).unique())
-    fig, axes = _new_figure(ncols=len(names), width=4.5)
+    fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
         rows = frame[frame[group].astype(str) == name].groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
         steps = rows.index.to_numpy(dtype=float)
@@ -210,8 +210,6 @@ def plot_percentiles(
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("input to one last-hidden-layer unit")
     axes[0].legend(fontsize=8)
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -226,16 +224,18 @@ def plot_grad_norms(
     x: str = "step",
     y: str = "value",
     title: str = "",
+    order: Sequence[str] | None = None,
 ) -> Figure:
     """Gradient norm per layer over training, one panel per variant, log y; mean over seeds.
 
     frame: columns `group`, `layer`, `x`, `y` (one row per run, layer and probe step).
+    Panels follow `order` (default sorted) and share the y axis.
     """
     _require(frame, [group, layer, x, y], "plot_grad_norms")
-    names = sorted(frame[group].astype(str).unique())
+    names = list(order) if order else sorted(frame[group].astype(str).unique())
     layers = sorted(frame[layer].astype(str).unique())
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(layers), 1)))
-    fig, axes = _new_figure(ncols=len(names), width=4.5)
+    fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
         rows = frame[frame[group].astype(str) == name]
         for color, lname in zip(colors, layers):
@@ -250,8 +250,6 @@ def plot_grad_norms(
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("gradient norm")
     axes[0].legend(fontsize=7)
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -63,7 +63,8 @@ def _summary(sections: list[Section]) -> str:
               for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
     return (f"{len(findings)} claims tested: {counts[SUPPORTED]} supported, {counts[NOT_SUPPORTED]} "
             f"not supported, {counts[INCONCLUSIVE]} inconclusive at the number of seeds run. A claim is "
-            "supported when Welch's t-test over seeds finds a significant (p < 0.05) difference in "
+            "supported when Welch's t-test over seeds (or a paired t-test, for before/after "
+            "measurements of the same runs) finds a significant (p < 0.05) difference in "
             "the claimed direction, larger than the smallest effect that matters; not supported "
             "when the difference is significant the other way or its 95% interval rules the "
             "effect out; inconclusive otherwise.")

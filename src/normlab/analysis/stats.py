@@ -26,6 +26,7 @@ __all__ = [
     "t_interval",
     "welch_test",
     "verdict",
+    "paired_verdict",
     "steps_to_target",
     "aggregate",
     "compare_to_baseline",
@@ -179,30 +180,58 @@ def verdict(
     `min_effect` is in the metric's units (e.g. 0.01 = one accuracy point).
     The sentence reports n, means, the difference with its interval and p.
     """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if min_effect < 0:
-        raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {min_effect}")
     test = welch_test(variant, baseline)
-    sign = 1.0 if higher_is_better else -1.0
     v, b = summarize(variant), summarize(baseline)
-
-    def fmt(x: float) -> str:
-        return f"{x * scale:.3g}{unit}"
-
+    fmt = _formatter(scale, unit)
     head = (
         f"{what}: {fmt(v.mean)} vs {fmt(b.mean)} baseline "
         f"(n={test.n_a} vs n={test.n_b} seeds)"
     )
+    return _decide(test, head, higher_is_better, min_effect, alpha, fmt, f"n={test.n_a} vs n={test.n_b}")
+
+
+def paired_verdict(
+    changes: Iterable[float],
+    *,
+    higher_is_better: bool = True,
+    min_effect: float = 0.0,
+    alpha: float = 0.05,
+    what: str = "the change",
+    scale: float = 1.0,
+    unit: str = "",
+) -> Verdict:
+    """`verdict` for paired measurements: one change per run (e.g. after - before on the same
+    model), tested against zero with the one-sample t-test (Welch's test against a constant
+    reduces to it: df = n - 1). Same rules as `verdict`, "variant" = the change.
+    """
+    values = _as_array(changes, "paired_verdict")
+    test = welch_test(values, np.zeros_like(values))
+    fmt = _formatter(scale, unit)
+    head = f"{what}: mean change {fmt(summarize(values).mean)} (n={test.n_a} paired runs)"
+    return _decide(test, head, higher_is_better, min_effect, alpha, fmt, f"n={test.n_a} runs")
+
+
+def _formatter(scale: float, unit: str):
+    return lambda x: f"{x * scale:.3g}{unit}"
+
+
+def _decide(test: WelchResult, head: str, higher_is_better: bool, min_effect: float,
+            alpha: float, fmt, sample: str) -> Verdict:
+    """The rules of `verdict`, applied to a finished test; `head` starts the sentence."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if min_effect < 0:
+        raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {min_effect}")
     if test.n_a < 2 or test.n_b < 2:
-        return Verdict(INCONCLUSIVE, head + "; fewer than 2 seeds on a side, so no test is possible.", test)
+        return Verdict(INCONCLUSIVE, head + "; fewer than 2 values on a side, so no test is possible.", test)
+    sign = 1.0 if higher_is_better else -1.0
     # Effect in the claimed direction and its interval, in the claimed direction too.
     effect = sign * test.diff
     lo, hi = sorted((sign * test.ci_low, sign * test.ci_high))
     better = "higher" if higher_is_better else "lower"
     detail = (
         f"; difference {fmt(test.diff)} [95% CI {fmt(test.ci_low)}, {fmt(test.ci_high)}], "
-        f"Welch p={test.p_value:.2g}"
+        f"p={test.p_value:.2g}"
     )
     if test.p_value < alpha and effect > min_effect:
         return Verdict(SUPPORTED, head + detail + f": significantly {better}.", test)
@@ -218,7 +247,7 @@ def verdict(
         )
     return Verdict(
         INCONCLUSIVE,
-        head + detail + f": not distinguishable from noise at {test.n_a}+{test.n_b} seeds.",
+        head + detail + f": not distinguishable from noise at {sample}.",
         test,
     )
 
