@@ -82,6 +82,20 @@ def test_tensor_momentum_equals_float():
     torch.testing.assert_close(rv, rv2, rtol=1e-12, atol=1e-12)
 
 
+def test_momentum_none_is_cumulative_average():
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    batches = [_inputs((6, 3, 2), torch.float64, seed=s)[0].detach() for s in range(3)]
+    for step, x in enumerate(batches, start=1):
+        functional.batch_norm(
+            x, rm, rv, None, None, True, None, num_batches_tracked=torch.tensor(step)
+        )
+    dims = (0, 2)
+    torch.testing.assert_close(rm, torch.stack([x.mean(dims) for x in batches]).mean(0))
+    torch.testing.assert_close(rv, torch.stack([x.var(dims) for x in batches]).mean(0))
+    with pytest.raises(ValueError, match="needs num_batches_tracked"):
+        functional.batch_norm(batches[0], rm, rv, training=True, momentum=None)
+
+
 def test_running_var_is_unbiased_and_normalization_biased():
     x = torch.tensor([[1.0], [3.0]], dtype=torch.float64)  # mean 2, biased var 1, unbiased 2
     rm, rv = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)

@@ -40,12 +40,22 @@ class BatchNormBase(nn.Module):
         device, dtype: of the parameters and buffers.
         backend: "auto" | "reference" | "torch" | "triton" (see `normlab.layers.backends`).
 
-    Extension hook (used by SyncBatchNorm): override `batch_stats(x) -> (mean, var, count)` to
-    compute the training-mode statistics differently (e.g. reduced across processes). When a
-    subclass overrides it, training-mode forward normalizes with those statistics through
-    autograd (so gradients flow through whatever `batch_stats` did) instead of a fused backend,
-    and updates the running statistics from them. Subclasses that change the whole
-    training-mode computation (Ghost BN, Batch Renorm) override `forward_train` instead.
+    Shape: (N, C, *) -> same; the subclasses restrict the rank (BatchNorm2d: 4D, ...).
+
+    Example:
+        >>> bn = BatchNorm2d(16, momentum=None, backend="reference")
+        >>> y = bn(torch.randn(8, 16, 4, 4))  # training: batch statistics, running ones updated
+        >>> y = bn.eval()(torch.randn(1, 16, 4, 4))  # eval: running statistics
+
+    Extension hooks, from the smallest change to the largest:
+    - `batch_stats(x) -> (mean, var, count)`: the training-mode statistics (e.g. reduced
+      across processes). When a subclass overrides it, training-mode forward normalizes with
+      those statistics through autograd (so gradients flow through whatever `batch_stats` did)
+      instead of a fused backend, and updates the running statistics from them.
+    - `forward_train(x, momentum)`: the whole training-mode computation (Ghost BN, Batch
+      Renorm); `momentum` is the resolved running-average factor, None when not updating.
+    - `forward(x)` with the helpers `uses_batch_stats()`, `_check_input_dim(x)` and
+      `_momentum_factor()` (SyncBatchNorm, which needs its own autograd function).
     """
 
     _version = 2

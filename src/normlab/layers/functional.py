@@ -209,8 +209,9 @@ def batch_norm(
     weight: Tensor | None = None,
     bias: Tensor | None = None,
     training: bool = False,
-    momentum: float | Tensor = 0.1,
+    momentum: float | Tensor | None = 0.1,
     eps: float = 1e-5,
+    num_batches_tracked: Tensor | None = None,
 ) -> Tensor:
     """Batch normalization with the semantics of `torch.nn.functional.batch_norm`.
 
@@ -220,8 +221,11 @@ def batch_norm(
             training mode (running_var with the unbiased batch variance).
         weight, bias: (C,) gamma and beta, or None (no affine).
         training: True: normalize with the batch statistics; False: with the running ones.
-        momentum: factor of the running-average update; a float or a 0-dim tensor.
+        momentum: factor of the running-average update; a float or a 0-dim tensor. None: the
+            cumulative average, factor 1 / num_batches_tracked.
         eps: added to the variance before the square root.
+        num_batches_tracked: with momentum=None, the number of training batches seen so far,
+            this one included (the caller increments it, as the BatchNorm modules do).
 
     Returns:
         y, same shape and dtype as x.
@@ -242,6 +246,13 @@ def batch_norm(
                 "got None; pass training=True to normalize with batch statistics"
             )
         return _BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
+    if momentum is None and running_mean is not None:
+        if num_batches_tracked is None:
+            raise ValueError(
+                "batch norm with momentum=None (cumulative average) needs num_batches_tracked, "
+                "the count of batches including this one; pass it or a float momentum"
+            )
+        momentum = torch.reciprocal(num_batches_tracked.to(running_mean.dtype))
     y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps)
     count = x.numel() // x.shape[1]
     update_running_stats(running_mean, running_var, mean, var, count, momentum)

@@ -236,6 +236,7 @@ def recalibrate_bn(
     run with BN layers in training mode (normalizing with batch statistics, as in training) and
     every other module in eval mode (no dropout), without gradients. Train/eval modes and
     `num_batches_tracked` are restored. Modifies `model` in place and returns it.
+    (GhostBatchNorm gets the population variance too, not its average within-ghost-batch one.)
 
     Args:
         model: any module containing BN layers with running statistics.
