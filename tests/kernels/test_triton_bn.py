@@ -148,3 +148,19 @@ def test_eval_mode_uses_running_statistics(device, poison):
                                            rv.double().cpu(), w.double().cpu(), b.double().cpu(),
                                            False, 0.1, 1e-3).clamp_min(0)
     torch.testing.assert_close(y.cpu().double(), y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_poison_exposes_unwritten_outputs(device, poison, monkeypatch):
+    """The poison fixture works: a launch plan that skips the last unit leaves NaN behind."""
+    import dataclasses
+
+    real = launch.choose_tiles
+
+    def short_plan(v, elem_size, dev):
+        t = real(v, elem_size, dev)
+        return dataclasses.replace(t, n_units=t.n_units - 1)
+
+    monkeypatch.setattr(launch, "choose_tiles", short_plan)
+    x = _make((3, 5, 7, 9), "contiguous", torch.float32, device)
+    y, _ = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
+    assert torch.isnan(y).any() and not torch.isnan(y).all()
