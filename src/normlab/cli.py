@@ -193,8 +193,8 @@ def ls(
             return
         rows = store.run_rows(experiment)
     if as_json:
-        keep = ("run_id", "grp", "status", "seconds", "steps", "final", "error")
-        typer.echo(json.dumps([{k: r[k] for k in keep} | {"config": r["config"]} for r in rows]))
+        keep = ("run_id", "status", "seconds", "steps", "final", "error", "config")
+        typer.echo(json.dumps([{"group": r["grp"]} | {k: r[k] for k in keep} for r in rows]))
         return
     for row in rows:
         acc = row["final"].get("test_acc")
