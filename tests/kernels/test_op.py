@@ -147,3 +147,12 @@ def test_custom_ops_pass_opcheck(device):
     _, stats = bn_forward(x, None, None, w, b, True, 0.1, 1e-5, False)
     torch.library.opcheck(bn_backward, (dy, x, stats, w, True, False),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_double_backward_is_refused_clearly(device):
+    x, w, b, rm, rv, dy = _inputs((4, 3, 5), "contiguous", device, seed=8)
+    x.requires_grad_()
+    y = batch_norm(x, None, None, w, b, training=True)
+    (gx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        gx.sum().backward()

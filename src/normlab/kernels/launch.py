@@ -57,6 +57,10 @@ def view_of(x: torch.Tensor) -> View:
 
 @dataclass(frozen=True)
 class Tiles:
+    """A launch plan: ``[block_c, block_s]`` tiles; grid ``(cdiv(C, block_c), split)``; program
+    ``p`` of a channel block handles units ``[p * units_per_prog, (p + 1) * units_per_prog)`` of
+    the ``n_units = N * n_sblocks`` tiles (the last program's tail is masked)."""
+
     block_c: int
     block_s: int
     split: int  # programs along the reduction

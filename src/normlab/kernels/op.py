@@ -85,6 +85,7 @@ class BatchNormFunction(torch.autograd.Function):
         return y, stats
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a clear error on double backward
     def backward(ctx, dy, _dstats):
         x, stats, weight = ctx.saved_tensors
         bwd = bn_backward if torch.compiler.is_compiling() else _backward_eager
