@@ -59,6 +59,10 @@ def test_planted_effects_are_supported_and_numbers_are_measured(study_report_dir
     # Not planted: GroupNorm vs BN at the smallest batch is no better (BN is +10 in the fake).
     group = [l for c, (l, _) in findings.items() if c.startswith("At batch size 2, the group norm")]
     assert group == ["NOT SUPPORTED"]
+    # Planted: recalibration adds 3 points to every BN run (paired per run).
+    recal = [(l, m) for c, (l, m) in findings.items() if c.startswith("recalibrate_bn")]
+    assert len(recal) == 3 and all(l == "SUPPORTED" for l, _ in recal)
+    assert all("mean change 3% (n=3 paired runs)" in m for _, m in recal)
     # The headline counts agree with the findings listed.
     labels = [l for l, _, _ in _findings(md)]
     head = re.search(r"(\d+) claims tested: (\d+) supported, (\d+) not supported, (\d+) inconclusive", md)

@@ -383,8 +383,11 @@ def section_costs(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
 def _recalibration_change(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Per BN run with a `recal_test_acc`: run columns + `value` = accuracy after - before."""
     recal = final_frame(runs, metrics, RECAL_TEST_ACC).dropna(subset=["value"])
-    plain = final_frame(runs, metrics, M.TEST_ACC).set_index("run_id")["value"]
-    return recal.assign(value=recal["value"] - recal["run_id"].map(plain)).dropna(subset=["value"])
+    if recal.empty:
+        return recal
+    plain = final_frame(runs, metrics, M.TEST_ACC).set_index("run_id")["value"].astype(float)
+    before = recal["run_id"].map(plain).astype(float)
+    return recal.assign(value=recal["value"].astype(float) - before).dropna(subset=["value"])
 
 
 def _recal_finding(changes: pd.DataFrame, when: str) -> Finding:
