@@ -155,6 +155,7 @@ def test_holdout_is_fixed_and_disjoint():
     assert len(hold) == 10 and len(train) == 90
     assert set(train.tolist()).isdisjoint(hold.tolist())
     assert torch.equal(split_holdout(100, 0.1)[1], hold)
+    assert not torch.equal(hold, hold.sort().values)  # random order: i.i.d. fixed batches
     assert len(split_holdout(5, 0.01)[1]) == 1 and len(split_holdout(5, 0.0)[1]) == 0
 
 

@@ -134,12 +134,16 @@ def model_norm_kwargs(config: RunConfig) -> dict[str, Any]:
 
 
 def split_holdout(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, held out) of an n-sample train split; the same for every run."""
+    """Indices (train, held out) of an n-sample train split; the same for every run.
+
+    The held-out indices stay in random order, so its fixed (unshuffled) batches are i.i.d.
+    samples even when a split is stored sorted by class.
+    """
     k = int(round(n * fraction))
     if fraction > 0 and k == 0:
         k = 1
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
-    return perm[k:].sort().values, perm[:k].sort().values
+    return perm[k:].sort().values, perm[:k]
 
 
 def _stop_requested(stop: Any) -> bool:
