@@ -178,6 +178,12 @@ def fit(
     Returns:
         RunResult(status, final=last value of every metric, steps, seconds).
 
+    Inside an initialized torch.distributed group (see `normlab.train.distributed.launch`),
+    `config.batch_size` is the global batch: every process draws the same global batch and
+    trains on its contiguous shard, the model is wrapped in DistributedDataParallel (after
+    BN -> SyncBatchNorm when `config.sync_bn`), and only rank 0 emits and checkpoints.
+    GPU only: `precision="bf16"` (autocast) and `compile=True`; on CPU they are errors.
+
     Example:
         >>> result = fit(RunConfig(epochs=2), on_metrics=lambda s, e, v: print(s, v))
         >>> result.status, result.final["test_acc"]
