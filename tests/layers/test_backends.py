@@ -15,6 +15,8 @@ from normlab.layers import BatchNorm, backends
 
 # As tests/kernels/conftest.py: without a GPU the Triton kernels run in Triton's interpreter,
 # which must be switched on before triton is first imported.
+# If something imported triton before that, its kernels are compiled for a GPU: skip below.
+_IMPORTED_TOO_EARLY = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,7 +91,7 @@ def test_compile_fullgraph_with_cumulative_momentum_matches_eager():
 def test_triton_backend_matches_torch_backend(shape, momentum):
     # backend="torch" is checked against torch.nn.BatchNorm*d in test_batchnorm.py.
     pytest.importorskip("triton")
-    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if DEVICE == "cpu" and (_IMPORTED_TOO_EARLY or os.environ.get("TRITON_INTERPRET") != "1"):
         pytest.skip("Triton was imported before TRITON_INTERPRET=1 could be set")
     ours = BatchNorm(3, momentum=momentum, backend="triton").to(DEVICE)
     with torch.no_grad():
