@@ -137,6 +137,9 @@ def test_run_json_prints_the_final_metrics(tmp_path, fake_engine):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["status"] == "finished" and payload["test_acc"] == pytest.approx(0.5 + 0.02 + 0.064)
+    failed = invoke("run", "seed=1", "--json", "--out", tmp_path)
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["error"] == "RuntimeError: planted failure for seed 1"
 
 
 def test_data_info(tmp_path):

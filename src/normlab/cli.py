@@ -104,6 +104,9 @@ def run(
 ) -> None:
     """Train ONE run (defaults: the seed's MLP, Adam, lr 1e-3, batch 64 on MNIST-1D).
 
+    A config trained before is not trained again: its stored result is shown. Exit code 0 when
+    the run has a result, 1 when it failed, 2 for bad input.
+
     Example: normlab run norm=none epochs=3 --json
     """
     from normlab.experiments.runner import run_experiment
@@ -115,7 +118,10 @@ def run(
     summary = run_experiment(experiment, out, progress=not quiet and not as_json, append=True)
     outcome = summary.outcomes[0]
     if as_json:
-        typer.echo(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **outcome.final}))
+        payload = {"run_id": outcome.run_id, "status": outcome.status, **outcome.final}
+        if outcome.status == "failed" and outcome.error:
+            payload["error"] = outcome.error.strip().splitlines()[-1]
+        typer.echo(json.dumps(payload))
     else:
         typer.echo(str(summary), err=True)
         _print_failures(summary)
@@ -144,6 +150,9 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Run every combination of an experiment; finished runs are skipped, interrupted ones resume.
+
+    Exit code 0 when every run has a result (finished or diverged), 1 when some failed or were
+    interrupted (run the same command again to resume), 2 for bad input.
 
     Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --backend process --workers 2
     """

@@ -27,6 +27,7 @@ def test_round_trip_runs_and_metrics(tmp_path, experiment):
         store.finish_run(first, "finished", final={"test_acc": 0.9}, steps=20, seconds=1.5)
         store.add_artifact(first, "checkpoint", f"runs/{first}/checkpoint.pt")
 
+    assert Store(tmp_path).path == tmp_path / "normlab.db"  # the folder works too
     with Store(tmp_path / "normlab.db", create=False) as store:  # a fresh reader
         assert store.experiments() == ["exp"]
         runs = store.runs_frame("exp")

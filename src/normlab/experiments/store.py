@@ -115,7 +115,7 @@ class Store:
     """The SQLite results store of one results directory.
 
     Args:
-        path: the database file (`<out>/normlab.db`); `Store.open(out_dir)` takes the folder.
+        path: the database file (`<out>/normlab.db`), or the results folder that holds it.
         create: create the database (and its folder) when missing; False raises StoreError.
 
     Example:
@@ -128,6 +128,8 @@ class Store:
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
+        if self.path.is_dir():  # a results folder: its database
+            self.path = self.path / DB_NAME
         if not self.path.exists():
             if not create:
                 raise StoreError(
