@@ -99,9 +99,7 @@ def dispatch_batch_norm(
     kernel = F.batch_norm if backend == "torch" else _triton_batch_norm(x)
     if training and isinstance(momentum, Tensor) and running_mean is not None:
         with torch.no_grad():
-            dims = [0, *range(2, x.dim())]
-            xs = x.detach().to(functional.compute_dtype(x.dtype))
-            var, mean = torch.var_mean(xs, dim=dims, correction=0)  # (C,)
+            mean, var = functional.batch_mean_var(x.detach())  # (C,), (C,)
             count = x.numel() // x.shape[1]
             functional.update_running_stats(running_mean, running_var, mean, var, count, momentum)
         return kernel(x, None, None, weight, bias, True, 0.0, eps)

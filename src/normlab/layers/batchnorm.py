@@ -219,8 +219,7 @@ class BatchNormBase(nn.Module):
         Must be differentiable in x. The default is the local batch; overriding it switches
         training-mode forward to `_forward_with_stats_hook`.
         """
-        dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x.to(functional.compute_dtype(x.dtype)), dim=dims, correction=0)
+        mean, var = functional.batch_mean_var(x)
         return mean, var, x.numel() // x.shape[1]
 
     def _forward_with_stats_hook(self, x: Tensor, momentum: float | Tensor | None) -> Tensor:

@@ -24,7 +24,7 @@ In eval mode the statistics are constants, so dx = gamma / sqrt(running_var + ep
 
 Half and bfloat16 inputs are normalized in float32 (their statistics would lose digits) and the
 output is cast back to the input dtype. The variance is computed as the mean of squared
-deviations from the mean (`torch.var_mean`, two-pass), never as E[x^2] - E[x]^2, so an input with
+deviations from the mean (two passes), never as E[x^2] - E[x]^2, so an input with
 a large offset (mean 1e4, std 1) still normalizes correctly in float32.
 """
 
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "batch_mean_var",
     "batch_norm",
     "batch_norm_train",
     "check_batch_norm_input",
@@ -78,6 +79,19 @@ def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool) 
             f"Expected more than 1 value per channel when training, got input size "
             f"{tuple(x.shape)}; use a batch of at least 2 samples or call model.eval()"
         )
+
+
+def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance (C,) of x (N, C, *), two-pass, differentiable.
+
+    Computed in float32 for half/bfloat16 input. Same values as torch.var_mean(correction=0),
+    which is ~20x slower on CPU than these plain reductions.
+    """
+    xc = x.to(compute_dtype(x.dtype))
+    dims = _reduce_dims(x)
+    mean = xc.mean(dims)  # (C,)
+    var = (xc - mean.view(_channel_shape(x))).square().mean(dims)  # (C,)
+    return mean, var
 
 
 class _BatchNormTrain(torch.autograd.Function):
