@@ -142,3 +142,12 @@ def test_errors_are_clear():
         functional.batch_norm(torch.randn(1, 3), None, None, training=True)
     with pytest.raises(ValueError, match="needs running_mean and running_var"):
         functional.batch_norm(torch.randn(2, 3), None, None, training=False)
+
+
+def test_batch_mean_var_matches_var_mean_and_is_differentiable():
+    x, *_ = _inputs((6, 3, 4, 2), torch.float64)
+    mean, var = functional.batch_mean_var(x)
+    want_var, want_mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var, want_var, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: functional.batch_mean_var(t)[1], (x,))
