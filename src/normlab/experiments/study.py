@@ -76,7 +76,7 @@ QUICK: dict[str, Quick] = {
         overrides=("seed=0,1", "epochs=1", "max_steps=60"),
     ),
     "lr_init": Quick(
-        replace={"groups": {"lr_range": [{"lr": 1.0e-5, "epochs": 6, "batch_size": 128,
+        replace={"groups": {"lr_range": [{"lr": 1.0e-5, "epochs": 5, "batch_size": 128,
                                           "schedule.name": "exponential", "holdout_fraction": 0.0}]}},
         overrides=("seed=0,1",),
     ),
@@ -85,7 +85,7 @@ QUICK: dict[str, Quick] = {
         overrides=("seed=0,1", "max_steps=100"),
     ),
     "ioffe2015": Quick(overrides=("seed=0,1", "epochs=2")),
-    "noniid": Quick(overrides=("seed=0,1", "epochs=1", "norm=batch,batch_renorm")),
+    "noniid": Quick(overrides=("seed=0,1", "epochs=1", "norm=batch")),
 }
 
 
