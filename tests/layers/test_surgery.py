@@ -202,3 +202,17 @@ def test_convert_to_rms_keeps_gamma_only_and_top_level_bn():
     rms = convert_norm(bn, to="rms")
     assert isinstance(rms, RMSNorm)
     torch.testing.assert_close(rms.weight, bn.weight)
+
+
+@pytest.mark.parametrize(
+    "conv, bn, shape",
+    [
+        (nn.Conv1d(2, 4, 3), BatchNorm1d(4), (3, 2, 9)),
+        (nn.Conv3d(2, 4, 2), nn.BatchNorm3d(4), (3, 2, 4, 4, 4)),
+    ],
+)
+def test_fold_conv1d_and_conv3d(conv, bn, shape):
+    model = _train_a_bit(nn.Sequential(conv, bn, nn.ReLU()), shape)
+    folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.Identity)
+    _assert_same_eval_outputs(model, folded, torch.randn(shape) * 3 + 2)
