@@ -8,11 +8,20 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from normlab.kernels import triton_bn as k
 
 _FINALIZE_BLOCK = 32  # channels per finalize program
+
+
+# Plain-Python helpers: triton.cdiv is itself a jit function in current Triton, and calling it
+# from Python costs ~30 us each, which small layers feel on every launch.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 @dataclass(frozen=True)
@@ -107,18 +116,18 @@ def _choose_tiles(v: View, elem_size: int, sms: int, programs_per_sm: int, tile:
     if sms == 0:
         tile = 256
     if v.channels_last:
-        block_c = min(triton.next_power_of_2(v.C), 128)
+        block_c = min(_next_pow2(v.C), 128)
         block_s = max(tile // block_c, 1)
     else:
-        block_s = min(triton.next_power_of_2(v.S), tile)
-        block_c = min(max(tile // block_s, 1), triton.next_power_of_2(v.C))
-    n_sblocks = triton.cdiv(v.S, block_s)
+        block_s = min(_next_pow2(v.S), tile)
+        block_c = min(max(tile // block_s, 1), _next_pow2(v.C))
+    n_sblocks = _cdiv(v.S, block_s)
     n_units = v.N * n_sblocks
-    n_cblocks = triton.cdiv(v.C, block_c)
+    n_cblocks = _cdiv(v.C, block_c)
     target = programs_per_sm * sms if sms else 4
-    split = max(1, min(n_units, triton.cdiv(target, n_cblocks)))
-    units_per_prog = triton.cdiv(n_units, split)
-    split = triton.cdiv(n_units, units_per_prog)  # drop empty programs
+    split = max(1, min(n_units, _cdiv(target, n_cblocks)))
+    units_per_prog = _cdiv(n_units, split)
+    split = _cdiv(n_units, units_per_prog)  # drop empty programs
     num_warps = 8 if block_c * block_s >= 2048 else 4
     num_stages = 3 if elem_size == 2 else 2
     return Tiles(block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages)
@@ -130,7 +139,7 @@ def _finalize_block_p(device: torch.device) -> int:
 
 
 def _grid(v: View, t: Tiles) -> tuple[int, int]:
-    return (triton.cdiv(v.C, t.block_c), t.split)
+    return (_cdiv(v.C, t.block_c), t.split)
 
 
 def _common(v: View, t: Tiles) -> tuple:
@@ -143,7 +152,7 @@ def forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
     t = choose_tiles(v, x.element_size(), x.device)
     stats = torch.empty(4, v.C, device=x.device, dtype=torch.float32)
     y = torch.empty_like(x)  # keeps x's strides (x is dense)
-    fin_grid = (triton.cdiv(v.C, _FINALIZE_BLOCK),)
+    fin_grid = (_cdiv(v.C, _FINALIZE_BLOCK),)
     dummy = stats  # stands in for absent pointers; never read (HAS_* flags are False)
     w = weight if weight is not None else dummy
     b = bias if bias is not None else dummy
@@ -191,7 +200,7 @@ def backward(dy, x, stats, weight, training, relu):
         RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
         num_stages=t.num_stages,
     )
-    k._bwd_finalize_kernel[(triton.cdiv(v.C, _FINALIZE_BLOCK),)](
+    k._bwd_finalize_kernel[(_cdiv(v.C, _FINALIZE_BLOCK),)](
         part, stats, weight if weight is not None else stats, dw, db, coef,
         v.C, t.split, float(v.count),
         HAS_W=weight is not None, TRAINING=training, BLOCK=_FINALIZE_BLOCK,
