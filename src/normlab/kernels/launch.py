@@ -14,8 +14,9 @@ from normlab.kernels import triton_bn as k
 _FINALIZE_BLOCK = 32  # channels per finalize program
 
 
-# Plain-Python helpers: triton.cdiv is itself a jit function in current Triton, and calling it
-# from Python costs ~30 us each, which small layers feel on every launch.
+# Plain-Python helpers: in current Triton (3.9) triton.cdiv and next_power_of_2 are
+# ConstexprFunction wrappers whose Python calls cost tens of us on this CPU; small layers feel
+# that on every launch.
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
