@@ -64,7 +64,7 @@ def test_recalibration_change_is_after_minus_before():
 
 def test_hidden_and_epochs_text():
     runs = pd.DataFrame({"hidden": [None, None], "epochs": [1, 1]})
-    assert parts._hidden(runs) == "the model default (512, 256)"
+    assert parts._hidden(runs) == "[512, 256]"
     assert parts._epochs(runs) == "1 epoch"
     assert parts._epochs(runs.assign(epochs=[2, 4])) == "[2, 4] epochs"
     assert math.isclose(parts.ACC_MIN_EFFECT, 0.005)

@@ -112,3 +112,17 @@ def test_recalibrate_runs_measures_real_bn_runs_once(tmp_path):
         rows = store.metrics_frame("recal", names=[study.RECAL_METRIC])
     assert len(rows) == 1 and rows["step"].iloc[0] == 20 and 0.0 <= rows["value"].iloc[0] <= 1.0
     assert study.recalibrate_runs(exp, tmp_path) == 0  # already measured
+
+
+def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
+    import normlab.data
+
+    def missing(name, root=None, **kw):
+        raise ValueError(f"{name}: put cifar-10-binary.tar.gz in {tmp_path}")  # as DatasetError does
+
+    monkeypatch.setattr(normlab.data, "load_dataset", missing)
+    calls = []
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: calls.append(a))
+    with pytest.raises(ConfigError, match="--dataset cifar10: "):
+        study.run_study(dataset="cifar10", quick=True, out=tmp_path / "out")
+    assert calls == []  # nothing ran

@@ -67,7 +67,7 @@ def _setup(runs: pd.DataFrame, text: str) -> str:
 def _hidden(runs: pd.DataFrame) -> str:
     """The hidden widths as stored (JSON text), or the model's default."""
     value = runs["hidden"].iloc[0] if "hidden" in runs else None
-    return "the model default (512, 256)" if value is None or value == "null" else str(value)
+    return "[512, 256]" if value is None or value == "null" else str(value)  # the MLP's default
 
 
 def _epochs(runs: pd.DataFrame) -> str:
