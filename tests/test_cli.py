@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 from normlab import cli
 from normlab.experiments import execute
 
-from experiments import fakes  # tests/experiments/fakes.py (pytest puts tests/ on sys.path)
+try:  # tests/experiments/fakes.py: pytest puts tests/ on sys.path (no tests/__init__.py)
+    from experiments import fakes
+except ImportError:  # if tests/ ever becomes a package
+    from tests.experiments import fakes
 
 runner = CliRunner()
 COMMANDS = [["run"], ["sweep"], ["ls"], ["compare"], ["export"], ["study"], ["report"], ["data", "info"]]
