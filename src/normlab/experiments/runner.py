@@ -247,22 +247,19 @@ def run_experiment(
                     writer.interrupt(run_id, "interrupted; resumes from its last checkpoint on the next run")
                 raise
         after = store.run_status(run_ids)
-        outcomes = []
-        for run in experiment.runs:
-            skipped = run.run_id not in todo
-            outcomes.append(
-                RunOutcome(
-                    run_id=run.run_id,
-                    group=run.group,
-                    status=after[run.run_id],
-                    skipped=skipped,
-                    final=store.final_metrics(run.run_id),
-                    error=None,
-                )
-            )
         errors = {row["run_id"]: row["error"] for row in store.run_rows(experiment.name)}
-        for outcome in outcomes:
-            outcome.error = errors.get(outcome.run_id)
+        executed = set(todo)
+        outcomes = [
+            RunOutcome(
+                run_id=run.run_id,
+                group=run.group,
+                status=after[run.run_id],
+                skipped=run.run_id not in executed,
+                final=store.final_metrics(run.run_id),
+                error=errors.get(run.run_id),
+            )
+            for run in experiment.runs
+        ]
     return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
 
 
