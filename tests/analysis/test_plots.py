@@ -126,3 +126,11 @@ def test_plot_lr_range_drops_divergence_and_marks_minimum():
     minima = [c.get_offsets()[0] for c in ax.collections]
     assert any(np.allclose(m, [lrs[4], 1.0]) for m in minima)
     _png_ok(fig)
+
+
+def test_plot_final_accuracy_keeps_negative_values_in_view():
+    frame = pd.DataFrame({"variant": ["none"] * 2 + ["batch"] * 2, "value": [0.0, 0.0, -0.05, 0.02]})
+    fig = plots.plot_final_accuracy(frame)
+    low, high = fig.axes[0].get_ylim()
+    assert low < -0.05 and high > 0.02
+    _png_ok(fig)

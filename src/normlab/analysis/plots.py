@@ -138,8 +138,12 @@ def plot_final_accuracy(
     finite_all = frame[y].to_numpy(dtype=float)
     finite_all = finite_all[np.isfinite(finite_all)]
     if finite_all.size:
-        low = float(finite_all.min())
-        ax.set_ylim(bottom=max(0.0, low - 0.1 * (float(finite_all.max()) - low + 1e-3) - 0.02))
+        # Zoom on the data (accuracies of 0.6-0.7 would be flat bars from 0), never cutting a
+        # negative value (accuracy gaps can be < 0) and never a zero-height range.
+        low, high = float(finite_all.min()), float(finite_all.max())
+        margin = 0.1 * (high - low) + 0.02 * max(abs(high), abs(low), 1e-3)
+        bottom = low - margin if low < 0 else max(0.0, low - margin)
+        ax.set_ylim(bottom=bottom, top=high + margin)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
