@@ -175,9 +175,10 @@ def section_with_without(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
                                                    order=["none", "batch"]),
             "Gradient norm per layer over training (mean over seeds), without and with BN."))
 
-    section.figures.append(FigureSpec(
-        "bn_test_acc", plots.plot_curves(curves, title="Test accuracy", ylabel="test accuracy"),
-        "Test accuracy over training: mean over seeds with the 95% CI band."))
+    if not curves.empty:
+        section.figures.append(FigureSpec(
+            "bn_test_acc", plots.plot_curves(curves, title="Test accuracy", ylabel="test accuracy"),
+            "Test accuracy over training: mean over seeds with the 95% CI band."))
     loss = curve_frame(runs, metrics, M.TRAIN_LOSS)
     if not loss.empty:
         section.figures.append(FigureSpec(
