@@ -84,9 +84,10 @@ def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | N
             except queue_module.Empty:
                 return
 
-    for _ in range(min(max(workers, 1), len(pending))):
-        spawn()
+    stopped = False  # True once every run has ended normally
     try:
+        for _ in range(min(max(workers, 1), len(pending))):
+            spawn()
         while any(w.current is not None for w in pool.values()) or pending:
             try:
                 handle(events.get(timeout=POLL_SECONDS))
@@ -107,10 +108,14 @@ def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | N
                 if pending:
                     spawn()
         drain()
+        stopped = True
     finally:
         for worker in pool.values():
             if worker.process.is_alive():
-                worker.tasks.put(None)
+                if stopped:
+                    worker.tasks.put(None)
+                else:  # Ctrl-C or an error here: stop now; the runner marks the runs resumable
+                    worker.process.terminate()
         for worker in pool.values():
             worker.process.join(timeout=5)
             if worker.process.is_alive():
