@@ -8,7 +8,6 @@ import subprocess
 import pytest
 
 from normlab.analysis import report
-from normlab.analysis.render import _render_md  # noqa: F401  (module import check)
 from normlab.experiments.errors import StoreError
 
 
