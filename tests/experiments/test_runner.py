@@ -138,7 +138,8 @@ def test_sigkill_of_the_sweep_then_rerun_completes_every_run_exactly_once(tmp_pa
     tests_dir = str(Path(__file__).resolve().parents[1])
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(path=[tests_dir], out=str(tmp_path))])
     try:
-        wait_for(lambda: checkpoint_epoch(first) >= 2 or proc.poll() is not None)
+        # kill after its first checkpoint: 3 epochs (1.2 s) of margin before it could end
+        wait_for(lambda: checkpoint_epoch(first) >= 1 or proc.poll() is not None)
         assert proc.poll() is None, "the sweep ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -153,7 +154,7 @@ def test_sigkill_of_the_sweep_then_rerun_completes_every_run_exactly_once(tmp_pa
     assert lines(first / "completions.log") == ["done"] and lines(second / "completions.log") == ["done"]
     starts = lines(first / "starts.log")
     assert len(starts) == 2 and starts[0] == "start epoch=1"
-    assert int(starts[1].split("=")[1]) >= 3  # resumed from its checkpoint, not from scratch
+    assert int(starts[1].split("=")[1]) >= 2  # resumed from its checkpoint, not from scratch
     with Store.open(tmp_path) as store:
         metrics = store.metrics_frame("kill")
         killed = metrics[metrics.run_id == exp.runs[0].run_id]
