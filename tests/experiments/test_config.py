@@ -8,7 +8,6 @@ from normlab.experiments.config import (
     ConfigError,
     Experiment,
     RunConfig,
-    config_keys,
     expand,
     load_experiment,
     parse_overrides,
@@ -122,12 +121,6 @@ def test_name_defaults_to_the_file_stem_and_duplicates_are_dropped(tmp_path):
     exp = load_experiment(write(tmp_path, "my_exp.yaml", "sweep:\n  seed: [0, 0, 1]\n"))
     assert exp.name == "my_exp"
     assert len(exp.runs) == 2
-
-
-def test_config_keys_are_dotted_for_sections():
-    keys = config_keys()
-    assert "norm" in keys and "optim.weight_decay" in keys and "probes.every_steps" in keys
-    assert "optim" not in keys
 
 
 # --- bad input: one ConfigError that names the key ------------------------------------------
