@@ -7,4 +7,4 @@ def test_every_user_error_is_a_user_error():
     for cls in (ConfigError, StoreError, BackendError):
         assert issubclass(cls, UserError)
     assert issubclass(ConfigError, ValueError)  # callers that catch ValueError still do
-    assert not issubclass(UserError, (ValueError, RuntimeError)) or UserError is ConfigError
+    assert not issubclass(StoreError, ValueError)  # only config mistakes are value errors
