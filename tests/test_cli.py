@@ -179,3 +179,25 @@ def test_python_dash_m_normlab_runs_one_real_training_run(tmp_path):
     assert payload["status"] in ("finished", "diverged") and 0.0 <= payload["test_acc"] <= 1.0
     assert (tmp_path / "normlab.db").exists()
     assert (tmp_path / "runs" / payload["run_id"] / "config.json").exists()
+
+
+def test_run_nproc_trains_one_data_parallel_run_stored_once(tmp_path):
+    """`--nproc 2` goes through train.distributed.launch (2 gloo processes) and is one run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["max_steps=3", "epochs=1", "dataset=synthetic", "batch_size=16", "sync_bn=true"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "normlab", "run", *args, "--nproc", "2", "--json", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["status"] == "finished", payload
+    from normlab.experiments.store import Store
+
+    runs = Store(tmp_path).runs_frame("run")
+    assert list(runs["run_id"]) == [payload["run_id"]]
+    assert int(runs["nproc"].iloc[0]) == 2 and bool(runs["sync_bn"].iloc[0])
+    metrics = Store(tmp_path).metrics_frame("run", names=["bn_batch_size", "global_batch_size"])
+    # Written once (rank 0): one row per name, and SyncBN normalizes over the global batch.
+    assert sorted(metrics["name"]) == ["bn_batch_size", "global_batch_size"]
+    assert set(metrics["value"]) == {16.0}

@@ -101,20 +101,33 @@ def run(
     name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: the file's name, or 'run')"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    nproc: Optional[int] = typer.Option(
+        None, "--nproc", min=1, help="data-parallel processes for this run (same as nproc=N)"
+    ),
 ) -> None:
     """Train ONE run (defaults: the seed's MLP, Adam, lr 1e-3, batch 64 on MNIST-1D).
 
     A config trained before is not trained again: its stored result is shown. Exit code 0 when
-    the run has a result, 1 when it failed, 2 for bad input.
+    the run has a result, 1 when it failed, 2 for bad input. `--nproc N` trains the run on N
+    processes (DistributedDataParallel; gloo on CPU, NCCL on GPUs; batch_size is the global
+    batch); under `torchrun -m normlab run ...` the processes are torchrun's.
 
     Example: normlab run norm=none epochs=3 --json
+    Example: normlab run nproc=2 sync_bn=true batch_size=128
     """
     from normlab.experiments.runner import run_experiment
+    from normlab.train.distributed import in_torchrun, is_main_process, launch
 
+    if nproc is not None:
+        args = [*(args or []), f"nproc={nproc}"]
     experiment = _load(args, name or ("run" if not args or "=" in args[0] else None))
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
+    if in_torchrun() and not is_main_process():
+        # torchrun's other ranks train their share; rank 0 alone stores the run.
+        launch(experiment.runs[0].config)
+        return
     summary = run_experiment(experiment, out, progress=not quiet and not as_json, append=True)
     outcome = summary.outcomes[0]
     if as_json:

@@ -46,7 +46,16 @@ class RunTask:
 
 
 def default_run_fn(config: Any, *, on_metrics: Callable, checkpoint_path: Path) -> Any:
-    """The engine: `normlab.train.fit` (imported here so workers load torch only when needed)."""
+    """The engine: `normlab.train.fit` (imported here so workers load torch only when needed).
+
+    A data-parallel run (`nproc` > 1, or this process started by torchrun) goes through
+    `normlab.train.distributed.launch`, which trains it on every process and relays rank 0's
+    metrics here: to the store it is one run like any other.
+    """
+    from normlab.train.distributed import in_torchrun, launch
+
+    if config.nproc > 1 or in_torchrun():
+        return launch(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)
     from normlab.train import fit
 
     return fit(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)

@@ -6,6 +6,7 @@
 from normlab.train import metrics
 from normlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from normlab.train.config import OptimConfig, ProbeConfig, RunConfig, ScheduleConfig
+from normlab.train.distributed import is_main_process, launch
 from normlab.train.engine import RunResult, fit
 from normlab.train.evaluate import accuracy_and_loss, train_mode_accuracy
 from normlab.train.optim import (
@@ -32,6 +33,8 @@ __all__ = [
     "check_optimizer_owns_model",
     "fit",
     "grad_norms",
+    "is_main_process",
+    "launch",
     "load_checkpoint",
     "lr_factor",
     "metrics",
