@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device-tool call: the test suite's GPU paths (CUDA tests not skipped, Triton compiled)
+# and the training-loop benchmark on the GPU. Logs and JSON go to $OUT.
+#   bash benchmarks/gpu_suite.sh      (needs .whl/ with pydantic & co. where the image lacks them)
+set -uo pipefail
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:src
+else
+  export PYTHONPATH=src
+fi
+export PYTHONUNBUFFERED=1 NORMLAB_DATA=/tmp/normlab-data
+unset TRITON_INTERPRET
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name --format=csv,noheader
+SECONDS=0
+timeout 170 python -m pytest -q -n 8 -p no:cacheprovider -rs \
+  tests/layers tests/kernels tests/data/test_loader.py tests/train tests/models 2>&1 \
+  | tee "$OUT/pytest_gpu.log" | tail -25
+echo "pytest: ${SECONDS}s"; SECONDS=0
+timeout 100 python benchmarks/training_loop.py --device cuda --repeats 2 \
+  --out "$OUT/training_loop_cuda.json" 2>&1 | tee "$OUT/training_loop.log"
+echo "training_loop: ${SECONDS}s"; SECONDS=0
+timeout 80 python benchmarks/training_loop.py --device cuda --repeats 2 --precision bf16 --compile \
+  --out "$OUT/training_loop_cuda_compile.json" 2>&1 | tee "$OUT/training_loop_compile.log"
+echo "training_loop compile: ${SECONDS}s"
