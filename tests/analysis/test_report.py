@@ -108,7 +108,8 @@ def _chromium():
 
 def _render(path):
     """Load `path` in headless Chromium; return (loaded images, images, sections)."""
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking",
            "--no-first-run", "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri()]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     found = re.search(r'id="normlab-check">images (\d+)/(\d+) sections (\d+)<', dom)
