@@ -29,6 +29,8 @@ def test_write_files_html_md_png(tmp_path):
     assert "![a <b> caption](fig_a.png)" in md
     assert "| norm | mean |" in md and "| none | 0.51 |" in md
     assert "- **SUPPORTED**: claim <x>" in md
+    assert "| claim <x> | supported | 1 |" in md  # the summary table of every claim
+    assert 'class="verdicts"' in html
 
 
 def test_duplicate_figure_names_are_refused(tmp_path):

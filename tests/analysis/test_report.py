@@ -52,7 +52,7 @@ def test_planted_effects_are_supported_and_numbers_are_measured(study_report_dir
     assert found, measured
     assert float(found.group(1)) == pytest.approx(70, abs=2) and float(found.group(2)) == pytest.approx(60, abs=2)
     assert findings["BN improves gradient flow: the gradient norms of the first (blocks.0.linear) "
-                    "and last (head) layers stay closer (|log10 ratio|, median over training)."][0] == "SUPPORTED"
+                    "and last (head) layers stay closer (absolute log10 of their ratio, median over training)."][0] == "SUPPORTED"
     # Planted: class-grouped batches give BN a train-mode advantage of 5 points.
     assert any(c.startswith("With non-i.i.d. training batches") and l == "SUPPORTED" for c, (l, _) in findings.items())
     # Not planted: GroupNorm vs BN at the smallest batch is no better (BN is +10 in the fake).

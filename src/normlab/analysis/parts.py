@@ -167,7 +167,7 @@ def section_with_without(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
         per_run = per_run.merge(runs[["run_id", "norm"]], on="run_id")
         section.findings.append(Finding(
             f"BN improves gradient flow: the gradient norms of the first ({first}) and last "
-            f"({last}) layers stay closer (|log10 ratio|, median over training).",
+            f"({last}) layers stay closer (absolute log10 of their ratio, median over training).",
             verdict(_values(per_run, norm="batch"), _values(per_run, norm="none"),
                     higher_is_better=False, what="|log10(first/last grad norm)|")))
         section.figures.append(FigureSpec(

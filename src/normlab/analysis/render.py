@@ -78,6 +78,7 @@ figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border:
 figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .8rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
+table.verdicts td { text-align: left; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .provenance { color: #666; font-size: .8rem; }
 """
@@ -120,6 +121,16 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
         parts.append("<ul>")
         parts += [f'<li><a href="#{_slug(s.title)}">{esc(s.title)}</a></li>' for s in report.sections]
         parts.append("</ul>")
+    verdicts = [(s, f) for s in report.sections for f in s.findings]
+    if verdicts:
+        parts.append('<table class="verdicts"><tr><th>claim</th><th>verdict</th><th>part</th></tr>')
+        parts += [
+            f'<tr><td>{esc(f.claim)}</td><td class="{_VERDICT_CLASS[f.verdict.label]}">'
+            f'<span class="label">{esc(f.verdict.label)}</span></td>'
+            f'<td><a href="#{_slug(s.title)}">{esc(s.title.split(" ")[0].rstrip("."))}</a></td></tr>'
+            for s, f in verdicts
+        ]
+        parts.append("</table>")
     for section in report.sections:
         parts.append(f'<section id="{_slug(section.title)}"><h2>{esc(section.title)}</h2>')
         parts.append(f'<p class="setup">{esc(section.setup)}</p>')
@@ -152,6 +163,12 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
 
 def _render_md(report: Report) -> str:
     lines = [f"# {report.title}", "", report.summary, ""]
+    verdicts = [(s, f) for s in report.sections for f in s.findings]
+    if verdicts:
+        lines += ["| claim | verdict | part |", "|---|---|---|"]
+        lines += [f"| {f.claim.replace('|', '/')} | {f.verdict.label} | {s.title.split(' ')[0].rstrip('.')} |"
+                  for s, f in verdicts]
+        lines.append("")
     for section in report.sections:
         lines += [f"## {section.title}", "", section.setup, ""]
         for finding in section.findings:
