@@ -78,7 +78,7 @@ figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border:
 figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .8rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
-table.verdicts td { text-align: left; }
+table.verdicts td, table.verdicts th { text-align: left; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .provenance { color: #666; font-size: .8rem; }
 """
