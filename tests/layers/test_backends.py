@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab.layers import BatchNorm, backends
+from normlab.layers import BatchNorm, backends, functional
 
 # As tests/kernels/conftest.py: without a GPU the Triton kernels run in Triton's interpreter,
 # which must be switched on before triton is first imported.
@@ -60,6 +60,10 @@ def test_tensor_momentum_dispatch_matches_float(backend):
     torch.testing.assert_close(rv, rv2, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.skipif(
+    not functional._COMPILES_CORRECTLY,
+    reason="torch < 2.13 compiles the reference op to zero gradients; it refuses (next test)",
+)
 def test_compile_fullgraph_with_cumulative_momentum_matches_eager():
     # torch's own BN breaks the graph here (float(num_batches_tracked)); ours keeps a tensor.
     # aot_eager: Dynamo + AOTAutograd capture the full graph without Inductor's C++ build time.
@@ -114,3 +118,15 @@ def test_triton_backend_matches_torch_backend(shape, momentum):
     for name, value in reference.state_dict().items():
         torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_op_refuses_a_compiler_that_gets_its_gradients_wrong(monkeypatch):
+    # torch 2.11 (measured on the GPU machine) traced the reference op to zero gradients:
+    # there, compiling it must fail loudly instead of training silently wrong.
+    monkeypatch.setattr(functional, "_COMPILES_CORRECTLY", False)
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(4, 6), BatchNorm(6, backend="reference"))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with pytest.raises(Exception, match="needs torch >= 2.13"):
+        compiled(torch.randn(8, 4))
+    torch._dynamo.reset()

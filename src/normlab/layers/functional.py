@@ -45,6 +45,11 @@ __all__ = [
 # Dtypes whose statistics are accumulated in float32.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
+# torch.compile traces this module's autograd.Function correctly from torch 2.13 on. Under
+# torch 2.11 (measured on the GPU machine, aot_eager, CPU tensors) every gradient through it
+# came out zero — silently wrong training — so there we refuse to be compiled instead.
+_COMPILES_CORRECTLY = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 13)
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype statistics are computed in: float32 for half/bfloat16, else the input's."""
@@ -267,6 +272,12 @@ def batch_norm(
                 "the count of batches including this one; pass it or a float momentum"
             )
         momentum = torch.reciprocal(num_batches_tracked.to(running_mean.dtype))
+    if not _COMPILES_CORRECTLY and torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"normlab's reference batch norm under torch.compile needs torch >= 2.13, got "
+            f"{torch.__version__}: this torch's compiler computes zero gradients through it; "
+            f"use backend='torch' or 'triton' with torch.compile, or upgrade torch"
+        )
     y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps)
     count = x.numel() // x.shape[1]
     update_running_stats(running_mean, running_var, mean, var, count, momentum)
