@@ -40,11 +40,22 @@ def _require(frame, columns: Sequence[str], figure: str) -> None:
             f"got {list(frame.columns)}); build it with the report's frame helpers"
         )
     if len(frame) == 0:
-        raise ValueError(f"{figure}: the frame is empty, there is nothing to plot")
+        raise ValueError(f"{figure}: the frame is empty (expected at least one row with columns "
+                         f"{list(columns)}); there is nothing to plot")
+
+
+def _names(frame, group: str, order: Sequence[str] | None = None) -> list[str]:
+    """The groups to draw: `order` when given, else every value of `group` sorted as text."""
+    return list(order) if order else sorted(frame[group].astype(str).unique())
+
+
+def _rows(frame, group: str, name: str):
+    """The rows of one group (matched as text, the way `_names` lists them)."""
+    return frame[frame[group].astype(str) == name]
 
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
-    """A stable color per variant name (tab10 in sorted order)."""
+    """A stable color per variant name (tab10, in the order of `names`)."""
     cycle = plt.get_cmap("tab10").colors
     return {name: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, name in enumerate(names)}
 
@@ -55,7 +66,7 @@ def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, sharey:
 
 
 def _mean_band(frame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per x: mean of y over the rows (seeds) and its 95% t-interval (NaN band for n=1)."""
+    """Per x: mean of y over the rows (seeds) and its 95% t-interval (zero-width band for n=1)."""
     xs, means, lows, highs = [], [], [], []
     for xv, rows in frame.groupby(x, sort=True):
         s = summarize(rows[y].to_numpy())
@@ -66,6 +77,30 @@ def _mean_band(frame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
         lows.append(s.ci_low if s.n > 1 else s.mean)
         highs.append(s.ci_high if s.n > 1 else s.mean)
     return np.asarray(xs, float), np.asarray(means), np.asarray(lows), np.asarray(highs)
+
+
+def _finish(fig: Figure, ax, title: str) -> Figure:
+    """The common tail of a one-panel line plot: title, grid, legend, tight layout."""
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _finish_panels(fig: Figure, axes, names: Sequence[str], x: str, ylabel: str, title: str,
+                   legend_size: float) -> Figure:
+    """The common tail of a one-panel-per-group plot: panel titles, labels, legend, suptitle."""
+    for ax, name in zip(axes, names):
+        ax.set_title(name)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=legend_size)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_curves(
@@ -85,10 +120,10 @@ def plot_curves(
     """
     _require(frame, [group, x, y], "plot_curves")
     fig, (ax,) = _new_figure()
-    names = sorted(frame[group].astype(str).unique())
+    names = _names(frame, group)
     colors = _colors(names)
     for name in names:
-        rows = frame[frame[group].astype(str) == name]
+        rows = _rows(frame, group, name)
         xs, mean, lo, hi = _mean_band(rows, x, y)
         n = rows.groupby(x).size().max()
         ax.plot(xs, mean, color=colors[name], label=f"{name} (n={n})")
@@ -97,11 +132,7 @@ def plot_curves(
     ax.set_ylabel(ylabel or y)
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_final_accuracy(
@@ -119,11 +150,11 @@ def plot_final_accuracy(
     """
     _require(frame, [group, y], "plot_final_accuracy")
     fig, (ax,) = _new_figure(width=max(4.0, 1.0 + 0.9 * frame[group].nunique()))
-    names = list(order) if order else sorted(frame[group].astype(str).unique())
+    names = _names(frame, group, order)
     colors = _colors(names)
     rng = np.random.default_rng(0)  # horizontal jitter of the seed dots only
     for i, name in enumerate(names):
-        values = frame.loc[frame[group].astype(str) == name, y].to_numpy(dtype=float)
+        values = _rows(frame, group, name)[y].to_numpy(dtype=float)
         s = summarize(values)
         if s.n == 0:
             continue
@@ -165,11 +196,10 @@ def plot_batch_size(
     """
     _require(frame, [group, x, y], "plot_batch_size")
     fig, (ax,) = _new_figure()
-    names = sorted(frame[group].astype(str).unique())
+    names = _names(frame, group)
     colors = _colors(names)
     for name in names:
-        rows = frame[frame[group].astype(str) == name]
-        xs, mean, lo, hi = _mean_band(rows, x, y)
+        xs, mean, lo, hi = _mean_band(_rows(frame, group, name), x, y)
         ax.plot(xs, mean, marker="o", color=colors[name], label=name)
         ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
@@ -177,11 +207,7 @@ def plot_batch_size(
     ax.set_xticks(sizes, [str(int(s)) for s in sizes])
     ax.set_xlabel("batch size (log2)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_percentiles(
@@ -199,25 +225,17 @@ def plot_percentiles(
     distribution without BN and its stability with BN are compared at a glance.
     """
     _require(frame, [group, x, "p15", "p50", "p85"], "plot_percentiles")
-    names = list(order) if order else sorted(frame[group].astype(str).unique())
+    names = _names(frame, group, order)
     fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
-        rows = frame[frame[group].astype(str) == name].groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
+        rows = _rows(frame, group, name).groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
         steps = rows.index.to_numpy(dtype=float)
         ax.fill_between(steps, rows["p15"], rows["p85"], color="tab:blue", alpha=0.2, linewidth=0,
                         label="15th-85th percentile")
         for col, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
             ax.plot(steps, rows[col], linestyle=style, color="tab:blue",
                     label="median" if col == "p50" else None)
-        ax.set_title(name)
-        ax.set_xlabel(x)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("input to one last-hidden-layer unit")
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, axes, names, x, "input to one last-hidden-layer unit", title, legend_size=8)
 
 
 def plot_grad_norms(
@@ -236,28 +254,20 @@ def plot_grad_norms(
     Panels follow `order` (default sorted) and share the y axis.
     """
     _require(frame, [group, layer, x, y], "plot_grad_norms")
-    names = list(order) if order else sorted(frame[group].astype(str).unique())
+    names = _names(frame, group, order)
     layers = sorted(frame[layer].astype(str).unique())
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(layers), 1)))
     fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
-        rows = frame[frame[group].astype(str) == name]
+        rows = _rows(frame, group, name)
         for color, lname in zip(colors, layers):
-            lrows = rows[rows[layer].astype(str) == lname]
+            lrows = _rows(rows, layer, lname)
             if len(lrows) == 0:
                 continue
-            xs, mean, lo, hi = _mean_band(lrows, x, y)
+            xs, mean, _, _ = _mean_band(lrows, x, y)
             ax.plot(xs, mean, color=color, label=lname)
         ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel(x)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("gradient norm")
-    axes[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, axes, names, x, "gradient norm", title, legend_size=7)
 
 
 def plot_step_time(
@@ -291,12 +301,11 @@ def plot_lr_range(
     """
     _require(frame, [group, x, y], "plot_lr_range")
     fig, (ax,) = _new_figure()
-    names = sorted(frame[group].astype(str).unique())
+    names = _names(frame, group)
     colors = _colors(names)
     top = -math.inf
     for name in names:
-        rows = frame[frame[group].astype(str) == name]
-        curve = rows.groupby(x, sort=True)[y].mean()
+        curve = _rows(frame, group, name).groupby(x, sort=True)[y].mean()
         curve = curve[np.isfinite(curve.to_numpy(dtype=float))]
         if curve.empty:
             continue
@@ -309,8 +318,4 @@ def plot_lr_range(
         ax.set_ylim(bottom=0.0, top=top * 2.0)  # past twice the starting loss it is divergence
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("training loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
