@@ -67,6 +67,18 @@ def test_welch_constant_samples_and_too_few():
     assert math.isnan(few.p_value) and few.n_a == 1
 
 
+def test_welch_rejects_a_confidence_outside_0_1():
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 95"):
+        stats.welch_test([1.0, 2.0, 3.0], [1.0, 2.0], confidence=95)
+
+
+def test_verdict_reads_one_shot_iterables_once():
+    # A generator is an Iterable too; read twice, its means came out "nan vs nan baseline".
+    v = stats.verdict((x for x in [0.9, 0.91, 0.92]), iter([0.5, 0.51, 0.52]), what="acc")
+    assert v.text.startswith("acc: 0.91 vs 0.51 baseline (n=3 vs n=3 seeds)")
+    assert v.text == stats.verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52], what="acc").text
+
+
 def test_verdict_planted_effect_is_supported():
     rng = np.random.default_rng(0)
     base = 0.80 + rng.normal(0, 0.01, size=5)

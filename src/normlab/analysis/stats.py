@@ -12,7 +12,7 @@ interval of the difference, and turn that into one of three verdicts (see `verdi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterable, Literal
 
 import numpy as np
@@ -46,6 +46,12 @@ def _as_array(values: Iterable[float], what: str) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{what}: expected a 1-D sequence of numbers, got shape {array.shape}")
     return array[np.isfinite(array)]
+
+
+def _check_probability(name: str, value: float) -> None:
+    """Refuse a confidence level or alpha outside (0, 1) (e.g. 95 meant as 0.95)."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value}")
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,7 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float
 
 def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
     """Summary of the finite values (NaN/inf are dropped: they are runs without a number)."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_probability("confidence", confidence)
     x = _as_array(values, "summarize")
     n = int(x.size)
     if n == 0:
@@ -126,6 +131,7 @@ def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95)
     Equal to `scipy.stats.ttest_ind(a, b, equal_var=False)`. If both samples have zero
     variance the difference is exact: p = 0 when the means differ, 1 when they are equal.
     """
+    _check_probability("confidence", confidence)
     xa, xb = _as_array(a, "welch_test a"), _as_array(b, "welch_test b")
     na, nb = int(xa.size), int(xb.size)
     nan = float("nan")
@@ -180,11 +186,12 @@ def verdict(
     `min_effect` is in the metric's units (e.g. 0.01 = one accuracy point).
     The sentence reports n, means, the difference with its interval and p.
     """
-    test = welch_test(variant, baseline)
-    v, b = summarize(variant), summarize(baseline)
+    # Read each iterable once: a generator would be empty for a second pass.
+    xv, xb = _as_array(variant, "verdict variant"), _as_array(baseline, "verdict baseline")
+    test = welch_test(xv, xb)
     fmt = _formatter(scale, unit)
     head = (
-        f"{what}: {fmt(v.mean)} vs {fmt(b.mean)} baseline "
+        f"{what}: {fmt(summarize(xv).mean)} vs {fmt(summarize(xb).mean)} baseline "
         f"(n={test.n_a} vs n={test.n_b} seeds)"
     )
     return _decide(test, head, higher_is_better, min_effect, alpha, fmt, f"n={test.n_a} vs n={test.n_b}")
@@ -218,8 +225,7 @@ def _formatter(scale: float, unit: str):
 def _decide(test: WelchResult, head: str, higher_is_better: bool, min_effect: float,
             alpha: float, fmt, sample: str) -> Verdict:
     """The rules of `verdict`, applied to a finished test; `head` starts the sentence."""
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    _check_probability("alpha", alpha)
     if min_effect < 0:
         raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {min_effect}")
     if test.n_a < 2 or test.n_b < 2:
@@ -282,7 +288,7 @@ def aggregate(frame, by: str | list[str], value: str, confidence: float = 0.95):
     for key, group in frame.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         s = summarize(group[value].to_numpy(), confidence)
-        rows.append({**dict(zip(keys, key)), "n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high})
+        rows.append({**dict(zip(keys, key)), **asdict(s)})  # n, mean, std, ci_low, ci_high
     return pd.DataFrame(rows, columns=keys + ["n", "mean", "std", "ci_low", "ci_high"])
 
 
