@@ -68,3 +68,26 @@ def test_hidden_and_epochs_text():
     assert parts._epochs(runs) == "1 epoch"
     assert parts._epochs(runs.assign(epochs=[2, 4])) == "[2, 4] epochs"
     assert math.isclose(parts.ACC_MIN_EFFECT, 0.005)
+
+
+def test_costs_measures_a_run_listed_in_two_groups_in_both():
+    # Batch size 128 runs are in "overhead" and "gap"; batch size 8 runs only in "gap". The gap
+    # findings must cover both sizes (deduping before picking the group lost the shared runs).
+    runs, metrics = [], []
+    for norm in ("none", "batch"):
+        for seed in (0, 1, 2):
+            for size, groups in ((128, ("overhead", "gap")), (8, ("gap",))):
+                rid = f"{norm}-{size}-{seed}"
+                runs += [{"run_id": rid, "group": g, "status": "finished", "seed": seed, "norm": norm,
+                          "batch_size": size} for g in groups]
+                gap = (0.05 if norm == "batch" else 0.0) + 0.001 * seed
+                metrics += [(rid, 10, 1, M.STEP_MS, 1.0), (rid, 20, 1, M.STEP_MS, 1.0 + seed / 100),
+                            (rid, 20, 1, M.TRAIN_EVAL_GAP, gap), (rid, 20, 1, M.TEST_ACC, 0.5)]
+    section = parts.section_costs(pd.DataFrame(runs), pd.DataFrame(
+        metrics, columns=["run_id", "step", "epoch", "name", "value"]))
+    claims = [f.claim for f in section.findings]
+    assert sum("(batch size 128)" in c for c in claims) == 1
+    assert sum("(batch size 8)" in c for c in claims) == 1
+    time = next(f for f in section.findings if f.claim.startswith("BN costs extra computation"))
+    assert "(n=3 vs n=3 seeds)" in time.verdict.text  # only the overhead group's runs, each once
+    assert "12 runs (12 finished)" in section.setup  # each run counted once

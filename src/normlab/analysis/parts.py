@@ -52,14 +52,28 @@ def _values(frame: pd.DataFrame, **where) -> np.ndarray:
     return frame.loc[mask, "value"].to_numpy(dtype=float)
 
 
-def _empty(title: str, why: str) -> Section:
+def _group(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The runs of group `name`, once each; every run when the part has no such group.
+    (Pick the group before `_dedupe`: a run in two groups keeps only its first row there.)"""
+    return _dedupe(runs[runs["group"] == name] if name in set(runs["group"]) else runs)
+
+
+def _seed_change(acc: pd.DataFrame, norm: str, column: str, before, after) -> np.ndarray:
+    """Per seed, `norm`'s value at column == after minus its value at column == before."""
+    rows = acc[acc["norm"] == norm]
+    changed = rows[rows[column] == after].set_index("seed")["value"]
+    reference = rows[rows[column] == before].set_index("seed")["value"]
+    return (changed - reference).dropna().to_numpy()
+
+
+def _empty(title: str, why: str = "Not run (no runs stored for this part).") -> Section:
     return Section(title=title, setup=why)
 
 
 def _setup(runs: pd.DataFrame, text: str) -> str:
     n_runs = runs["run_id"].nunique()
     seeds = sorted(int(s) for s in runs["seed"].unique()) if "seed" in runs else []
-    statuses = runs.drop_duplicates("run_id")["status"].value_counts().to_dict()
+    statuses = _dedupe(runs)["status"].value_counts().to_dict()
     status = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
     return f"{text} {n_runs} runs ({status}), seeds {seeds}."
 
@@ -198,7 +212,7 @@ def section_batch_size(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
     title = "2. Batch size and BN's small-batch limitation"
     runs = _dedupe(runs)
     if runs.empty:
-        return _empty(title, "Not run (no runs stored for this part).")
+        return _empty(title)
     runs = runs.assign(variant=runs["norm"])
     acc = final_frame(runs, metrics, M.TEST_ACC)
     section = Section(title, _setup(
@@ -206,29 +220,26 @@ def section_batch_size(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
               f"capped by max_steps ({_max_steps(runs)}); batch sizes "
               f"{sorted(int(b) for b in runs['batch_size'].unique())}, norms {sorted(runs['norm'].unique())}."))
 
-    for size in sorted(acc["batch_size"].unique()):
+    sizes = sorted(acc["batch_size"].unique())
+    for size in sizes:
         b, n = _values(acc, norm="batch", batch_size=size), _values(acc, norm="none", batch_size=size)
         if size >= 32 and b.size and n.size:
             section.findings.append(Finding(
                 f"BN improves test accuracy at batch size {size}.",
                 verdict(b, n, min_effect=ACC_MIN_EFFECT, what=f"test accuracy (batch size {size})", **PCT)))
 
-    sizes = sorted(acc["batch_size"].unique())
     # Reference: batch size 16 (the small group's equal-epoch point) when it was run, else 64.
     small = sizes[0]
     ref = next((s for s in (16, 64) if s in sizes and s > small), sizes[-1])
     if small < ref:
         # Per-seed accuracy change from the reference to the smallest batch, BN vs no norm: the
         # interaction, so a drop that every network shows at small batches is not blamed on BN.
-        def drop(norm: str) -> np.ndarray:
-            a = acc[(acc["norm"] == norm) & (acc["batch_size"] == small)].set_index("seed")["value"]
-            r = acc[(acc["norm"] == norm) & (acc["batch_size"] == ref)].set_index("seed")["value"]
-            return (a - r).dropna().to_numpy()
-
         section.findings.append(Finding(
             f"BN degrades at small batches: going from batch size {ref} to {small} costs BN "
             "more accuracy than it costs the network without normalization.",
-            verdict(drop("batch"), drop("none"), higher_is_better=False, min_effect=ACC_MIN_EFFECT,
+            verdict(_seed_change(acc, "batch", "batch_size", ref, small),
+                    _seed_change(acc, "none", "batch_size", ref, small),
+                    higher_is_better=False, min_effect=ACC_MIN_EFFECT,
                     what=f"accuracy change {ref} -> {small}", **PCT)))
         base = _values(acc, norm="batch", batch_size=small)
         for alt in sorted(set(acc.loc[acc["batch_size"] == small, "norm"]) - {"batch", "none"}):
@@ -282,7 +293,7 @@ def section_lr_init(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
     """Part 3: a learning-rate range test and badly scaled initializations, with and without BN."""
     title = "3. Learning rate and initialization sensitivity"
     if runs.empty:
-        return _empty(title, "Not run (no runs stored for this part).")
+        return _empty(title)
     section = Section(title, _setup(
         _dedupe(runs), "Learning-rate range test: the lr grows exponentially every step "
         "(x gamma per epoch) and the training loss is recorded. Initialization: all weights "
@@ -307,15 +318,11 @@ def section_lr_init(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
         init = init.assign(variant=init["norm"] + ", init x" + init["init_scale"].map("{:g}".format))
         acc = final_frame(init, metrics, M.TEST_ACC)
         for scale in sorted(s for s in acc["init_scale"].unique() if s != 1.0):
-            def drop(norm: str) -> np.ndarray:
-                bad = acc[(acc["norm"] == norm) & (acc["init_scale"] == scale)].set_index("seed")["value"]
-                good = acc[(acc["norm"] == norm) & (acc["init_scale"] == 1.0)].set_index("seed")["value"]
-                return (bad - good).dropna().to_numpy()
-
             section.findings.append(Finding(
                 f"BN makes training less sensitive to a badly scaled initialization (weights x{scale:g}): "
                 "it loses less accuracy than the network without BN.",
-                verdict(drop("batch"), drop("none"), min_effect=ACC_MIN_EFFECT,
+                verdict(_seed_change(acc, "batch", "init_scale", 1.0, scale),
+                        _seed_change(acc, "none", "init_scale", 1.0, scale), min_effect=ACC_MIN_EFFECT,
                         what=f"accuracy change from init x1 to x{scale:g}", **PCT)))
         order = sorted(acc["variant"].unique(), key=lambda v: (v.split(",")[0] != "none", v))
         section.figures.append(FigureSpec(
@@ -330,14 +337,13 @@ def section_lr_init(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
 def section_costs(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
     """Part 4: time per step, the train-mode/eval-mode accuracy gap and recalibrate_bn."""
     title = "4. Costs and train/inference consistency"
-    runs = _dedupe(runs)
     if runs.empty:
-        return _empty(title, "Not run (no runs stored for this part).")
+        return _empty(title)
     section = Section(title, _setup(
-        runs, "Time per optimizer step (data, forward, backward, update; median over the run's "
+        _dedupe(runs), "Time per optimizer step (data, forward, backward, update; median over the run's "
               "logging windows after the first); accuracy on a held-out slice of the training set "
               "in train mode (batch statistics) and eval mode (running statistics)."))
-    timing = runs[runs["group"] == "overhead"] if "overhead" in set(runs["group"]) else runs
+    timing = _group(runs, "overhead")
     timing = timing.assign(variant=timing["norm"])
     step_ms = metrics[metrics["name"] == M.STEP_MS]
     # The first window holds the warm-up (allocations, first kernels): leave it out.
@@ -357,7 +363,7 @@ def section_costs(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
             "step_time", plots.plot_step_time(ms, title="Time per step"),
             "Median wall time per optimizer step per norm: mean over seeds, 95% CI, seeds."))
 
-    gap_runs = runs[runs["group"] == "gap"] if "gap" in set(runs["group"]) else runs
+    gap_runs = _group(runs, "gap")
     gap = final_frame(gap_runs, metrics, M.TRAIN_EVAL_GAP)
     gap["value"] = gap["value"].abs()
     for size in sorted(gap["batch_size"].unique()):
@@ -423,7 +429,7 @@ def section_ioffe2015(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
     title = "5. The original paper's picture (Ioffe & Szegedy 2015, Fig. 1)"
     runs = _dedupe(runs)
     if runs.empty:
-        return _empty(title, "Not run (no runs stored for this part).")
+        return _empty(title)
     runs = runs.assign(variant=runs["norm"])
     section = Section(title, _setup(
         runs, f"An MLP of hidden {_hidden(runs)} {runs['activation'].iloc[0]} units, {_epochs(runs)}, "
@@ -471,7 +477,7 @@ def section_noniid(runs: pd.DataFrame, metrics: pd.DataFrame) -> Section:
     title = "6. Non-i.i.d. batches (Ioffe 2017, Fig. 3)"
     runs = _dedupe(runs)
     if runs.empty or "batching" not in runs:
-        return _empty(title, "Not run (no runs stored for this part).")
+        return _empty(title)
     runs = runs.assign(variant=runs["norm"] + ", " + runs["batching"])
     section = Section(title, _setup(
         runs, f"Batches of batch size {int(runs['batch_size'].iloc[0])} drawn from "
