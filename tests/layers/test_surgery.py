@@ -151,6 +151,17 @@ def test_recalibrate_respects_num_batches_and_errors():
     with pytest.raises(TypeError, match="expected batches of tensors"):
         recalibrate_bn(bn, [{"x": torch.randn(4, 2)}])
 
+    class OneBranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = BatchNorm(2), BatchNorm(2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(ValueError, match="'unused' was not called .*pass inputs whose forward"):
+        recalibrate_bn(OneBranch(), batches)
+
 
 @pytest.mark.parametrize("bn_cls", [nn.BatchNorm1d, BatchNorm1d])
 @pytest.mark.parametrize("freeze_affine", [False, True])

@@ -9,6 +9,7 @@ tested against.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -21,9 +22,6 @@ __all__ = ["BACKENDS", "check_backend", "resolve_backend", "dispatch_batch_norm"
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
-# Filled on the first question, so importing normlab.layers never imports Triton.
-_TRITON_USABLE: dict[str, bool] = {}
-
 
 def check_backend(backend: str) -> str:
     """Return `backend` if it is a known name, else raise a ValueError listing the names."""
@@ -34,18 +32,15 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+@functools.cache  # asked on first use, so importing normlab.layers never imports Triton
 def triton_usable() -> bool:
     """True when `normlab.kernels` imports and reports a working Triton."""
-    if "ok" not in _TRITON_USABLE:
-        try:
-            from normlab import kernels
+    try:
+        from normlab import kernels
 
-            _TRITON_USABLE["ok"] = bool(kernels.triton_available()) and hasattr(
-                kernels, "batch_norm"
-            )
-        except (ImportError, AttributeError):
-            _TRITON_USABLE["ok"] = False
-    return _TRITON_USABLE["ok"]
+        return bool(kernels.triton_available()) and hasattr(kernels, "batch_norm")
+    except (ImportError, AttributeError):
+        return False
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:

@@ -161,9 +161,12 @@ class BatchNormBase(nn.Module):
     # --- forward --------------------------------------------------------------------------
     def _check_input_dim(self, x: Tensor) -> None:
         if not self._min_dim <= x.dim() <= self._max_dim:
+            if (self._min_dim, self._max_dim) == (2, 5):  # already rank-agnostic
+                fix = "add a batch dim with x.unsqueeze(0) or merge trailing dims with x.flatten(2)"
+            else:
+                fix = "use normlab.layers.BatchNorm for any rank from 2D to 5D"
             raise ValueError(
-                f"expected {self._rank_text} input (got {x.dim()}D input) of shape (N, C, *); "
-                f"use normlab.layers.BatchNorm for any rank from 2D to 5D"
+                f"expected {self._rank_text} input (got {x.dim()}D input) of shape (N, C, *); {fix}"
             )
 
     def uses_batch_stats(self) -> bool:
@@ -228,7 +231,7 @@ class BatchNormBase(nn.Module):
             functional.update_running_stats(
                 self.running_mean, self.running_var, mean, var, count, momentum
             )
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        shape = functional.channel_shape(x)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
             y = y * self.weight.view(shape) + self.bias.view(shape)

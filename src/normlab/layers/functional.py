@@ -37,8 +37,10 @@ __all__ = [
     "batch_mean_var",
     "batch_norm",
     "batch_norm_train",
+    "channel_shape",
     "check_batch_norm_input",
     "compute_dtype",
+    "reduce_dims",
     "update_running_stats",
 ]
 
@@ -48,7 +50,8 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # torch.compile traces this module's autograd.Function correctly from torch 2.13 on. Under
 # torch 2.11 (measured on the GPU machine, aot_eager, CPU tensors) every gradient through it
 # came out zero — silently wrong training — so there we refuse to be compiled instead.
-_COMPILES_CORRECTLY = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 13)
+_TORCH_VERSION = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+_COMPILES_CORRECTLY = _TORCH_VERSION >= (2, 13)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -56,12 +59,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def _reduce_dims(x: Tensor) -> list[int]:
+def reduce_dims(x: Tensor) -> list[int]:
     """Every dim but the channel dim 1: [0, 2, 3, ...]."""
     return [0, *range(2, x.dim())]
 
 
-def _channel_shape(x: Tensor) -> list[int]:
+def channel_shape(x: Tensor) -> list[int]:
     """Shape that broadcasts a (C,) vector against x: [1, C, 1, ...]."""
     return [1, x.shape[1]] + [1] * (x.dim() - 2)
 
@@ -93,9 +96,9 @@ def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     which is ~20x slower on CPU than these plain reductions.
     """
     xc = x.to(compute_dtype(x.dtype))
-    dims = _reduce_dims(x)
+    dims = reduce_dims(x)
     mean = xc.mean(dims)  # (C,)
-    var = (xc - mean.view(_channel_shape(x))).square().mean(dims)  # (C,)
+    var = (xc - mean.view(channel_shape(x))).square().mean(dims)  # (C,)
     return mean, var
 
 
@@ -109,8 +112,8 @@ class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
         xc = x.to(compute_dtype(x.dtype))
-        shape = _channel_shape(x)
-        dims = _reduce_dims(x)
+        shape = channel_shape(x)
+        dims = reduce_dims(x)
         # Two passes: the mean, then the mean of squared deviations from it. Subtracting before
         # squaring keeps the digits of a large-offset input (mean 1e4) that E[x^2] - E[x]^2
         # would cancel away. (torch.var_mean computes the same but is ~20x slower on CPU.)
@@ -131,8 +134,8 @@ class _BatchNormTrain(torch.autograd.Function):
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
         centered, invstd, weight = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = _channel_shape(centered)
-        dims = _reduce_dims(centered)
+        shape = channel_shape(centered)
+        dims = reduce_dims(centered)
         dy_c = dy.to(centered.dtype)
         count = centered.numel() // centered.shape[1]  # M values per channel
         dbeta = dy_c.sum(dims)  # (C,)
@@ -158,7 +161,7 @@ class _BatchNormEval(torch.autograd.Function):
     def forward(ctx, x, weight, bias, mean: Tensor, var: Tensor, eps: float):
         dtype = compute_dtype(x.dtype)
         invstd = torch.rsqrt(var.to(dtype) + eps)  # (C,)
-        centered = x.to(dtype) - mean.to(dtype).view(_channel_shape(x))  # (N, C, *)
+        centered = x.to(dtype) - mean.to(dtype).view(channel_shape(x))  # (N, C, *)
         y = _normalize_affine(centered, invstd, weight, bias, torch.empty_like(centered))
         ctx.save_for_backward(centered, invstd, weight)
         ctx.bias_dtype = bias.dtype if bias is not None else None
@@ -168,8 +171,8 @@ class _BatchNormEval(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         centered, invstd, weight = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = _channel_shape(centered)
-        dims = _reduce_dims(centered)
+        shape = channel_shape(centered)
+        dims = reduce_dims(centered)
         dy_c = dy.to(centered.dtype)
         scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
         dx = (dy_c * scale.view(shape)).to(dy.dtype) if needs_x else None
@@ -182,7 +185,7 @@ def _normalize_affine(
     centered: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None, out: Tensor
 ) -> Tensor:
     """y = centered * (invstd * gamma) + beta into `out`, (C,) vectors broadcast over (N, C, *)."""
-    shape = _channel_shape(centered)
+    shape = channel_shape(centered)
     scale = invstd if weight is None else invstd * weight.to(invstd.dtype)  # (C,)
     if bias is None:
         return torch.mul(centered, scale.view(shape), out=out)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normlab.layers import functional
+
 __all__ = ["GroupNorm", "LayerNorm", "InstanceNorm", "RMSNorm", "default_num_groups"]
 
 
@@ -19,10 +21,10 @@ def default_num_groups(num_channels: int, max_groups: int = 32) -> int:
     return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
 
 
-def _check_channels(x: Tensor, num_channels: int, name: str, min_dim: int = 2) -> None:
-    if x.dim() < min_dim or x.shape[1] != num_channels:
+def _check_channels(x: Tensor, num_channels: int, name: str) -> None:
+    if x.dim() < 2 or x.shape[1] != num_channels:
         raise ValueError(
-            f"{name} expected input of shape (N, {num_channels}, *) with at least {min_dim} "
+            f"{name} expected input of shape (N, {num_channels}, *) with at least 2 "
             f"dims, got shape {tuple(x.shape)}; channels must be in dim 1"
         )
 
@@ -167,11 +169,11 @@ class RMSNorm(_ChannelAffine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(x, self.num_channels, "RMSNorm")
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        xf = x.to(functional.compute_dtype(x.dtype))
         dims = tuple(range(1, x.dim()))
         y = xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + self.eps)  # (N, C, *)
         if self.weight is not None:
-            y = y * self.weight.view([1, -1] + [1] * (x.dim() - 2))
+            y = y * self.weight.view(functional.channel_shape(x))
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:

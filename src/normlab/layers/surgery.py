@@ -24,6 +24,7 @@ import torch.fx
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.layers import functional
 from normlab.layers.batchnorm import BatchNormBase
 from normlab.layers.registry import create_norm
 
@@ -211,9 +212,8 @@ class _PopulationStats:
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
         x = inputs[0].detach().to(torch.float64)
-        dims = [0, *range(2, x.dim())]
         n = x.numel() // x.shape[1]
-        var, mean = torch.var_mean(x, dim=dims, correction=0)  # (C,), (C,)
+        var, mean = torch.var_mean(x, dim=functional.reduce_dims(x), correction=0)  # (C,), (C,)
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, var * n
             return
@@ -274,9 +274,15 @@ def recalibrate_bn(
     for name, m in bns.items():
         s = stats[m]
         if s.mean is None:
-            raise ValueError(f"batch norm {name!r} was not called by the model's forward")
+            raise ValueError(
+                f"batch norm {name!r} was not called by the model's forward on any of the "
+                f"{used} batch(es); pass inputs whose forward reaches it"
+            )
         if s.count < 2:
-            raise ValueError(f"batch norm {name!r} saw {s.count} value per channel; need >= 2")
+            raise ValueError(
+                f"batch norm {name!r} saw {s.count} value per channel, expected >= 2; pass "
+                f"larger or more batches"
+            )
         m.running_mean.copy_(s.mean)
         m.running_var.copy_(s.m2 / (s.count - 1))
         m.num_batches_tracked.copy_(tracked[m])

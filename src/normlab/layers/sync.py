@@ -34,16 +34,6 @@ from normlab.layers.batchnorm import (
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm"]
 
 
-def _reduce_dims(x: Tensor) -> list[int]:
-    # Every dim but the channel dim 1: (N, C, *spatial) -> reduce over N and spatial.
-    return [0, *range(2, x.dim())]
-
-
-def _channel_view(v: Tensor, x: Tensor) -> Tensor:
-    # (C,) -> (1, C, 1, ...) to broadcast against x of shape (N, C, *spatial).
-    return v.view(1, -1, *([1] * (x.dim() - 2)))
-
-
 def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor, Tensor, float]:
     """Mean and biased variance per channel over the inputs of all processes, and the count.
 
@@ -55,10 +45,10 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     """
     channels = x.shape[1]
     count = x.numel() // channels
-    dims = _reduce_dims(x)
-    xs = x.to(functional.compute_dtype(x.dtype))
+    dtype = functional.compute_dtype(x.dtype)
+    xs = x.to(dtype)
     if count > 0:
-        local_var, local_mean = torch.var_mean(xs, dim=dims, correction=0)  # (C,), (C,)
+        local_var, local_mean = torch.var_mean(xs, dim=functional.reduce_dims(x), correction=0)
         local_m2 = local_var * count
     else:  # an empty shard contributes nothing
         local_mean = xs.new_zeros(channels)
@@ -79,7 +69,6 @@ def _global_batch_stats(x: Tensor, group: Any, world_size: int) -> tuple[Tensor,
     total = float(counts.sum().item())  # the caller refuses total <= 1
     mean = (counts * means).sum(0) / max(total, 1.0)  # (C,)
     m2 = (m2s + counts * (means - mean) ** 2).sum(0)  # (C,)
-    dtype = functional.compute_dtype(x.dtype)
     return mean.to(dtype), (m2 / max(total, 1.0)).to(dtype), total
 
 
@@ -95,10 +84,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, mean, invstd, count, group):  # noqa: D102
-        xhat = (x.to(mean.dtype) - _channel_view(mean, x)) * _channel_view(invstd, x)
-        y = xhat
+        shape = functional.channel_shape(x)  # (1, C, 1, ...)
+        y = (x.to(mean.dtype) - mean.view(shape)) * invstd.view(shape)  # xhat
         if weight is not None:
-            y = y * _channel_view(weight.to(mean.dtype), x) + _channel_view(bias.to(mean.dtype), x)
+            y = y * weight.to(mean.dtype).view(shape) + bias.to(mean.dtype).view(shape)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.count = count
         ctx.group = group
@@ -108,9 +97,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         x, weight, mean, invstd = ctx.saved_tensors
-        dims = _reduce_dims(x)
+        dims = functional.reduce_dims(x)
+        shape = functional.channel_shape(x)  # (1, C, 1, ...)
         g = grad_out.to(mean.dtype)  # (N, C, *spatial)
-        xhat = (x.to(mean.dtype) - _channel_view(mean, x)) * _channel_view(invstd, x)
+        xhat = (x.to(mean.dtype) - mean.view(shape)) * invstd.view(shape)
         sum_dy = g.sum(dims)  # (C,) local
         sum_dy_xhat = (g * xhat).sum(dims)  # (C,) local
         grad_x = grad_weight = grad_bias = None
@@ -120,10 +110,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             dist.all_reduce(both, group=ctx.group)
             g_sum_dy, g_sum_dy_xhat = both.chunk(2)
             scale = invstd if weight is None else invstd * weight.to(mean.dtype)
-            grad_x = _channel_view(scale, x) * (
-                g
-                - _channel_view(g_sum_dy, x) / ctx.count
-                - xhat * _channel_view(g_sum_dy_xhat, x) / ctx.count
+            grad_x = scale.view(shape) * (
+                g - g_sum_dy.view(shape) / ctx.count - xhat * g_sum_dy_xhat.view(shape) / ctx.count
             )
             grad_x = grad_x.to(x.dtype)
         if weight is not None and ctx.needs_input_grad[1]:
@@ -231,25 +219,13 @@ class SyncBatchNorm(BatchNormBase):
 # ---------------------------------------------------------------------------------------------
 # Model surgery: convert every BN to SyncBatchNorm and back.
 
-# Exactly BN (nothing more), so SyncBatchNorm may stand in for them.
+# Exactly BN (nothing more), so SyncBatchNorm may stand in for them. Any other subclass of
+# these bases has behaviour of its own (Ghost BN, Batch Renorm, user subclasses, lazy BN).
 _PLAIN_BATCHNORMS = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
     BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d,
 )  # fmt: skip
-
-
-def _batchnorm_variants() -> tuple[type, ...]:
-    """BN with behaviour of its own (Ghost BN, Batch Renorm, user subclasses, lazy BN)."""
-    variants: list[type] = [_BatchNorm, BatchNormBase]
-    try:  # looked up lazily: normlab.layers imports this module
-        import normlab.layers as layers
-    except ImportError:  # pragma: no cover
-        return tuple(variants)
-    for name in ("GhostBatchNorm", "BatchRenorm"):
-        cls = getattr(layers, name, None)
-        if isinstance(cls, type):
-            variants.append(cls)
-    return tuple(variants)
+_BATCHNORM_BASES = (_BatchNorm, BatchNormBase)
 
 
 def _factory_kwargs(module: nn.Module) -> dict[str, Any]:
@@ -303,7 +279,7 @@ def _convert(module: nn.Module, process_group: Any, name: str) -> nn.Module:
         _copy_state(module, sync)
         sync._reverts_to = type(module)  # a plain attribute: not in the state dict
         return sync
-    if isinstance(module, _batchnorm_variants()):
+    if isinstance(module, _BATCHNORM_BASES):
         raise TypeError(
             f"convert_sync_batchnorm cannot convert {name or 'the model itself'} "
             f"({type(module).__name__}): it is a batch norm with behaviour of its own that "

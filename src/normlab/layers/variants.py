@@ -176,7 +176,7 @@ class BatchRenorm(BatchNormBase):
             functional.update_running_stats(
                 self.running_mean, self.running_var, mean, var, count, momentum
             )
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        shape = functional.channel_shape(x)
         scale = (r / std).view(shape)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * scale + d.view(shape)
         if self.weight is not None:
