@@ -53,6 +53,8 @@ def test_final_frame_last_and_median_and_missing():
     assert last["d"] == pytest.approx(1.0)
     first = frames.final_frame(_runs(), _metrics(), "test_acc", how="min").set_index("run_id")["value"]
     assert first["d"] == pytest.approx(0.9)
+    median = frames.final_frame(_runs(), _metrics(), "test_acc", how="median").set_index("run_id")["value"]
+    assert median["d"] == pytest.approx(0.95)  # of 0.9 and 1.0
     ms = frames.final_frame(_runs(), _metrics(), "step_ms").set_index("run_id")["value"]
     assert math.isnan(ms["a"]) and math.isnan(ms["b"])  # inf -> NaN; never logged -> NaN
     with pytest.raises(ValueError, match="how must be one of"):

@@ -91,12 +91,12 @@ def final_frame(
     Returns the run columns + `value`; a run that never logged the metric gets NaN (so it is
     counted as missing, never silently dropped from the table of runs).
     """
-    reducers = {"last": "last", "max": "max", "min": "min", "median": "median"}
+    reducers = ["last", "max", "min", "median"]  # pandas aggregation names
     if how not in reducers:
-        raise ValueError(f"final_frame: how must be one of {list(reducers)}, got {how!r}")
+        raise ValueError(f"final_frame: how must be one of {reducers}, got {how!r}")
     runs = _with_variant(runs, keys)
     rows = metrics[metrics["name"] == name].sort_values(["run_id", "step"])
-    per_run = rows.groupby("run_id")["value"].agg(reducers[how]).rename("value")
+    per_run = rows.groupby("run_id")["value"].agg(how).rename("value")
     out = runs.merge(per_run, left_on="run_id", right_index=True, how="left")
     out["value"] = out["value"].astype(float).replace([np.inf, -np.inf], np.nan)
     return out

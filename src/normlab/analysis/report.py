@@ -39,8 +39,8 @@ STUDY_SECTIONS = {
 
 def _provenance(store, experiments: list[str]) -> list[str]:
     """Where and with what the numbers were made: store, versions, devices, wall time."""
-    frames = [store.runs_frame(e) for e in experiments]
-    runs = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame()
+    frames = [f for f in (store.runs_frame(e) for e in experiments) if len(f)]
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     lines = [f"Results store: {store.path}", f"Experiments: {', '.join(experiments)}"]
     if runs.empty:
         return lines
