@@ -144,6 +144,18 @@ def test_errors_are_clear():
         functional.batch_norm(torch.randn(2, 3), None, None, training=False)
 
 
+def test_running_stats_are_checked_before_any_update():
+    # As F.batch_norm: one buffer without the other, or mismatched shapes, is refused up front
+    # (it used to fail halfway, with running_mean already updated, or with a bare TypeError).
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="both given or both None, got only running_var"):
+        functional.batch_norm(x, None, torch.ones(3), training=True, momentum=None)
+    rm = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"running_var of shape \(3,\) like running_mean, got"):
+        functional.batch_norm(x + 5, rm, torch.ones(4), training=True)
+    assert torch.equal(rm, torch.zeros(3))
+
+
 def test_batch_mean_var_matches_var_mean_and_is_differentiable():
     x, *_ = _inputs((6, 3, 4, 2), torch.float64)
     mean, var = functional.batch_mean_var(x)

@@ -261,8 +261,19 @@ def batch_norm(
     """
     num_features = running_mean.numel() if running_mean is not None else None
     check_batch_norm_input(x, num_features, training)
+    # Checked before anything is updated in place, as torch does.
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(
+            "batch norm expected running_mean and running_var both given or both None, got only "
+            f"{'running_var' if running_mean is None else 'running_mean'}; pass both or neither"
+        )
+    if running_var is not None and running_var.shape != running_mean.shape:
+        raise ValueError(
+            f"batch norm expected running_var of shape {tuple(running_mean.shape)} like "
+            f"running_mean, got {tuple(running_var.shape)}; pass one (C,) buffer each"
+        )
     if not training:
-        if running_mean is None or running_var is None:
+        if running_mean is None:
             raise ValueError(
                 "batch norm in eval mode (training=False) needs running_mean and running_var; "
                 "got None; pass training=True to normalize with batch statistics"
