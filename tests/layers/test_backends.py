@@ -32,6 +32,26 @@ def test_auto_is_torch_on_cpu():
     assert backends.resolve_backend("reference", torch.randn(2, 3)) == "reference"
 
 
+def test_auto_sends_triton_only_the_inputs_where_it_measured_faster():
+    # meta tensors: the shapes and layouts of the benchmark without allocating them.
+    def x(*shape, dtype=torch.float32, channels_last=False):
+        t = torch.empty(shape, dtype=dtype, device="meta")
+        return t.to(memory_format=torch.channels_last) if channels_last else t
+
+    assert backends.prefers_triton(x(256, 64, 32, 32))  # 67 MB float32 NCHW
+    assert backends.prefers_triton(x(128, 64, 56, 56, dtype=torch.bfloat16))
+    assert backends.prefers_triton(x(64, 64, 4096))  # (N, C, L): the same [N, C, S] kernels
+    assert not backends.prefers_triton(x(64, 512, 7, 7))  # 6 MB: launch-bound
+    assert not backends.prefers_triton(x(8192, 512))  # (N, C)
+    assert not backends.prefers_triton(x(256, 64, 32, 32, channels_last=True))
+    assert not backends.prefers_triton(x(256, 64, 32, 32, dtype=torch.float64))
+    small = backends.TRITON_MIN_BYTES // 4 - 1  # one float32 element under the threshold
+    assert not backends.prefers_triton(x(1, 1, small))
+    assert backends.prefers_triton(x(1, 1, small + 1))
+    # Never on CPU, whatever the input.
+    assert backends.resolve_backend("auto", torch.empty(256, 64, 32, 32)) == "torch"
+
+
 def test_triton_on_cpu_without_interpreter_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     bn = BatchNorm(3, backend="triton")

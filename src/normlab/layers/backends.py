@@ -1,10 +1,16 @@
 """Which implementation computes batch norm: our reference, torch's native kernel, or Triton.
 
-Every backend has the semantics of `torch.nn.functional.batch_norm`. "auto" picks Triton for
-CUDA tensors when `normlab.kernels` is usable, otherwise torch's native kernel: on CPU it is
-measurably faster than the reference written in PyTorch ops (see benchmarks/layers_cpu.py), and
-the engine trains with "auto". The reference stays the readable definition that the others are
-tested against.
+Every backend has the semantics of `torch.nn.functional.batch_norm`. "auto" picks, per input,
+the one measured fastest there, and the engine trains with it:
+- CUDA, NCHW-contiguous input of 16 MB or more (float32/bfloat16/float16): normlab's Triton
+  kernels, when usable. On an H100 they ran 1.4-41x faster than torch's kernels in eager mode
+  there (benchmarks/results/bn_kernels_v3_h100.json), bfloat16 most of all.
+- Other CUDA input: torch's kernel. Triton lost there in eager mode (0.13-0.8x on 3-6 MB
+  tensors, where three launches and Python dominate; 0.2-0.75x on (8192, 512); mostly slower on
+  channels-last, where torch already uses cuDNN's NHWC kernels).
+- CPU: torch's kernel, 1.6-1.7x faster than the reference written in PyTorch ops
+  (benchmarks/layers_cpu.py).
+The reference stays the readable definition that the others are tested against.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ from torch import Tensor
 
 from normlab.layers import functional
 
-__all__ = ["BACKENDS", "check_backend", "resolve_backend", "dispatch_batch_norm"]
+__all__ = [
+    "BACKENDS",
+    "TRITON_MIN_BYTES",
+    "check_backend",
+    "dispatch_batch_norm",
+    "prefers_triton",
+    "resolve_backend",
+]
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
@@ -43,13 +56,23 @@ def triton_usable() -> bool:
         return False
 
 
+TRITON_MIN_BYTES = 16 * 2**20
+"""Smallest input (bytes) that "auto" sends to Triton: below it launch overhead dominates."""
+
+
+def prefers_triton(x: Tensor) -> bool:
+    """Whether normlab's Triton kernels beat torch's on this input's layout, size and dtype
+    (measured on an H100, see the module docstring); the device is not considered here."""
+    fast_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)  # float64: torch
+    nchw = x.dim() >= 3 and x.is_contiguous()  # (N, C, *) with the spatial dims innermost
+    return fast_dtype and nchw and x.numel() * x.element_size() >= TRITON_MIN_BYTES
+
+
 def resolve_backend(backend: str, x: Tensor) -> str:
-    """The concrete backend for this input: "auto" becomes "triton" (CUDA) or "torch"."""
+    """The concrete backend for this input: "auto" becomes "triton" or "torch" (see above)."""
     if backend != "auto":
         return backend
-    # The kernels take float32/bfloat16/float16; float64 goes to torch's native kernel.
-    fast_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    return "triton" if x.is_cuda and fast_dtype and triton_usable() else "torch"
+    return "triton" if x.is_cuda and prefers_triton(x) and triton_usable() else "torch"
 
 
 def _triton_batch_norm(x: Tensor):
