@@ -61,48 +61,62 @@ def test_truncated_gzip_is_an_error_naming_the_file(tiny_files):
         load_dataset(name, root, download=False)
 
 
-def test_short_data_is_an_error(tiny_files, formats):
-    name, root, arrays = tiny_files
-    data = formats.idx_bytes(arrays["t10k-images-idx3-ubyte"])[:-5]  # valid gzip, short content
-    formats.write_gz(root / name / "t10k-images-idx3-ubyte.gz", data)
-    with pytest.raises(DatasetError, match=rf"t10k-images-idx3-ubyte\.gz: {len(data)} bytes after "
-                                           rf"decompression, expected {len(data) + 5}"):
+def _load_fails_after_writing(tiny_files, formats, stem, data, message):
+    """Replace `stem`.gz by gzip(`data`); loading must raise `DatasetError` matching `message`."""
+    name, root, _ = tiny_files
+    formats.write_gz(root / name / f"{stem}.gz", data)
+    with pytest.raises(DatasetError, match=message):
         load_dataset(name, root, download=False)
+
+
+def test_short_data_is_an_error(tiny_files, formats):
+    _, _, arrays = tiny_files
+    data = formats.idx_bytes(arrays["t10k-images-idx3-ubyte"])[:-5]  # valid gzip, short content
+    _load_fails_after_writing(tiny_files, formats, "t10k-images-idx3-ubyte", data,
+                              rf"t10k-images-idx3-ubyte\.gz: {len(data)} bytes after "
+                              rf"decompression, expected {len(data) + 5}")
+
+
+def test_huge_header_sizes_give_the_exact_expected_length(tiny_files, formats):
+    # (2^32 - 1)^3 bytes: numpy's int64 product used to wrap around to a wrong expected length.
+    side = 2**32 - 1
+    header = bytes((0, 0, 0x08, 3)) + side.to_bytes(4, "big") * 3
+    _load_fails_after_writing(tiny_files, formats, "train-images-idx3-ubyte", header + b"\0" * 8,
+                              rf"train-images-idx3-ubyte\.gz: 24 bytes after decompression, "
+                              rf"expected {16 + side**3} for dimensions")
 
 
 def test_wrong_magic_is_an_error(tiny_files, formats):
-    name, root, arrays = tiny_files
+    _, _, arrays = tiny_files
     # labels written where images are expected: a 1-D file instead of a 3-D one
-    formats.write_gz(root / name / "train-images-idx3-ubyte.gz",
-                     formats.idx_bytes(arrays["train-labels-idx1-ubyte"]))
-    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte\.gz: not an IDX file of 3-D "
-                                           r"unsigned bytes \(magic 00000801, expected 000008"):
-        load_dataset(name, root, download=False)
+    _load_fails_after_writing(tiny_files, formats, "train-images-idx3-ubyte",
+                              formats.idx_bytes(arrays["train-labels-idx1-ubyte"]),
+                              r"train-images-idx3-ubyte\.gz: not an IDX file of 3-D unsigned "
+                              r"bytes \(magic 00000801, expected 000008")
 
 
 def test_wrong_counts_are_errors(tiny_files, formats):
     name, root, arrays = tiny_files
-    formats.write_gz(root / name / "train-labels-idx1-ubyte.gz",
-                     formats.idx_bytes(arrays["train-labels-idx1-ubyte"][:-1]))
-    with pytest.raises(DatasetError, match=rf"train-labels-idx1-ubyte\.gz: {TRAIN_N - 1} labels, "
-                                           rf"expected {TRAIN_N}"):
-        load_dataset(name, root, download=False)
-    formats.write_gz(root / name / "train-labels-idx1-ubyte.gz",
-                     formats.idx_bytes(arrays["train-labels-idx1-ubyte"]))
-    formats.write_gz(root / name / "t10k-images-idx3-ubyte.gz",
-                     formats.idx_bytes(np.zeros((TEST_N, 28, 27), np.uint8)))
-    with pytest.raises(DatasetError, match=rf"t10k-images-idx3-ubyte\.gz: images of shape "
-                                           rf"\({TEST_N}, 28, 27\), expected \({TEST_N}, 28, 28\)"):
-        load_dataset(name, root, download=False)
+    labels = arrays["train-labels-idx1-ubyte"]
+    _load_fails_after_writing(tiny_files, formats, "train-labels-idx1-ubyte",
+                              formats.idx_bytes(labels[:-1]),
+                              rf"train-labels-idx1-ubyte\.gz: {TRAIN_N - 1} labels, "
+                              rf"expected {TRAIN_N}")
+    formats.write_gz(root / name / "train-labels-idx1-ubyte.gz", formats.idx_bytes(labels))
+    _load_fails_after_writing(tiny_files, formats, "t10k-images-idx3-ubyte",
+                              formats.idx_bytes(np.zeros((TEST_N, 28, 27), np.uint8)),
+                              rf"t10k-images-idx3-ubyte\.gz: images of shape \({TEST_N}, 28, "
+                              rf"27\), expected \({TEST_N}, 28, 28\)")
 
 
 def test_out_of_range_label_is_an_error(tiny_files, formats):
-    name, root, arrays = tiny_files
+    _, _, arrays = tiny_files
     labels = arrays["t10k-labels-idx1-ubyte"].copy()
     labels[1] = 12
-    formats.write_gz(root / name / "t10k-labels-idx1-ubyte.gz", formats.idx_bytes(labels))
-    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte\.gz: label 12 at index 1"):
-        load_dataset(name, root, download=False)
+    _load_fails_after_writing(tiny_files, formats, "t10k-labels-idx1-ubyte",
+                              formats.idx_bytes(labels),
+                              r"t10k-labels-idx1-ubyte\.gz: label 12 at index 1, expected 0\.\.9; "
+                              r"the file is corrupt\. Delete it")
 
 
 def test_missing_file_offline_says_where_to_put_it(tiny_files):

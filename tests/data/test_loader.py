@@ -199,6 +199,10 @@ def test_augmentation_is_reproducible_and_flips():
     (lambda x, y: BatchLoader(x, y[:-1], 4), r"same N, got x \(10, 1\) and y \(9,\)"),
     (lambda x, y: BatchLoader(x, y, 0), "batch_size must be a positive integer"),
     (lambda x, y: BatchLoader(x, y, 11), "no batches: 10 samples with batch_size 11"),
+    (lambda x, y: BatchLoader(x[:0], y[:0], 4, drop_last=False),
+     "no batches: 0 samples with batch_size 4 and drop_last=False"),
+    # float labels used to be truncated to int64 without a word (0.7 -> class 0)
+    (lambda x, y: BatchLoader(x, y + 0.7, 4), "y must hold integer class labels, got torch.float32"),
     (lambda x, y: BatchLoader(x, y, 4, augment=True), r"augment=True needs image data"),
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0]), "give both mean and std"),
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0, 1.0], std=[1.0, 1.0]), r"one value per channel \(1\)"),

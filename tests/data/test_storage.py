@@ -94,7 +94,22 @@ def test_safe_extract_reports_missing_members(formats, tmp_path):
     assert not (tmp_path / "out/top/a.bin").exists()  # nothing half-extracted
 
 
-@pytest.mark.parametrize("bad_name", ["../escape.bin", "top/../../escape.bin", "/abs/escape.bin"])
+def test_safe_extract_wants_regular_files_not_directories(tmp_path):
+    # A directory entry with a wanted file's name used to count as found and was moved into place,
+    # so the loader later failed on a directory instead of naming the incomplete archive.
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        directory = tarfile.TarInfo("top/a.bin")
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+    with pytest.raises(DatasetError, match=r"a\.tar\.gz: archive lacks \['top/a\.bin'\]"):
+        safe_extract(archive, tmp_path / "out", {"top/a.bin"})
+    assert not (tmp_path / "out/top/a.bin").exists()
+
+
+# ".." anywhere is refused, even where the path would normalize back inside ("top/..").
+@pytest.mark.parametrize("bad_name", ["../escape.bin", "top/../../escape.bin", "/abs/escape.bin",
+                                      "./../escape.bin", "..", "top/.."])
 def test_safe_extract_refuses_path_traversal(formats, tmp_path, bad_name):
     archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A", bad_name: b"evil"})
     with pytest.raises(DatasetError, match="path traversal"):

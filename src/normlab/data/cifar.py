@@ -94,7 +94,8 @@ def read_records(path: Path, count: int, spec: CifarSpec) -> tuple[np.ndarray, n
         if bad.size:
             raise DatasetError(
                 f"{path}: record {bad[0]} has label {labels[bad[0], column]}, expected "
-                f"0..{classes - 1}; the file is corrupt. Delete {path.parent} and load again to re-extract it."
+                f"0..{classes - 1}; the file is corrupt. Delete {path.parent} and load again to "
+                f"re-extract it."
             )
     images = raw[:, spec.label_bytes:].reshape(count, 3, 32, 32)
     return images, labels
@@ -128,9 +129,8 @@ def load_cifar(spec: CifarSpec, root: str | os.PathLike | None = None, *, downlo
             name for name, _ in spec.train_files + spec.test_files)
         archive = fetch(spec.archive, directory, download=download, hint=hint)
         safe_extract(archive, directory, {f"{spec.folder}/{p.name}" for p in spec.paths(directory)})
-    column = spec.label_bytes - 1  # the last label byte: CIFAR-10's only one, CIFAR-100's fine one
-    if labels == "coarse":
-        column = 0
+    # label byte 0 is CIFAR-100's coarse one; the last is CIFAR-10's only one, CIFAR-100's fine one
+    column = 0 if labels == "coarse" else spec.label_bytes - 1
     train_x, train_y = _read_split(directory, spec.train_files, spec, column)
     test_x, test_y = _read_split(directory, spec.test_files, spec, column)
     mean, std = channel_stats(train_x)

@@ -13,6 +13,7 @@ exact length, label range), so files from any mirror work; downloads are SHA-256
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -76,7 +77,11 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Parse an IDX file of unsigned bytes with `ndim` dimensions (gzip if it ends in .gz)."""
     try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path) as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path}: cannot decompress ({type(exc).__name__}: {exc}); the file is "
                            f"truncated or corrupt. Delete it and load again.") from exc
@@ -86,7 +91,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
                            f"{raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}). Delete it "
                            f"and load again.")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: a corrupt header cannot overflow
     if len(raw) != expected:
         raise DatasetError(f"{path}: {len(raw)} bytes after decompression, expected {expected} for "
                            f"dimensions {dims}; the file is truncated or corrupt. Delete it and "
@@ -116,7 +121,8 @@ def _read_split(spec: IdxSpec, directory: Path, prefix: str, count: int, downloa
     bad = np.flatnonzero(labels >= spec.num_classes)
     if bad.size:
         raise DatasetError(f"{labels_path}: label {labels[bad[0]]} at index {bad[0]}, expected "
-                           f"0..{spec.num_classes - 1}; the file is corrupt.")
+                           f"0..{spec.num_classes - 1}; the file is corrupt. Delete it and load "
+                           f"again.")
     # (N, 28, 28) -> (N, 1, 28, 28): channels first, one grey channel.
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 

@@ -87,6 +87,9 @@ class BatchLoader:
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
             raise ValueError(f"expected x (N, C, ...) and y (N,) with the same N, got x "
                              f"{tuple(x.shape)} and y {tuple(y.shape)}")
+        if y.is_floating_point() or y.is_complex():
+            raise ValueError(f"y must hold integer class labels, got {y.dtype}; a float label "
+                             f"would be truncated silently (use y.long() if they are whole)")
         if not (x.dtype == torch.uint8 or x.is_floating_point()):
             raise ValueError(f"x must be uint8 (images) or floating point, got {x.dtype}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -107,8 +110,8 @@ class BatchLoader:
         self._len = self._count_batches()
         if self._len == 0:
             raise ValueError(f"no batches: {self.num_samples} samples with batch_size "
-                             f"{batch_size} and drop_last=True (or too few examples per class for "
-                             f"class_grouped); lower batch_size")
+                             f"{batch_size} and drop_last={drop_last} (or too few examples per "
+                             f"class for class_grouped); lower batch_size")
         # The whole split is moved once; uint8 stays uint8 (4x less device memory than float).
         self._x = x.to(self.device, torch.float32 if x.dtype == torch.float64 else x.dtype)
         self._y = y.to(self.device, torch.int64)

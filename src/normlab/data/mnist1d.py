@@ -110,9 +110,11 @@ def _read_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarray] | Non
         length = args["final_seq_length"]
         problem = None
         if arrays["x"].shape != (n_train, length) or arrays["x_test"].shape != (n_test, length):
-            problem = f"x shapes {arrays['x'].shape}/{arrays['x_test'].shape}"
+            problem = (f"x shapes {arrays['x'].shape}/{arrays['x_test'].shape}, expected "
+                       f"{(n_train, length)}/{(n_test, length)}")
         elif arrays["y"].shape != (n_train,) or arrays["y_test"].shape != (n_test,):
-            problem = f"y shapes {arrays['y'].shape}/{arrays['y_test'].shape}"
+            problem = (f"y shapes {arrays['y'].shape}/{arrays['y_test'].shape}, expected "
+                       f"{(n_train,)}/{(n_test,)}")
         elif content_sha256(arrays) != stored_hash:
             problem = "content SHA-256 does not match the one stored with it"
         if problem is None:

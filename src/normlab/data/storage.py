@@ -117,7 +117,8 @@ def safe_extract(archive: Path, target: Path, wanted: set[str]) -> None:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, archive, target)
-            chosen = [m for m in members if m.name in wanted]
+            # A wanted name must be a regular file: a directory of that name is not the data.
+            chosen = [m for m in members if m.name in wanted and m.isfile()]
             missing = wanted - {m.name for m in chosen}
             if missing:
                 raise DatasetError(f"{archive}: archive lacks {sorted(missing)}; it is not the "
