@@ -48,6 +48,25 @@ def test_overrides_parse_types_dotted_keys_and_comma_sweeps():
     assert parsed["norm_kwargs.num_groups"] == [4]
 
 
+def test_override_commas_inside_quotes_do_not_split_and_text_keys_stay_text():
+    parsed = parse_overrides(['data_root="/data/a,b"', "norm=none,'batch'", "dataset=2024", "norm_kwargs.affine=off"])
+    assert parsed["data_root"] == ["/data/a,b"]  # one folder, not a sweep of two halves
+    assert parsed["norm"] == ["none", "batch"]
+    assert parsed["dataset"] == ["2024"]  # a name, not the integer YAML reads
+    assert parsed["norm_kwargs.affine"] == [False]  # free keys are still read as YAML
+    assert parse_overrides(["data_root=it's,x"])["data_root"] == ["it's", "x"]
+
+
+def test_a_group_filling_a_base_dict_does_not_leak_into_other_groups():
+    exp = expand({
+        "norm_kwargs": {},
+        "groups": {"g": [{"norm": "group", "norm_kwargs.num_groups": [2, 4]}], "h": [{"norm": "batch"}]},
+    })
+    assert [(r.group, r.config.norm_kwargs) for r in exp.runs] == [
+        ("g", {"num_groups": 2}), ("g", {"num_groups": 4}), ("h", {})
+    ]
+
+
 def test_sweep_without_file_is_the_grid_of_overrides():
     exp = load_experiment(None, ["norm=none,batch", "seed=0,1,2", "optim.weight_decay=1e-4"])
     assert exp.name == "sweep"
@@ -165,6 +184,7 @@ def test_bad_overrides_are_one_clear_error(overrides, must_contain):
         ("sweep:\n  seed: []\n", ["`seed`", "empty list"]),
         ("sweep: [1, 2]\n", ["`sweep`", "mapping"]),
         ("groups:\n  a: 3\n", ["groups.a", "list of mappings"]),
+        ("groups:\n  a: []\n  b:\n    - seed: 1\n", ["groups.a", "non-empty list", "remove the group"]),
         ("groups:\n  a:\n    - nrom: [none]\n", ["groups.a", "`nrom`", "`norm`"]),
         ("groups:\n  a:\n    - batch_size: [4, -1]\n", ["groups.a", "`batch_size`", "got -1"]),
         ("- 1\n- 2\n", ["expected a mapping"]),

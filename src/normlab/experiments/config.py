@@ -23,7 +23,8 @@ key). For list-valued keys (`hidden`, `optim.betas`) a sweep is a list of lists.
 
 Overrides (`key=value`, as typed on the command line) replace base values; a comma list
 (`batch_size=16,32`) sweeps that key across every group. Values are read as YAML scalars
-(`0.01`, `true`, `[64,64]`, `null`).
+(`0.01`, `true`, `[64,64]`, `null`); commas inside quotes or brackets do not split
+(`data_root="/data/a,b"`), and text keys keep what was typed (`data_root=2024` is '2024').
 
 Every mistake raises ONE `ConfigError` naming the key: unknown key (with the closest valid
 one), wrong type, out-of-range value, unknown norm/model/dataset name.
@@ -48,6 +49,7 @@ from normlab.experiments.keys import (
     config_keys,
     flatten,
     is_sequence_key,
+    is_text_key,
     none_allowed,
 )
 from normlab.train.config import RunConfig
@@ -118,18 +120,26 @@ def _parse_scalar(text: str, key: str) -> Any:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
         value = text
+    if isinstance(value, (bool, int, float)) and is_text_key(key):
+        return text  # a name or a folder: `data_root=2024`, `norm=off` are text, not 2024 / False
     if isinstance(value, str) and value.lower() == "none" and none_allowed(key):
         return None
     return value
 
 
 def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets: '[64,64],[128,128]' -> ['[64,64]', '[128,128]']."""
-    parts, depth, start = [], 0, 0
+    """Split on commas outside brackets and quotes: '[64,64],"a,b"' -> ['[64,64]', '"a,b"']."""
+    parts, depth, start, quote = [], 0, 0, ""
     for i, ch in enumerate(text):
-        depth += ch in "[{("
-        depth -= ch in "]})"
-        if ch == "," and depth == 0:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"" and text[:i].rstrip()[-1:] in ("", ",", "[", "{", "(", ":"):
+            quote = ch  # a YAML quoted scalar starts here (an apostrophe inside a word does not)
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     parts.append(text[start:])
@@ -180,6 +190,7 @@ def _sweep_values(key: str, value: Any, where: str, *, must_be_list: bool) -> li
 def _grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(axes)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
 
 # --- experiment files ----------------------------------------------------------------------
 
@@ -260,10 +271,10 @@ def expand(
             )
         for group, items in groups.items():
             items = [items] if isinstance(items, dict) else items
-            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
                 raise ConfigError(
-                    f"{where}groups.{group}: expected a list of mappings (e.g. `- norm: [none, batch]`), "
-                    f"got {items!r}"
+                    f"{where}groups.{group}: expected a non-empty list of mappings (e.g. "
+                    f"`- norm: [none, batch]`), got {items!r}; remove the group or give it a run"
                 )
             for item in items:
                 entries.append((str(group), flatten(item)))

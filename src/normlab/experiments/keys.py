@@ -8,6 +8,7 @@ valid one, a wrong type, an out-of-range value, an unknown name.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
@@ -40,16 +41,6 @@ def _is_sequence_annotation(annotation: Any) -> bool:
 def _allows_none(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-def _field_annotation(key: str) -> Any:
-    """The annotation of a dotted key (None for free sub-keys such as norm_kwargs.num_groups)."""
-    head, _, rest = key.partition(".")
-    info = RunConfig.model_fields[head]
-    section = _section_model(info.annotation)
-    if rest and section is not None:
-        return section.model_fields[rest].annotation
-    return None if rest else info.annotation
 
 
 def config_keys() -> list[str]:
@@ -120,13 +111,15 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> nested sections ({'optim.lr': 1} -> {'optim': {'lr': 1}}); later keys win."""
     nested: dict[str, Any] = {}
     for key, value in flat.items():
         node = nested
         *parents, last = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = value
+        # A copy: a later dotted key fills this dict, and `flat` shares it with every other run.
+        node[last] = copy.deepcopy(value) if isinstance(value, dict) else value
     return nested
 
 
@@ -192,7 +185,12 @@ def _check_norm_kwargs(config: RunConfig, where: str) -> None:
 
 def field_annotation(key: str) -> Any:
     """The type annotation of a key (None for free sub-keys such as norm_kwargs.num_groups)."""
-    return None if key.partition(".")[0] in FREE_DICT_FIELDS else _field_annotation(key)
+    head, _, rest = key.partition(".")
+    annotation = RunConfig.model_fields[head].annotation
+    if not rest:
+        return annotation
+    section = _section_model(annotation)
+    return section.model_fields[rest].annotation if section is not None else None
 
 
 def is_sequence_key(key: str) -> bool:
@@ -201,10 +199,16 @@ def is_sequence_key(key: str) -> bool:
     return annotation is not None and _is_sequence_annotation(annotation)
 
 
-def none_allowed(key: str) -> bool:
-    """True where the word 'none' on the command line means None (not for str keys)."""
+def is_text_key(key: str) -> bool:
+    """True for free-text keys (`norm`, `data_root`): a typed value such as `off` stays text."""
     annotation = field_annotation(key)
-    return annotation is not None and _allows_none(annotation) and str not in typing.get_args(annotation)
+    return annotation is str or (_allows_none(annotation) and str in typing.get_args(annotation))
+
+
+def none_allowed(key: str) -> bool:
+    """True where the word 'none' on the command line means None (not for text keys)."""
+    annotation = field_annotation(key)
+    return annotation is not None and _allows_none(annotation) and not is_text_key(key)
 
 
 __all__ = [
@@ -215,6 +219,7 @@ __all__ = [
     "field_annotation",
     "flatten",
     "is_sequence_key",
+    "is_text_key",
     "none_allowed",
     "suggest",
 ]
