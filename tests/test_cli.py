@@ -145,6 +145,16 @@ def test_run_json_prints_the_final_metrics(tmp_path, fake_engine):
     assert json.loads(failed.stdout)["error"] == "RuntimeError: planted failure for seed 1"
 
 
+def test_run_of_a_config_that_failed_before_says_so_and_can_retry(tmp_path, monkeypatch):
+    monkeypatch.setattr(execute, "default_run_fn", fakes.flaky_fit)
+    assert invoke("run", "seed=1", "--out", tmp_path, "-q").exit_code == 1
+    again = invoke("run", "seed=1", "--out", tmp_path, "-q")
+    assert again.exit_code == 1 and "1 of them failed before (--retry-failed" in again.stderr
+    monkeypatch.setattr(execute, "default_run_fn", fakes.fake_fit)  # the bug is fixed
+    retried = invoke("run", "seed=1", "--retry-failed", "--json", "--out", tmp_path)
+    assert retried.exit_code == 0 and json.loads(retried.stdout)["status"] == "finished"
+
+
 def test_data_info(tmp_path):
     result = invoke("data", "info", "synthetic")
     assert result.exit_code == 0 and "synthetic" in result.stdout

@@ -104,10 +104,12 @@ def run(
     nproc: Optional[int] = typer.Option(
         None, "--nproc", min=1, help="data-parallel processes for this run (same as nproc=N)"
     ),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="train again a config stored as failed"),
 ) -> None:
     """Train ONE run (defaults: the seed's MLP, Adam, lr 1e-3, batch 64 on MNIST-1D).
 
-    A config trained before is not trained again: its stored result is shown. Exit code 0 when
+    A config trained before is not trained again: its stored result is shown (a failed one is
+    trained again with --retry-failed). Exit code 0 when
     the run has a result, 1 when it failed, 2 for bad input. `--nproc N` trains the run on N
     processes (DistributedDataParallel; gloo on CPU, NCCL on GPUs; batch_size is the global
     batch); under `torchrun -m normlab run ...` the processes are torchrun's.
@@ -128,7 +130,9 @@ def run(
         # torchrun's other ranks train their share; rank 0 alone stores the run.
         launch(experiment.runs[0].config)
         return
-    summary = run_experiment(experiment, out, progress=not quiet and not as_json, append=True)
+    summary = run_experiment(
+        experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed
+    )
     outcome = summary.outcomes[0]
     if as_json:
         payload = {"run_id": outcome.run_id, "status": outcome.status, **outcome.final}

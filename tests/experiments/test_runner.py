@@ -60,6 +60,7 @@ def test_a_crashing_run_is_stored_failed_and_the_others_go_on(tmp_path):
     # rerun: the failed run is not retried unless asked
     rerun = run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False)
     assert rerun.skipped == 3 and not rerun.ok
+    assert "1 of them failed before (--retry-failed" in str(rerun)  # why the sweep is not ok
     retried = run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False, retry_failed=True)
     assert retried.ok and retried.count("finished") == 1 and retried.skipped == 2
     with Store.open(tmp_path) as store:
@@ -75,6 +76,21 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path):
     summary = run_experiment(exp, tmp_path, run_fn=fakes.diverging_fit, progress=False)
     assert summary.ok and summary.outcomes[0].status == "diverged"
     assert run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False).skipped == 1
+
+
+def test_ray_is_not_started_when_every_run_already_has_a_result(tmp_path, monkeypatch):
+    from normlab.experiments import backends, runner
+
+    exp = load_experiment(None, ["seed=0,1"], name="done")
+    assert run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False).ok
+
+    def no_ray():
+        raise AssertionError("Ray started with nothing to run")
+
+    monkeypatch.setattr(runner, "import_ray", lambda: None)  # the up-front "is Ray installed" check
+    monkeypatch.setattr(backends, "import_ray", no_ray)
+    again = run_experiment(exp, tmp_path, backend="ray", run_fn=fakes.fake_fit, progress=False)
+    assert again.ok and again.skipped == 2
 
 
 def test_bad_backend_and_workers_are_clear_errors(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import pandas as pd
 import pytest
 
 from normlab.experiments.config import load_experiment
@@ -139,7 +138,8 @@ def test_empty_experiment_frames_have_the_columns(tmp_path):
     with Store.open(tmp_path) as store:
         store.add_experiment(Experiment("empty", []))
         assert list(store.runs_frame("empty").columns[:4]) == ["run_id", "experiment", "status", "group"]
-        assert isinstance(store.metrics_frame("empty"), pd.DataFrame)
+        metrics = store.metrics_frame("empty")
+        assert metrics.empty and list(metrics.columns) == ["run_id", "step", "epoch", "name", "value"]
 
 
 def test_registering_again_redefines_the_experiment_unless_appending(tmp_path):

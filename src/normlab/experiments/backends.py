@@ -148,6 +148,8 @@ def run_ray(
     devices: set[str] = frozenset(),
 ) -> None:
     """Execute the runs as Ray tasks; `workers` > 0 caps the runs in flight (0: Ray decides)."""
+    if not tasks:  # every run already has a result: starting Ray would cost seconds for nothing
+        return
     ray = import_ray()
     from ray.util.queue import Queue
 

@@ -74,6 +74,9 @@ class SweepSummary:
             parts.append(f"{interrupted} interrupted (rerun to resume)")
         if self.skipped:
             parts.append(f"{self.skipped} skipped (already in the store)")
+        failed_before = len({o.run_id for o in self.outcomes if o.skipped and o.status == "failed"})
+        if failed_before:
+            parts.append(f"{failed_before} of them failed before (--retry-failed runs them again)")
         return (
             f"{self.experiment}: {runs} runs — {', '.join(parts) or 'nothing to do'} "
             f"in {self.seconds:.1f} s; results in {self.out_dir}"
