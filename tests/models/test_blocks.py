@@ -2,7 +2,16 @@ import pytest
 import torch
 from torch import nn
 
-from normlab.models.blocks import conv, conv_out, make_activation, norm_act, scale_init_, spatial_rank
+from normlab.layers import BatchNorm, RMSNorm
+from normlab.models.blocks import (
+    conv,
+    conv_out,
+    make_activation,
+    needs_bias,
+    norm_act,
+    scale_init_,
+    spatial_rank,
+)
 
 
 def test_activation_by_name_and_fresh_instances():
@@ -15,7 +24,15 @@ def test_activation_by_name_and_fresh_instances():
 def test_norm_act_order():
     before = norm_act(4, norm="batch", norm_kwargs=None, norm_position="before_act", activation="relu")
     after = norm_act(4, norm="batch", norm_kwargs=None, norm_position="after_act", activation="relu")
-    assert isinstance(before[1], nn.ReLU) and isinstance(after[0], nn.ReLU)
+    assert [name for name, _ in before] == ["norm", "act"] and isinstance(before[1][1], nn.ReLU)
+    assert [name for name, _ in after] == ["act", "norm"] and isinstance(after[0][1], nn.ReLU)
+
+
+def test_only_a_norm_with_a_shift_replaces_the_bias():
+    assert not needs_bias(BatchNorm(4))
+    assert needs_bias(BatchNorm(4, affine=False))
+    assert needs_bias(RMSNorm(4))  # no beta: dropping the bias would leave no shift at all
+    assert needs_bias(nn.Identity()) and needs_bias(nn.ReLU())
 
 
 @pytest.mark.parametrize("size,kernel,stride,padding", [(40, 5, 2, 1), (19, 3, 2, 1), (32, 3, 1, 1), (7, 3, 2, 0)])

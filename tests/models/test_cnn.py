@@ -41,5 +41,6 @@ def test_norm_replaces_conv_bias_and_2d_variant():
 
 
 def test_too_small_input_is_a_clear_error():
-    with pytest.raises(ValueError, match="at least 4"):
+    with pytest.raises(ValueError, match="at least 3 per dimension, got input_shape"):
         CNN((1, 2), 10)
+    assert CNN((1, 3), 10)(torch.randn(2, 1, 3)).shape == (2, 10)  # the smallest that fits

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from normlab.models import build_model, model_names
 
@@ -76,6 +77,19 @@ def test_init_scale_multiplies_weights_only():
         torch.testing.assert_close(q, p * factor, msg=name)
     with pytest.raises(ValueError, match="init_scale must be > 0"):
         build_model("mlp", SIGNAL, 10, init_scale=0.0)
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet20", "vgg11"])
+def test_conv_bias_is_dropped_only_before_a_norm_with_a_shift(name):
+    def conv_biases(norm, position="before_act"):
+        model = build_model(name, SIGNAL, 10, norm=norm, norm_position=position)
+        return [m.bias is not None for m in model.modules() if isinstance(m, nn.Conv1d)]
+
+    assert not any(conv_biases("batch"))  # BN's beta replaces every conv bias
+    assert all(conv_biases("none"))
+    # RMSNorm has no beta: without the conv bias the features would have no shift at all
+    assert all(conv_biases("rms"))
+    assert all(conv_biases("rms", "after_act"))
 
 
 def test_rank_mismatch_is_a_clear_error():

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from torch import nn
 
-from normlab.models import ResNet
+from normlab.models import BasicBlock, ResNet
 
 
 def _count(model):
@@ -32,3 +33,11 @@ def test_identity_block_is_residual():
     nn.init.zeros_(block.conv2.bias)
     x = torch.randn(2, 16, 8, 8)
     torch.testing.assert_close(block(x), x.relu())
+
+
+def test_bad_variant_and_norm_position_are_clear_errors():
+    with pytest.raises(ValueError, match=r"unknown ResNet variant 'resnet50'.*'resnet18', 'resnet20'"):
+        ResNet("resnet50", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="norm_position 'middle'"):
+        BasicBlock(2, 4, 4, 1, norm="batch", norm_kwargs=None, norm_position="middle",
+                   activation="relu")

@@ -46,11 +46,20 @@ def norm_act(
     norm_kwargs: dict[str, Any] | None,
     norm_position: str,
     activation: str,
-) -> list[nn.Module]:
-    """[norm, act] for "before_act" (Ioffe & Szegedy: normalize x = Wu + b), [act, norm] after."""
+) -> list[tuple[str, nn.Module]]:
+    """[("norm", norm), ("act", act)] for "before_act" (Ioffe & Szegedy: normalize x = Wu + b),
+    [("act", act), ("norm", norm)] for "after_act"."""
     check_norm_position(norm_position)
-    layers = [make_norm(norm, num_features, norm_kwargs), make_activation(activation)]
+    layers = [("norm", make_norm(norm, num_features, norm_kwargs)),
+              ("act", make_activation(activation))]
     return layers if norm_position == "before_act" else layers[::-1]
+
+
+def needs_bias(next_layer: nn.Module) -> bool:
+    """Whether a Linear/conv keeps its bias, given the module right after it: not when that
+    is a norm with a per-channel shift (beta) of its own, which replaces it. An activation,
+    "none", RMSNorm and affine=False norms have no shift, so the bias stays."""
+    return getattr(next_layer, "bias", None) is None
 
 
 def spatial_rank(input_shape: tuple[int, ...], model: str) -> int:

@@ -12,8 +12,8 @@ from normlab.models.blocks import (
     check_norm_position,
     conv,
     conv_out,
-    make_activation,
-    make_norm,
+    needs_bias,
+    norm_act,
     spatial_rank,
 )
 
@@ -27,8 +27,8 @@ class CNN(nn.Module):
 
     On (C, L) input the convolutions are Conv1d with `channels` = 25, the MNIST-1D paper's
     baseline (no norm there: `norm="none"`); on (C, H, W) input they are Conv2d with the same
-    kernels and strides. A convolution followed directly by a norm has no bias (the norm's
-    shift replaces it).
+    kernels and strides. A convolution followed directly by a norm with a shift (beta) has no
+    bias (the shift replaces it).
 
     Args:
         input_shape: (C, L) or (C, H, W).
@@ -60,18 +60,16 @@ class CNN(nn.Module):
         c_in, sizes = input_shape[0], list(input_shape[1:])
         blocks = []
         for kernel, stride, padding in CNN_LAYERS:
-            bias = norm == "none" or norm_position == "after_act"
-            order = [("norm", make_norm(norm, channels, norm_kwargs)),
-                     ("act", make_activation(activation))]
-            if norm_position == "after_act":
-                order.reverse()
-            layer = conv(rank, c_in, channels, kernel, stride, padding, bias=bias)
-            blocks.append(nn.Sequential(OrderedDict([("conv", layer)] + order)))
+            pair = norm_act(channels, norm=norm, norm_kwargs=norm_kwargs,
+                            norm_position=norm_position, activation=activation)
+            layer = conv(rank, c_in, channels, kernel, stride, padding, bias=needs_bias(pair[0][1]))
+            blocks.append(nn.Sequential(OrderedDict([("conv", layer), *pair])))
             sizes = [conv_out(s, kernel, stride, padding) for s in sizes]
             if min(sizes) < 1:
+                # a size of 3 is the smallest that survives: 3 -> 1 -> 1 -> 1
                 raise ValueError(
-                    f"cnn needs a spatial size of at least 4 per dimension, got input_shape "
-                    f"{tuple(input_shape)}"
+                    f"cnn needs a spatial size of at least 3 per dimension, got input_shape "
+                    f"{tuple(input_shape)}; use a larger input or model='mlp'"
                 )
             c_in = channels
         self.blocks = nn.Sequential(*blocks)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normlab.models.blocks import make_activation, make_norm, check_norm_position
+from normlab.models.blocks import check_norm_position, norm_act
 
 SEED_MLP_HIDDEN = (512, 256)
 """The seed notebook's hidden widths (the default)."""
@@ -59,12 +59,10 @@ class MLP(nn.Module):
         features = math.prod(input_shape)
         blocks = []
         for width in widths:
-            norm_layer = make_norm(norm, width, norm_kwargs)
-            act = make_activation(activation)
-            order = [("norm", norm_layer), ("act", act)]
-            if norm_position == "after_act":
-                order.reverse()
-            blocks.append(nn.Sequential(OrderedDict([("linear", nn.Linear(features, width))] + order)))
+            pair = norm_act(width, norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
+                            activation=activation)
+            linear = nn.Linear(features, width)
+            blocks.append(nn.Sequential(OrderedDict([("linear", linear), *pair])))
             features = width
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(features, num_classes)

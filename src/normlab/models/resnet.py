@@ -13,6 +13,8 @@ from normlab.models.blocks import (
     global_avg_pool,
     make_activation,
     make_norm,
+    needs_bias,
+    norm_act,
     spatial_rank,
 )
 
@@ -34,21 +36,22 @@ class BasicBlock(nn.Module):
     def __init__(self, rank: int, c_in: int, c_out: int, stride: int, *, norm: str,
                  norm_kwargs: dict[str, Any] | None, norm_position: str, activation: str) -> None:
         super().__init__()
+        check_norm_position(norm_position)
         self.before = norm_position == "before_act"
-        bias = norm == "none" or not self.before
+        norm1, norm2 = make_norm(norm, c_out, norm_kwargs), make_norm(norm, c_out, norm_kwargs)
+        bias = not self.before or needs_bias(norm1)
         self.conv1 = conv(rank, c_in, c_out, 3, stride, 1, bias=bias)
-        self.norm1 = make_norm(norm, c_out, norm_kwargs)
+        self.norm1 = norm1
         self.act1 = make_activation(activation)
         self.conv2 = conv(rank, c_out, c_out, 3, 1, 1, bias=bias)
-        self.norm2 = make_norm(norm, c_out, norm_kwargs)
+        self.norm2 = norm2
         self.act2 = make_activation(activation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             # projection shortcut (option B): 1x1 conv, normalized like the main branch
-            self.shortcut = nn.Sequential(
-                conv(rank, c_in, c_out, 1, stride, 0, bias=norm == "none"),
-                make_norm(norm, c_out, norm_kwargs),
-            )
+            shortcut_norm = make_norm(norm, c_out, norm_kwargs)
+            shortcut_conv = conv(rank, c_in, c_out, 1, stride, 0, bias=needs_bias(shortcut_norm))
+            self.shortcut = nn.Sequential(shortcut_conv, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.before:
@@ -83,17 +86,17 @@ class ResNet(nn.Module):
                  norm_position: str = "before_act", activation: str = "relu") -> None:
         super().__init__()
         check_norm_position(norm_position)
+        if variant not in RESNET_SPECS:
+            raise ValueError(
+                f"unknown ResNet variant {variant!r}; expected one of {sorted(RESNET_SPECS)}"
+            )
         rank = spatial_rank(input_shape, variant)
         widths, depths, stem = RESNET_SPECS[variant]
         kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
                   activation=activation)
-        before = norm_position == "before_act"
-        stem_norm = make_norm(norm, stem, norm_kwargs)
-        stem_act = make_activation(activation)
-        self.stem = nn.Sequential(
-            conv(rank, input_shape[0], stem, 3, 1, 1, bias=norm == "none" or not before),
-            *((stem_norm, stem_act) if before else (stem_act, stem_norm)),
-        )
+        pair = [m for _, m in norm_act(stem, **kw)]
+        stem_conv = conv(rank, input_shape[0], stem, 3, 1, 1, bias=needs_bias(pair[0]))
+        self.stem = nn.Sequential(stem_conv, *pair)
         stages, c_in = [], stem
         for i, (width, depth) in enumerate(zip(widths, depths)):
             blocks = []

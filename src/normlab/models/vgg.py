@@ -11,9 +11,9 @@ from normlab.models.blocks import (
     check_norm_position,
     conv,
     global_avg_pool,
-    make_activation,
-    make_norm,
     max_pool,
+    needs_bias,
+    norm_act,
     spatial_rank,
 )
 
@@ -45,7 +45,8 @@ class VGG(nn.Module):
         super().__init__()
         check_norm_position(norm_position)
         rank = spatial_rank(input_shape, "vgg11")
-        bias = norm == "none" or norm_position == "after_act"
+        kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
+                  activation=activation)
         layers: list[nn.Module] = []
         c_in, size = input_shape[0], min(input_shape[1:])
         for item in VGG11:
@@ -54,10 +55,8 @@ class VGG(nn.Module):
                     layers.append(max_pool(rank))
                     size //= 2
                 continue
-            pair = [make_norm(norm, item, norm_kwargs), make_activation(activation)]
-            if norm_position == "after_act":
-                pair.reverse()
-            layers += [conv(rank, c_in, item, 3, 1, 1, bias=bias), *pair]
+            pair = [m for _, m in norm_act(item, **kw)]
+            layers += [conv(rank, c_in, item, 3, 1, 1, bias=needs_bias(pair[0])), *pair]
             c_in = item
         self.features = nn.Sequential(*layers)
         self.pool = global_avg_pool(rank)
