@@ -93,6 +93,8 @@ def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path):
     assert result.exit_code == 0
     assert len(result.stdout.strip().splitlines()) == 4
     assert not (tmp_path / "o").exists()
+    refused = invoke("sweep", "seed=0", "--workers", "0", "--dry-run", "--out", tmp_path / "o")
+    assert_user_error(refused, "--workers: expected a number >= 1, got 0")
 
 
 def test_sweep_ls_compare_export(tmp_path, fake_engine):

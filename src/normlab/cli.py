@@ -173,9 +173,10 @@ def sweep(
 
     Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --backend process --workers 2
     """
-    from normlab.experiments.runner import run_experiment
+    from normlab.experiments.runner import check_backend, run_experiment
 
     experiment = _load(args, name)
+    check_backend(backend, workers)  # a dry run that passes means the real one starts
     if dry_run:
         for run in experiment.runs:
             typer.echo(f"{run.run_id}  {run.group or '-'}  {json.dumps(run.config.resolved(), sort_keys=True)}")

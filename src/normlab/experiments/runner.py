@@ -170,6 +170,16 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_backend(backend: str, workers: int) -> None:
+    """BackendError unless the backend can run as asked (before anything is written)."""
+    if backend not in BACKENDS:
+        raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if workers < 1:
+        raise BackendError(f"--workers: expected a number >= 1, got {workers}")
+    if backend == "ray":
+        import_ray()  # a missing extra is a user error, not a traceback mid-sweep
+
+
 def run_experiment(
     experiment: Experiment | str | Path,
     out_dir: str | Path = "runs",
@@ -210,12 +220,7 @@ def run_experiment(
         >>> summary = run_experiment(load_experiment("configs/mnist1d_norm_batch.yaml"), "runs")
         >>> print(summary)
     """
-    if backend not in BACKENDS:
-        raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    if workers < 1:
-        raise BackendError(f"--workers: expected a number >= 1, got {workers}")
-    if backend == "ray":
-        import_ray()  # before anything is written: a missing extra is a user error
+    check_backend(backend, workers)
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
@@ -266,4 +271,4 @@ def run_experiment(
     return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
 
 
-__all__ = ["RunOutcome", "SweepSummary", "run_experiment"]
+__all__ = ["RunOutcome", "SweepSummary", "check_backend", "run_experiment"]
