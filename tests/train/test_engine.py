@@ -185,3 +185,22 @@ def test_holdout_smaller_than_a_batch_is_one_batch(data):
     assert result.final[M.HOLDOUT_ACC_TRAIN_MODE] * 16 == round(result.final[M.HOLDOUT_ACC_TRAIN_MODE] * 16)
     no_holdout, _ = _run(_config(epochs=1, holdout_fraction=0.0), data)
     assert M.TRAIN_EVAL_GAP not in no_holdout.final and no_holdout.steps == 10
+
+
+def _stop_on_rank_0_only() -> bool:
+    return torch.distributed.get_rank() == 0
+
+
+def test_a_stop_seen_by_one_process_stops_every_process():
+    # A stop Event is read by each process at its own time, so one may see it set and another
+    # not; the process going on then waited forever in a collective for the stopped one.
+    import datetime
+
+    from normlab.train import launch
+
+    config = _config(batch_size=16, hidden=[8], epochs=3, nproc=2,
+                     checkpoint_every_epochs=0, holdout_fraction=0.0)
+    data = load_dataset("synthetic", shape=(1, 12), num_classes=3, train_size=64, test_size=16)
+    result = launch(config, dataset=data, stop=_stop_on_rank_0_only,
+                    timeout=datetime.timedelta(seconds=60))
+    assert result.status == "stopped" and result.steps == 4  # after epoch 1 of 3

@@ -21,3 +21,11 @@ def test_shards_partition_the_global_batch():
     assert ProcessContext(1, 3).per_process(12) == 4
     with pytest.raises(ValueError, match="batch_size=10 is the global batch.*divisible by the 3"):
         ProcessContext(0, 3).per_process(10)
+
+
+def test_an_uneven_global_batch_is_refused_not_cut():
+    # the 10th sample used to be dropped silently (10 // 3 = 3 per process)
+    with pytest.raises(ValueError, match="batch_size=10 is the global batch.*divisible by the 3"):
+        ProcessContext(2, 3).shard(torch.arange(10))
+    assert ProcessContext(0, 1).any_process(True, torch.device("cpu"))
+    assert not ProcessContext(0, 1).any_process(False, torch.device("cpu"))

@@ -238,7 +238,7 @@ def fit(
     if hold_batch > 0:
         hold_loader = BatchLoader(dataset.train_x[hold_idx], dataset.train_y[hold_idx], hold_batch,
                                   shuffle=False, drop_last=True, **norm_stats)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch * config.epochs  # optimizer steps of the run
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     scheduler = build_scheduler(optimizer, config.schedule, total_steps, steps_per_epoch)
@@ -274,11 +274,23 @@ def fit(
     probe_any = probes.activations or probes.grad_norms or probes.weight_norms
     params = [p for p in model.parameters() if p.requires_grad]
     smoothing = config.optim.label_smoothing
-    max_steps = total_steps
     status = "running"
 
     def seconds_so_far() -> float:
         return seconds_before + time.perf_counter() - wall_start
+
+    checkpointing = checkpoint_path is not None and config.checkpoint_every_epochs > 0
+
+    def save(epoch: int, outcome: str) -> None:
+        """Rank 0 writes; everyone waits so no process resumes from a half-written state."""
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path, {
+                "run_id": config.run_id, "status": outcome, "step": step, "epoch": epoch,
+                "seconds": seconds_so_far(), "final": dict(final), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "loader": loader.state_dict(), "rng": rng_state(),
+            })
+        ctx.barrier()
 
     def emit_window(window: LossWindow, step: int, epoch: int, lr: float) -> bool:
         """Emit train_loss, lr (and step_ms) for the window; False when the loss is NaN/inf."""
@@ -296,13 +308,13 @@ def fit(
 
     # --- the epoch loop ---------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs + 1):
-        if step >= max_steps:
+        if step >= total_steps:
             break
         train_model.train()
         window, epoch_losses = LossWindow(device), LossWindow(device)
         lr = optimizer.param_groups[0]["lr"]
         for x, y in loader:
-            if step >= max_steps:
+            if step >= total_steps:
                 break
             x, y = ctx.shard(x), ctx.shard(y)  # this process's part of the global batch
             probe_step = probe_any and (step + 1) % probes.every_steps == 0
@@ -342,26 +354,23 @@ def fit(
             emit(step, epoch, epoch_values)
             break
 
-        last = epoch == config.epochs or step >= max_steps
+        last = epoch == config.epochs or step >= total_steps
         if epoch % config.eval_every_epochs == 0 or last:
             epoch_values.update(_evaluate(model, test_loader, hold_loader, ctx, autocast))
         emit(step, epoch, epoch_values)
-        stopping = not last and _stop_requested(stop)
-        if checkpoint_path is not None and config.checkpoint_every_epochs > 0 and (
-            epoch % config.checkpoint_every_epochs == 0 or last or stopping
-        ):
-            _checkpoint(checkpoint_path, ctx, config, model, optimizer, scheduler, loader, step,
-                        epoch, final, seconds_so_far(), "finished" if last else "running")
+        # every process must agree, or the ones going on wait for the stopped ones forever
+        stopping = ctx.any_process(not last and _stop_requested(stop), device)
+        if checkpointing and (epoch % config.checkpoint_every_epochs == 0 or last or stopping):
+            save(epoch, "finished" if last else "running")
         if stopping:
             status = "stopped"
             break
 
     if act_probe is not None:
         act_probe.remove()
-    if status == "diverged" and checkpoint_path is not None and config.checkpoint_every_epochs > 0:
+    if status == "diverged" and checkpointing:
         # remember the outcome, so re-running this config does not train again
-        _checkpoint(checkpoint_path, ctx, config, model, optimizer, scheduler, loader, step,
-                    epoch, final, seconds_so_far(), "diverged")
+        save(epoch, "diverged")
     return RunResult("finished" if status == "running" else status, dict(final), step,
                      seconds_so_far())
 
@@ -380,15 +389,3 @@ def _evaluate(model: nn.Module, test_loader, hold_loader, ctx: ProcessContext, a
     model.train()
     return values
 
-
-def _checkpoint(path, ctx: ProcessContext, config: RunConfig, model, optimizer, scheduler, loader,
-                step: int, epoch: int, final: dict, seconds: float, status: str) -> None:
-    """Rank 0 writes; everyone waits so no process resumes from a half-written state."""
-    if ctx.is_main:
-        save_checkpoint(path, {
-            "run_id": config.run_id, "status": status, "step": step, "epoch": epoch,
-            "seconds": seconds, "final": dict(final), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "loader": loader.state_dict(), "rng": rng_state(),
-        })
-    ctx.barrier()

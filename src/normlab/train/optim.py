@@ -23,11 +23,11 @@ def check_optimizer_owns_model(model: nn.Module, optimizer: torch.optim.Optimize
     and the optimizer holds nothing else (no frozen parameter, no other model's tensor).
     """
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
-    held = [p for group in optimizer.param_groups for p in group["params"]]
-    held_ids = [id(p) for p in held]
-    missing = [n for i, n in names.items() if i not in set(held_ids)]
+    held_ids = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    held = set(held_ids)
+    missing = [n for i, n in names.items() if i not in held]
     foreign = sum(1 for i in held_ids if i not in names)
-    duplicated = len(held_ids) - len(set(held_ids))
+    duplicated = len(held_ids) - len(held)
     if missing or foreign or duplicated:
         raise ForeignOptimizerError(
             f"the optimizer must update exactly the model's {len(names)} trainable parameters, "
@@ -78,8 +78,6 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
 def _fused_supported(model: nn.Module) -> bool | None:
     """True when every parameter is a float on CPU or CUDA (torch's fused optimizers' domain)."""
     params = list(model.parameters())
-    ok = params and all(
-        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-        for p in params
-    )
+    floats = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    ok = params and all(p.device.type in ("cpu", "cuda") and p.dtype in floats for p in params)
     return True if ok else None

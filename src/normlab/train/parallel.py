@@ -46,7 +46,7 @@ class ProcessContext:
         """This rank's contiguous slice of a global batch: (B, ...) -> (B / world, ...)."""
         if not self.distributed:
             return x
-        per = x.shape[0] // self.world_size
+        per = self.per_process(x.shape[0])  # an uneven batch is an error, not a silent drop
         return x[self.rank * per:(self.rank + 1) * per]
 
     def all_sum(self, value: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,12 @@ class ProcessContext:
         if self.distributed:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
+
+    def any_process(self, flag: bool, device: torch.device) -> bool:
+        """True when `flag` is True in any process, so that every process decides alike."""
+        if not self.distributed:
+            return flag
+        return bool(self.all_sum(torch.tensor(float(flag), device=device)) > 0)
 
     def barrier(self) -> None:
         if self.distributed:
