@@ -79,6 +79,16 @@ def test_resume_from_checkpoint_gives_the_uninterrupted_metrics(data, tmp_path):
     assert again.final[M.TEST_ACC] == resumed.final[M.TEST_ACC]
 
 
+@pytest.mark.parametrize("norm", ["batch", "batch_renorm"])
+def test_evaluating_between_epochs_leaves_training_untouched(data, norm):
+    # the held-out pass in train mode must restore the running statistics: the last epoch's
+    # numbers are the same whether or not the earlier epochs were evaluated
+    every, _ = _run(_config(norm=norm, eval_every_epochs=1), data)
+    last_only, _ = _run(_config(norm=norm, eval_every_epochs=3), data)
+    for name in (M.TRAIN_LOSS, M.TEST_LOSS, M.HOLDOUT_ACC_TRAIN_MODE, M.HOLDOUT_ACC_EVAL_MODE):
+        assert every.final[name] == last_only.final[name], name
+
+
 def test_checkpoint_of_another_config_is_refused(data, tmp_path):
     path = tmp_path / "run.pt"
     _run(_config(epochs=1), data, checkpoint_path=path)

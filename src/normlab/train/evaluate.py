@@ -14,14 +14,11 @@ from normlab.train.parallel import ProcessContext
 def accuracy_and_loss(model: nn.Module, loader) -> tuple[float, float]:
     """(accuracy 0..1, mean cross-entropy in nats) of `model` in eval mode over `loader`."""
     model.eval()
-    loss_sum = correct = None
-    count = 0
+    loss_sum, correct, count = 0.0, 0, 0  # the sums become device tensors: one sync at the end
     for x, y in loader:
         logits = model(x).float()  # (B, classes)
-        batch_loss = F.cross_entropy(logits, y, reduction="sum")
-        batch_correct = (logits.argmax(1) == y).sum()
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-        correct = batch_correct if correct is None else correct + batch_correct
+        loss_sum = loss_sum + F.cross_entropy(logits, y, reduction="sum")
+        correct = correct + (logits.argmax(1) == y).sum()
         count += len(y)
     if count == 0:
         return float("nan"), float("nan")
