@@ -38,6 +38,8 @@ class BasicBlock(nn.Module):
         super().__init__()
         check_norm_position(norm_position)
         self.before = norm_position == "before_act"
+        # norms first (the convs' bias depends on them), registered after their conv so the
+        # state-dict keys keep the conv1, norm1, act1, ... order
         norm1, norm2 = make_norm(norm, c_out, norm_kwargs), make_norm(norm, c_out, norm_kwargs)
         bias = not self.before or needs_bias(norm1)
         self.conv1 = conv(rank, c_in, c_out, 3, stride, 1, bias=bias)
