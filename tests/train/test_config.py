@@ -46,3 +46,9 @@ def test_sync_bn_needs_several_processes():
     with pytest.raises(ValidationError, match="nproc"):
         RunConfig(sync_bn=True)
     assert RunConfig(sync_bn=True, nproc=2).sync_bn
+
+
+def test_warmup_with_a_schedule_that_ignores_it_is_refused():
+    with pytest.raises(ValidationError, match="warmup_steps=10 has no effect"):
+        RunConfig(schedule={"name": "constant", "warmup_steps": 10})
+    assert RunConfig(schedule={"name": "cosine", "warmup_steps": 10}).schedule.warmup_steps == 10

@@ -42,10 +42,20 @@ class ScheduleConfig(_Section):
     """Learning-rate schedule, stepped once per optimizer step."""
 
     name: Literal["constant", "cosine", "warmup_linear", "onecycle", "exponential"] = "constant"
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up length (warmup_linear)")
+    warmup_steps: int = Field(0, ge=0, description="warm-up steps (warmup_linear, cosine, onecycle)")
     final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0, description="lr at the end / lr")
     # exponential: lr multiplied by this factor every epoch (the learning-rate range test).
     gamma_per_epoch: float = Field(10.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_schedule_that_uses_it(self) -> "ScheduleConfig":
+        # constant and exponential ignore warmup_steps: refuse it rather than drop it silently.
+        if self.warmup_steps and self.name in ("constant", "exponential"):
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} has no effect with schedule {self.name!r}; "
+                f"use schedule warmup_linear, cosine or onecycle, or set warmup_steps=0"
+            )
+        return self
 
 
 class ProbeConfig(_Section):
