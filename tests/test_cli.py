@@ -213,3 +213,23 @@ def test_run_nproc_trains_one_data_parallel_run_stored_once(tmp_path):
     # Written once (rank 0): one row per name, and SyncBN normalizes over the global batch.
     assert sorted(metrics["name"]) == ["bn_batch_size", "global_batch_size"]
     assert set(metrics["value"]) == {16.0}
+
+
+def test_torchrun_trains_one_run_and_a_rerun_returns_on_every_rank(tmp_path):
+    """`torchrun -m normlab run`: rank 0 stores the run; on a rerun rank 0 shows the stored
+    result and the other rank must not wait for it in a collective (that would hang)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "normlab", "run",
+           "max_steps=2", "epochs=1", "dataset=synthetic", "batch_size=16", "nproc=2",
+           "--json", "--out", str(tmp_path)]
+    for attempt in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        payloads = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert len(payloads) == 1 and payloads[0]["status"] == "finished"  # rank 0 alone prints
+    from normlab.experiments.store import Store
+
+    assert len(Store(tmp_path).runs_frame("run")) == 1

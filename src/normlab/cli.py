@@ -80,6 +80,16 @@ def _load(args: list[str] | None, name: str | None) -> Any:
     return load_experiment(path, overrides, name=name)
 
 
+def _rank0_will_train(out: Path, run_id: str, retry_failed: bool) -> bool:
+    """Whether the runner on rank 0 trains `run_id` rather than showing its stored result."""
+    from normlab.experiments.store import DB_NAME, Store
+
+    if not (out / DB_NAME).exists():
+        return True
+    status = Store(out / DB_NAME, create=False).run_status([run_id]).get(run_id)
+    return status in (None, "queued", "running") or (status == "failed" and retry_failed)
+
+
 def _print_failures(summary: Any) -> None:
     for outcome in summary.outcomes:
         if outcome.status == "failed" and not outcome.skipped and outcome.error:
@@ -127,8 +137,16 @@ def run(
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
     if in_torchrun() and not is_main_process():
-        # torchrun's other ranks train their share; rank 0 alone stores the run.
-        launch(experiment.runs[0].config)
+        # torchrun's other ranks train their share; rank 0 alone stores the run. They train
+        # only when rank 0 will (else they would wait for it at the first collective).
+        planned = experiment.runs[0]
+        if _rank0_will_train(out, planned.run_id, retry_failed):
+            # The same checkpoint path as rank 0's runner: fit's resume and checkpoint steps
+            # are collective (rank 0 alone writes), so every rank must take them.
+            from normlab.experiments.execute import CHECKPOINT_NAME
+
+            checkpoint = out / "runs" / planned.run_id / CHECKPOINT_NAME
+            launch(planned.config, checkpoint_path=checkpoint)
         return
     summary = run_experiment(
         experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed

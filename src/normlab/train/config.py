@@ -42,7 +42,7 @@ class ScheduleConfig(_Section):
     """Learning-rate schedule, stepped once per optimizer step."""
 
     name: Literal["constant", "cosine", "warmup_linear", "onecycle", "exponential"] = "constant"
-    warmup_steps: int = Field(0, ge=0, description="warm-up steps (warmup_linear, cosine, onecycle)")
+    warmup_steps: int = Field(0, ge=0, description="warm-up steps: warmup_linear, cosine, onecycle")
     final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0, description="lr at the end / lr")
     # exponential: lr multiplied by this factor every epoch (the learning-rate range test).
     gamma_per_epoch: float = Field(10.0, gt=0.0)
