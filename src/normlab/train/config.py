@@ -105,6 +105,9 @@ class RunConfig(_Section):
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast (GPU)")
     compile: bool = Field(False, description="torch.compile the model (GPU)")
+    cuda_graph: bool = Field(
+        False, description="replay each training step as one CUDA graph (GPU; see train.graphed)"
+    )
     nproc: int = Field(1, ge=1, description="data-parallel processes (torchrun)")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (nproc > 1)")
     eval_every_epochs: int = Field(1, ge=1)
@@ -122,7 +125,24 @@ class RunConfig(_Section):
             raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
         if self.sync_bn and self.nproc == 1:
             raise ValueError("sync_bn=true needs nproc > 1 (it synchronizes across processes)")
+        if self.cuda_graph:
+            self._check_cuda_graph()
         return self
+
+    def _check_cuda_graph(self) -> None:
+        """cuda_graph replays one captured step: what changes per step must live on the device."""
+        clashes = []
+        if self.compile:
+            clashes.append("compile=true (torch.compile makes its own graphs)")
+        if self.nproc > 1:
+            clashes.append(f"nproc={self.nproc} (DDP's gradient buckets are not captured)")
+        if self.probes.activations or self.probes.grad_norms:
+            clashes.append("probes.activations/grad_norms (their hooks run on the host mid-step)")
+        if clashes:
+            raise ValueError(
+                "cuda_graph=true cannot be combined with " + "; ".join(clashes)
+                + "; turn those off or set cuda_graph=false"
+            )
 
     def resolved(self) -> dict[str, Any]:
         """Every field with its value, JSON-ready (what is stored and hashed)."""
