@@ -124,6 +124,23 @@ def test_load_state_dict_checks_settings():
         BatchLoader(x, y, 8, seed=1).load_state_dict({**state, "batch": 4})
 
 
+def test_load_state_dict_checks_crop_padding():
+    # A resumed loader with another padding used to continue silently with another augmentation.
+    x = torch.zeros(32, 1, 8, 8, dtype=torch.uint8)
+    y = torch.arange(32) % 4
+    state = BatchLoader(x, y, 8, augment=True, crop_padding=2).state_dict()
+    assert state["crop_padding"] == 2
+    with pytest.raises(ValueError, match=r"crop_padding: saved 2, now 4.*build the loader"):
+        BatchLoader(x, y, 8, augment=True).load_state_dict(state)
+    BatchLoader(x, y, 8, augment=True, crop_padding=2).load_state_dict(state)
+    # A state saved before crop_padding was recorded implies the default padding of 4.
+    old = {k: v for k, v in BatchLoader(x, y, 8, augment=True).state_dict().items()
+           if k != "crop_padding"}
+    BatchLoader(x, y, 8, augment=True).load_state_dict(old)
+    with pytest.raises(ValueError, match=r"crop_padding: saved 4, now 2"):
+        BatchLoader(x, y, 8, augment=True, crop_padding=2).load_state_dict(old)
+
+
 def test_class_grouped_batches_follow_ioffe_fig3():
     # Uneven classes: 10 classes with 40..130 examples; batch 64 = 4 classes x 16 examples.
     labels = torch.cat([torch.full((40 + 10 * c,), c) for c in range(10)])

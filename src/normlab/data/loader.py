@@ -259,12 +259,17 @@ class BatchLoader:
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.seed, "num_samples": self.num_samples, "batch_size": self.batch_size,
                 "batching": self.batching, "shuffle": self.shuffle, "drop_last": self.drop_last,
-                "classes_per_batch": self.classes_per_batch, "augment": self.augment}
+                "classes_per_batch": self.classes_per_batch, "augment": self.augment,
+                "crop_padding": self.crop_padding}
+
+    # Settings added after states were first saved, with the value every older state implied.
+    _IDENTITY_DEFAULTS = {"crop_padding": 4}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()`: the following batches equal the uninterrupted run's."""
-        mismatched = {k: (state.get(k), v) for k, v in self._identity().items()
-                      if state.get(k) != v}
+        saved = {**self._IDENTITY_DEFAULTS, **state}
+        mismatched = {k: (saved.get(k), v) for k, v in self._identity().items()
+                      if saved.get(k) != v}
         if mismatched:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
             raise ValueError(f"loader state does not match this loader ({detail}); build the "
