@@ -62,3 +62,13 @@ def formats():
 
     return SimpleNamespace(cifar_records=cifar_records, idx_bytes=idx_bytes, write_gz=write_gz,
                            write_tar_gz=write_tar_gz)
+
+
+@pytest.fixture(params=[0o022, 0o007], ids=["umask022", "umask007"])
+def umask(request):
+    """Run the test under this umask (restored after); the value is the umask set."""
+    import os
+
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)

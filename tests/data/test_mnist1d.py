@@ -1,4 +1,5 @@
 import random
+import stat
 import numpy as np
 import pytest
 import torch
@@ -133,3 +134,12 @@ def test_different_arguments_get_different_cache_files(tmp_path):
     a = m1d.cache_path(tmp_path, m1d.generator_args())
     b = m1d.cache_path(tmp_path, m1d.generator_args(seed=7))
     assert a != b and a.parent == b.parent == tmp_path / "mnist1d"
+
+
+def test_cache_file_honours_the_umask(tmp_path, umask):
+    # The cache used to be a renamed mkstemp file, mode 0o600: other users sharing the data
+    # folder could not read it and rebuilt it over and over.
+    m1d.load_mnist1d(tmp_path, num_samples=100)
+    path = m1d.cache_path(tmp_path, m1d.generator_args(num_samples=100))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind

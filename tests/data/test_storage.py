@@ -1,11 +1,16 @@
+import functools
 import hashlib
+import http.server
+import stat
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from normlab.data import DatasetError, data_root
-from normlab.data.storage import RemoteFile, check_sha256, fetch, safe_extract, sha256_file
+from normlab.data.storage import (RemoteFile, atomic_write, check_sha256, fetch, new_file_mode,
+                                  safe_extract, sha256_file)
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):
@@ -137,3 +142,74 @@ def test_safe_extract_reports_truncated_and_corrupt_archives(formats, tmp_path):
     garbage.write_bytes(b"this is not gzip at all" * 10)
     with pytest.raises(DatasetError, match=r"g\.tar\.gz: cannot read the archive"):
         safe_extract(garbage, tmp_path / "out", {"top/a.bin"})
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_file_mode_is_what_open_gives(tmp_path, umask):
+    (tmp_path / "plain").write_bytes(b"")
+    assert new_file_mode(tmp_path) == _mode(tmp_path / "plain") == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["plain"]  # the probe is gone
+
+
+def test_atomic_write_honours_the_umask_and_replaces(tmp_path, umask):
+    path = tmp_path / "sub" / "f.bin"
+    atomic_write(path, lambda handle: handle.write(b"one"))
+    atomic_write(path, lambda handle: handle.write(b"two"))
+    assert path.read_bytes() == b"two" and _mode(path) == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def half_then_crash(handle):
+        handle.write(b"ne")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_crash)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A local HTTP server over `tmp_path / "srv"`: (directory, base URL)."""
+    served = tmp_path / "srv"
+    served.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+def test_downloaded_file_honours_the_umask(tmp_path, http_dir, umask):
+    # pooch downloads into a NamedTemporaryFile (mode 0o600) and moves it into place: other users
+    # of a shared data folder could not read the archive.
+    served, url = http_dir
+    (served / "thing.tar.gz").write_bytes(b"payload")
+    remote = RemoteFile("thing.tar.gz", (f"{url}/thing.tar.gz",),
+                        hashlib.sha256(b"payload").hexdigest())
+    path = fetch(remote, tmp_path / "data", download=True, hint="")
+    assert path.read_bytes() == b"payload" and _mode(path) == 0o666 & ~umask
+
+
+def test_extracted_files_honour_the_umask(formats, tmp_path, umask):
+    private = tarfile.TarInfo("top/private.bin")
+    private.size, private.mode = 3, 0o600
+    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A"}, [private])
+    safe_extract(archive, tmp_path / "out", {"top/a.bin", "top/private.bin"})
+    for name in ("a.bin", "private.bin"):
+        assert _mode(tmp_path / "out/top" / name) == 0o666 & ~umask

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from normlab.data.dataset import Dataset, channel_stats
-from normlab.data.storage import data_root
+from normlab.data.storage import atomic_write, data_root
 
 NUM_CLASSES = 10
 _ARRAYS = ("x", "y", "x_test", "y_test")
@@ -127,15 +126,8 @@ def _read_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarray] | Non
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mnist1d-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, content_sha256=np.array(content_sha256(arrays)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: np.savez(
+        handle, content_sha256=np.array(content_sha256(arrays)), **arrays))
 
 
 def load_arrays(root: Path, args: dict[str, Any]) -> dict[str, np.ndarray]:

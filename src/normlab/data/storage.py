@@ -1,4 +1,5 @@
-"""Where data lives on disk, and how it gets there safely: pinned downloads and tar extraction.
+"""Where data lives on disk, and how it gets there safely: pinned downloads, tar extraction and
+atomic writes.
 
 The data directory is `root` when given, else `$NORMLAB_DATA`, else the user cache directory
 (`platformdirs.user_cache_dir("normlab")`, e.g. `~/.cache/normlab` on Linux). Each dataset
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import stat
 import tarfile
 import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from normlab.data.dataset import DatasetError
 
@@ -37,6 +41,53 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     import platformdirs  # only needed when no directory was given
 
     return Path(platformdirs.user_cache_dir("normlab"))
+
+
+def _create_new_file(directory: Path, stem: str) -> tuple[int, Path]:
+    """Create and open (write-only) a new, uniquely named hidden file in `directory`, with the
+    mode a plain `open()` gives: 0o666 minus the umask (`tempfile.mkstemp` would give 0o600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = directory / f".{stem}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:  # a name collision: draw another
+            continue
+
+
+def new_file_mode(directory: Path) -> int:
+    """The permission bits `open()` gives a new file in `directory` (e.g. 0o644 for umask 022).
+
+    Found by creating an empty probe file: reading the umask would mean changing it, which is
+    process-wide and so not thread-safe.
+    """
+    fd, probe = _create_new_file(directory, "mode-probe")
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` atomically: `write(handle)` fills a temporary file beside it, then a rename.
+
+    A crash never leaves a half-written `path`, and the file gets the mode a plain `open()`
+    would give it (0o666 minus the umask), so a data folder shared between users stays readable
+    to all of them instead of being rebuilt by each.
+
+    Example:
+        >>> atomic_write(root / "cache.npz", lambda f: np.savez(f, x=x))
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_new_file(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:
@@ -82,9 +133,12 @@ def fetch(remote: RemoteFile, directory: Path, *, download: bool, hint: str) -> 
         try:
             pooch.retrieve(url, known_hash=f"sha256:{remote.sha256}", fname=remote.name,
                            path=directory, progressbar=False)
-            return target
         except Exception as exc:  # network errors and hash mismatches alike: try the next mirror
             errors.append(f"{url}: {type(exc).__name__}: {exc}")
+            continue
+        # pooch downloads into a tempfile (mode 0o600) and moves it: make it an ordinary file.
+        os.chmod(target, new_file_mode(directory))
+        return target
     raise DatasetError(f"could not download {remote.name} ({'; '.join(errors)}). "
                        f"If this machine is offline, {where}.")
 
@@ -130,9 +184,13 @@ def safe_extract(archive: Path, target: Path, wanted: set[str]) -> None:
                         tar.extract(member, tmp, filter="data")
                     else:  # pragma: no cover - older Pythons; our own checks already ran
                         tar.extract(member, tmp)
+                # tarfile keeps the archive's modes (0o600 members would stay private); give
+                # the files the mode `open()` would, as GNU tar does for a non-root user.
+                mode = new_file_mode(target)
                 for member in chosen:
                     final = target / member.name
                     final.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(Path(tmp) / member.name, mode)
                     os.replace(Path(tmp) / member.name, final)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DatasetError(f"{archive}: cannot read the archive ({type(exc).__name__}: {exc}); it "
