@@ -52,3 +52,19 @@ def test_warmup_with_a_schedule_that_ignores_it_is_refused():
     with pytest.raises(ValidationError, match="warmup_steps=10 has no effect"):
         RunConfig(schedule={"name": "constant", "warmup_steps": 10})
     assert RunConfig(schedule={"name": "cosine", "warmup_steps": 10}).schedule.warmup_steps == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, clash",
+    [
+        ({"compile": True}, "compile=true"),
+        ({"nproc": 2}, "nproc=2"),
+        ({"probes": {"activations": True}}, "probes.activations/grad_norms"),
+        ({"probes": {"grad_norms": True}}, "probes.activations/grad_norms"),
+    ],
+)
+def test_cuda_graph_refuses_what_a_replayed_step_cannot_do(kwargs, clash):
+    with pytest.raises(ValidationError, match=f"cuda_graph=true cannot be combined with {clash}.*set cuda_graph=false"):
+        RunConfig(cuda_graph=True, **kwargs)
+    RunConfig(**kwargs)  # each is fine without cuda_graph
+    RunConfig(cuda_graph=True, probes={"weight_norms": True})  # read after the step: fine

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -67,3 +69,30 @@ def test_optimizer_types_and_hyperparameters(name, cls):
 def test_nesterov_without_momentum_is_a_clear_error():
     with pytest.raises(ValueError, match="nesterov=true needs optim.momentum > 0"):
         build_optimizer(_mlp(), RunConfig(optimizer="sgd", optim={"momentum": 0.0, "nesterov": True}))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_cuda_graph_optimizer_holds_lr_tensors_the_scheduler_fills(name):
+    from normlab.train.optim import lr_tensors_to
+    from normlab.train.schedule import build_scheduler
+
+    config = RunConfig(optimizer=name, lr=0.05, cuda_graph=True, optim={"weight_decay": 0.01},
+                       schedule={"name": "cosine"})
+    opt = build_optimizer(_mlp(), config)
+    lrs = [group["lr"] for group in opt.param_groups]
+    assert len(lrs) == 2 and lrs[0] is not lrs[1]  # one tensor per group, not one shared
+    assert all(isinstance(lr, torch.Tensor) and lr.dtype == torch.float32 and lr.ndim == 0 for lr in lrs)
+    assert all(group.get("capturable", name == "sgd") for group in opt.param_groups)
+    scheduler = build_scheduler(opt, config.schedule, total_steps=10, steps_per_epoch=5)
+    opt.step()  # (no gradients: changes nothing; keeps the scheduler's call order)
+    scheduler.step()
+    # filled in place: a captured graph keeps reading the same tensor
+    assert opt.param_groups[0]["lr"] is lrs[0]
+    assert float(lrs[0]) == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    lr_tensors_to(opt, torch.device("cpu"))  # already there: the same tensors stay
+    assert [group["lr"] for group in opt.param_groups] == lrs
+    lr_tensors_to(opt, torch.device("meta"))  # (a checkpoint's CPU lr going to the GPU)
+    assert all(group["lr"].device.type == "meta" for group in opt.param_groups)
+    plain = build_optimizer(_mlp(), RunConfig(optimizer=name))
+    lr_tensors_to(plain, torch.device("meta"))
+    assert plain.param_groups[0]["lr"] == 1e-3  # float learning rates are left alone

@@ -25,10 +25,11 @@ from normlab.train import metrics as M
 from normlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normlab.train.config import RunConfig
 from normlab.train.evaluate import accuracy_and_loss, train_mode_accuracy
-from normlab.train.optim import build_optimizer, check_optimizer_owns_model
+from normlab.train.graphed import GraphedStep
+from normlab.train.optim import build_optimizer, check_optimizer_owns_model, lr_tensors_to
 from normlab.train.parallel import ProcessContext, prepare_model, wrap_ddp
 from normlab.train.probes import ActivationProbe, grad_norms, weight_norms
-from normlab.train.schedule import build_scheduler
+from normlab.train.schedule import build_scheduler, lr_factor
 
 MetricsCallback = Callable[[int, int, dict[str, float]], Any]
 
@@ -116,6 +117,11 @@ def check_execution(config: RunConfig, device: torch.device, ctx: ProcessContext
             f"compile=true (torch.compile) is a GPU option, but the run is on {device}; set "
             f"compile=false or device='cuda'"
         )
+    if config.cuda_graph and device.type != "cuda":
+        raise ValueError(
+            f"cuda_graph=true (replay each step as a CUDA graph) is a GPU option, but the run "
+            f"is on {device}; set cuda_graph=false or device='cuda'"
+        )
     if config.nproc != ctx.world_size:
         raise ValueError(
             f"nproc={config.nproc} but this process group has {ctx.world_size} process(es); "
@@ -182,7 +188,9 @@ def fit(
     `config.batch_size` is the global batch: every process draws the same global batch and
     trains on its contiguous shard, the model is wrapped in DistributedDataParallel (after
     BN -> SyncBatchNorm when `config.sync_bn`), and only rank 0 emits and checkpoints.
-    GPU only: `precision="bf16"` (autocast) and `compile=True`; on CPU they are errors.
+    GPU only: `precision="bf16"` (autocast), `compile=True` and `cuda_graph=True` (each step
+    after 3 eager warm-up steps replayed as one CUDA graph, see `normlab.train.graphed`); on
+    CPU they are errors.
 
     Example:
         >>> result = fit(RunConfig(epochs=2), on_metrics=lambda s, e, v: print(s, v))
@@ -217,8 +225,10 @@ def fit(
     train_model = wrap_ddp(model, ctx, device)
     if config.compile:
         train_model = torch.compile(train_model)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if config.precision == "bf16" \
-        else contextlib.nullcontext
+    # autocast's weight-cast cache must be off inside a CUDA graph capture (torch's AMP notes)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16,
+                                       cache_enabled=not config.cuda_graph)) \
+        if config.precision == "bf16" else contextlib.nullcontext
 
     # --- data: train minus a held-out slice, test --------------------------------------------
     train_idx, hold_idx = split_holdout(len(dataset.train_y), config.holdout_fraction)
@@ -256,6 +266,7 @@ def fit(
         state = load_checkpoint(checkpoint_path, config.run_id)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        lr_tensors_to(optimizer, device)  # a graphed run's lr tensors come back on the CPU
         scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"])
         set_rng_state(state["rng"])
@@ -280,6 +291,30 @@ def fit(
         return seconds_before + time.perf_counter() - wall_start
 
     checkpointing = checkpoint_path is not None and config.checkpoint_every_epochs > 0
+
+    def current_lr() -> float:
+        """The next step's lr as a float (the optimizer may hold it as a device tensor)."""
+        return config.lr * lr_factor(scheduler.last_epoch, config.schedule, total_steps,
+                                     steps_per_epoch)
+
+    def train_step(x: torch.Tensor, y: torch.Tensor,
+                   probe_values: dict[str, float] | None = None) -> torch.Tensor:
+        """Forward, loss, backward, (clip), optimizer step; the loss, detached. x: (B, ...),
+        y: (B,). Reads nothing on the host, so `GraphedStep` can capture it; `probe_values`
+        (eager steps only) receives the per-layer gradient norms before clipping."""
+        with autocast():
+            logits = train_model(x)  # (B / world, classes)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if probe_values is not None and probes.grad_norms:
+            probe_values.update(grad_norms(model))
+        if config.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+        optimizer.step()
+        return loss.detach()
+
+    graphed = GraphedStep(train_step) if config.cuda_graph else None
 
     def save(epoch: int, outcome: str) -> None:
         """Rank 0 writes; everyone waits so no process resumes from a half-written state."""
@@ -312,7 +347,7 @@ def fit(
             break
         train_model.train()
         window, epoch_losses = LossWindow(device), LossWindow(device)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = current_lr()
         for x, y in loader:
             if step >= total_steps:
                 break
@@ -320,22 +355,16 @@ def fit(
             probe_step = probe_any and (step + 1) % probes.every_steps == 0
             if act_probe is not None and probe_step:
                 act_probe.armed = True
-            lr = optimizer.param_groups[0]["lr"]
-            with autocast():
-                logits = train_model(x)  # (B / world, classes)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            lr = current_lr()
             probe_values: dict[str, float] = {}
-            if probe_step and probes.grad_norms:
-                probe_values.update(grad_norms(model))
-            if config.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
-            optimizer.step()
+            if graphed is not None:
+                loss = graphed(x, y)  # config refuses the probes that need the eager step
+            else:
+                loss = train_step(x, y, probe_values if probe_step else None)
             scheduler.step()
             step += 1
-            window.add(loss.detach())
-            epoch_losses.add(loss.detach())
+            window.add(loss)
+            epoch_losses.add(loss)
             if probe_step:
                 if act_probe is not None:
                     probe_values.update(act_probe.collect())

@@ -54,24 +54,38 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 
 
 def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled) for `model`."""
+    """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled) for `model`.
+
+    With `config.cuda_graph` the optimizer can be captured in a CUDA graph: its learning rate
+    is a 0-d float32 tensor on the parameters' device (the scheduler fills it in place, so a
+    replayed graph reads each step's value) and Adam/AdamW are `capturable` (their step counts
+    live on the device). Same math as the plain optimizer.
+    """
     o = config.optim
     groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias)
     # fused: one kernel for the whole update (3x faster than the per-tensor loop on CPU for
     # the seed's MLP); same math, and deterministic
     fused = _fused_supported(model)
+    lr: float | torch.Tensor = config.lr
+    graph_options = {}
+    if config.cuda_graph:
+        lr = torch.tensor(config.lr, dtype=torch.float32, device=next(model.parameters()).device)
+        graph_options = {"capturable": True}
+        for group in groups:  # one tensor per group: the scheduler fills each group's own
+            group["lr"] = lr.clone()
     if config.optimizer == "sgd":
         if o.nesterov and o.momentum == 0.0:
             raise ValueError(
                 "optim.nesterov=true needs optim.momentum > 0, got momentum=0; set a momentum "
                 "(e.g. 0.9) or nesterov=false"
             )
-        return torch.optim.SGD(groups, lr=config.lr, momentum=o.momentum, nesterov=o.nesterov,
+        # SGD has no capturable flag: fused SGD reads a tensor lr on the device as it is
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov,
                                fused=fused)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, betas=o.betas, fused=fused)
+        return torch.optim.Adam(groups, lr=lr, betas=o.betas, fused=fused, **graph_options)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=o.betas, fused=fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=o.betas, fused=fused, **graph_options)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
 
 
@@ -81,3 +95,14 @@ def _fused_supported(model: nn.Module) -> bool | None:
     floats = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
     ok = params and all(p.device.type in ("cpu", "cuda") and p.dtype in floats for p in params)
     return True if ok else None
+
+
+def lr_tensors_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move learning rates held as tensors (a `cuda_graph` run's) to `device`, in place.
+
+    `torch.load(map_location="cpu")` brings a checkpoint's tensor lr back on the CPU, where a
+    captured optimizer step cannot read it; float learning rates are left alone.
+    """
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor) and group["lr"].device != device:
+            group["lr"] = group["lr"].to(device)
