@@ -1,4 +1,4 @@
-"""The `normlab` command line (typer): study, run, sweep, ls, compare, export, report, data.
+"""The `normlab` command line (typer): study, run, sweep, ls, compare, export, report, data, bench.
 
 Every command takes `--out DIR` (the results folder, default ./runs). A user mistake (bad
 key, value, file, experiment name, argument) prints ONE message on stderr and exits with
@@ -7,6 +7,7 @@ code 2, without a traceback; tracebacks are kept for bugs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -28,11 +29,26 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: what is on disk and what is missing.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(
+    help="Benchmarks: each prints a table and writes JSON with its provenance (versions, "
+    "device, threads, commit).",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
 
 OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
 ARGS_HELP = (
     "an optional experiment file (.yaml/.toml) first, then key=value overrides; dotted keys "
     "for nested ones (optim.weight_decay=0.1) and comma lists to sweep (batch_size=16,32)"
+)
+
+THREADS_HELP = (
+    "torch intra-op threads while training, restored afterwards. Default 1, like `normlab "
+    "study`: the default MLP on MNIST-1D took 0.13-0.15 s per epoch on 1 thread vs 2.3-14 s on "
+    "2 (2-core CPU shared with other jobs); 0 keeps torch's setting (one thread per core), "
+    "worth it for large models on an idle machine. Not part of the run id, so a stored run is "
+    "not trained again with other threads; on CPU the losses differ in the last float digits "
+    "between thread counts (not bit-identical)"
 )
 
 
@@ -97,6 +113,16 @@ def _print_failures(summary: Any) -> None:
             typer.echo(f"  run {outcome.run_id} failed: {last}", err=True)
 
 
+def _threads(threads: int | None) -> Any:
+    """`--threads N` as a context manager: N intra-op threads inside, the old count after."""
+    from normlab.bench.common import torch_threads
+    from normlab.experiments.errors import ConfigError
+
+    if threads is not None and threads < 0:
+        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's setting), got {threads}")
+    return torch_threads(threads or None)
+
+
 def _keys_epilog() -> str:
     from normlab.experiments.config import config_keys
 
@@ -115,6 +141,7 @@ def run(
         None, "--nproc", min=1, help="data-parallel processes for this run (same as nproc=N)"
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="train again a config stored as failed"),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP + "; with --nproc, for this process only"),
 ) -> None:
     """Train ONE run (defaults: the seed's MLP, Adam, lr 1e-3, batch 64 on MNIST-1D).
 
@@ -125,17 +152,26 @@ def run(
     batch); under `torchrun -m normlab run ...` the processes are torchrun's.
 
     Example: normlab run norm=none epochs=3 --json
-    Example: normlab run nproc=2 sync_bn=true batch_size=128
-    """
-    from normlab.experiments.runner import run_experiment
-    from normlab.train.distributed import in_torchrun, is_main_process, launch
 
+    Example: normlab run nproc=2 sync_bn=true batch_size=128
+
+    Example: normlab run model=cnn --threads 2
+    """
     if nproc is not None:
         args = [*(args or []), f"nproc={nproc}"]
     experiment = _load(args, name or ("run" if not args or "=" in args[0] else None))
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
+    with _threads(threads):
+        _run_one(experiment, out, as_json, quiet, retry_failed)
+
+
+def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool) -> None:
+    """`normlab run` once its one run is planned: train it (or show its stored result)."""
+    from normlab.experiments.runner import run_experiment
+    from normlab.train.distributed import in_torchrun, is_main_process, launch
+
     if in_torchrun() and not is_main_process():
         # torchrun's other ranks train their share; rank 0 alone stores the run. They train
         # only when rank 0 will (else they would wait for it at the first collective).
@@ -183,6 +219,9 @@ def sweep(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and exit; nothing is written"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help=THREADS_HELP + "; --backend local only (process workers take cores / workers each)"
+    ),
 ) -> None:
     """Run every combination of an experiment; finished runs are skipped, interrupted ones resume.
 
@@ -193,18 +232,27 @@ def sweep(
     """
     from normlab.experiments.runner import check_backend, run_experiment
 
+    from normlab.experiments.errors import ConfigError
+
     experiment = _load(args, name)
     check_backend(backend, workers)  # a dry run that passes means the real one starts
+    if threads is not None and backend != "local":
+        raise ConfigError(
+            f"--threads applies to --backend local, got --backend {backend} (its workers take "
+            "cores / workers threads each); drop --threads or use --backend local"
+        )
+    in_process = _threads(1 if threads is None else threads)  # checks --threads before a dry run
     if dry_run:
         for run in experiment.runs:
             typer.echo(f"{run.run_id}  {run.group or '-'}  {json.dumps(run.config.resolved(), sort_keys=True)}")
         typer.echo(f"{experiment.name}: {len(experiment.runs)} runs", err=True)
         return
-    summary = run_experiment(
-        experiment, out, backend=backend, workers=workers, address=address,
-        retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run, append=append,
-    )
+    with in_process if backend == "local" else contextlib.nullcontext():
+        summary = run_experiment(
+            experiment, out, backend=backend, workers=workers, address=address,
+            retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run, append=append,
+        )
     typer.echo(str(summary), err=True)
     _print_failures(summary)
     if not summary.ok:
@@ -369,6 +417,62 @@ def data_info(
 
         _fail(f"unknown dataset {name!r}{suggest(name, dataset_names())} (valid: {', '.join(dataset_names())})")
     typer.echo(describe_data(name, root))
+
+
+BENCH_THREADS_HELP = "torch intra-op threads during the benchmark, restored after (default: torch's; 1 on a shared CPU)"
+
+
+@bench_app.command("loop")
+@_user_errors
+def bench_loop(
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when there is one)"),
+    samples: int = typer.Option(50_000, "--samples", help="training images per epoch (50,000 = CIFAR-10's train split)"),
+    repeats: int = typer.Option(3, "--repeats", help="alternating timed repetitions per norm (the median is shown)"),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes of the seed-style loop"),
+    norms: str = typer.Option("batch,none", "--norms", help="comma-separated norms, one table row each"),
+    compile_model: bool = typer.Option(False, "--compile", help="engine: torch.compile (GPU)"),
+    precision: str = typer.Option("fp32", "--precision", help="engine: fp32, or bf16 autocast (GPU)"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="engine: replay each step as one CUDA graph (GPU)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
+    out: Path = typer.Option(Path("training_loop.json"), "--out", help="the JSON result file"),
+) -> None:
+    """The seed notebook's training loop vs normlab's engine: seconds per epoch and their ratio.
+
+    The seed's MLP with and without BN, one epoch of CIFAR-shaped synthetic images, batch 64,
+    Adam 1e-3; seed-style = a DataLoader over a per-sample normalizing Dataset with a .item()
+    every step; engine = normlab.train.fit. Ratio = seed-style / engine (> 1: engine faster).
+    Same options and JSON as benchmarks/training_loop.py.
+
+    Example: normlab bench loop --device cpu --samples 5000 --threads 1
+
+    Example: normlab bench loop --device cuda --cuda-graph --out training_loop_graph.json
+    """
+    from normlab.bench.training_loop import bench_training_loop, split_norms
+
+    bench_training_loop(device=device, samples=samples, repeats=repeats, workers=workers,
+                        norms=split_norms(norms), compile_model=compile_model, precision=precision,
+                        cuda_graph=cuda_graph, threads=threads, out=str(out))
+
+
+@bench_app.command("layers")
+@_user_errors
+def bench_layers(
+    threads: Optional[int] = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
+    repeats: int = typer.Option(20, "--repeats", help="timed steps per shape and backend (the median is shown)"),
+    quick: bool = typer.Option(False, "--quick", help="two small shapes instead of five (a smoke test)"),
+    out: Path = typer.Option(Path("layers_cpu.json"), "--out", help="the JSON result file"),
+) -> None:
+    """BatchNorm training step (forward + backward) on CPU: normlab's reference vs torch's kernel.
+
+    Median ms per shape for backend="reference" and backend="torch", their ratio (target
+    <= 1.5) and the max difference of outputs and gradients (a fast wrong result cannot pass).
+    Same options and JSON as benchmarks/layers_cpu.py.
+
+    Example: normlab bench layers --threads 1 --quick --out layers.json
+    """
+    from normlab.bench.layers_cpu import bench_layers_cpu
+
+    bench_layers_cpu(threads=threads, repeats=repeats, quick=quick, out=str(out))
 
 
 def main() -> None:
