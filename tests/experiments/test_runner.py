@@ -178,3 +178,45 @@ def test_sigkill_of_the_sweep_then_rerun_completes_every_run_exactly_once(tmp_pa
         assert not metrics.duplicated(["run_id", "name", "step"]).any()
         attempts = dict(store._conn.execute("SELECT run_id, attempts FROM runs"))
         assert attempts == {exp.runs[0].run_id: 2, exp.runs[1].run_id: 1}
+
+
+def test_a_run_this_machine_cannot_run_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import normlab.train.engine as engine
+    from normlab.experiments.errors import ConfigError
+
+    exp = load_experiment(None, ["seed=0,1", "cuda_graph=true"], name="gpu")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"2 run\(s\) of 'gpu' cannot run on this machine .*"
+                                          r"cuda_graph=true .* is a GPU option, but the run is on cpu"):
+        run_experiment(exp, out, run_fn=fakes.fake_fit, progress=False)
+    assert not out.exists()  # nothing written: no store, no run folders
+
+    # stored results are not checked again: a finished sweep copied from a GPU machine lists
+    # fine on a CPU one (here the first run pretends to be such a machine)
+    monkeypatch.setattr(engine, "check_runnable_here", lambda config: None)
+    assert run_experiment(exp, out, run_fn=fakes.fake_fit, progress=False).ok
+    monkeypatch.undo()
+    again = run_experiment(exp, out, run_fn=fakes.fake_fit, progress=False)
+    assert again.skipped == 2
+    # a new seed would execute, so it is checked (and refused) again, with the store untouched
+    more = load_experiment(None, ["seed=0,1,2", "cuda_graph=true"], name="gpu")
+    with pytest.raises(ConfigError, match=r"1 run\(s\) of 'gpu' cannot run"):
+        run_experiment(more, out, run_fn=fakes.fake_fit, progress=False)
+    with Store.open(out) as store:
+        assert len(store.runs_frame("gpu")) == 2
+
+
+def test_device_checks_are_left_to_the_cluster_on_ray(tmp_path, monkeypatch):
+    from normlab.experiments import backends, runner
+
+    calls = []
+    monkeypatch.setattr(runner, "check_runnable_here", lambda *a: calls.append(a))
+    exp = load_experiment(None, ["seed=0"], name="loc")
+    run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False)
+    assert len(calls) == 1  # local: checked here
+    ran = []
+    monkeypatch.setattr(runner, "import_ray", lambda: None)
+    monkeypatch.setattr(runner, "run_ray", lambda tasks, *a, **k: ran.append(len(tasks)))
+    run_experiment(load_experiment(None, ["seed=5"], name="ray"), tmp_path, backend="ray",
+                   run_fn=fakes.fake_fit, progress=False)
+    assert ran == [1] and len(calls) == 1  # Ray: the cluster's machines run it, not checked here

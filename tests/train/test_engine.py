@@ -133,6 +133,9 @@ def test_gpu_only_options_and_bad_sizes_are_clear_errors(data):
         fit(_config(precision="bf16"), dataset=data)
     with pytest.raises(ValueError, match="compile=true.*GPU option"):
         fit(_config(compile=True), dataset=data)
+    with pytest.raises(ValueError, match="precision='bf16' .* and compile=true .* are GPU options.*"
+                                         "or set precision='fp32', compile=false$"):
+        fit(_config(precision="bf16", compile=True), dataset=data)
     with pytest.raises(ValueError, match="nproc=2 but this process group has 1"):
         fit(_config(nproc=2), dataset=data)
     with pytest.raises(ValueError, match="lower batch_size"):

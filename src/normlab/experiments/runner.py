@@ -25,10 +25,10 @@ from pathlib import Path
 
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
-from normlab.experiments.errors import BackendError, StoreError
+from normlab.experiments.errors import BackendError, ConfigError, StoreError
 from normlab.experiments.execute import RunTask
 from normlab.experiments.progress import ProgressView
-from normlab.experiments.store import DONE_STATUSES, Store, flatten_config
+from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
 LOCK_NAME = ".normlab.lock"
 
@@ -180,6 +180,34 @@ def check_backend(backend: str, workers: int) -> None:
         import_ray()  # a missing extra is a user error, not a traceback mid-sweep
 
 
+def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> None:
+    """ConfigError, before anything is written, when a run that would execute cannot run on
+    this machine: its device is missing (cuda without a GPU) or a GPU-only option (bf16,
+    compile, cuda_graph) is set for a CPU run. Runs with a stored result are not checked."""
+    from normlab.train.engine import check_runnable_here as check_config
+
+    stored: dict[str, str] = {}
+    if (Path(out_dir) / DB_NAME).exists():
+        with Store.open(out_dir, create=False) as store:
+            stored = store.run_status([run.run_id for run in experiment.runs])
+    problems: dict[str, list[str]] = {}  # message -> run ids
+    for run in experiment.runs:
+        status = stored.get(run.run_id)
+        if status in DONE_STATUSES or (status == "failed" and not retry_failed):
+            continue
+        try:
+            check_config(run.config)
+        except ValueError as err:
+            problems.setdefault(str(err), []).append(run.run_id)
+    if problems:
+        message, run_ids = next(iter(problems.items()))
+        count = len({rid for ids in problems.values() for rid in ids})
+        raise ConfigError(
+            f"{count} run(s) of {experiment.name!r} cannot run on this machine (first: run "
+            f"{run_ids[0]}): {message}"
+        )
+
+
 def run_experiment(
     experiment: Experiment | str | Path,
     out_dir: str | Path = "runs",
@@ -224,6 +252,8 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
+    if backend != "ray":  # on Ray the cluster's machines, not this one, run the configs
+        check_runnable_here(experiment, out, retry_failed)
     start = time.perf_counter()
     with _exclusive(out), Store.open(out) as store:
         store.add_experiment(experiment, append=append)
@@ -271,4 +301,4 @@ def run_experiment(
     return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
 
 
-__all__ = ["RunOutcome", "SweepSummary", "check_backend", "run_experiment"]
+__all__ = ["RunOutcome", "SweepSummary", "check_backend", "check_runnable_here", "run_experiment"]

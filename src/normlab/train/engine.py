@@ -105,23 +105,33 @@ def resolve_device(name: str, ctx: ProcessContext) -> torch.device:
     return device
 
 
+def check_device_options(config: RunConfig, device: torch.device) -> None:
+    """ValueError unless the config's GPU-only options (bf16, compile, cuda_graph) have a GPU."""
+    if device.type == "cuda":
+        return
+    gpu_only = {  # option -> (on?, how to turn it off)
+        "precision='bf16' (autocast)": (config.precision == "bf16", "precision='fp32'"),
+        "compile=true (torch.compile)": (config.compile, "compile=false"),
+        "cuda_graph=true (replay each step as a CUDA graph)": (config.cuda_graph, "cuda_graph=false"),
+    }
+    asked = {name: off for name, (on, off) in gpu_only.items() if on}
+    if asked:
+        verb = "is a GPU option" if len(asked) == 1 else "are GPU options"
+        raise ValueError(
+            f"{' and '.join(asked)} {verb}, but the run is on {device}; set device='cuda' on a "
+            f"machine with a GPU, or set {', '.join(asked.values())}"
+        )
+
+
+def check_runnable_here(config: RunConfig) -> None:
+    """ValueError unless this machine can run `config`: its device exists here and its
+    GPU-only options are on a GPU. The experiment runner calls it before writing anything."""
+    check_device_options(config, resolve_device(config.device, ProcessContext()))
+
+
 def check_execution(config: RunConfig, device: torch.device, ctx: ProcessContext) -> None:
     """GPU-only options on a GPU, and as many processes as the config says."""
-    if config.precision == "bf16" and device.type != "cuda":
-        raise ValueError(
-            f"precision='bf16' (autocast) is a GPU option, but the run is on {device}; set "
-            f"precision='fp32' or device='cuda'"
-        )
-    if config.compile and device.type != "cuda":
-        raise ValueError(
-            f"compile=true (torch.compile) is a GPU option, but the run is on {device}; set "
-            f"compile=false or device='cuda'"
-        )
-    if config.cuda_graph and device.type != "cuda":
-        raise ValueError(
-            f"cuda_graph=true (replay each step as a CUDA graph) is a GPU option, but the run "
-            f"is on {device}; set cuda_graph=false or device='cuda'"
-        )
+    check_device_options(config, device)
     if config.nproc != ctx.world_size:
         raise ValueError(
             f"nproc={config.nproc} but this process group has {ctx.world_size} process(es); "
