@@ -1,0 +1,115 @@
+"""normlab.bench.common: provenance, device and thread handling, the table, JSON writing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from normlab.bench import common
+from normlab.bench.common import Column, header_line, row_line
+from normlab.experiments.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_git_commit_is_the_source_checkouts_wherever_it_runs_from(tmp_path, monkeypatch):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    monkeypatch.chdir(tmp_path)  # not a repository: the commit must still be normlab's
+    assert common.git_commit() == head.stdout.strip()
+    assert head.stdout.strip().startswith(common.git_commit(short=True))
+
+
+def test_git_commit_without_git_is_unknown(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(common.subprocess, "run", no_git)
+    assert common.git_commit() == "unknown"
+
+
+def test_provenance_names_the_machine_and_the_threads_in_use():
+    with common.torch_threads(2):
+        where = common.provenance(torch.device("cpu"))
+    assert set(where) == {"torch", "python", "platform", "device", "threads", "cpu_count",
+                          "load_avg_1min", "commit", "time"}
+    assert where["threads"] == 2 and where["torch"] == torch.__version__
+    assert where["device"] and where["device"] == common.cpu_name()
+    assert json.loads(json.dumps(where)) == where  # JSON-ready
+
+
+def test_resolve_device():
+    assert common.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert common.resolve_device("auto").type == expected
+    for bad in ("tpu", "gpu", "cuda:x", ""):
+        with pytest.raises(ConfigError, match="expected cpu, cuda, cuda:N or auto"):
+            common.resolve_device(bad)
+
+
+def test_cuda_without_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match="CUDA is not available on this machine.*--device cpu"):
+            common.resolve_device(name)
+    assert common.resolve_device("auto") == torch.device("cpu")
+
+
+def test_cuda_index_beyond_the_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"has 1 GPU\(s\) \(cuda:0..cuda:0\)"):
+        common.resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, 1.5])
+def test_check_threads_refuses_non_positive_counts(bad):
+    with pytest.raises(ConfigError, match="--threads: expected a positive number"):
+        common.check_threads(bad)
+
+
+def test_torch_threads_sets_and_restores_even_on_error():
+    torch.set_num_threads(3)
+    with common.torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 3
+    with pytest.raises(RuntimeError), common.torch_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 3
+    with common.torch_threads(None):
+        assert torch.get_num_threads() == 3
+
+
+def test_table_lines_match_the_scripts_original_format():
+    """The training-loop table printed before the move (f-strings) and after (Column)."""
+    from normlab.bench.training_loop import COLUMNS
+
+    r = {"model": "mlp norm=batch", "seed_style_s": 3.1712, "engine_epoch_s": 1.9634,
+         "engine_fit_s": 2.5, "speedup": 3.1712 / 1.9634, "speedup_whole_fit": 3.1712 / 2.5}
+    old_header = f"{'model':<16} {'seed-style s':>13} {'engine s':>10} {'fit s':>8} {'ratio':>7} {'ratio fit':>10}"
+    old_row = (f"{r['model']:<16} {r['seed_style_s']:>13.3f} {r['engine_epoch_s']:>10.3f} "
+               f"{r['engine_fit_s']:>8.3f} {r['speedup']:>6.1f}x {r['speedup_whole_fit']:>9.1f}x")
+    assert header_line(COLUMNS) == old_header
+    assert row_line(COLUMNS, r) == old_row
+
+
+def test_a_header_wider_than_its_column_keeps_the_columns_aligned():
+    columns = [Column("shape", "shape", 8, fmt=""), Column("min ratio", "r", 6, fmt=".2f")]
+    header, row = header_line(columns), row_line(columns, {"shape": "(2, 3)", "r": 1.5})
+    assert len(header) == len(row) and header.index("min ratio") + len("min ratio") == len(row)
+    assert row.endswith("     1.50")
+
+
+def test_write_json_creates_folders_and_check_out_refuses_a_folder(tmp_path, capsys):
+    path = common.write_json({"a": [1, 2.5]}, tmp_path / "deep" / "r.json")
+    assert json.loads(path.read_text()) == {"a": [1, 2.5]}
+    assert f"wrote {path}" in capsys.readouterr().out
+    assert common.check_out(tmp_path / "x.json") == tmp_path / "x.json"
+    with pytest.raises(ConfigError, match="--out: expected a JSON file path, got the folder"):
+        common.check_out(tmp_path)
