@@ -217,3 +217,19 @@ def test_a_stop_seen_by_one_process_stops_every_process():
     result = launch(config, dataset=data, stop=_stop_on_rank_0_only,
                     timeout=datetime.timedelta(seconds=60))
     assert result.status == "stopped" and result.steps == 4  # after epoch 1 of 3
+
+
+def test_epoch_train_loss_is_the_step_weighted_mean_of_its_windows(data):
+    _, rows = _run(_config(epochs=3), data)
+    last_step, by_epoch = 0, {}
+    for step, epoch, values in rows:
+        if M.TRAIN_LOSS in values:  # windows end every 10 steps and at each epoch's end
+            by_epoch.setdefault(epoch, []).append((step - last_step, values[M.TRAIN_LOSS]))
+            last_step = step
+    epoch_loss = {e: v[M.EPOCH_TRAIN_LOSS] for _, e, v in rows if M.EPOCH_TRAIN_LOSS in v}
+    assert sorted(by_epoch) == sorted(epoch_loss) == [1, 2, 3]
+    assert [len(w) for w in by_epoch.values()] == [1, 2, 2]  # steps 9 | 10, 18 | 20, 27
+    for e, windows in by_epoch.items():
+        steps = sum(n for n, _ in windows)
+        assert steps == 9
+        assert epoch_loss[e] == pytest.approx(sum(n * loss for n, loss in windows) / steps, rel=1e-6)

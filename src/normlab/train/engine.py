@@ -78,6 +78,11 @@ class LossWindow:
         """Wall seconds since the window opened."""
         return time.perf_counter() - self.start
 
+    def absorb(self, other: "LossWindow") -> None:
+        """Add another window's sum and steps (one device add per window, not per step)."""
+        self.total += other.total
+        self.steps += other.steps
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) generators."""
@@ -337,10 +342,13 @@ def fit(
             })
         ctx.barrier()
 
-    def emit_window(window: LossWindow, step: int, epoch: int, lr: float) -> bool:
-        """Emit train_loss, lr (and step_ms) for the window; False when the loss is NaN/inf."""
+    def emit_window(window: LossWindow, epoch_window: LossWindow, step: int, epoch: int,
+                    lr: float) -> bool:
+        """Emit train_loss, lr (and step_ms) for the window, add it to the epoch's and reset it;
+        False when the loss is NaN/inf."""
         if window.steps == 0:
             return True
+        epoch_window.absorb(window)
         mean = window.mean(ctx)
         values = {M.TRAIN_LOSS: mean, M.LR: lr}
         if probes.step_time:
@@ -374,17 +382,16 @@ def fit(
             scheduler.step()
             step += 1
             window.add(loss)
-            epoch_losses.add(loss)
             if probe_step:
                 if act_probe is not None:
                     probe_values.update(act_probe.collect())
                 if probes.weight_norms:
                     probe_values.update(weight_norms(model))
                 emit(step, epoch, probe_values)
-            if step % M.TRAIN_LOG_EVERY == 0 and not emit_window(window, step, epoch, lr):
+            if step % M.TRAIN_LOG_EVERY == 0 and not emit_window(window, epoch_losses, step, epoch, lr):
                 status = "diverged"
                 break
-        if status == "running" and not emit_window(window, step, epoch, lr):
+        if status == "running" and not emit_window(window, epoch_losses, step, epoch, lr):
             status = "diverged"
         epoch_values = {M.EPOCH_SECONDS: epoch_losses.seconds()}
         if epoch_losses.steps:
