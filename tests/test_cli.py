@@ -233,3 +233,58 @@ def test_torchrun_trains_one_run_and_a_rerun_returns_on_every_rank(tmp_path):
     from normlab.experiments.store import Store
 
     assert len(Store(tmp_path).runs_frame("run")) == 1
+
+
+@pytest.fixture
+def threads_seen(monkeypatch):
+    """Runs use the fake engine and record torch's intra-op thread count while they train."""
+    import torch
+
+    seen = []
+
+    def recording_fit(config, *, on_metrics, checkpoint_path):
+        seen.append(torch.get_num_threads())
+        return fakes.flaky_fit(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)
+
+    monkeypatch.setattr(execute, "default_run_fn", recording_fit)
+    torch.set_num_threads(3)  # the caller's setting, to be restored (conftest resets it after)
+    return seen
+
+
+def test_run_threads_sets_the_count_for_the_run_and_restores_it(tmp_path, threads_seen):
+    import torch
+
+    ids = []
+    for out, extra in (("a", ["--threads", "2"]), ("b", []), ("c", ["--threads", "0"])):
+        result = invoke("run", "seed=2", "epochs=1", "--json", "--out", tmp_path / out, *extra)
+        assert result.exit_code == 0, result.output
+        ids.append(json.loads(result.stdout)["run_id"])
+        assert torch.get_num_threads() == 3
+    # --threads 2, the default (1, as the study), --threads 0 (keeps the caller's 3)
+    assert threads_seen == [2, 1, 3]
+    assert len(set(ids)) == 1  # threads are not part of the run id
+    failed = invoke("run", "seed=1", "--threads", "2", "--out", tmp_path / "d", "-q")
+    assert failed.exit_code == 1 and torch.get_num_threads() == 3  # restored after a failed run too
+    assert "--threads" in invoke("run", "--help").output
+
+
+def test_sweep_threads_for_the_local_backend(tmp_path, threads_seen):
+    import torch
+
+    assert invoke("sweep", "seed=0,2", "--threads", "2", "--out", tmp_path, "-q").exit_code == 0
+    assert threads_seen == [2, 2] and torch.get_num_threads() == 3
+    assert invoke("sweep", "seed=3", "--out", tmp_path, "-q").exit_code == 0
+    assert threads_seen[-1] == 1
+
+
+@pytest.mark.parametrize(
+    "args, texts",
+    [
+        (["run", "--threads", "-1"], ["--threads: expected a number of threads >= 0", "got -1"]),
+        (["sweep", "--threads", "-1", "--dry-run"], ["--threads: expected a number of threads >= 0"]),
+        (["sweep", "--threads", "2", "--backend", "process"], ["--threads applies to --backend local", "process"]),
+    ],
+)
+def test_bad_threads_exit_2(tmp_path, threads_seen, args, texts):
+    assert_user_error(invoke(*args, "--out", tmp_path / "out"), *texts)
+    assert threads_seen == [] and not (tmp_path / "out" / "normlab.db").exists()
