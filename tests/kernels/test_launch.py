@@ -48,3 +48,52 @@ def test_tiles_cover_every_unit_once(shape):
     assert t.n_units == v.N * t.n_sblocks
     # The programs' ranges [p*upp, (p+1)*upp) cover all units and none is empty.
     assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (256, 64, 32, 32), (64, 512, 7, 7), (8192, 512)])
+@pytest.mark.parametrize("change", [*launch.V4_CHANGES, "v4"])
+def test_gpu_plans_with_v4_knobs_cover_every_unit_once(shape, change):
+    """Plans for an H100 (132 SMs) with each knob setting the benchmark times."""
+    v = launch.view_of(torch.empty(shape, device="meta"))
+    for elem_size in (4, 2):
+        knobs = launch.knobs_with(change)[launch.view_kind(v, elem_size)]
+        t = launch.plan_tiles(v, elem_size, 132, knobs)
+        assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
+        assert (t.stats_unroll, t.bwd_unroll) == (knobs.stats_unroll, knobs.bwd_unroll)
+        assert (t.fin_block, t.fin_rows) == (knobs.finalize_channels, knobs.finalize_rows)
+        assert t.reduce_stages == (knobs.reduce_stages or t.num_stages)
+
+
+def test_default_knobs_are_v3_1():
+    """v4 knobs stay off until measured: the shipped plan is v3.1's."""
+    v = launch.view_of(torch.empty(256, 64, 32, 32, device="meta"))
+    for kind, knobs in launch.KNOBS.items():
+        assert (knobs.stats_unroll, knobs.bwd_unroll, knobs.reduce_stages) == (1, 1, 0), kind
+        assert (knobs.finalize_channels, knobs.finalize_rows) == (32, 64), kind
+    t = launch.plan_tiles(v, 4, 132, launch.KNOBS["planes"])
+    assert (t.reduce_stages, t.num_stages, t.fin_block, t.fin_rows) == (2, 2, 32, 64)
+    assert launch.plan_tiles(v, 2, 132, launch.KNOBS["planes"]).reduce_stages == 3
+
+
+def test_knobs_with_isolates_one_change():
+    unroll = launch.knobs_with("unroll")["rows"]
+    assert (unroll.stats_unroll, unroll.bwd_unroll) == (2, 2)
+    assert unroll.finalize_channels == launch.KNOBS["rows"].finalize_channels
+    assert launch.knobs_with("finalize")["rows16"].stats_unroll == 1
+    assert launch.knobs_with("v4") == launch.V4_KNOBS
+    with pytest.raises(ValueError, match=r"unknown v4 change 'fast'; expected one of"):
+        launch.knobs_with("fast")
+
+
+@pytest.mark.parametrize(
+    "kwargs,text",
+    [
+        (dict(stats_unroll=3), "stats_unroll must be 1 or 2"),
+        (dict(tile_elems=3000), "tile_elems must be a power of two.*got 3000; use e.g. 4096"),
+        (dict(finalize_rows=0), "finalize_rows must be a power of two"),
+        (dict(programs_per_sm=0), "programs_per_sm must be >= 1"),
+    ],
+)
+def test_bad_knobs_get_one_clear_error(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        launch.Knobs(**{"programs_per_sm": 2, "tile_elems": 4096, **kwargs})

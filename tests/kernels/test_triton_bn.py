@@ -4,6 +4,8 @@ Every output, partial-sum and coefficient buffer is NaN-poisoned (``poison`` fix
 element a kernel forgets to write fails the comparison.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -164,3 +166,96 @@ def test_poison_exposes_unwritten_outputs(device, poison, monkeypatch):
     x = _make((3, 5, 7, 9), "contiguous", torch.float32, device)
     y, _ = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
     assert torch.isnan(y).any() and not torch.isnan(y).all()
+
+
+# v4 knobs (launch.V4_CHANGES one at a time, and all of them) through a full training step. One
+# dtype/ReLU per case keeps this cheap while every view kind meets float32 and bfloat16. Units
+# per program are odd in the first three cases, so an unrolled step's second unit belongs to
+# the next program and must be masked off.
+V4_CASES = [
+    ((2, 3, 23, 25), "contiguous", torch.float32, False),  # planes
+    ((5, 7, 33), "contiguous", torch.bfloat16, True),  # planes, (N, C, L)
+    ((5, 6, 7, 9), "channels_last", torch.float32, True),  # rows
+    ((5, 6, 7, 9), "channels_last", torch.bfloat16, False),  # rows16
+    ((150, 13), "contiguous", torch.float32, False),  # rows, (N, C): two 8-channel finalizes
+    ((3, 4, 2, 3, 5), "channels_last_3d", torch.bfloat16, True),  # rows16
+]
+# num_stages is a compiler option the interpreter ignores: "stages" runs only compiled (GPU).
+COMPILED = os.environ.get("TRITON_INTERPRET", "0") != "1"  # conftest sets it when no GPU
+V4_SETTINGS = [c for c in [*launch.V4_CHANGES, "v4"] if c != "stages" or COMPILED]
+
+
+def test_v4_cases_reach_the_unrolled_tail():
+    """Guards V4_CASES: in the interpreter's plans (sms=0) some case has an odd number (> 1) of
+    units per program and several programs. (A GPU's plans give these tiny shapes one unit per
+    program, whose unrolled second unit is the next program's: masked off too.)"""
+    odd = []
+    for shape, fmt, dtype, _ in V4_CASES:
+        v = launch.view_of(launch.make_dense(_make(shape, fmt, dtype, "cpu")))
+        t = launch.plan_tiles(v, dtype.itemsize, 0, launch.V4_KNOBS[launch.view_kind(v, dtype.itemsize)])
+        odd.append(t.units_per_prog % 2 == 1 and t.units_per_prog > 1 and t.split > 1)
+    assert sum(odd) >= 2
+
+
+@pytest.mark.parametrize("shape,fmt,dtype,relu", V4_CASES)
+@pytest.mark.parametrize("change", V4_SETTINGS)
+def test_v4_knobs_match_float64(shape, fmt, dtype, relu, change, device, poison, monkeypatch):
+    monkeypatch.setattr(launch, "KNOBS", launch.knobs_with(change))
+    torch.manual_seed(6)
+    x = _make(shape, fmt, dtype, device, offset=3.0)
+    C = shape[1]
+    w, b = torch.randn(C, device=device), torch.randn(C, device=device)
+    rm, rv = torch.randn(C, device=device), torch.rand(C, device=device) + 0.5
+    dy = torch.randn(shape, device=device).to(dtype)
+    x64 = x.double().cpu().requires_grad_()
+    w64 = w.double().cpu().requires_grad_()
+    b64 = b.double().cpu().requires_grad_()
+    rm64, rv64 = rm.double().cpu(), rv.double().cpu()
+    y64 = torch.nn.functional.batch_norm(x64, rm64, rv64, w64, b64, True, 0.1, 1e-5)
+    y64 = y64.clamp_min(0) if relu else y64
+    y64.backward(dy.double().cpu())
+
+    y, stats = launch.forward(launch.make_dense(x), rm, rv, w, b, True, 0.1, 1e-5, relu)
+    dx, dw, db = launch.backward(dy, launch.make_dense(x), stats, w, True, relu)
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(y.cpu().double(), y64.detach(), rtol=rtol, atol=atol)
+    torch.testing.assert_close(dx.cpu().double(), x64.grad, rtol=rtol,
+                               atol=atol * x64.grad.abs().max().item())
+    g_scale = max(w64.grad.abs().max().item(), b64.grad.abs().max().item(), 1.0)
+    for got, want in ((dw, w64.grad), (db, b64.grad)):
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-5 * g_scale)
+    for got, want in ((rm, rm64), (rv, rv64)):
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-5, atol=1e-5)
+    assert y.stride() == x.stride() and dx.stride() == x.stride()
+
+
+@pytest.mark.parametrize("block,block_p", [(8, 256), (32, 64)])
+def test_finalize_at_gpu_block_sizes(block, block_p, device, poison):
+    """The finalize kernel with the GPU's partial-row blocks (the interpreter's plans use 2):
+    300 partial rows = one full [block_p, block] load and a masked tail; 13 channels."""
+    from normlab.kernels import triton_bn as k
+
+    torch.manual_seed(7)
+    C, split, M = 13, 300, 300 * 50
+    x = torch.randn(4, C, device=device) * 3.0  # row 0 holds the shifts K
+    part = torch.randn(2, split, C, device=device)
+    part[1] = part[1].abs() * 50.0 + 100.0  # sums of squares: var stays positive
+    w, bias = torch.randn(C, device=device), torch.randn(C, device=device)
+    rm, rv = torch.randn(C, device=device), torch.rand(C, device=device) + 0.5
+    rm64, rv64 = rm.double().cpu(), rv.double().cpu()
+    stats = torch.empty(4, C, device=device)
+    k._finalize_kernel[(-(-C // block),)](
+        x, part, w, bias, rm, rv, stats, C, 1, split, float(M), 0.1, 1e-5, M / (M - 1),
+        HAS_W=True, HAS_B=True, UPDATE_RUNNING=True, BLOCK=block, BLOCK_P=block_p,
+    )
+    s1, s2 = part.double().cpu().sum(1)
+    d_mean = s1 / M
+    mean = x[0].double().cpu() + d_mean
+    var = s2 / M - d_mean**2
+    invstd = 1.0 / torch.sqrt(var + 1e-5)
+    a = w.double().cpu() * invstd
+    want = torch.stack([mean, invstd, a, bias.double().cpu() - mean * a])
+    torch.testing.assert_close(stats.cpu().double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rm.cpu().double(), 0.9 * rm64 + 0.1 * mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rv.cpu().double(), 0.9 * rv64 + 0.1 * var * M / (M - 1),
+                               rtol=1e-5, atol=1e-5)

@@ -5,13 +5,11 @@ kernels on CPU) cannot autotune, and because a fixed rule keeps results reproduc
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from normlab.kernels import triton_bn as k
-
-_FINALIZE_BLOCK = 32  # channels per finalize program
 
 
 # Plain-Python helpers: in current Triton (3.9) triton.cdiv and next_power_of_2 are
@@ -66,10 +64,89 @@ def view_of(x: torch.Tensor) -> View:
 
 
 @dataclass(frozen=True)
+class Knobs:
+    """Tuning knobs of one view kind (see ``KNOBS``); the GPU launch plan follows from them.
+
+    The interpreter (CPU tests) scales the sizes down (256-element tiles, 4 programs, 2 partial
+    rows per finalize load) but keeps the knobs that change code paths: ``stats_unroll``,
+    ``bwd_unroll`` and ``finalize_channels``.
+    """
+
+    programs_per_sm: int  # programs per SM along the reduction (the split)
+    tile_elems: int  # elements of a [BLOCK_C, BLOCK_S] tile (power of two)
+    stats_unroll: int = 1  # tiles loaded per loop step by the statistics kernel (1 or 2)
+    bwd_unroll: int = 1  # units loaded per loop step by the backward reduce kernel (1 or 2)
+    reduce_stages: int = 0  # num_stages of those two kernels; 0 = as apply: 3 for 2-byte, else 2
+    finalize_channels: int = 32  # channels per finalize program (power of two)
+    finalize_rows: int = 64  # partial-sum rows per finalize load, BLOCK_P (power of two)
+
+    def __post_init__(self):
+        for name in ("tile_elems", "finalize_channels", "finalize_rows"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"Knobs.{name} must be a power of two (Triton block sizes), "
+                                 f"got {value}; use e.g. {_next_pow2(max(value, 1))}")
+        for name in ("stats_unroll", "bwd_unroll"):
+            if getattr(self, name) not in (1, 2):
+                raise ValueError(f"Knobs.{name} must be 1 or 2 (tiles per loop step), "
+                                 f"got {getattr(self, name)}")
+        if self.programs_per_sm < 1 or self.reduce_stages < 0:
+            raise ValueError("Knobs.programs_per_sm must be >= 1 and reduce_stages >= 0 "
+                             f"(0 = default), got {self.programs_per_sm} and {self.reduce_stages}")
+
+
+# Per view kind: "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C) with 4-byte /
+# 2-byte elements. Module-level so benchmarks/bn_kernels.py can sweep them. From the H100
+# sweeps (benchmarks/README.md, v2 and v3): rows tiles end in a cross-warp reduction over rows,
+# so they want fewer, longer-running programs (2 per SM: 256x64x32x32 float32 NHWC forward
+# 1.96 -> 2.41 TB/s with 8192-element tiles); 2-byte rows prefer 4096-element tiles
+# (64x8x256x256 bf16 NHWC backward 1.26 -> 2.19 TB/s); NCHW was flat between 2 and 8 programs
+# per SM and 2048-8192 elements. The other knobs are at their v3.1 values (see V4_KNOBS).
+KNOBS = {
+    "planes": Knobs(programs_per_sm=8, tile_elems=4096),
+    "rows": Knobs(programs_per_sm=2, tile_elems=8192),
+    "rows16": Knobs(programs_per_sm=2, tile_elems=4096),
+}
+
+# The v4 candidates (prepared, not measured; benchmarks/README.md "v4"): the statistics and
+# backward-reduce kernels read at 1.3-2.0 TB/s where the apply kernels reach 2.6-2.7, so they
+# get twice the loads in flight (and a deeper pipeline for float32); the rows-view finalize
+# gets 4x the programs. `bn_kernels.py --v4` times the matrix with these; adopt per kind what
+# measures faster by copying it into KNOBS.
+V4_KNOBS = {
+    "planes": replace(KNOBS["planes"], stats_unroll=2, bwd_unroll=2, reduce_stages=3),
+    "rows": replace(KNOBS["rows"], stats_unroll=2, bwd_unroll=2, reduce_stages=3,
+                    finalize_channels=8, finalize_rows=256),
+    "rows16": replace(KNOBS["rows16"], stats_unroll=2, bwd_unroll=2, finalize_channels=8,
+                      finalize_rows=256),
+}
+
+# Each v4 change alone, as fields of Knobs: the benchmark's sweep and the tests isolate them.
+V4_CHANGES = {
+    "unroll": ("stats_unroll", "bwd_unroll"),
+    "stages": ("reduce_stages",),
+    "finalize": ("finalize_channels", "finalize_rows"),
+}
+
+
+def knobs_with(change: str) -> dict[str, Knobs]:
+    """``KNOBS`` with one v4 change applied (a ``V4_CHANGES`` key), or all of them ("v4")."""
+    if change == "v4":
+        return dict(V4_KNOBS)
+    if change not in V4_CHANGES:
+        raise ValueError(f"unknown v4 change {change!r}; expected one of "
+                         f"{sorted(V4_CHANGES) + ['v4']}")
+    fields = V4_CHANGES[change]
+    return {kind: replace(knobs, **{f: getattr(V4_KNOBS[kind], f) for f in fields})
+            for kind, knobs in KNOBS.items()}
+
+
+@dataclass(frozen=True)
 class Tiles:
     """A launch plan: ``[block_c, block_s]`` tiles; grid ``(cdiv(C, block_c), split)``; program
     ``p`` of a channel block handles units ``[p * units_per_prog, (p + 1) * units_per_prog)`` of
-    the ``n_units = N * n_sblocks`` tiles (the last program's tail is masked)."""
+    the ``n_units = N * n_sblocks`` tiles (the last program's tail is masked). The finalize
+    kernels run ``cdiv(C, fin_block)`` programs loading ``[fin_rows, fin_block]`` partials."""
 
     block_c: int
     block_s: int
@@ -78,18 +155,17 @@ class Tiles:
     n_sblocks: int
     n_units: int
     num_warps: int
-    num_stages: int
+    num_stages: int  # apply kernels
+    stats_unroll: int = 1
+    bwd_unroll: int = 1
+    reduce_stages: int = 2  # statistics and backward-reduce kernels
+    fin_block: int = 32
+    fin_rows: int = 64
 
 
-# Tuning knobs (module constants so benchmarks/bn_kernels.py can sweep them), per view:
-# "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C) with 4-byte / 2-byte elements.
-# From the H100 sweeps (benchmarks/README.md, v2 and v3): rows tiles end in a cross-warp
-# reduction over rows, so they want fewer, longer-running programs (2 per SM: 256x64x32x32
-# float32 NHWC forward 1.96 -> 2.41 TB/s with 8192-element tiles); 2-byte rows prefer
-# 4096-element tiles (64x8x256x256 bf16 NHWC backward 1.26 -> 2.19 TB/s); NCHW was flat between
-# 2 and 8 programs per SM and 2048-8192 elements.
-PROGRAMS_PER_SM = {"planes": 8, "rows": 2, "rows16": 2}  # programs per SM, reduction split
-TILE_ELEMS = {"planes": 4096, "rows": 8192, "rows16": 4096}  # elements per program per step
+def view_kind(v: View, elem_size: int) -> str:
+    """The ``KNOBS`` key of a view: "planes", "rows" or "rows16"."""
+    return "planes" if not v.channels_last else ("rows16" if elem_size == 2 else "rows")
 
 
 @functools.cache
@@ -98,24 +174,22 @@ def _sm_count(device: torch.device) -> int:
 
 
 def choose_tiles(v: View, elem_size: int, device: torch.device) -> Tiles:
-    """Tile ``[BLOCK_C, BLOCK_S]`` of about ``TILE_ELEMS`` elements, shaped by layout.
+    """Tile ``[BLOCK_C, BLOCK_S]`` of about ``tile_elems`` elements, shaped by layout.
 
     Rows view (channels-last, (N, C)): up to 128 contiguous channels x as many rows as fit.
     NCHW: a power of two covering H*W (capped at the tile), then as many channels as fit, so
     small H*W (7x7) gets [channels, 64] tiles looping over the batch.
     """
-    on_gpu = device.type == "cuda"
-    kind = "planes" if not v.channels_last else ("rows16" if elem_size == 2 else "rows")
-    return _choose_tiles(v, elem_size, _sm_count(device) if on_gpu else 0,
-                         PROGRAMS_PER_SM[kind], TILE_ELEMS[kind])
+    sms = _sm_count(device) if device.type == "cuda" else 0
+    return plan_tiles(v, elem_size, sms, KNOBS[view_kind(v, elem_size)])
 
 
 @functools.lru_cache(maxsize=512)  # launch overhead matters for small layers: plan once
-def _choose_tiles(v: View, elem_size: int, sms: int, programs_per_sm: int, tile: int) -> Tiles:
+def plan_tiles(v: View, elem_size: int, sms: int, knobs: Knobs) -> Tiles:
+    """The launch plan for ``sms`` SMs (0 = Triton's interpreter) and one kind's knobs."""
     # sms == 0: the interpreter runs programs one after another; few programs and small tiles
     # are fastest there, and still exercise channel masks and the split tails.
-    if sms == 0:
-        tile = 256
+    tile = knobs.tile_elems if sms else 256
     if v.channels_last:
         block_c = min(_next_pow2(v.C), 128)
         block_s = max(tile // block_c, 1)
@@ -125,18 +199,19 @@ def _choose_tiles(v: View, elem_size: int, sms: int, programs_per_sm: int, tile:
     n_sblocks = _cdiv(v.S, block_s)
     n_units = v.N * n_sblocks
     n_cblocks = _cdiv(v.C, block_c)
-    target = programs_per_sm * sms if sms else 4
+    target = knobs.programs_per_sm * sms if sms else 4
     split = max(1, min(n_units, _cdiv(target, n_cblocks)))
     units_per_prog = _cdiv(n_units, split)
     split = _cdiv(n_units, units_per_prog)  # drop empty programs
     num_warps = 8 if block_c * block_s >= 2048 else 4
     num_stages = 3 if elem_size == 2 else 2
-    return Tiles(block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages)
-
-
-def _finalize_block_p(device: torch.device) -> int:
-    """Partial-sum rows per finalize load: 64 on a GPU; 2 in the interpreter (tests the tail)."""
-    return 64 if device.type == "cuda" else 2
+    return Tiles(
+        block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages,
+        stats_unroll=knobs.stats_unroll, bwd_unroll=knobs.bwd_unroll,
+        reduce_stages=knobs.reduce_stages or num_stages, fin_block=knobs.finalize_channels,
+        # 2 rows per load in the interpreter: its few partial rows still take several steps.
+        fin_rows=knobs.finalize_rows if sms else 2,
+    )
 
 
 def _grid(v: View, t: Tiles) -> tuple[int, int]:
@@ -147,13 +222,16 @@ def _common(v: View, t: Tiles) -> tuple:
     return (v.C, v.S, v.sn, v.sc, v.ss, t.n_sblocks, t.n_units, t.units_per_prog)
 
 
+def _fin_grid(v: View, t: Tiles) -> tuple[int]:
+    return (_cdiv(v.C, t.fin_block),)
+
+
 def forward(x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
     """y, stats ([4, C] float32: mean, invstd, a, b) for a dense x."""
     v = view_of(x)
     t = choose_tiles(v, x.element_size(), x.device)
     stats = torch.empty(4, v.C, device=x.device, dtype=torch.float32)
     y = torch.empty_like(x)  # keeps x's strides (x is dense)
-    fin_grid = (_cdiv(v.C, _FINALIZE_BLOCK),)
     dummy = stats  # stands in for absent pointers; never read (HAS_* flags are False)
     w = weight if weight is not None else dummy
     b = bias if bias is not None else dummy
@@ -161,21 +239,22 @@ def forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
         part = torch.empty(2, t.split, v.C, device=x.device, dtype=torch.float32)
         k._stats_kernel[_grid(v, t)](
             x, part, *_common(v, t), t.split,
-            BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps, num_stages=t.num_stages,
+            BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.stats_unroll, num_warps=t.num_warps,
+            num_stages=t.reduce_stages,
         )
         update = running_mean is not None
         M = v.count
-        k._finalize_kernel[fin_grid](
+        k._finalize_kernel[_fin_grid(v, t)](
             x, part, w, b,
             running_mean if update else dummy, running_var if update else dummy, stats,
             v.C, v.sc, t.split, float(M), float(momentum), float(eps), M / max(M - 1, 1),
             HAS_W=weight is not None, HAS_B=bias is not None, UPDATE_RUNNING=update,
-            BLOCK=_FINALIZE_BLOCK, BLOCK_P=_finalize_block_p(x.device),
+            BLOCK=t.fin_block, BLOCK_P=t.fin_rows,
         )
     else:
-        k._eval_coef_kernel[fin_grid](
+        k._eval_coef_kernel[_fin_grid(v, t)](
             running_mean, running_var, w, b, stats, v.C, float(eps),
-            HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=_FINALIZE_BLOCK,
+            HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=t.fin_block,
         )
     k._apply_kernel[_grid(v, t)](
         x, y, stats, *_common(v, t),
@@ -198,14 +277,13 @@ def backward(dy, x, stats, weight, training, relu):
     dx = torch.empty_like(x)
     k._bwd_reduce_kernel[_grid(v, t)](
         x, dy, stats, part, *_common(v, t), t.split,
-        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
-        num_stages=t.num_stages,
+        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.bwd_unroll,
+        num_warps=t.num_warps, num_stages=t.reduce_stages,
     )
-    k._bwd_finalize_kernel[(_cdiv(v.C, _FINALIZE_BLOCK),)](
+    k._bwd_finalize_kernel[_fin_grid(v, t)](
         part, stats, weight if weight is not None else stats, dw, db, coef,
         v.C, t.split, float(v.count),
-        HAS_W=weight is not None, TRAINING=training, BLOCK=_FINALIZE_BLOCK,
-        BLOCK_P=_finalize_block_p(x.device),
+        HAS_W=weight is not None, TRAINING=training, BLOCK=t.fin_block, BLOCK_P=t.fin_rows,
     )
     k._bwd_apply_kernel[_grid(v, t)](
         x, dy, dx, stats, coef, *_common(v, t),

@@ -9,7 +9,8 @@ Every kernel sees the input as a strided 3-D view ``[N, C, S]`` (batch, channel,
 One program owns ``BLOCK_C`` channels and a contiguous range of "units"; a unit is one
 ``[BLOCK_C, BLOCK_S]`` tile at batch index ``n`` and spatial block ``sb``. Programs write
 float32 partial sums ``[SPLIT, C]`` that a one-program-per-channel-block finalize kernel adds in a
-fixed order, so results are deterministic (no float atomics).
+fixed order, so results are deterministic (no float atomics). The two reduction kernels can load
+two units per loop step (``UNROLL=2``, a ``launch.Knobs`` setting) for more bytes in flight.
 
 Statistics use shifted sums: with ``K[c]`` one sample of channel ``c``,
 ``S1 = sum(x - K)``, ``S2 = sum((x - K)^2)``, ``mean = K + S1/M``, ``var = S2/M - (S1/M)^2``,
@@ -27,43 +28,69 @@ import triton.language as tl
 
 
 @triton.jit
-def _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S: tl.constexpr):
-    """Offset of unit ``u``'s tile (int64 scalar) and how many of its spatial lanes are valid.
+def _program_tile(C, sc, ss, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The prologue every streaming kernel shares: this program's channels and tile offsets.
 
-    A unit past the end (the last program's tail) gets 0 valid lanes. Keeping the large part of
-    the offset scalar lets the per-element offsets stay int32 and loop-invariant.
+    Returns ``c`` (channel ids, ``[BLOCK_C]``), ``c_mask`` (``c < C``), ``j_range``
+    (``[BLOCK_S]``), ``tile_off`` (``[BLOCK_C, BLOCK_S]`` int32 offsets inside a tile) and
+    ``c_base``: the int64 offset of the program's first channel, to add to every tensor pointer.
+    """
+    c_local = tl.arange(0, BLOCK_C)
+    c = tl.program_id(0) * BLOCK_C + c_local
+    j_range = tl.arange(0, BLOCK_S)
+    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
+    c_base = (tl.program_id(0) * BLOCK_C).to(tl.int64) * sc
+    return c, c < C, j_range, tile_off, c_base
+
+
+@triton.jit
+def _unit_tile(u, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S: tl.constexpr):
+    """Offset of unit ``u``'s tile (int64 scalar) and its ``[BLOCK_C, BLOCK_S]`` mask.
+
+    A unit at or past ``u_end`` (the end of this program's range, or of all units) is fully
+    masked. Keeping the large part of the offset scalar lets the per-element offsets stay int32
+    and loop-invariant.
     """
     n = u // n_sblocks
     sb = u - n * n_sblocks
     base = n.to(tl.int64) * sn + (sb * BLOCK_S).to(tl.int64) * ss
-    return base, tl.where(u < n_units, S - sb * BLOCK_S, 0)
+    s_valid = tl.where(u < u_end, S - sb * BLOCK_S, 0)
+    return base, c_mask[:, None] & (j_range < s_valid)[None, :]
+
+
+@triton.jit
+def _load_tile(ptr, base, tile_off, mask):
+    return tl.load(ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
 def _stats_kernel(
     x_ptr, part_ptr,  # x: [N, C, S] strided; part: [2, SPLIT, C] float32
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr,
 ):
-    pid_c = tl.program_id(0)
+    """Shifted sums per channel. ``UNROLL=2`` loads two independent tiles per loop step (twice
+    the bytes in flight) into the same accumulators: a second accumulator pair would only add
+    registers, and the loads are what a memory-bound loop needs in flight."""
     pid_s = tl.program_id(1)
-    c_local = tl.arange(0, BLOCK_C)
-    c = pid_c * BLOCK_C + c_local  # [BLOCK_C]
-    c_mask = c < C
-    j_range = tl.arange(0, BLOCK_S)
-    # [BLOCK_C, BLOCK_S] int32 offsets inside a tile; the tile's own offset is a scalar.
-    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
-    x_ptr += (pid_c * BLOCK_C).to(tl.int64) * sc
+    c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
+    x_ptr += c_base
     # Shift: the channel's first element (n=0, s=0), [BLOCK_C, 1].
-    k = tl.load(x_ptr + c_local * sc, mask=c_mask, other=0.0).to(tl.float32)[:, None]
+    k = tl.load(x_ptr + tl.arange(0, BLOCK_C) * sc, mask=c_mask, other=0.0).to(tl.float32)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     u0 = pid_s * units_per_prog
-    for i in range(0, units_per_prog):
-        u = u0 + i
-        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
-        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
-        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
+    u_end = tl.minimum(u0 + units_per_prog, n_units)
+    for i in range(0, units_per_prog, UNROLL):
+        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        x = _load_tile(x_ptr, base, tile_off, mask)
+        if UNROLL == 2:  # issue the second load before the first tile is consumed
+            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range,
+                                      BLOCK_S)
+            x2 = _load_tile(x_ptr, base2, tile_off, mask2)
+            d2 = tl.where(mask2, x2 - k, 0.0)
+            acc1 += d2
+            acc2 += d2 * d2
         d = tl.where(mask, x - k, 0.0)
         acc1 += d
         acc2 += d * d
@@ -152,63 +179,66 @@ def _apply_kernel(
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    pid_c = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    c_local = tl.arange(0, BLOCK_C)
-    c = pid_c * BLOCK_C + c_local
-    c_mask = c < C
-    j_range = tl.arange(0, BLOCK_S)
-    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
-    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
     x_ptr += c_base
     y_ptr += c_base
     a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
     b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
-    u0 = pid_s * units_per_prog
+    u0 = tl.program_id(1) * units_per_prog
+    u_end = tl.minimum(u0 + units_per_prog, n_units)
     for i in range(0, units_per_prog):
-        u = u0 + i
-        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
-        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
-        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
-        y = a * x + b
+        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        y = a * _load_tile(x_ptr, base, tile_off, mask) + b
         if RELU:
             y = tl.maximum(y, 0.0)
         tl.store(y_ptr + base + tile_off, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
+def _bwd_terms(x, dy, mask, mean, a, b, RELU: tl.constexpr):
+    """The two backward sums' terms for one tile: dy (zero where a fused ReLU was off; its mask
+    is recomputed from x) and dy * (x - mean) (zero on masked lanes)."""
+    if RELU:
+        dy = tl.where(a * x + b > 0.0, dy, 0.0)
+    return dy, tl.where(mask, dy * (x - mean), 0.0)
+
+
+@triton.jit
 def _bwd_reduce_kernel(
     x_ptr, dy_ptr, stats_ptr, part_ptr,  # part: [2, SPLIT, C]: sum(dy), sum(dy * (x - mean))
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
-    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr,
 ):
-    pid_c = tl.program_id(0)
+    """``UNROLL=2``: two units (four tile loads) per loop step, as in ``_stats_kernel``."""
     pid_s = tl.program_id(1)
-    c_local = tl.arange(0, BLOCK_C)
-    c = pid_c * BLOCK_C + c_local
-    c_mask = c < C
-    j_range = tl.arange(0, BLOCK_S)
-    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
-    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
     x_ptr += c_base
     dy_ptr += c_base
     mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
+    a = 0.0  # a, b: the forward's affine, read only to recompute a fused ReLU's mask
+    b = 0.0
     if RELU:
         a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
         b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     u0 = pid_s * units_per_prog
-    for i in range(0, units_per_prog):
-        u = u0 + i
-        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
-        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
-        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
-        if RELU:
-            dy = tl.where(a * x + b > 0.0, dy, 0.0)
-        acc1 += dy
-        acc2 += tl.where(mask, dy * (x - mean), 0.0)
+    u_end = tl.minimum(u0 + units_per_prog, n_units)
+    for i in range(0, units_per_prog, UNROLL):
+        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        x = _load_tile(x_ptr, base, tile_off, mask)
+        dy = _load_tile(dy_ptr, base, tile_off, mask)
+        if UNROLL == 2:  # issue the second unit's loads before the first is consumed
+            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range,
+                                      BLOCK_S)
+            x2 = _load_tile(x_ptr, base2, tile_off, mask2)
+            dy2 = _load_tile(dy_ptr, base2, tile_off, mask2)
+            t1, t2 = _bwd_terms(x2, dy2, mask2, mean, a, b, RELU)
+            acc1 += t1
+            acc2 += t2
+        t1, t2 = _bwd_terms(x, dy, mask, mean, a, b, RELU)
+        acc1 += t1
+        acc2 += t2
     tl.store(part_ptr + pid_s * C + c, tl.sum(acc1, axis=1), mask=c_mask)
     tl.store(part_ptr + (SPLIT + pid_s) * C + c, tl.sum(acc2, axis=1), mask=c_mask)
 
@@ -253,14 +283,7 @@ def _bwd_apply_kernel(
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    pid_c = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    c_local = tl.arange(0, BLOCK_C)
-    c = pid_c * BLOCK_C + c_local
-    c_mask = c < C
-    j_range = tl.arange(0, BLOCK_S)
-    tile_off = c_local[:, None] * sc + j_range[None, :] * ss
-    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
     x_ptr += c_base
     dy_ptr += c_base
     dx_ptr += c_base
@@ -271,13 +294,12 @@ def _bwd_apply_kernel(
     if RELU:
         a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
         b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
-    u0 = pid_s * units_per_prog
+    u0 = tl.program_id(1) * units_per_prog
+    u_end = tl.minimum(u0 + units_per_prog, n_units)
     for i in range(0, units_per_prog):
-        u = u0 + i
-        base, s_valid = _unit_base(u, n_units, n_sblocks, sn, ss, S, BLOCK_S)
-        mask = c_mask[:, None] & (j_range < s_valid)[None, :]
-        x = tl.load(x_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
+        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        x = _load_tile(x_ptr, base, tile_off, mask)
+        dy = _load_tile(dy_ptr, base, tile_off, mask)
         if RELU:
             dy = tl.where(a * x + b > 0.0, dy, 0.0)
         dx = k1 * dy + k2 * (x - mean) + k3
