@@ -18,6 +18,12 @@ def test_environment_reports_versions_commit_and_device():
     assert env["normlab"] == normlab.__version__
     assert env["device"].startswith("cpu (")
     assert env["hostname"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert environment("cpu")["torch_threads"] == 1  # what the run trains with
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_git_commit_is_the_checkout_head():

@@ -21,7 +21,7 @@ def test_events_of_a_finished_run(tmp_path):
     assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"metrics"}
     _, run_id, env, resumed = events[0]
     assert run_id == task.run_id and resumed is False
-    assert set(env) == {"python", "torch", "normlab", "git_commit", "device", "hostname"}
+    assert set(env) == {"python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads"}
     rows = [row for e in events if e[0] == "metrics" for row in e[2]]
     assert sorted((step, epoch, name) for step, epoch, name, _ in rows) == sorted(
         (10 * e, e, n) for e in (1, 2, 3) for n in ("train_loss", "test_acc")

@@ -48,9 +48,12 @@ def _provenance(store, experiments: list[str]) -> list[str]:
     lines.append(f"Runs: {len(unique)} ({', '.join(f'{n} {s}' for s, n in unique['status'].value_counts().items())}); "
                  f"training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
     for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
-                       ("env.device", "device"), ("env.hostname", "host"), ("env.git_commit", "git commit")):
+                       ("env.device", "device"), ("env.hostname", "host"), ("env.torch_threads", "torch threads"),
+                       ("env.git_commit", "git commit")):
         if key in unique:
-            values = sorted({str(v) for v in unique[key].dropna()})
+            # (a numeric column with gaps is float: 1.0 threads reads as 1)
+            values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                             for v in unique[key].dropna()})
             if values:
                 lines.append(f"{label}: {', '.join(values)}")
     lines.append(f"Report written by normlab on {platform.platform()}")

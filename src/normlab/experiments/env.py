@@ -6,6 +6,7 @@ import functools
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ def device_name(device: str) -> str:
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """python, torch, normlab versions, git commit, device and host name of this process."""
+    """python, torch, normlab versions, git commit, device, host name and torch's intra-op
+    thread count of this process (on CPU the last float digits depend on it)."""
     from importlib import metadata
 
     import normlab
@@ -67,6 +69,8 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_name(device),
         "hostname": socket.gethostname(),
+        # the run's thread count (set before the run starts); None when torch is not loaded
+        "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
     }
 
 
