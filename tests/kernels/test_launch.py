@@ -61,25 +61,32 @@ def test_gpu_plans_with_v4_knobs_cover_every_unit_once(shape, change):
         assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
         assert (t.stats_unroll, t.bwd_unroll) == (knobs.stats_unroll, knobs.bwd_unroll)
         assert (t.fin_block, t.fin_rows) == (knobs.finalize_channels, knobs.finalize_rows)
-        assert t.reduce_stages == (knobs.reduce_stages or t.num_stages)
+        assert (t.stats_stages, t.bwd_stages) == (knobs.stats_stages or None,
+                                                  knobs.bwd_stages or None)
 
 
 def test_default_knobs_are_v3_1():
     """v4 knobs stay off until measured: the shipped plan is v3.1's."""
     v = launch.view_of(torch.empty(256, 64, 32, 32, device="meta"))
     for kind, knobs in launch.KNOBS.items():
-        assert (knobs.stats_unroll, knobs.bwd_unroll, knobs.reduce_stages) == (1, 1, 0), kind
+        assert (knobs.stats_unroll, knobs.bwd_unroll) == (1, 1), kind
+        assert (knobs.stats_stages, knobs.bwd_stages) == (0, 0), kind
         assert (knobs.finalize_channels, knobs.finalize_rows) == (32, 64), kind
     t = launch.plan_tiles(v, 4, 132, launch.KNOBS["planes"])
-    assert (t.reduce_stages, t.num_stages, t.fin_block, t.fin_rows) == (2, 2, 32, 64)
-    assert launch.plan_tiles(v, 2, 132, launch.KNOBS["planes"]).reduce_stages == 3
+    assert (t.stats_stages, t.bwd_stages, t.num_stages, t.fin_block, t.fin_rows) == \
+        (None, None, 2, 32, 64)
+    assert launch.plan_tiles(v, 2, 132, launch.KNOBS["planes"]).num_stages == 3
 
 
 def test_knobs_with_isolates_one_change():
     unroll = launch.knobs_with("unroll")["rows"]
     assert (unroll.stats_unroll, unroll.bwd_unroll) == (2, 2)
     assert unroll.finalize_channels == launch.KNOBS["rows"].finalize_channels
-    assert launch.knobs_with("finalize")["rows16"].stats_unroll == 1
+    stages = launch.knobs_with("stages")["planes"]
+    assert (stages.stats_stages, stages.bwd_stages, stages.stats_unroll) == (3, 3, 1)
+    finalize = launch.knobs_with("finalize")
+    assert finalize["rows16"].finalize_channels == 8 and finalize["rows16"].stats_unroll == 1
+    assert finalize["planes"] == launch.KNOBS["planes"]  # the rows-view finalize only
     assert launch.knobs_with("v4") == launch.V4_KNOBS
     with pytest.raises(ValueError, match=r"unknown v4 change 'fast'; expected one of"):
         launch.knobs_with("fast")
@@ -88,7 +95,8 @@ def test_knobs_with_isolates_one_change():
 @pytest.mark.parametrize(
     "kwargs,text",
     [
-        (dict(stats_unroll=3), "stats_unroll must be 1 or 2"),
+        (dict(stats_unroll=3), r"stats_unroll must be one of \(1, 2\), got 3"),
+        (dict(bwd_stages=1), r"bwd_stages must be one of \(0, 2, 3, 4\), got 1"),
         (dict(tile_elems=3000), "tile_elems must be a power of two.*got 3000; use e.g. 4096"),
         (dict(finalize_rows=0), "finalize_rows must be a power of two"),
         (dict(programs_per_sm=0), "programs_per_sm must be >= 1"),

@@ -68,15 +68,16 @@ class Knobs:
     """Tuning knobs of one view kind (see ``KNOBS``); the GPU launch plan follows from them.
 
     The interpreter (CPU tests) scales the sizes down (256-element tiles, 4 programs, 2 partial
-    rows per finalize load) but keeps the knobs that change code paths: ``stats_unroll``,
-    ``bwd_unroll`` and ``finalize_channels``.
+    rows per finalize load) but keeps the knobs that change code paths: the unrolls, the
+    pipelined loops and ``finalize_channels``.
     """
 
     programs_per_sm: int  # programs per SM along the reduction (the split)
     tile_elems: int  # elements of a [BLOCK_C, BLOCK_S] tile (power of two)
     stats_unroll: int = 1  # tiles loaded per loop step by the statistics kernel (1 or 2)
+    stats_stages: int = 0  # its loop's software-pipeline stages (0 = none, as v3.1; or 2-4)
     bwd_unroll: int = 1  # units loaded per loop step by the backward reduce kernel (1 or 2)
-    reduce_stages: int = 0  # num_stages of those two kernels; 0 = as apply: 3 for 2-byte, else 2
+    bwd_stages: int = 0  # its loop's software-pipeline stages (0 = none, as v3.1; or 2-4)
     finalize_channels: int = 32  # channels per finalize program (power of two)
     finalize_rows: int = 64  # partial-sum rows per finalize load, BLOCK_P (power of two)
 
@@ -86,13 +87,13 @@ class Knobs:
             if value < 1 or value & (value - 1):
                 raise ValueError(f"Knobs.{name} must be a power of two (Triton block sizes), "
                                  f"got {value}; use e.g. {_next_pow2(max(value, 1))}")
-        for name in ("stats_unroll", "bwd_unroll"):
-            if getattr(self, name) not in (1, 2):
-                raise ValueError(f"Knobs.{name} must be 1 or 2 (tiles per loop step), "
+        for name, allowed in (("stats_unroll", (1, 2)), ("bwd_unroll", (1, 2)),
+                              ("stats_stages", (0, 2, 3, 4)), ("bwd_stages", (0, 2, 3, 4))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Knobs.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)}")
-        if self.programs_per_sm < 1 or self.reduce_stages < 0:
-            raise ValueError("Knobs.programs_per_sm must be >= 1 and reduce_stages >= 0 "
-                             f"(0 = default), got {self.programs_per_sm} and {self.reduce_stages}")
+        if self.programs_per_sm < 1:
+            raise ValueError(f"Knobs.programs_per_sm must be >= 1, got {self.programs_per_sm}")
 
 
 # Per view kind: "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C) with 4-byte /
@@ -108,36 +109,35 @@ KNOBS = {
     "rows16": Knobs(programs_per_sm=2, tile_elems=4096),
 }
 
-# The v4 candidates (prepared, not measured; benchmarks/README.md "v4"): the statistics and
-# backward-reduce kernels read at 1.3-2.0 TB/s where the apply kernels reach 2.6-2.7, so they
-# get twice the loads in flight (and a deeper pipeline for float32); the rows-view finalize
-# gets 4x the programs. `bn_kernels.py --v4` times the matrix with these; adopt per kind what
-# measures faster by copying it into KNOBS.
-V4_KNOBS = {
-    "planes": replace(KNOBS["planes"], stats_unroll=2, bwd_unroll=2, reduce_stages=3),
-    "rows": replace(KNOBS["rows"], stats_unroll=2, bwd_unroll=2, reduce_stages=3,
-                    finalize_channels=8, finalize_rows=256),
-    "rows16": replace(KNOBS["rows16"], stats_unroll=2, bwd_unroll=2, finalize_channels=8,
-                      finalize_rows=256),
-}
-
-# Each v4 change alone, as fields of Knobs: the benchmark's sweep and the tests isolate them.
+# The v4 changes (prepared, not measured; benchmarks/README.md "v4"), each as (knob values,
+# view kinds it applies to). The statistics kernel reads at 1.3-2.0 TB/s where the apply
+# kernels reach 2.6-2.7 and the two-stream backward reduce ~2.8: more bytes in flight, by a
+# second tile per loop step or by a pipelined loop. The rows-view finalize (9-13 us with
+# cdiv(C, 32) programs) gets 4x the programs.
 V4_CHANGES = {
-    "unroll": ("stats_unroll", "bwd_unroll"),
-    "stages": ("reduce_stages",),
-    "finalize": ("finalize_channels", "finalize_rows"),
+    "unroll": (dict(stats_unroll=2, bwd_unroll=2), ("planes", "rows", "rows16")),
+    "stages": (dict(stats_stages=3, bwd_stages=3), ("planes", "rows", "rows16")),
+    "finalize": (dict(finalize_channels=8, finalize_rows=256), ("rows", "rows16")),
+}
+# The v4 candidate that `bn_kernels.py --v4` times over the whole matrix: the statistics
+# kernel unrolled (no shared memory, so no occupancy risk) and the rows-view finalize. The
+# sweep times each V4_CHANGES entry alone; adopt per kind what measures faster into KNOBS.
+V4_KNOBS = {
+    "planes": replace(KNOBS["planes"], stats_unroll=2),
+    "rows": replace(KNOBS["rows"], stats_unroll=2, finalize_channels=8, finalize_rows=256),
+    "rows16": replace(KNOBS["rows16"], stats_unroll=2, finalize_channels=8, finalize_rows=256),
 }
 
 
 def knobs_with(change: str) -> dict[str, Knobs]:
-    """``KNOBS`` with one v4 change applied (a ``V4_CHANGES`` key), or all of them ("v4")."""
+    """``KNOBS`` with one ``V4_CHANGES`` entry applied, or the v4 candidate ("v4")."""
     if change == "v4":
         return dict(V4_KNOBS)
     if change not in V4_CHANGES:
         raise ValueError(f"unknown v4 change {change!r}; expected one of "
                          f"{sorted(V4_CHANGES) + ['v4']}")
-    fields = V4_CHANGES[change]
-    return {kind: replace(knobs, **{f: getattr(V4_KNOBS[kind], f) for f in fields})
+    values, kinds = V4_CHANGES[change]
+    return {kind: replace(knobs, **values) if kind in kinds else knobs
             for kind, knobs in KNOBS.items()}
 
 
@@ -155,10 +155,11 @@ class Tiles:
     n_sblocks: int
     n_units: int
     num_warps: int
-    num_stages: int  # apply kernels
+    num_stages: int  # launch option (for these loops it changes nothing: see triton_bn)
     stats_unroll: int = 1
+    stats_stages: int | None = None  # tl.range num_stages of the statistics loop; None: plain
     bwd_unroll: int = 1
-    reduce_stages: int = 2  # statistics and backward-reduce kernels
+    bwd_stages: int | None = None  # same for the backward reduce loop
     fin_block: int = 32
     fin_rows: int = 64
 
@@ -207,8 +208,9 @@ def plan_tiles(v: View, elem_size: int, sms: int, knobs: Knobs) -> Tiles:
     num_stages = 3 if elem_size == 2 else 2
     return Tiles(
         block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages,
-        stats_unroll=knobs.stats_unroll, bwd_unroll=knobs.bwd_unroll,
-        reduce_stages=knobs.reduce_stages or num_stages, fin_block=knobs.finalize_channels,
+        stats_unroll=knobs.stats_unroll, stats_stages=knobs.stats_stages or None,
+        bwd_unroll=knobs.bwd_unroll, bwd_stages=knobs.bwd_stages or None,
+        fin_block=knobs.finalize_channels,
         # 2 rows per load in the interpreter: its few partial rows still take several steps.
         fin_rows=knobs.finalize_rows if sms else 2,
     )
@@ -239,8 +241,8 @@ def forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
         part = torch.empty(2, t.split, v.C, device=x.device, dtype=torch.float32)
         k._stats_kernel[_grid(v, t)](
             x, part, *_common(v, t), t.split,
-            BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.stats_unroll, num_warps=t.num_warps,
-            num_stages=t.reduce_stages,
+            BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.stats_unroll, STAGES=t.stats_stages,
+            num_warps=t.num_warps, num_stages=t.num_stages,
         )
         update = running_mean is not None
         M = v.count
@@ -278,7 +280,7 @@ def backward(dy, x, stats, weight, training, relu):
     k._bwd_reduce_kernel[_grid(v, t)](
         x, dy, stats, part, *_common(v, t), t.split,
         RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.bwd_unroll,
-        num_warps=t.num_warps, num_stages=t.reduce_stages,
+        STAGES=t.bwd_stages, num_warps=t.num_warps, num_stages=t.num_stages,
     )
     k._bwd_finalize_kernel[_fin_grid(v, t)](
         part, stats, weight if weight is not None else stats, dw, db, coef,

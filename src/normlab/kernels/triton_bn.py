@@ -35,12 +35,14 @@ def _program_tile(C, sc, ss, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
     (``[BLOCK_S]``), ``tile_off`` (``[BLOCK_C, BLOCK_S]`` int32 offsets inside a tile) and
     ``c_base``: the int64 offset of the program's first channel, to add to every tensor pointer.
     """
+    pid_c = tl.program_id(0)
     c_local = tl.arange(0, BLOCK_C)
-    c = tl.program_id(0) * BLOCK_C + c_local
+    c = pid_c * BLOCK_C + c_local
+    c_mask = c < C
     j_range = tl.arange(0, BLOCK_S)
     tile_off = c_local[:, None] * sc + j_range[None, :] * ss
-    c_base = (tl.program_id(0) * BLOCK_C).to(tl.int64) * sc
-    return c, c < C, j_range, tile_off, c_base
+    c_base = (pid_c * BLOCK_C).to(tl.int64) * sc
+    return c, c_mask, j_range, tile_off, c_base
 
 
 @triton.jit
@@ -67,21 +69,28 @@ def _load_tile(ptr, base, tile_off, mask):
 def _stats_kernel(
     x_ptr, part_ptr,  # x: [N, C, S] strided; part: [2, SPLIT, C] float32
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
 ):
-    """Shifted sums per channel. ``UNROLL=2`` loads two independent tiles per loop step (twice
-    the bytes in flight) into the same accumulators: a second accumulator pair would only add
-    registers, and the loads are what a memory-bound loop needs in flight."""
-    pid_s = tl.program_id(1)
+    """Shifted sums per channel, with two knobs for more bytes in flight (``launch.Knobs``):
+
+    - ``UNROLL=2`` loads two independent tiles per loop step into the same accumulators (a
+      second accumulator pair would only add registers; the loads are what must be in flight).
+    - ``STAGES`` (None or >= 2) software-pipelines the loop's loads through shared memory
+      (``tl.range(num_stages=...)``; about ``(STAGES - 1) * UNROLL`` tiles of it). The launch
+      option ``num_stages`` does not: for this loop it compiles to the same binary as None.
+    """
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
+    pid_s = tl.program_id(1)
     x_ptr += c_base
     # Shift: the channel's first element (n=0, s=0), [BLOCK_C, 1].
     k = tl.load(x_ptr + tl.arange(0, BLOCK_C) * sc, mask=c_mask, other=0.0).to(tl.float32)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     u0 = pid_s * units_per_prog
-    u_end = tl.minimum(u0 + units_per_prog, n_units)
-    for i in range(0, units_per_prog, UNROLL):
+    u_end = n_units  # masks the last program's tail
+    if UNROLL == 2:  # and a step's second unit when it is the next program's
+        u_end = tl.minimum(u0 + units_per_prog, n_units)
+    for i in tl.range(0, units_per_prog, UNROLL, num_stages=STAGES):
         base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
         if UNROLL == 2:  # issue the second load before the first tile is consumed
@@ -180,14 +189,14 @@ def _apply_kernel(
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
+    pid_s = tl.program_id(1)
     x_ptr += c_base
     y_ptr += c_base
     a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
     b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
-    u0 = tl.program_id(1) * units_per_prog
-    u_end = tl.minimum(u0 + units_per_prog, n_units)
+    u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
-        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        base, mask = _unit_tile(u0 + i, n_units, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         y = a * _load_tile(x_ptr, base, tile_off, mask) + b
         if RELU:
             y = tl.maximum(y, 0.0)
@@ -195,12 +204,14 @@ def _apply_kernel(
 
 
 @triton.jit
-def _bwd_terms(x, dy, mask, mean, a, b, RELU: tl.constexpr):
-    """The two backward sums' terms for one tile: dy (zero where a fused ReLU was off; its mask
-    is recomputed from x) and dy * (x - mean) (zero on masked lanes)."""
+def _bwd_accumulate(acc1, acc2, x, dy, mask, mean, a, b, RELU: tl.constexpr):
+    """Adds one tile's terms of the backward sums: dy (zero where a fused ReLU was off; its mask
+    is recomputed from x) to acc1 and dy * (x - mean) (zero on masked lanes) to acc2."""
     if RELU:
         dy = tl.where(a * x + b > 0.0, dy, 0.0)
-    return dy, tl.where(mask, dy * (x - mean), 0.0)
+    acc1 += dy
+    acc2 += tl.where(mask, dy * (x - mean), 0.0)
+    return acc1, acc2
 
 
 @triton.jit
@@ -208,10 +219,12 @@ def _bwd_reduce_kernel(
     x_ptr, dy_ptr, stats_ptr, part_ptr,  # part: [2, SPLIT, C]: sum(dy), sum(dy * (x - mean))
     C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
-    """``UNROLL=2``: two units (four tile loads) per loop step, as in ``_stats_kernel``."""
-    pid_s = tl.program_id(1)
+    """``UNROLL=2``: two units (four tile loads) per loop step; ``STAGES`` as in
+    ``_stats_kernel`` (two tensors: twice the shared memory)."""
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
+    pid_s = tl.program_id(1)
     x_ptr += c_base
     dy_ptr += c_base
     mean = tl.load(stats_ptr + c, mask=c_mask, other=0.0)[:, None]
@@ -223,8 +236,10 @@ def _bwd_reduce_kernel(
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     u0 = pid_s * units_per_prog
-    u_end = tl.minimum(u0 + units_per_prog, n_units)
-    for i in range(0, units_per_prog, UNROLL):
+    u_end = n_units  # masks the last program's tail
+    if UNROLL == 2:  # and a step's second unit when it is the next program's
+        u_end = tl.minimum(u0 + units_per_prog, n_units)
+    for i in tl.range(0, units_per_prog, UNROLL, num_stages=STAGES):
         base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
         dy = _load_tile(dy_ptr, base, tile_off, mask)
@@ -233,12 +248,8 @@ def _bwd_reduce_kernel(
                                       BLOCK_S)
             x2 = _load_tile(x_ptr, base2, tile_off, mask2)
             dy2 = _load_tile(dy_ptr, base2, tile_off, mask2)
-            t1, t2 = _bwd_terms(x2, dy2, mask2, mean, a, b, RELU)
-            acc1 += t1
-            acc2 += t2
-        t1, t2 = _bwd_terms(x, dy, mask, mean, a, b, RELU)
-        acc1 += t1
-        acc2 += t2
+            acc1, acc2 = _bwd_accumulate(acc1, acc2, x2, dy2, mask2, mean, a, b, RELU)
+        acc1, acc2 = _bwd_accumulate(acc1, acc2, x, dy, mask, mean, a, b, RELU)
     tl.store(part_ptr + pid_s * C + c, tl.sum(acc1, axis=1), mask=c_mask)
     tl.store(part_ptr + (SPLIT + pid_s) * C + c, tl.sum(acc2, axis=1), mask=c_mask)
 
@@ -284,6 +295,7 @@ def _bwd_apply_kernel(
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
+    pid_s = tl.program_id(1)
     x_ptr += c_base
     dy_ptr += c_base
     dx_ptr += c_base
@@ -294,10 +306,9 @@ def _bwd_apply_kernel(
     if RELU:
         a = tl.load(stats_ptr + 2 * C + c, mask=c_mask, other=0.0)[:, None]
         b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
-    u0 = tl.program_id(1) * units_per_prog
-    u_end = tl.minimum(u0 + units_per_prog, n_units)
+    u0 = pid_s * units_per_prog
     for i in range(0, units_per_prog):
-        base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
+        base, mask = _unit_tile(u0 + i, n_units, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
         dy = _load_tile(dy_ptr, base, tile_off, mask)
         if RELU:
