@@ -2,15 +2,22 @@
 
 Measures the device copy bandwidth (bytes read + written), then for each shape x dtype x layout
 times forward (training mode, running stats updated) and backward (dx, dweight, dbias) of
-``torch.nn.functional.batch_norm`` and ``normlab.kernels.batch_norm`` with
-``triton.testing.do_bench`` (median; it flushes L2 between runs). Counted bytes: forward 3 passes
-over x (read for statistics, read + write to apply), backward 5 (read x, dy; read x, dy + write
-dx). Prints a table and writes JSON.
+``torch.nn.functional.batch_norm`` and ``normlab.kernels.batch_norm``: GPU time from CUDA-graph
+replays with L2 flushed, and eager ``triton.testing.do_bench`` medians. Counted bytes: forward
+3 passes over x (read for statistics, read + write to apply), backward 5 (read x, dy; read x,
+dy + write dx). Prints tables and writes JSON (after every phase, so a time-out keeps the rest).
 
-    PYTHONPATH=src python benchmarks/bn_kernels.py --out bn_kernels.json [--quick] [--sweep]
+    PYTHONPATH=src python benchmarks/bn_kernels.py --out bn_kernels.json [--quick] [--v4]
+        [--sweep] [--budget-s SECONDS]
+    python benchmarks/bn_kernels.py --dry-run [--v4] [--sweep]   # CPU smoke test (interpreter)
+
+--v4 times normlab again over the whole matrix with ``launch.V4_KNOBS`` (the v4 candidate),
+side by side with the shipped knobs (v3.1). --sweep times each ``launch.V4_CHANGES`` entry alone
+on the >= 16 MB rows, so the next version can adopt each change per view kind on evidence.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -26,6 +33,11 @@ SHAPES_2D = [(8192, 512)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MB = 1e6
 DEV = "cuda"  # --dry-run switches to the CPU interpreter
+H100_SMS = 132  # plans for the sweep's "does this change touch this row" test
+SWEEP_MIN_MB = 16  # the issue's targets are on shapes of 16 MB or more
+# float16 tracked bfloat16 within ~2% on every v3 row, so the sweep times float32 and bfloat16.
+SWEEP_DTYPES = ("float32", "bfloat16")
+SWEEP_ORDER = ("unroll", "finalize", "stages")  # most promising first: a budget cuts the tail
 
 
 def cases(quick: bool):
@@ -38,6 +50,14 @@ def cases(quick: bool):
     for shape in SHAPES_2D:
         for dt in dtypes:
             yield shape, dt, "nc"
+
+
+def key(shape, dt, layout) -> str:
+    return f"{'x'.join(map(str, shape))} {dt} {layout}"
+
+
+def mbytes(shape, dt) -> float:
+    return math.prod(shape) * DTYPES[dt].itemsize / MB
 
 
 def copy_bandwidth(do_bench) -> float:
@@ -91,6 +111,13 @@ def graph_ms(fn, reps: int = 10, replays: int = 5) -> float:
     return with_fn - flush_only
 
 
+def wall_ms(fn) -> float:
+    """--dry-run's stand-in for graph_ms (CPU, no graphs): one call's wall time."""
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
 def _make(shape, dtype, layout):
     x = torch.randn(shape, device=DEV, dtype=torch.float32).to(dtype)
     if layout == "nhwc":
@@ -98,10 +125,12 @@ def _make(shape, dtype, layout):
     return x
 
 
-def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
+def bench_case(shape, dtype, layout, do_bench, impls, eager=True, timed=None):
     """Times and checks one row: {impl: {fwd_ms, bwd_ms, fwd_gpu_ms, bwd_gpu_ms}} plus
     relative errors of normlab vs torch. *_ms: eager (do_bench median, Python and launches
-    included); *_gpu_ms: CUDA-graph replays (kernels only)."""
+    included); *_gpu_ms: CUDA-graph replays (kernels only). ``timed``: the impls to time (all
+    by default); the others only run once, for the error check."""
+    gpu_ms = graph_ms if DEV == "cuda" else wall_ms
     C = shape[1]
     x = _make(shape, dtype, layout).requires_grad_()
     dy = _make(shape, dtype, layout)
@@ -118,6 +147,8 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
         y = fwd()
         grads = torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
         ys[name] = (y.detach(), grads)
+        if timed is not None and name not in timed:
+            continue
         out[name] = {}
         if eager:
             bwd = lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
@@ -125,13 +156,12 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
             out[name]["bwd_ms"] = do_bench(bwd, warmup=10, rep=60, return_mode="median")
             del bwd
         del y  # free the eager autograd graph: its nodes live on the default stream
-        if graphs:
-            # Backward ops run on their forward's stream, so the captured body must run the
-            # forward too: backward GPU time = graph(fwd + bwd) - graph(fwd).
-            fwd_gpu = graph_ms(fwd)
-            out[name]["fwd_gpu_ms"] = fwd_gpu
-            out[name]["bwd_gpu_ms"] = graph_ms(
-                lambda: torch.autograd.grad(fwd(), (x, w, b), dy)) - fwd_gpu
+        # Backward ops run on their forward's stream, so the captured body must run the
+        # forward too: backward GPU time = graph(fwd + bwd) - graph(fwd).
+        fwd_gpu = gpu_ms(fwd)
+        out[name]["fwd_gpu_ms"] = fwd_gpu
+        out[name]["bwd_gpu_ms"] = gpu_ms(lambda: torch.autograd.grad(fwd(), (x, w, b), dy)) - \
+            fwd_gpu
     if "torch" not in ys:
         return out
     # Correctness on the GPU at full size: normlab vs torch (both approximate the same math).
@@ -143,32 +173,38 @@ def bench_case(shape, dtype, layout, do_bench, impls, graphs=True, eager=True):
     return out
 
 
-def kernel_breakdown(shape, dtype, layout):
-    """GPU time of each forward kernel (stats, finalize, apply) on one shape: where time goes."""
+def kernel_breakdown(shape, dtype, layout, knobs=None):
+    """GPU time of each forward kernel (stats, finalize, apply) on one shape: where time goes.
+    ``knobs``: a ``launch.KNOBS``-like dict (default: the shipped one)."""
     from normlab.kernels import launch
     from normlab.kernels import triton_bn as k
 
     x = launch.make_dense(_make(shape, dtype, layout))
     C = shape[1]
     v = launch.view_of(x)
-    t = launch.choose_tiles(v, x.element_size(), x.device)
-    y, stats = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
+    es = x.element_size()
+    knobs = knobs or launch.KNOBS
+    t = launch.plan_tiles(v, es, launch._sm_count(x.device), knobs[launch.view_kind(v, es)])
     part = torch.empty(2, t.split, C, device=DEV)
+    stats = torch.empty(4, C, device=DEV)
+    y = torch.empty_like(x)
     grid = launch._grid(v, t)
     meta = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
                 num_stages=t.num_stages)
     fns = {
-        "stats": lambda: k._stats_kernel[grid](x, part, *launch._common(v, t), t.split, **meta),
-        "finalize": lambda: k._finalize_kernel[(triton_cdiv(C, launch._FINALIZE_BLOCK),)](
+        "stats": lambda: k._stats_kernel[grid](x, part, *launch._common(v, t), t.split,
+                                               UNROLL=t.stats_unroll, STAGES=t.stats_stages,
+                                               **meta),
+        "finalize": lambda: k._finalize_kernel[launch._fin_grid(v, t)](
             x, part, stats, stats, stats, stats, stats, C, v.sc, t.split, float(v.count), 0.1,
             1e-5, 1.0, HAS_W=False, HAS_B=False, UPDATE_RUNNING=False,
-            BLOCK=launch._FINALIZE_BLOCK, BLOCK_P=launch._finalize_block_p(x.device)),
+            BLOCK=t.fin_block, BLOCK_P=t.fin_rows),
         "apply": lambda: k._apply_kernel[grid](x, y, stats, *launch._common(v, t), RELU=False,
                                                **meta),
     }
-    nbytes = x.numel() * x.element_size()
-    res = {"shape": list(shape), "dtype": str(dtype), "layout": layout, "tiles": vars(t).copy()
-           if hasattr(t, "__dict__") else str(t)}
+    nbytes = x.numel() * es
+    res = {"shape": list(shape), "dtype": str(dtype), "layout": layout,
+           "tiles": dataclasses.asdict(t)}
     for name, fn in fns.items():
         ms = graph_ms(fn)
         res[f"{name}_us"] = ms * 1e3
@@ -180,8 +216,8 @@ def kernel_breakdown(shape, dtype, layout):
     return res
 
 
-def triton_cdiv(a, b):
-    return (a + b - 1) // b
+BREAKDOWN_CASES = [((256, 64, 32, 32), "float32", "nchw"), ((256, 64, 32, 32), "float32", "nhwc"),
+                   ((128, 64, 56, 56), "bfloat16", "nhwc"), ((8192, 512), "float32", "nc")]
 
 
 def make_row(r, shape, dt, layout, copy_bw):
@@ -195,7 +231,9 @@ def make_row(r, shape, dt, layout, copy_bw):
         row[f"{d}_torch_tbps"] = passes * nbytes / (t_t * 1e-3) / 1e12
         row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
         row[f"{d}_speedup"] = t_t / t_n
-        row[f"{d}_speedup_eager"] = r["torch"][f"{d}_ms"] / r["normlab"][f"{d}_ms"]
+        # The v4 rows time GPU only: their eager speed-up is NaN (left out of the geomeans).
+        row[f"{d}_speedup_eager"] = (r["torch"].get(f"{d}_ms", math.nan)
+                                     / r["normlab"].get(f"{d}_ms", math.nan))
         line += (f" {t_t * 1e3:7.1f}us {t_n * 1e3:5.1f}us {row[f'{d}_tbps']:5.2f} "
                  f"{row[f'{d}_pct_copy']:4.0f} {row[f'{d}_speedup']:5.2f} "
                  f"{row[f'{d}_speedup_eager']:5.2f} |")
@@ -226,6 +264,146 @@ def summarize(rows, copy_bw):
             "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big), "rows_ge_16MB": len(big)}
 
 
+def sweep_plan(matrix, sms: int = H100_SMS, min_mb: float = SWEEP_MIN_MB,
+               dtypes=SWEEP_DTYPES) -> list[dict]:
+    """The sweep's entries, in the order they run: each ``V4_CHANGES`` entry (``SWEEP_ORDER``)
+    on each matrix row of ``min_mb`` or more in ``dtypes`` whose launch plan on ``sms`` SMs it
+    changes (a change that leaves a row's plan alone, e.g. the rows-view finalize on NCHW, would
+    only re-time v3.1)."""
+    from normlab.kernels import launch
+
+    plan = []
+    for change in SWEEP_ORDER:
+        knobs = launch.knobs_with(change)
+        for shape, dt, layout in matrix:
+            if mbytes(shape, dt) < min_mb or dt not in dtypes:
+                continue
+            x = torch.empty(shape, dtype=DTYPES[dt], device="meta")
+            if layout == "nhwc":
+                x = x.to(memory_format=torch.channels_last)
+            v, es = launch.view_of(x), x.element_size()
+            kind = launch.view_kind(v, es)
+            if launch.plan_tiles(v, es, sms, knobs[kind]) != \
+                    launch.plan_tiles(v, es, sms, launch.KNOBS[kind]):
+                plan.append({"change": change, "shape": shape, "dtype": dt, "layout": layout})
+    return plan
+
+
+class Clock:
+    """Seconds since the script started, against an optional budget (--budget-s)."""
+
+    def __init__(self, budget_s: float | None):
+        self.start, self.budget_s = time.perf_counter(), budget_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and self.elapsed() > self.budget_s
+
+
+def with_knobs(knobs, fn):
+    """Run fn() with ``launch.KNOBS`` replaced by ``knobs``; the shipped knobs come back after."""
+    from normlab.kernels import launch
+
+    shipped = launch.KNOBS
+    launch.KNOBS = knobs
+    try:
+        return fn()
+    finally:
+        launch.KNOBS = shipped
+
+
+def run_matrix(matrix, do_bench, impls, copy_bw):
+    """The shipped kernels (v3.1 knobs) vs torch over the matrix: rows and table lines."""
+    print("times are GPU time (CUDA-graph replays, L2 flushed); TB/s and % of copy bandwidth "
+          "count 3 passes forward, 5 backward; x = speed-up over torch on GPU time, "
+          "(eager x) = speed-up with Python and launch overhead included")
+    print(f"{'shape':>16} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
+          f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | {'bwd torch':>9} {'ours':>7} "
+          f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | rel err y/dx")
+    rows = []
+    for shape, dt, layout in matrix:
+        r = bench_case(shape, DTYPES[dt], layout, do_bench, impls)
+        row, line = make_row(r, shape, dt, layout, copy_bw)
+        rows.append(row)
+        print(line, flush=True)
+    return rows
+
+
+def run_v4(matrix, rows, do_bench, impls, copy_bw, clock, on_row):
+    """normlab with ``launch.V4_KNOBS`` over the matrix (GPU time; torch's times are the main
+    table's), side by side with v3.1. A row that fails (e.g. a config that does not compile)
+    is recorded with its error; the budget skips the rest."""
+    from normlab.kernels import launch
+
+    base = {key(r["shape"], r["dtype"], r["layout"]): r for r in rows}
+    print(f"v4 candidate knobs: { {k: dataclasses.asdict(v) for k, v in launch.V4_KNOBS.items()} }")
+    print(f"{'shape':>16} {'dtype':>8} {'lay':>4} | {'fwd v3.1':>8} {'v4':>7} {'TB/s':>5} "
+          f"{'%cp':>4} {'x':>5} {'chg':>5} | {'bwd v3.1':>8} {'v4':>7} {'TB/s':>5} {'%cp':>4} "
+          f"{'x':>5} {'chg':>5} | rel err y/dx")
+    v4_rows, skipped = [], []
+    for shape, dt, layout in matrix:
+        k = key(shape, dt, layout)
+        if clock.out_of_time():
+            skipped.append(k)
+            continue
+        try:
+            r = with_knobs(launch.V4_KNOBS, lambda: bench_case(
+                shape, DTYPES[dt], layout, do_bench, impls, eager=False, timed={"normlab"}))
+        except Exception as e:  # one bad config must not cost the rest of the run
+            print(f"{k:>30}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+            v4_rows.append({"shape": list(shape), "dtype": dt, "layout": layout,
+                            "error": f"{type(e).__name__}: {e}"})
+            on_row(v4_rows, skipped)
+            continue
+        r["torch"] = base[k]["torch"]
+        row, _ = make_row(r, shape, dt, layout, copy_bw)
+        v4_rows.append(row)
+        line = f"{'x'.join(map(str, shape)):>16} {dt:>8} {layout:>4} |"
+        for d in ("fwd", "bwd"):
+            t_old, t_new = base[k]["normlab"][f"{d}_gpu_ms"], r["normlab"][f"{d}_gpu_ms"]
+            line += (f" {t_old * 1e3:6.1f}us {t_new * 1e3:5.1f}us {row[f'{d}_tbps']:5.2f} "
+                     f"{row[f'{d}_pct_copy']:4.0f} {row[f'{d}_speedup']:5.2f} "
+                     f"{100 * (t_old / t_new - 1):+4.0f}% |")
+        print(line + f" {r['rel_err']['y']:.1e}/{r['rel_err']['dx']:.1e}", flush=True)
+        on_row(v4_rows, skipped)
+    return v4_rows, skipped
+
+
+def run_sweep(plan, rows, do_bench, batch_norm, clock, on_entry):
+    """Each sweep_plan entry: normlab's fwd/bwd TB/s with that one change, next to v3.1's."""
+    from normlab.kernels import launch
+
+    base = {key(r["shape"], r["dtype"], r["layout"]): r for r in rows}
+    print(f"sweep: {len(plan)} entries, each v4 change alone (launch.V4_CHANGES); TB/s from GPU "
+          f"time, v3.1 = the main table's")
+    entries, skipped = [], []
+    for p in plan:
+        k = key(p["shape"], p["dtype"], p["layout"])
+        if clock.out_of_time():
+            skipped.append(f"{p['change']}: {k}")
+            continue
+        nbytes = mbytes(p["shape"], p["dtype"]) * MB
+        entry = {**p, "shape": list(p["shape"])}
+        try:
+            r = with_knobs(launch.knobs_with(p["change"]), lambda: bench_case(
+                p["shape"], DTYPES[p["dtype"]], p["layout"], do_bench,
+                {"normlab": batch_norm}, eager=False))
+            for d, passes in (("fwd", 3), ("bwd", 5)):
+                entry[f"{d}_tbps"] = passes * nbytes / (r["normlab"][f"{d}_gpu_ms"] * 1e-3) / 1e12
+                entry[f"{d}_tbps_v31"] = base[k][f"{d}_tbps"] if k in base else math.nan
+            print(f"  {p['change']:>8} {k:>30}: fwd {entry['fwd_tbps_v31']:.2f} -> "
+                  f"{entry['fwd_tbps']:.2f}  bwd {entry['bwd_tbps_v31']:.2f} -> "
+                  f"{entry['bwd_tbps']:.2f} TB/s  (t={clock.elapsed():.0f}s)", flush=True)
+        except Exception as e:  # e.g. a pipelined config out of shared memory
+            entry["error"] = f"{type(e).__name__}: {e}"
+            print(f"  {p['change']:>8} {k:>30}: FAILED {entry['error'][:200]}", flush=True)
+        entries.append(entry)
+        on_entry(entries, skipped)
+    return entries, skipped
+
+
 def provenance() -> dict:
     import triton
 
@@ -234,122 +412,118 @@ def provenance() -> dict:
                                 check=True).stdout.strip()
     except Exception:
         commit = "unknown"
-    return {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "triton": triton.__version__, "python": platform.python_version(), "commit": commit,
+    device = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (dry run, interpreter)"
+    return {"device": device, "torch": torch.__version__, "triton": triton.__version__,
+            "python": platform.python_version(), "commit": commit,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def dry_run() -> int:
-    """Run bench_case on tiny CPU tensors in Triton's interpreter: catches script bugs before
-    spending GPU time. Timings are meaningless."""
-    import os
-
-    global DEV
-    os.environ["TRITON_INTERPRET"] = "1"
-    DEV = "cpu"
-    from normlab.kernels import batch_norm
-
-    def fake_bench(fn, **_):
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-
-    rows = []
-    for shape, layout in (((4, 6, 5, 7), "nchw"), ((4, 6, 5, 7), "nhwc"), ((33, 12), "nc")):
-        r = bench_case(shape, torch.bfloat16, layout, fake_bench,
-                       {"torch": F.batch_norm, "normlab": batch_norm}, graphs=False)
-        print(shape, layout, r["rel_err"])
-        assert all(e < 2e-2 for e in r["rel_err"].values()), r
-        for impl in ("torch", "normlab"):
-            for d in ("fwd", "bwd"):
-                r[impl][f"{d}_gpu_ms"] = r[impl][f"{d}_ms"]  # no graphs on CPU
-        rows.append(make_row(r, shape, "bfloat16", layout, 1e12)[0])
-        print(make_row(r, shape, "bfloat16", layout, 1e12)[1])
-    print(json.dumps(summarize(rows, 1e12)))
-    print("dry run ok")
-    return 0
+DRY_MATRIX = [((4, 6, 5, 7), "bfloat16", "nchw"), ((4, 6, 5, 7), "bfloat16", "nhwc"),
+              ((33, 12), "float32", "nc")]
 
 
-def main() -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bn_kernels.json", help="JSON results path")
     parser.add_argument("--quick", action="store_true", help="float32 and bfloat16 only")
+    parser.add_argument("--v4", action="store_true",
+                        help="also time normlab over the matrix with launch.V4_KNOBS")
     parser.add_argument("--sweep", action="store_true",
-                        help="also time normlab with other PROGRAMS_PER_SM / TILE_ELEMS settings")
+                        help="also time each launch.V4_CHANGES entry alone on the >= 16 MB rows")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                        help="skip the remaining v4 rows and sweep entries once this many "
+                             "seconds have passed (they are listed as skipped in the JSON)")
     parser.add_argument("--dry-run", action="store_true",
                         help="smoke-test this script on CPU (TRITON_INTERPRET=1, tiny shapes)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error(f"--budget-s expects a positive number of seconds, got {args.budget_s}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    clock = Clock(args.budget_s)
+    global DEV
     if args.dry_run:
-        return dry_run()
-    if not torch.cuda.is_available():
-        print("bn_kernels.py needs a CUDA GPU (run it through the device tool); none found.",
-              file=sys.stderr)
+        import os
+
+        # Before triton is imported (by normlab.kernels' launchers): the CPU interpreter.
+        os.environ["TRITON_INTERPRET"] = "1"
+        DEV = "cpu"
+    elif not torch.cuda.is_available():
+        print("bn_kernels.py needs a CUDA GPU (run it through the device tool), or --dry-run "
+              "for a CPU smoke test; no GPU found.", file=sys.stderr)
         return 2
-    from triton.testing import do_bench
+    from normlab.kernels import batch_norm
 
-    from normlab.kernels import batch_norm, launch
+    if args.dry_run:
+        def do_bench(fn, **_):
+            return wall_ms(fn)
 
+        matrix, copy_bw, sms, min_mb = DRY_MATRIX, 1e12, 0, 0.0
+    else:
+        from triton.testing import do_bench
+
+        matrix, sms, min_mb = list(cases(args.quick)), H100_SMS, SWEEP_MIN_MB
+        copy_bw = copy_bandwidth(do_bench)
+        print(f"device {torch.cuda.get_device_name()}  copy bandwidth {copy_bw / 1e12:.2f} TB/s")
     impls = {"torch": F.batch_norm, "normlab": batch_norm}
-    copy_bw = copy_bandwidth(do_bench)
-    print(f"device {torch.cuda.get_device_name()}  copy bandwidth {copy_bw / 1e12:.2f} TB/s")
-    print("times are GPU time (CUDA-graph replays, L2 flushed); TB/s and % of copy bandwidth "
-          "count 3 passes forward, 5 backward; x = speed-up over torch on GPU time, "
-          "(eager x) = speed-up with Python and launch overhead included")
-    hdr = (f"{'shape':>16} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
-           f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | {'bwd torch':>9} {'ours':>7} "
-           f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | rel err y/dx")
-    rows = []
-    print(hdr)
-    for shape, dt, layout in cases(args.quick):
-        dtype = DTYPES[dt]
-        nbytes = math.prod(shape) * dtype.itemsize
-        r = bench_case(shape, dtype, layout, do_bench, impls)
-        row, line = make_row(r, shape, dt, layout, copy_bw)
-        rows.append(row)
-        print(line, flush=True)
-    summary = summarize(rows, copy_bw)
-    print(json.dumps(summary))
-    sweep = []
+    result = {"provenance": provenance(), "summary": {}, "rows": [], "timing_s": {}}
 
-    def write():
+    def write(phase=None):
+        if phase:
+            result["timing_s"][phase] = round(clock.elapsed(), 1)
         with open(args.out, "w") as f:
-            json.dump({"provenance": provenance(), "summary": summary, "rows": rows,
-                       "sweep": sweep}, f, indent=1)
+            json.dump(result, f, indent=1)
 
-    write()  # before the sweep, so a time-out there keeps the main table
-    print("forward kernels one by one (GPU time):")
-    breakdown = [kernel_breakdown(shape, DTYPES[dt], layout) for shape, dt, layout in
-                 [((256, 64, 32, 32), "float32", "nchw"), ((256, 64, 32, 32), "float32", "nhwc"),
-                  ((128, 64, 56, 56), "bfloat16", "nhwc"), ((8192, 512), "float32", "nc")]]
-    summary["kernel_breakdown"] = breakdown
-    write()
+    result["rows"] = rows = run_matrix(matrix, do_bench, impls, copy_bw)
+    result["summary"] = summarize(rows, copy_bw)
+    print(json.dumps(result["summary"]))
+    write("matrix")  # before the rest, so a time-out there keeps the main table
+    if DEV == "cuda":
+        print("forward kernels one by one (GPU time), v3.1:")
+        result["summary"]["kernel_breakdown"] = [
+            kernel_breakdown(shape, DTYPES[dt], layout) for shape, dt, layout in BREAKDOWN_CASES]
+        write("breakdown")
+    if args.v4:
+        from normlab.kernels import launch
+
+        def on_v4_row(v4_rows, skipped):
+            result["v4"] = {"knobs": {k: dataclasses.asdict(v) for k, v in
+                                      launch.V4_KNOBS.items()},
+                            "rows": v4_rows, "skipped": skipped}
+            write()
+
+        v4_rows, skipped = run_v4(matrix, rows, do_bench, impls, copy_bw, clock, on_v4_row)
+        on_v4_row(v4_rows, skipped)
+        result["v4"]["summary"] = summarize([r for r in v4_rows if "error" not in r], copy_bw)
+        print("v4 summary:", json.dumps(result["v4"]["summary"]))
+        if DEV == "cuda" and not clock.out_of_time():
+            print("forward kernels one by one (GPU time), v4:")
+            result["v4"]["kernel_breakdown"] = [
+                kernel_breakdown(shape, DTYPES[dt], layout, launch.V4_KNOBS)
+                for shape, dt, layout in BREAKDOWN_CASES]
+        write("v4")
     if args.sweep:
-        print("sweep (normlab GPU time, channels-last/(N, C) rows view): PROGRAMS_PER_SM, "
-              "TILE_ELEMS -> fwd/bwd TB/s")
-        defaults = (dict(launch.PROGRAMS_PER_SM), dict(launch.TILE_ELEMS))
-        for pps in (1, 2, 4):
-            for te in (4096, 8192):
-                for kind in ("rows", "rows16"):
-                    launch.PROGRAMS_PER_SM[kind], launch.TILE_ELEMS[kind] = pps, te
-                for shape, dt, layout in [((256, 64, 32, 32), "float32", "nhwc"),
-                                          ((256, 64, 32, 32), "bfloat16", "nhwc"),
-                                          ((128, 64, 56, 56), "bfloat16", "nhwc"),
-                                          ((64, 8, 256, 256), "bfloat16", "nhwc"),
-                                          ((8192, 512), "float32", "nc")]:
-                    dtype = DTYPES[dt]
-                    nbytes = math.prod(shape) * dtype.itemsize
-                    r = bench_case(shape, dtype, layout, do_bench, {"normlab": batch_norm},
-                                   eager=False)
-                    s = {"pps": pps, "tile_elems": te, "shape": list(shape), "dtype": dt,
-                         "layout": layout,
-                         "fwd_tbps": 3 * nbytes / (r["normlab"]["fwd_gpu_ms"] * 1e-3) / 1e12,
-                         "bwd_tbps": 5 * nbytes / (r["normlab"]["bwd_gpu_ms"] * 1e-3) / 1e12}
-                    sweep.append(s)
-                    print(f"  pps={pps:2d} tile={te:5d} {'x'.join(map(str, shape)):>14} {dt:>8} "
-                          f"{layout}: fwd {s['fwd_tbps']:.2f} bwd {s['bwd_tbps']:.2f}", flush=True)
-        (launch.PROGRAMS_PER_SM, launch.TILE_ELEMS) = defaults
-    write()
-    print(f"wrote {args.out}")
+        plan = sweep_plan(matrix, sms=sms, min_mb=min_mb)
+
+        def on_entry(entries, skipped):
+            result["sweep"] = {"entries": entries, "skipped": skipped}
+            write()
+
+        on_entry(*run_sweep(plan, rows, do_bench, batch_norm, clock, on_entry))
+        write("sweep")
+    if args.dry_run:
+        bad = [r for r in result.get("v4", {}).get("rows", []) if "error" in r] + \
+            [e for e in result.get("sweep", {}).get("entries", []) if "error" in e]
+        errs = [max(r["rel_err"].values()) for r in rows + result.get("v4", {}).get("rows", [])
+                if "rel_err" in r]
+        if bad or max(errs) > 2e-2:
+            print(f"dry run FAILED: errors {bad}, worst relative error {max(errs):.1e}")
+            return 1
+        print("dry run ok")
+    print(f"wrote {args.out} ({clock.elapsed():.0f} s)")
     return 0
 
 
