@@ -184,7 +184,8 @@ def kernel_breakdown(shape, dtype, layout, knobs=None):
     v = launch.view_of(x)
     es = x.element_size()
     knobs = knobs or launch.KNOBS
-    t = launch.plan_tiles(v, es, launch._sm_count(x.device), knobs[launch.view_kind(v, es)])
+    sms = launch._sm_count(x.device) if DEV == "cuda" else 0
+    t = launch.plan_tiles(v, es, sms, knobs[launch.view_kind(v, es)])
     part = torch.empty(2, t.split, C, device=DEV)
     stats = torch.empty(4, C, device=DEV)
     y = torch.empty_like(x)
@@ -206,7 +207,7 @@ def kernel_breakdown(shape, dtype, layout, knobs=None):
     res = {"shape": list(shape), "dtype": str(dtype), "layout": layout,
            "tiles": dataclasses.asdict(t)}
     for name, fn in fns.items():
-        ms = graph_ms(fn)
+        ms = (graph_ms if DEV == "cuda" else wall_ms)(fn)
         res[f"{name}_us"] = ms * 1e3
         passes = {"stats": 1, "apply": 2}.get(name)
         if passes:
@@ -218,6 +219,19 @@ def kernel_breakdown(shape, dtype, layout, knobs=None):
 
 BREAKDOWN_CASES = [((256, 64, 32, 32), "float32", "nchw"), ((256, 64, 32, 32), "float32", "nhwc"),
                    ((128, 64, 56, 56), "bfloat16", "nhwc"), ((8192, 512), "float32", "nc")]
+
+
+def breakdowns(cases, knobs=None) -> list[dict]:
+    """kernel_breakdown per case; a failure is recorded, not raised (the run goes on)."""
+    out = []
+    for shape, dt, layout in cases:
+        try:
+            out.append(kernel_breakdown(shape, DTYPES[dt], layout, knobs))
+        except Exception as e:
+            print(f"  breakdown {key(shape, dt, layout)} FAILED {type(e).__name__}: {e}")
+            out.append({"shape": list(shape), "dtype": dt, "layout": layout,
+                        "error": f"{type(e).__name__}: {e}"})
+    return out
 
 
 def make_row(r, shape, dt, layout, copy_bw):
@@ -481,11 +495,10 @@ def main(argv=None) -> int:
     result["summary"] = summarize(rows, copy_bw)
     print(json.dumps(result["summary"]))
     write("matrix")  # before the rest, so a time-out there keeps the main table
-    if DEV == "cuda":
-        print("forward kernels one by one (GPU time), v3.1:")
-        result["summary"]["kernel_breakdown"] = [
-            kernel_breakdown(shape, DTYPES[dt], layout) for shape, dt, layout in BREAKDOWN_CASES]
-        write("breakdown")
+    breakdown_cases = BREAKDOWN_CASES if DEV == "cuda" else matrix
+    print("forward kernels one by one (GPU time), v3.1:")
+    result["summary"]["kernel_breakdown"] = breakdowns(breakdown_cases)
+    write("breakdown")
     if args.v4:
         from normlab.kernels import launch
 
@@ -499,11 +512,9 @@ def main(argv=None) -> int:
         on_v4_row(v4_rows, skipped)
         result["v4"]["summary"] = summarize([r for r in v4_rows if "error" not in r], copy_bw)
         print("v4 summary:", json.dumps(result["v4"]["summary"]))
-        if DEV == "cuda" and not clock.out_of_time():
+        if not clock.out_of_time():
             print("forward kernels one by one (GPU time), v4:")
-            result["v4"]["kernel_breakdown"] = [
-                kernel_breakdown(shape, DTYPES[dt], layout, launch.V4_KNOBS)
-                for shape, dt, layout in BREAKDOWN_CASES]
+            result["v4"]["kernel_breakdown"] = breakdowns(breakdown_cases, launch.V4_KNOBS)
         write("v4")
     if args.sweep:
         plan = sweep_plan(matrix, sms=sms, min_mb=min_mb)
@@ -516,7 +527,9 @@ def main(argv=None) -> int:
         write("sweep")
     if args.dry_run:
         bad = [r for r in result.get("v4", {}).get("rows", []) if "error" in r] + \
-            [e for e in result.get("sweep", {}).get("entries", []) if "error" in e]
+            [e for e in result.get("sweep", {}).get("entries", []) if "error" in e] + \
+            [b for b in result["summary"]["kernel_breakdown"] +
+             result.get("v4", {}).get("kernel_breakdown", []) if "error" in b]
         errs = [max(r["rel_err"].values()) for r in rows + result.get("v4", {}).get("rows", [])
                 if "rel_err" in r]
         if bad or max(errs) > 2e-2:

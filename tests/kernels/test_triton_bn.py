@@ -192,7 +192,8 @@ def test_v4_cases_reach_the_unrolled_tail():
     odd = []
     for shape, fmt, dtype, _ in V4_CASES:
         v = launch.view_of(launch.make_dense(_make(shape, fmt, dtype, "cpu")))
-        t = launch.plan_tiles(v, dtype.itemsize, 0, launch.V4_KNOBS[launch.view_kind(v, dtype.itemsize)])
+        kind = launch.view_kind(v, dtype.itemsize)
+        t = launch.plan_tiles(v, dtype.itemsize, 0, launch.V4_KNOBS[kind])
         odd.append(t.units_per_prog % 2 == 1 and t.units_per_prog > 1 and t.split > 1)
     assert sum(odd) >= 2
 
