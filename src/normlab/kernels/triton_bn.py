@@ -61,6 +61,17 @@ def _unit_tile(u, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S: tl.cons
 
 
 @triton.jit
+def _unit_range(pid_s, units_per_prog, n_units, UNROLL: tl.constexpr):
+    """This program's first unit and the end ``_unit_tile`` masks at: all units' end, or with
+    ``UNROLL=2`` this program's, since a step's second unit may be the next program's."""
+    u0 = pid_s * units_per_prog
+    u_end = n_units
+    if UNROLL == 2:
+        u_end = tl.minimum(u0 + units_per_prog, n_units)
+    return u0, u_end
+
+
+@triton.jit
 def _load_tile(ptr, base, tile_off, mask):
     return tl.load(ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
 
@@ -86,10 +97,7 @@ def _stats_kernel(
     k = tl.load(x_ptr + tl.arange(0, BLOCK_C) * sc, mask=c_mask, other=0.0).to(tl.float32)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
-    u0 = pid_s * units_per_prog
-    u_end = n_units  # masks the last program's tail
-    if UNROLL == 2:  # and a step's second unit when it is the next program's
-        u_end = tl.minimum(u0 + units_per_prog, n_units)
+    u0, u_end = _unit_range(pid_s, units_per_prog, n_units, UNROLL)
     for i in tl.range(0, units_per_prog, UNROLL, num_stages=STAGES):
         base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
@@ -126,6 +134,24 @@ def _sum_partials(part_ptr, n_rows, C, c, c_mask, BLOCK_P: tl.constexpr, BLOCK: 
 
 
 @triton.jit
+def _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps,
+                 HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    """Writes ``stats[:, c]`` = mean, invstd, ``a = weight * invstd``, ``b = bias - mean * a``
+    (``stats`` is ``[4, C]`` float32; the apply kernels compute ``y = a * x + b``)."""
+    invstd = 1.0 / tl.sqrt(var + eps)
+    a = invstd
+    if HAS_W:
+        a = a * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
+    b = -mean * a
+    if HAS_B:
+        b += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
+    tl.store(stats_ptr + c, mean, mask=c_mask)
+    tl.store(stats_ptr + C + c, invstd, mask=c_mask)
+    tl.store(stats_ptr + 2 * C + c, a, mask=c_mask)
+    tl.store(stats_ptr + 3 * C + c, b, mask=c_mask)
+
+
+@triton.jit
 def _finalize_kernel(
     x_ptr, part_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, stats_ptr,  # stats: [4, C] float32
     C, sc, SPLIT, M, momentum, eps, unbias,
@@ -140,17 +166,7 @@ def _finalize_kernel(
     d_mean = s1 / M
     mean = k + d_mean
     var = tl.maximum(s2 / M - d_mean * d_mean, 0.0)  # biased: used to normalize
-    invstd = 1.0 / tl.sqrt(var + eps)
-    a = invstd
-    if HAS_W:
-        a = a * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-    b = -mean * a
-    if HAS_B:
-        b += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    tl.store(stats_ptr + c, mean, mask=c_mask)
-    tl.store(stats_ptr + C + c, invstd, mask=c_mask)
-    tl.store(stats_ptr + 2 * C + c, a, mask=c_mask)
-    tl.store(stats_ptr + 3 * C + c, b, mask=c_mask)
+    _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps, HAS_W, HAS_B)
     if UPDATE_RUNNING:
         rm = tl.load(rm_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         rv = tl.load(rv_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
@@ -169,17 +185,7 @@ def _eval_coef_kernel(
     c_mask = c < C
     mean = tl.load(rm_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     var = tl.load(rv_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-    invstd = 1.0 / tl.sqrt(var + eps)
-    a = invstd
-    if HAS_W:
-        a = a * tl.load(w_ptr + c, mask=c_mask, other=1.0).to(tl.float32)
-    b = -mean * a
-    if HAS_B:
-        b += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    tl.store(stats_ptr + c, mean, mask=c_mask)
-    tl.store(stats_ptr + C + c, invstd, mask=c_mask)
-    tl.store(stats_ptr + 2 * C + c, a, mask=c_mask)
-    tl.store(stats_ptr + 3 * C + c, b, mask=c_mask)
+    _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps, HAS_W, HAS_B)
 
 
 @triton.jit
@@ -235,10 +241,7 @@ def _bwd_reduce_kernel(
         b = tl.load(stats_ptr + 3 * C + c, mask=c_mask, other=0.0)[:, None]
     acc1 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
-    u0 = pid_s * units_per_prog
-    u_end = n_units  # masks the last program's tail
-    if UNROLL == 2:  # and a step's second unit when it is the next program's
-        u_end = tl.minimum(u0 + units_per_prog, n_units)
+    u0, u_end = _unit_range(pid_s, units_per_prog, n_units, UNROLL)
     for i in tl.range(0, units_per_prog, UNROLL, num_stages=STAGES):
         base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
