@@ -10,10 +10,13 @@ dy + write dx). Prints tables and writes JSON (after every phase, so a time-out 
     PYTHONPATH=src python benchmarks/bn_kernels.py --out bn_kernels.json [--quick] [--v4]
         [--sweep] [--budget-s SECONDS]
     python benchmarks/bn_kernels.py --dry-run [--v4] [--sweep]   # CPU smoke test (interpreter)
+    PYTHONPATH=src python benchmarks/bn_kernels.py --resources [--quick]  # CPU, no GPU needed
 
 --v4 times normlab again over the whole matrix with ``launch.V4_KNOBS`` (the v4 candidate),
 side by side with the shipped knobs (v3.1). --sweep times each ``launch.V4_CHANGES`` entry alone
 on the >= 16 MB rows, so the next version can adopt each change per view kind on evidence.
+--resources compiles the reduction kernels of all those plans for an H100 (sm_90) offline and
+reports registers, spills and shared memory: what can be checked before a GPU run.
 """
 
 import argparse
@@ -418,6 +421,80 @@ def run_sweep(plan, rows, do_bench, batch_norm, clock, on_entry):
     return entries, skipped
 
 
+def _compile_offline(fn, ptrs: dict, ints: dict, consts: dict, num_warps: int) -> dict:
+    """Compile one kernel for an H100 (sm_90) without a GPU: registers and spill bytes per
+    thread (cuobjdump on the cubin), shared memory per program. Integer arguments are
+    specialized as a launch does (== 1: a constant; multiple of 16: divisible)."""
+    import os
+    import re
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig, constexprs, attrs = {}, dict(consts), {}
+    for name in fn.arg_names:
+        index = (fn.arg_names.index(name),)
+        if name in ptrs:
+            sig[name], attrs[index] = "*" + ptrs[name], [["tt.divisibility", 16]]
+        elif name in ints and ints[name] == 1:
+            sig[name], constexprs[name] = "constexpr", 1
+        elif name in ints:
+            sig[name] = "i32"
+            if ints[name] % 16 == 0:
+                attrs[index] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "constexpr"
+    cc = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                        options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "k.cubin")
+        with open(cubin, "wb") as f:
+            f.write(cc.asm["cubin"])
+        tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+        usage = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True,
+                               text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) .*LOCAL:(\d+)", usage)
+    return {"regs": int(m[1]), "spill_bytes": int(m[2]), "smem_bytes": cc.metadata.shared}
+
+
+def resources(matrix) -> list[dict]:
+    """--resources: the statistics and backward-reduce kernels of every plan the GPU run makes
+    (v3.1, each V4_CHANGES entry, v4) compiled offline for sm_90; prints and returns them."""
+    from normlab.kernels import launch
+    from normlab.kernels import triton_bn as k
+
+    ty = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    out = []
+    for shape, dt, layout in matrix:
+        x = torch.empty(shape, dtype=DTYPES[dt], device="meta")
+        if layout == "nhwc":
+            x = x.to(memory_format=torch.channels_last)
+        v, es = launch.view_of(x), x.element_size()
+        for setting in ("v3.1", *SWEEP_ORDER, "v4"):
+            knobs = launch.KNOBS if setting == "v3.1" else launch.knobs_with(setting)
+            t = launch.plan_tiles(v, es, H100_SMS, knobs[launch.view_kind(v, es)])
+            ints = dict(C=v.C, S=v.S, sn=v.sn, sc=v.sc, ss=v.ss, n_sblocks=t.n_sblocks,
+                        n_units=t.n_units, units_per_prog=t.units_per_prog, SPLIT=t.split)
+            tile = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s)
+            entry = {"shape": list(shape), "dtype": dt, "layout": layout, "setting": setting}
+            for name, fn, ptrs, consts in [
+                ("stats", k._stats_kernel, dict(x_ptr=ty[dt], part_ptr="fp32"),
+                 dict(UNROLL=t.stats_unroll, STAGES=t.stats_stages)),
+                ("bwd_reduce", k._bwd_reduce_kernel,
+                 dict(x_ptr=ty[dt], dy_ptr=ty[dt], stats_ptr="fp32", part_ptr="fp32"),
+                 dict(RELU=False, UNROLL=t.bwd_unroll, STAGES=t.bwd_stages)),
+            ]:
+                entry[name] = _compile_offline(fn, ptrs, ints, {**tile, **consts}, t.num_warps)
+            out.append(entry)
+            print(f"{key(shape, dt, layout):>30} {setting:>8} tile {t.block_c}x{t.block_s} "
+                  + "  ".join(f"{n}: {entry[n]['regs']} regs, {entry[n]['spill_bytes']} B "
+                              f"spilled, {entry[n]['smem_bytes'] // 1024} KB smem"
+                              for n in ("stats", "bwd_reduce")), flush=True)
+    return out
+
+
 def provenance() -> dict:
     import triton
 
@@ -449,6 +526,9 @@ def parse_args(argv=None):
                              "seconds have passed (they are listed as skipped in the JSON)")
     parser.add_argument("--dry-run", action="store_true",
                         help="smoke-test this script on CPU (TRITON_INTERPRET=1, tiny shapes)")
+    parser.add_argument("--resources", action="store_true",
+                        help="no GPU needed: compile the reduction kernels of every plan for "
+                             "sm_90 and report registers, spills and shared memory")
     args = parser.parse_args(argv)
     if args.budget_s is not None and args.budget_s <= 0:
         parser.error(f"--budget-s expects a positive number of seconds, got {args.budget_s}")
@@ -459,6 +539,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     clock = Clock(args.budget_s)
     global DEV
+    if args.resources:
+        import os
+
+        if os.environ.get("TRITON_INTERPRET", "0") == "1":
+            print("--resources compiles kernels, which the interpreter cannot: unset "
+                  "TRITON_INTERPRET", file=sys.stderr)
+            return 2
+        DEV = "cpu"
+        result = {"provenance": provenance(), "target": "sm_90 (offline compile)",
+                  "resources": resources(list(cases(args.quick)))}
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.out} ({clock.elapsed():.0f} s)")
+        return 0
     if args.dry_run:
         import os
 
