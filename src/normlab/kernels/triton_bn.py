@@ -9,8 +9,9 @@ Every kernel sees the input as a strided 3-D view ``[N, C, S]`` (batch, channel,
 One program owns ``BLOCK_C`` channels and a contiguous range of "units"; a unit is one
 ``[BLOCK_C, BLOCK_S]`` tile at batch index ``n`` and spatial block ``sb``. Programs write
 float32 partial sums ``[SPLIT, C]`` that a one-program-per-channel-block finalize kernel adds in a
-fixed order, so results are deterministic (no float atomics). The two reduction kernels can load
-two units per loop step (``UNROLL=2``, a ``launch.Knobs`` setting) for more bytes in flight.
+fixed order, so results are deterministic (no float atomics). For more bytes in flight, the two
+reduction kernels can load two units per loop step (``UNROLL=2``) or software-pipeline their
+loop (``STAGES``): ``launch.Knobs`` settings, off by default.
 
 Statistics use shifted sums: with ``K[c]`` one sample of channel ``c``,
 ``S1 = sum(x - K)``, ``S2 = sum((x - K)^2)``, ``mean = K + S1/M``, ``var = S2/M - (S1/M)^2``,
@@ -73,6 +74,7 @@ def _unit_range(pid_s, units_per_prog, n_units, UNROLL: tl.constexpr):
 
 @triton.jit
 def _load_tile(ptr, base, tile_off, mask):
+    """One tile as float32 (masked lanes 0)."""
     return tl.load(ptr + base + tile_off, mask=mask, other=0.0).to(tl.float32)
 
 
