@@ -71,7 +71,7 @@ def test_default_knobs_are_v3_1():
     for kind, knobs in launch.KNOBS.items():
         assert (knobs.stats_unroll, knobs.bwd_unroll) == (1, 1), kind
         assert (knobs.stats_stages, knobs.bwd_stages) == (0, 0), kind
-        assert (knobs.finalize_channels, knobs.finalize_rows) == (32, 64), kind
+        assert (knobs.finalize_channels, knobs.finalize_rows, knobs.rows_cap) == (32, 64, 0), kind
     t = launch.plan_tiles(v, 4, 132, launch.KNOBS["planes"])
     assert (t.stats_stages, t.bwd_stages, t.num_stages, t.fin_block, t.fin_rows) == \
         (None, None, 2, 32, 64)
@@ -88,6 +88,7 @@ def test_knobs_with_isolates_one_change():
     assert finalize["rows16"].finalize_channels == 8 and finalize["rows16"].stats_unroll == 1
     assert finalize["planes"] == launch.KNOBS["planes"]  # the rows-view finalize only
     assert launch.knobs_with("v4") == launch.V4_KNOBS
+    assert launch.knobs_with("rows_cap")["rows16"] == launch.KNOBS["rows16"]
     with pytest.raises(ValueError, match=r"unknown v4 change 'fast'; expected one of"):
         launch.knobs_with("fast")
 
@@ -100,8 +101,20 @@ def test_knobs_with_isolates_one_change():
         (dict(tile_elems=3000), "tile_elems must be a power of two.*got 3000; use e.g. 4096"),
         (dict(finalize_rows=0), "finalize_rows must be a power of two"),
         (dict(programs_per_sm=0), "programs_per_sm must be >= 1"),
+        (dict(rows_cap=300), r"rows_cap must be a power of two \(or 0: no cap\).*use e.g. 512"),
     ],
 )
 def test_bad_knobs_get_one_clear_error(kwargs, text):
     with pytest.raises(ValueError, match=text):
         launch.Knobs(**{"programs_per_sm": 2, "tile_elems": 4096, **kwargs})
+
+
+def test_rows_cap_shortens_only_tall_rows_tiles():
+    """C=8 float32 channels-last: [8, 1024] tiles become [8, 512]; C=64 keeps [64, 128]."""
+    capped = launch.knobs_with("rows_cap")["rows"]
+    for shape, want in (((64, 8, 256, 256), (8, 512)), ((256, 64, 32, 32), (64, 128))):
+        x = torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
+        v = launch.view_of(x)
+        t = launch.plan_tiles(v, 4, 132, capped)
+        assert (t.block_c, t.block_s) == want
+        assert t.split * t.units_per_prog >= t.n_units == v.S // t.block_s

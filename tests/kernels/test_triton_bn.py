@@ -179,7 +179,8 @@ V4_CASES = [
     ((3, 4, 2, 3, 5), "channels_last_3d", torch.bfloat16, True),  # rows16
 ]
 # "stages" pipelines loads only when compiled (GPU); the interpreter still runs its tl.range.
-V4_SETTINGS = [*launch.V4_CHANGES, "v4"]
+# "rows_cap" only changes plans of taller tiles than these (test_launch checks those plans).
+V4_SETTINGS = [c for c in [*launch.V4_CHANGES, "v4"] if c != "rows_cap"]
 
 
 def test_v4_cases_reach_the_unrolled_tail():

@@ -80,13 +80,15 @@ class Knobs:
     bwd_stages: int = 0  # its loop's software-pipeline stages (0 = none, as v3.1; or 2-4)
     finalize_channels: int = 32  # channels per finalize program (power of two)
     finalize_rows: int = 64  # partial-sum rows per finalize load, BLOCK_P (power of two)
+    rows_cap: int = 0  # rows view: at most this many rows per tile (power of two; 0 = no cap)
 
     def __post_init__(self):
-        for name in ("tile_elems", "finalize_channels", "finalize_rows"):
+        for name in ("tile_elems", "finalize_channels", "finalize_rows", "rows_cap"):
             value = getattr(self, name)
-            if value < 1 or value & (value - 1):
-                raise ValueError(f"Knobs.{name} must be a power of two (Triton block sizes), "
-                                 f"got {value}; use e.g. {_next_pow2(max(value, 1))}")
+            if (value < 1 or value & (value - 1)) and not (name == "rows_cap" and value == 0):
+                zero = " (or 0: no cap)" if name == "rows_cap" else ""
+                raise ValueError(f"Knobs.{name} must be a power of two{zero} (Triton block "
+                                 f"sizes), got {value}; use e.g. {_next_pow2(max(value, 1))}")
         for name, allowed in (("stats_unroll", (1, 2)), ("bwd_unroll", (1, 2)),
                               ("stats_stages", (0, 2, 3, 4)), ("bwd_stages", (0, 2, 3, 4))):
             if getattr(self, name) not in allowed:
@@ -118,13 +120,18 @@ V4_CHANGES = {
     "unroll": (dict(stats_unroll=2, bwd_unroll=2), ("planes", "rows", "rows16")),
     "stages": (dict(stats_stages=3, bwd_stages=3), ("planes", "rows", "rows16")),
     "finalize": (dict(finalize_channels=8, finalize_rows=256), ("rows", "rows16")),
+    # Few channels make tall rows tiles ([8, 1024] for C=8 float32) that need ~200 registers
+    # per thread: one program per SM where the plan wants two. 512 rows = v2's tile there.
+    "rows_cap": (dict(rows_cap=512), ("rows",)),
 }
 # The v4 candidate that `bn_kernels.py --v4` times over the whole matrix: the statistics
-# kernel unrolled (no shared memory, so no occupancy risk) and the rows-view finalize. The
+# kernel unrolled (no shared memory, so no occupancy risk), the rows-view finalize and the
+# float32 rows cap (v2 measured those tiles faster on 64x8x256x256 NHWC). The
 # sweep times each V4_CHANGES entry alone; adopt per kind what measures faster into KNOBS.
 V4_KNOBS = {
     "planes": replace(KNOBS["planes"], stats_unroll=2),
-    "rows": replace(KNOBS["rows"], stats_unroll=2, finalize_channels=8, finalize_rows=256),
+    "rows": replace(KNOBS["rows"], stats_unroll=2, finalize_channels=8, finalize_rows=256,
+                    rows_cap=512),
     "rows16": replace(KNOBS["rows16"], stats_unroll=2, finalize_channels=8, finalize_rows=256),
 }
 
@@ -194,6 +201,8 @@ def plan_tiles(v: View, elem_size: int, sms: int, knobs: Knobs) -> Tiles:
     if v.channels_last:
         block_c = min(_next_pow2(v.C), 128)
         block_s = max(tile // block_c, 1)
+        if knobs.rows_cap:
+            block_s = min(block_s, knobs.rows_cap)
     else:
         block_s = min(_next_pow2(v.S), tile)
         block_c = min(max(tile // block_s, 1), _next_pow2(v.C))
