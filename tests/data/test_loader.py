@@ -198,6 +198,25 @@ def test_augmentation_keeps_shapes_and_label_alignment():
     assert changed  # some crops actually moved
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_index_batches_and_make_batch_give_the_iterated_batches(augment):
+    # the CUDA-graphed step makes its batch from (indices, crop/flip parameters) itself
+    x = torch.randint(0, 256, (70, 3, 6, 6), dtype=torch.uint8)
+    y = torch.arange(70) % 7
+    stats = dict(mean=torch.tensor([0.1, 0.2, 0.3]), std=torch.tensor([0.5, 0.6, 0.7]))
+    iterated = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
+    planned = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
+    for epoch in range(2):
+        expected = _epoch(iterated)
+        parts = [(idx.clone(), None if p is None else p.clone()) for idx, p in planned.index_batches()]
+        assert len(parts) == len(expected) == 4 and planned.state_dict() == iterated.state_dict()
+        for (idx, params), (xb, yb) in zip(parts, expected):
+            assert idx.shape == (16,) and idx.dtype == torch.int64
+            assert (params is None) == (not augment) and (params is None or params.shape == (16, 3))
+            made_x, made_y = planned.make_batch(idx, params)
+            assert torch.equal(made_x, xb) and torch.equal(made_y, yb)
+
+
 def test_augmentation_is_reproducible_and_flips():
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (32, 3, 6, 6), generator=gen, dtype=torch.uint8)

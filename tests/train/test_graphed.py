@@ -89,8 +89,24 @@ def test_a_new_batch_shape_after_capture_is_an_error():
                           warmup_context=contextlib.nullcontext)
     for x, y in _batches(2):
         graphed(x, y)
-    with pytest.raises(ValueError, match=r"captured x \(8, 4\).*got x \(5, 4\).*drop_last=True"):
+    with pytest.raises(ValueError, match=r"replays the inputs it captured: \(8, 4\) torch.float32, "
+                                         r"\(8,\) torch.int64; got \(5, 4\) .*drop_last=True"):
         graphed(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got \(8, 4\) torch.float32, None"):
+        graphed(torch.randn(8, 4), None)
+
+
+def test_none_inputs_pass_through_to_the_captured_step():
+    seen = []
+
+    def step(x, extra):
+        seen.append(extra)
+        return x.sum()
+
+    graphed = GraphedStep(step, warmup_steps=1, capture=fake_capture,
+                          warmup_context=contextlib.nullcontext)
+    assert [float(graphed(torch.full((2,), float(i)), None)) for i in range(4)] == [0.0, 2.0, 4.0, 6.0]
+    assert seen == [None] * 4  # warm-up, then 3 replays (the capture itself runs nothing)
 
 
 def test_warmup_must_create_the_optimizer_state_first():
@@ -150,6 +166,19 @@ def test_engine_graph_path_reproduces_the_eager_run_exactly(data, graphs_on_cpu,
     graph, graph_rows = _rows(_config(cuda_graph=True, **kw), data)
     assert len(graphs_on_cpu) == 1  # captured once, replayed for the rest of the run
     assert graph.status == plain.status == "finished" and graph.steps == plain.steps == 18
+    assert graph_rows == plain_rows
+
+
+def test_engine_graph_path_augments_inside_the_step(graphs_on_cpu):
+    # image data with random crop + flip: the captured step gathers, augments and normalizes
+    # its batch from the copied-in indices and crop/flip parameters
+    images = load_dataset("synthetic", shape=(3, 8, 8), num_classes=4, train_size=256,
+                          test_size=64, uint8=True)
+    kw = dict(model="cnn", hidden=[8], norm="batch", augment=True, epochs=2, lr=2.0**-7,
+              schedule={"name": "constant"}, optim={})
+    plain, plain_rows = _rows(_config(**kw), images)
+    graph, graph_rows = _rows(_config(cuda_graph=True, **kw), images)
+    assert len(graphs_on_cpu) == 1 and graph.steps == plain.steps == 14
     assert graph_rows == plain_rows
 
 

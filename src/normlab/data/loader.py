@@ -231,6 +231,15 @@ class BatchLoader:
         return self._epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx, params in self.index_batches():
+            yield self.make_batch(idx, params)
+
+    def index_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Iterate like the loader, yielding what each batch is made from instead of the batch:
+        `(idx, params)`, the sample indices `(B,)` int64 and the crop/flip parameters `(B, 3)`
+        (None without augmentation), both device views. `make_batch(idx, params)` gives the
+        batch `iter()` would have yielded. A CUDA-graphed step captures `make_batch` too, so
+        per step only these two small tensors are copied in."""
         epoch, start = self._epoch, self._batch
         order, params = self._epoch_plan(epoch)
         for b in range(start, self._len):
@@ -238,9 +247,11 @@ class BatchLoader:
             # being used resumes right after it (the last batch rolls over to the next epoch).
             self._epoch, self._batch = (epoch + 1, 0) if b + 1 == self._len else (epoch, b + 1)
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(order))
-            yield self._make_batch(order[lo:hi], None if params is None else params[lo:hi])
+            yield order[lo:hi], None if params is None else params[lo:hi]
 
-    def _make_batch(self, idx: torch.Tensor, params: torch.Tensor | None):
+    def make_batch(self, idx: torch.Tensor, params: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalized (and augmented) batch of samples `idx` (see `index_batches`)."""
         x = self._x[idx].float()  # (B, *sample_shape); gather in the stored dtype, then convert
         if params is not None:
             # zero padding in stored units is black (0/255), as torchvision's RandomCrop

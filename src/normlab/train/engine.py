@@ -329,7 +329,10 @@ def fit(
         optimizer.step()
         return loss.detach()
 
-    graphed = GraphedStep(train_step) if config.cuda_graph else None
+    # graphed: the captured step also gathers and normalizes its batch from the indices, so
+    # the host copies two small tensors per step instead of launching the loader's kernels
+    graphed = GraphedStep(lambda idx, aug: train_step(*loader.make_batch(idx, aug))) \
+        if config.cuda_graph else None
 
     def save(epoch: int, outcome: str) -> None:
         """Rank 0 writes; everyone waits so no process resumes from a half-written state."""
@@ -366,18 +369,19 @@ def fit(
         train_model.train()
         window, epoch_losses = LossWindow(device), LossWindow(device)
         lr = current_lr()
-        for x, y in loader:
+        # batches: (x, y), or (sample indices, augmentation parameters) for the graphed step
+        for batch in (loader.index_batches() if graphed is not None else loader):
             if step >= total_steps:
                 break
-            x, y = ctx.shard(x), ctx.shard(y)  # this process's part of the global batch
             probe_step = probe_any and (step + 1) % probes.every_steps == 0
             if act_probe is not None and probe_step:
                 act_probe.armed = True
             lr = current_lr()
             probe_values: dict[str, float] = {}
             if graphed is not None:
-                loss = graphed(x, y)  # config refuses the probes that need the eager step
+                loss = graphed(*batch)  # config refuses the probes that need the eager step
             else:
+                x, y = (ctx.shard(t) for t in batch)  # this process's part of the global batch
                 loss = train_step(x, y, probe_values if probe_step else None)
             scheduler.step()
             step += 1

@@ -10,7 +10,10 @@ How (the "whole-network capture" recipe of torch's CUDA semantics notes):
   (the batches are not wasted) and they create what capture must not allocate for the first
   time (the optimizer's state, cuBLAS workspaces, autograd's stream bookkeeping);
 - the next step is captured: it records kernels, runs nothing;
-- every step from then on copies its batch into the captured input tensors and replays.
+- every step from then on copies its inputs into the captured input tensors and replays.
+  The engine's inputs are the batch's sample indices and augmentation parameters, and the
+  captured step gathers and normalizes the batch itself (`BatchLoader.make_batch`), so per
+  step the host copies two small tensors and launches one graph.
 The numbers equal the eager loop's (same kernels in the same order), provided what changes
 per step lives in device tensors the graph reads: the batch (copied in), the learning rate
 (a device tensor the scheduler fills, see `build_optimizer(..., capturable=True)`) and the
@@ -30,8 +33,8 @@ from typing import Callable, ContextManager
 
 import torch
 
-StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""`step(x, y) -> loss`: one full training step; `loss` is a 0-d tensor."""
+StepFn = Callable[..., torch.Tensor]
+"""`step(*inputs) -> loss`: one full training step from tensors (or None); `loss` is 0-d."""
 Capture = Callable[[Callable[[], torch.Tensor]], tuple[Callable[[], None], torch.Tensor]]
 """`capture(fn) -> (replay, output)`: records `fn` without running it."""
 
@@ -63,27 +66,29 @@ def side_stream() -> ContextManager[None]:
 
 
 class GraphedStep:
-    """Call like the step it wraps: `loss = graphed(x, y)`; replays a CUDA graph once warm.
+    """Call like the step it wraps: `loss = graphed(*inputs)`; replays a CUDA graph once warm.
 
     Args:
-        step: the eager step `step(x, y) -> loss` (0-d tensor). It must read everything that
-            changes between steps from tensors (see the module docstring).
+        step: the eager step `step(*inputs) -> loss` (0-d tensor); each input is a tensor or
+            None. It must read everything that changes between steps from tensors (see the
+            module docstring).
         warmup_steps: eager steps before the capture.
         capture: how to record a step; default `capture_cuda_graph`. Tests pass a stand-in
             that "records" the function and re-runs it on replay.
         warmup_context: context of the eager warm-up steps; default `side_stream`.
 
-    Shapes: `x` and `y` must keep the shapes and dtypes of the captured batch (the engine's
-    loader drops the last partial batch); another shape is an error, never a silent re-capture.
+    Shapes: every input keeps the shape and dtype it had at capture (the engine's loader drops
+    the last partial batch), and None stays None; anything else is an error, never a silent
+    re-capture.
 
     Attributes:
         captured: True once steps are replayed.
         fallback_reason: why capture failed (the steps then stay eager), else None.
 
     Example:
-        >>> graphed = GraphedStep(lambda x, y: train_step(x, y))
-        >>> for x, y in loader:
-        ...     loss = graphed(x, y)  # eager for 3 steps, then one replay per step
+        >>> graphed = GraphedStep(lambda idx, params: train_step(*loader.make_batch(idx, params)))
+        >>> for idx, params in loader.index_batches():
+        ...     loss = graphed(idx, params)  # eager for 3 steps, then one replay per step
     """
 
     def __init__(self, step: StepFn, *, warmup_steps: int = WARMUP_STEPS,
@@ -99,43 +104,43 @@ class GraphedStep:
         self.captured = False
         self.fallback_reason: str | None = None
         self._replay: Callable[[], None] | None = None
-        self._x: torch.Tensor | None = None
-        self._y: torch.Tensor | None = None
+        self._inputs: tuple[torch.Tensor | None, ...] = ()
         self._loss: torch.Tensor | None = None
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor | None) -> torch.Tensor:
         self.calls += 1
         if self.fallback_reason is not None:
-            return self._eager(x, y)
+            return self._eager(inputs)
         if not self.captured and self.calls <= self.warmup_steps:
             with self._warmup_context():
-                return self._eager(x, y)
+                return self._eager(inputs)
         if not self.captured:
-            self._try_capture(x, y)
+            self._try_capture(inputs)
             if not self.captured:
-                return self._eager(x, y)
-        self._check_batch(x, y)
-        self._x.copy_(x)
-        self._y.copy_(y)
+                return self._eager(inputs)
+        self._check_inputs(inputs)
+        for static, new in zip(self._inputs, inputs):
+            if static is not None:
+                static.copy_(new)
         self._replay()
         # the graph's own output buffer: the next replay overwrites it, so a caller must use
         # it (the engine adds it to its loss window, on the same stream) before the next call
         return self._loss
 
-    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _eager(self, inputs: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         # capturable optimizers warn when stepped outside a capture; here that is by design
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*capturable=True.*")
-            return self.step(x, y)
+            return self.step(*inputs)
 
-    def _try_capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _try_capture(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
         # the captured inputs: fresh tensors owned by the graph, refilled before each replay
-        self._x, self._y = x.clone(), y.clone()
+        self._inputs = tuple(None if t is None else t.clone() for t in inputs)
         try:
-            self._replay, self._loss = self._capture(lambda: self.step(self._x, self._y))
+            self._replay, self._loss = self._capture(lambda: self.step(*self._inputs))
         except RuntimeError as err:  # e.g. "operation not permitted when stream is capturing"
             self.fallback_reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            self._x = self._y = None
+            self._inputs = ()
             warnings.warn(
                 f"cuda_graph: the training step could not be captured ({self.fallback_reason}); "
                 f"the run continues eagerly with the same numbers, only slower. A layer that "
@@ -146,12 +151,17 @@ class GraphedStep:
             return
         self.captured = True
 
-    def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if x.shape != self._x.shape or y.shape != self._y.shape or x.dtype != self._x.dtype \
-                or y.dtype != self._y.dtype:
+    def _check_inputs(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
+        def describe(tensors):
+            return ", ".join("None" if t is None else f"{tuple(t.shape)} {t.dtype}" for t in tensors)
+
+        same = len(inputs) == len(self._inputs) and all(
+            (a is None) == (b is None) and (a is None or (a.shape == b.shape and a.dtype == b.dtype))
+            for a, b in zip(self._inputs, inputs)
+        )
+        if not same:
             raise ValueError(
-                f"a CUDA-graphed step replays one batch shape: captured x {tuple(self._x.shape)} "
-                f"{self._x.dtype} and y {tuple(self._y.shape)}, got x {tuple(x.shape)} {x.dtype} "
-                f"and y {tuple(y.shape)}; keep drop_last=True (every batch the same size) or "
+                f"a CUDA-graphed step replays the inputs it captured: {describe(self._inputs)}; "
+                f"got {describe(inputs)}; keep drop_last=True (every batch the same size) or "
                 f"set cuda_graph=false"
             )
