@@ -57,7 +57,6 @@ def test_warmup_with_a_schedule_that_ignores_it_is_refused():
 @pytest.mark.parametrize(
     "kwargs, clash",
     [
-        ({"compile": True}, "compile=true"),
         ({"nproc": 2}, "nproc=2"),
         ({"probes": {"activations": True}}, "probes.activations/grad_norms"),
         ({"probes": {"grad_norms": True}}, "probes.activations/grad_norms"),
@@ -68,3 +67,4 @@ def test_cuda_graph_refuses_what_a_replayed_step_cannot_do(kwargs, clash):
         RunConfig(cuda_graph=True, **kwargs)
     RunConfig(**kwargs)  # each is fine without cuda_graph
     RunConfig(cuda_graph=True, probes={"weight_norms": True})  # read after the step: fine
+    RunConfig(cuda_graph=True, compile=True)  # Inductor's kernels are captured like any others

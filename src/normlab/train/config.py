@@ -131,9 +131,9 @@ class RunConfig(_Section):
 
     def _check_cuda_graph(self) -> None:
         """cuda_graph replays one captured step: what changes per step must live on the device."""
+        # compile=true is allowed: Inductor's kernels (compiled during the eager warm-up steps)
+        # are captured like any others, and fusing the step's ~40 small kernels shortens the graph
         clashes = []
-        if self.compile:
-            clashes.append("compile=true (torch.compile makes its own graphs)")
         if self.nproc > 1:
             clashes.append(f"nproc={self.nproc} (DDP's gradient buckets are not captured)")
         if self.probes.activations or self.probes.grad_norms:
