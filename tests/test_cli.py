@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from clitools import assert_user_error
 from normlab import cli
 from normlab.experiments import execute
 
@@ -33,15 +34,6 @@ def invoke(*args: str):
 def fake_engine(monkeypatch):
     """Runs executed by the CLI use the fake engine (instant, deterministic)."""
     monkeypatch.setattr(execute, "default_run_fn", fakes.flaky_fit)
-
-
-def assert_user_error(result, *texts):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    err = result.stderr.strip()
-    assert err.startswith("normlab: error:") and len(err.splitlines()) == 1, err
-    for text in texts:
-        assert text in err, err
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

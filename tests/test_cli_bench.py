@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from clitools import assert_user_error
 from normlab import cli
 
 runner = CliRunner()
@@ -15,15 +16,6 @@ runner = CliRunner()
 
 def invoke(*args: str):
     return runner.invoke(cli.app, [str(a) for a in args])
-
-
-def assert_user_error(result, *texts):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    err = result.stderr.strip()
-    assert err.startswith("normlab: error:") and len(err.splitlines()) == 1, err
-    for text in texts:
-        assert text in err, err
 
 
 @pytest.mark.parametrize("command", ["loop", "layers"])
