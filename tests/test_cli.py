@@ -274,7 +274,6 @@ def test_sweep_threads_for_the_local_backend(tmp_path, threads_seen):
     [
         (["run", "--threads", "-1"], ["--threads: expected a number of threads >= 0", "got -1"]),
         (["sweep", "--threads", "-1", "--dry-run"], ["--threads: expected a number of threads >= 0"]),
-        (["sweep", "--threads", "2", "--backend", "process"], ["--threads applies to --backend local", "process"]),
     ],
 )
 def test_bad_threads_exit_2(tmp_path, threads_seen, args, texts):

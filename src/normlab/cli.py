@@ -7,7 +7,6 @@ code 2, without a traceback; tracebacks are kept for bugs.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sys
@@ -163,11 +162,13 @@ def run(
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
+    # the runner sets the threads for the run; the wrapper covers torchrun's other ranks too
     with _threads(threads):
-        _run_one(experiment, out, as_json, quiet, retry_failed)
+        _run_one(experiment, out, as_json, quiet, retry_failed, threads)
 
 
-def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool) -> None:
+def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool,
+             threads: int) -> None:
     """`normlab run` once its one run is planned: train it (or show its stored result)."""
     from normlab.experiments.runner import run_experiment
     from normlab.train.distributed import in_torchrun, is_main_process, launch
@@ -185,7 +186,8 @@ def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_faile
             launch(planned.config, checkpoint_path=checkpoint)
         return
     summary = run_experiment(
-        experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed
+        experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed,
+        threads=threads,
     )
     outcome = summary.outcomes[0]
     if as_json:
@@ -219,8 +221,8 @@ def sweep(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and exit; nothing is written"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", help=THREADS_HELP + "; --backend local only (process workers take cores / workers each)"
+    threads: int = typer.Option(
+        1, "--threads", help=THREADS_HELP + "; per worker with --backend process (Ray: the cluster's setting)"
     ),
 ) -> None:
     """Run every combination of an experiment; finished runs are skipped, interrupted ones resume.
@@ -232,27 +234,19 @@ def sweep(
     """
     from normlab.experiments.runner import check_backend, run_experiment
 
-    from normlab.experiments.errors import ConfigError
-
     experiment = _load(args, name)
     check_backend(backend, workers)  # a dry run that passes means the real one starts
-    if threads is not None and backend != "local":
-        raise ConfigError(
-            f"--threads applies to --backend local, got --backend {backend} (its workers take "
-            "cores / workers threads each); drop --threads or use --backend local"
-        )
-    in_process = _threads(1 if threads is None else threads)  # checks --threads before a dry run
+    _threads(threads)  # checks --threads before a dry run
     if dry_run:
         for run in experiment.runs:
             typer.echo(f"{run.run_id}  {run.group or '-'}  {json.dumps(run.config.resolved(), sort_keys=True)}")
         typer.echo(f"{experiment.name}: {len(experiment.runs)} runs", err=True)
         return
-    with in_process if backend == "local" else contextlib.nullcontext():
-        summary = run_experiment(
-            experiment, out, backend=backend, workers=workers, address=address,
-            retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
-            gpus_per_run=gpus_per_run, append=append,
-        )
+    summary = run_experiment(
+        experiment, out, backend=backend, workers=workers, address=address,
+        retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run, append=append, threads=threads,
+    )
     typer.echo(str(summary), err=True)
     _print_failures(summary)
     if not summary.ok:

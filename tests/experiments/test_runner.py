@@ -220,3 +220,28 @@ def test_device_checks_are_left_to_the_cluster_on_ray(tmp_path, monkeypatch):
     run_experiment(load_experiment(None, ["seed=5"], name="ray"), tmp_path, backend="ray",
                    run_fn=fakes.fake_fit, progress=False)
     assert ran == [1] and len(calls) == 1  # Ray: the cluster's machines run it, not checked here
+
+
+@pytest.mark.parametrize("backend", ["local", "process"])
+def test_each_run_trains_with_the_asked_threads_on_every_backend(tmp_path, backend):
+    # one default on every backend (1): a config's CPU numbers do not depend on the backend
+    import torch
+
+    before = torch.get_num_threads()
+    exp = load_experiment(None, ["seed=0,1"], name="t")
+    assert run_experiment(exp, tmp_path, backend=backend, run_fn=fakes.fake_fit, progress=False).ok
+    more = load_experiment(None, ["seed=2"], name="t2")
+    assert run_experiment(more, tmp_path, backend=backend, run_fn=fakes.fake_fit, progress=False,
+                          threads=2).ok
+    assert torch.get_num_threads() == before  # restored
+    with Store.open(tmp_path) as store:
+        assert store.runs_frame("t")["env.torch_threads"].tolist() == [1, 1]
+        assert store.runs_frame("t2")["env.torch_threads"].tolist() == [2]
+
+
+def test_threads_must_be_a_count(tmp_path):
+    from normlab.experiments.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads: expected a number of threads >= 0.*got -1"):
+        run_experiment(load_experiment(None, [], name="x"), tmp_path, threads=-1)
+    assert not (tmp_path / "normlab.db").exists()

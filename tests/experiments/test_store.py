@@ -96,6 +96,29 @@ def test_newer_schema_version_is_refused(tmp_path):
         Store.open(tmp_path)
 
 
+def test_a_version_1_store_is_upgraded_in_place(tmp_path, experiment):
+    # a v1 results folder (before runs recorded torch_threads) keeps its runs and gains the column
+    with Store.open(tmp_path) as store:
+        store.add_experiment(experiment)
+        first = experiment.runs[0].run_id
+        store.mark_running(first, ENV, fresh=True)
+    conn = sqlite3.connect(tmp_path / "normlab.db")
+    conn.execute("ALTER TABLE runs DROP COLUMN torch_threads")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path) as store:
+        runs = store.runs_frame("exp")
+        assert runs.loc[runs["run_id"] == first, "env.hostname"].item() == "h"  # kept
+        assert runs["env.torch_threads"].isna().all()  # unknown for the old runs
+        store.mark_running(experiment.runs[1].run_id, {**ENV, "torch_threads": 2}, fresh=True)
+        runs = store.runs_frame("exp")
+        assert runs.loc[runs["run_id"] == experiment.runs[1].run_id, "env.torch_threads"].item() == 2
+    conn = sqlite3.connect(tmp_path / "normlab.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+
+
 def test_foreign_database_and_non_database_are_refused(tmp_path):
     conn = sqlite3.connect(tmp_path / "normlab.db")
     conn.execute("CREATE TABLE other(x)")

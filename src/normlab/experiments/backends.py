@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
-import os
 import queue as queue_module
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from normlab.experiments.errors import BackendError
-from normlab.experiments.execute import RunTask, execute_run, ray_task, worker_main
+from normlab.experiments.execute import DEFAULT_THREADS, RunTask, execute_run, ray_task, worker_main
 
 if TYPE_CHECKING:
     from normlab.experiments.runner import Writer
@@ -47,14 +46,15 @@ class _Worker:
         self.process.start()
 
 
-def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | None, workers: int) -> None:
-    """Execute the runs on `workers` spawned processes; the parent writes every result."""
+def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | None, workers: int,
+                threads: int = DEFAULT_THREADS) -> None:
+    """Execute the runs on `workers` spawned processes with `threads` torch threads each (0:
+    torch's one per core); the parent writes every result."""
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started threads
     events = ctx.Queue()
     pending = collections.deque(tasks)
     pool: dict[int, _Worker] = {}
     next_id = 0
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))  # torch threads per worker
 
     def assign(worker: _Worker) -> None:
         worker.current = pending.popleft() if pending else None

@@ -18,7 +18,8 @@ from __future__ import annotations
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,25 +111,47 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
     emit(("end", task.run_id, status, final, steps, seconds, None))
 
 
-def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None, threads: int = 0) -> None:
+DEFAULT_THREADS = 1
+"""torch intra-op threads per run unless asked otherwise, on every backend: small models run
+several times faster on one thread than with a thread per core (measured on a 2-core CPU), and
+on CPU the last float digits depend on the count, so one default keeps a config's numbers the
+same whichever backend trains it."""
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with `threads` intra-op threads (0: torch's setting, unchanged), then restore."""
+    if threads <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None,
+                threads: int = DEFAULT_THREADS) -> None:
     """A process-pool worker: execute tasks from its own queue until it receives None.
 
-    `threads` > 0 caps torch's intra-op threads, so N workers share the cores instead of each
-    starting one thread per core (oversubscription makes small models several times slower).
+    `threads` > 0 sets torch's intra-op threads (0: torch's one per core), so N workers share
+    the cores instead of each starting one thread per core (oversubscription makes small models
+    several times slower).
     """
     # Ctrl-C reaches the whole process group: the parent decides (it marks the runs
     # resumable and terminates the workers), so workers do not die mid-write on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        execute_run(task, events.put, run_fn)
-        events.put(("idle", worker_id))
+    with torch_threads(threads):
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            execute_run(task, events.put, run_fn)
+            events.put(("idle", worker_id))
 
 
 def ray_task(task: RunTask, queue: Any, run_fn: Callable | None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
 from normlab.experiments.errors import BackendError, ConfigError, StoreError
-from normlab.experiments.execute import RunTask
+from normlab.experiments.execute import DEFAULT_THREADS, RunTask, torch_threads
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
@@ -222,6 +222,7 @@ def run_experiment(
     gpus_per_run: float | None = None,
     max_retries: int = 2,
     append: bool = False,
+    threads: int = DEFAULT_THREADS,
 ) -> SweepSummary:
     """Execute every run of an experiment that has no result yet and store what happens.
 
@@ -240,6 +241,8 @@ def run_experiment(
         max_retries: Ray retries of a run whose worker or node was lost.
         append: add these runs to the experiment's earlier ones (`normlab run` does) instead of
             redefining the experiment as exactly these runs.
+        threads: torch intra-op threads per run, local and process backends (0: torch's one
+            per core); restored afterwards. Not part of the run id; each run records it.
 
     Returns:
         A SweepSummary (`str()` is a one-line report).
@@ -249,6 +252,9 @@ def run_experiment(
         >>> print(summary)
     """
     check_backend(backend, workers)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's "
+                          f"setting), got {threads!r}")
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
@@ -270,9 +276,10 @@ def run_experiment(
         with view:
             try:
                 if backend == "local":
-                    run_local(tasks, writer, run_fn)
+                    with torch_threads(threads):
+                        run_local(tasks, writer, run_fn)
                 elif backend == "process":
-                    run_process(tasks, writer, run_fn, workers)
+                    run_process(tasks, writer, run_fn, workers, threads)
                 else:
                     devices = {c.device for c in configs.values()}
                     run_ray(

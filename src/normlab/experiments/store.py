@@ -1,7 +1,7 @@
 """The results store: one SQLite database per results directory (`<out>/normlab.db`).
 
-Schema (version 1, kept in `PRAGMA user_version`; a database from a newer normlab is refused
-with a clear message rather than misread):
+Schema (version 2, kept in `PRAGMA user_version`; a version-1 database is upgraded in place
+when opened; one from a newer normlab is refused with a clear message rather than misread):
 
     experiments(name TEXT PK, description TEXT, spec_json TEXT, created_at REAL, updated_at REAL)
     runs(run_id TEXT PK            -- RunConfig.run_id: sha256 of the resolved config, 16 hex
@@ -11,7 +11,8 @@ with a clear message rather than misread):
          created_at, started_at, finished_at REAL  -- unix seconds (UTC)
          seconds REAL               -- training wall time reported by the run (s)
          steps INTEGER, attempts INTEGER, final_json TEXT (final metrics)
-         python, torch, normlab, git_commit, device, hostname TEXT)  -- where it ran
+         python, torch, normlab, git_commit, device, hostname TEXT,  -- where it ran
+         torch_threads INTEGER)     -- v2: intra-op threads (CPU digits depend on them)
     experiment_runs(experiment, run_id, grp, position; PK(experiment, run_id, grp))
                                     -- membership: a run (one config) is trained and stored
                                     -- once, and may belong to several experiments / groups;
@@ -43,11 +44,14 @@ if TYPE_CHECKING:
 
     from normlab.experiments.config import Experiment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "normlab.db"
 STATUSES = ("queued", "running", "finished", "failed", "diverged")
 DONE_STATUSES = ("finished", "diverged")
-ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname")
+ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads")
+_MIGRATIONS = {  # from version -> SQL to the next version
+    1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER;",
+}
 
 _SCHEMA = f"""
 CREATE TABLE experiments (
@@ -69,7 +73,8 @@ CREATE TABLE runs (
     steps INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     final_json TEXT,
-    python TEXT, torch TEXT, normlab TEXT, git_commit TEXT, device TEXT, hostname TEXT
+    python TEXT, torch TEXT, normlab TEXT, git_commit TEXT, device TEXT, hostname TEXT,
+    torch_threads INTEGER
 );
 CREATE TABLE experiment_runs (
     experiment TEXT NOT NULL REFERENCES experiments(name),
@@ -169,6 +174,11 @@ class Store:
         if version == 0:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        while 0 < version < SCHEMA_VERSION:  # upgrade in place, one version per transaction
+            self._conn.executescript(
+                f"BEGIN; {_MIGRATIONS[version]} PRAGMA user_version = {version + 1}; COMMIT;"
+            )
+            version += 1
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
 
