@@ -112,16 +112,6 @@ def _print_failures(summary: Any) -> None:
             typer.echo(f"  run {outcome.run_id} failed: {last}", err=True)
 
 
-def _threads(threads: int | None) -> Any:
-    """`--threads N` as a context manager: N intra-op threads inside, the old count after."""
-    from normlab.bench.common import torch_threads
-    from normlab.experiments.errors import ConfigError
-
-    if threads is not None and threads < 0:
-        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's setting), got {threads}")
-    return torch_threads(threads or None)
-
-
 def _keys_epilog() -> str:
     from normlab.experiments.config import config_keys
 
@@ -162,14 +152,16 @@ def run(
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
-    # the runner sets the threads for the run; the wrapper covers torchrun's other ranks too
-    with _threads(threads):
-        _run_one(experiment, out, as_json, quiet, retry_failed, threads)
+    from normlab.experiments.execute import check_thread_count
+
+    check_thread_count(threads)
+    _run_one(experiment, out, as_json, quiet, retry_failed, threads)
 
 
 def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool,
              threads: int) -> None:
     """`normlab run` once its one run is planned: train it (or show its stored result)."""
+    from normlab.experiments.execute import torch_threads
     from normlab.experiments.runner import run_experiment
     from normlab.train.distributed import in_torchrun, is_main_process, launch
 
@@ -183,7 +175,8 @@ def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_faile
             from normlab.experiments.execute import CHECKPOINT_NAME
 
             checkpoint = out / "runs" / planned.run_id / CHECKPOINT_NAME
-            launch(planned.config, checkpoint_path=checkpoint)
+            with torch_threads(threads):  # (rank 0's runner sets its own)
+                launch(planned.config, checkpoint_path=checkpoint)
         return
     summary = run_experiment(
         experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed,
@@ -236,7 +229,9 @@ def sweep(
 
     experiment = _load(args, name)
     check_backend(backend, workers)  # a dry run that passes means the real one starts
-    _threads(threads)  # checks --threads before a dry run
+    from normlab.experiments.execute import check_thread_count
+
+    check_thread_count(threads)  # before a dry run, too
     if dry_run:
         for run in experiment.runs:
             typer.echo(f"{run.run_id}  {run.group or '-'}  {json.dumps(run.config.resolved(), sort_keys=True)}")

@@ -90,7 +90,7 @@ def test_cuda_graph_optimizer_holds_lr_tensors_the_scheduler_fills(name):
     assert opt.param_groups[0]["lr"] is lrs[0]
     assert float(lrs[0]) == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * 0.1)))
     lr_tensors_to(opt, torch.device("cpu"))  # already there: the same tensors stay
-    assert [group["lr"] for group in opt.param_groups] == lrs
+    assert all(group["lr"] is lr for group, lr in zip(opt.param_groups, lrs))
     lr_tensors_to(opt, torch.device("meta"))  # (a checkpoint's CPU lr going to the GPU)
     assert all(group["lr"].device.type == "meta" for group in opt.param_groups)
     plain = build_optimizer(_mlp(), RunConfig(optimizer=name))

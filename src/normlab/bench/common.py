@@ -14,7 +14,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from normlab.experiments.errors import ConfigError
+from normlab.experiments.execute import torch_threads  # re-exported: the one thread switch
 
 
 def git_commit(short: bool = False) -> str:
@@ -103,17 +104,6 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError(f"--threads: expected a positive number of threads, got {threads!r}; "
                           "leave it out for torch's default")
 
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with `threads` intra-op threads (None: unchanged), then restore the count."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

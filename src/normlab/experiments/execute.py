@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab.experiments.env import environment
+from normlab.experiments.errors import ConfigError
 
 Event = tuple
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -118,10 +119,18 @@ on CPU the last float digits depend on the count, so one default keeps a config'
 same whichever backend trains it."""
 
 
+def check_thread_count(threads: int) -> None:
+    """`threads` of a run: a count >= 0 (0 keeps torch's setting); else ConfigError."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's "
+                          f"setting), got {threads!r}")
+
+
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the body with `threads` intra-op threads (0: torch's setting, unchanged), then restore."""
-    if threads <= 0:
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with `threads` intra-op threads (None or 0: torch's setting, unchanged),
+    then restore the count, also when the body raises."""
+    if not threads or threads < 0:
         yield
         return
     import torch

@@ -26,7 +26,7 @@ from pathlib import Path
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
 from normlab.experiments.errors import BackendError, ConfigError, StoreError
-from normlab.experiments.execute import DEFAULT_THREADS, RunTask, torch_threads
+from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
@@ -252,9 +252,7 @@ def run_experiment(
         >>> print(summary)
     """
     check_backend(backend, workers)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's "
-                          f"setting), got {threads!r}")
+    check_thread_count(threads)
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
