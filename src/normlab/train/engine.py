@@ -307,10 +307,10 @@ def fit(
 
     checkpointing = checkpoint_path is not None and config.checkpoint_every_epochs > 0
 
-    def current_lr() -> float:
-        """The next step's lr as a float (the optimizer may hold it as a device tensor)."""
-        return config.lr * lr_factor(scheduler.last_epoch, config.schedule, total_steps,
-                                     steps_per_epoch)
+    def lr_of_step(index: int) -> float:
+        """The lr optimizer step `index` (0-based) used, as a float: computed like the
+        scheduler does, since the optimizer may hold it as a device tensor."""
+        return config.lr * lr_factor(index, config.schedule, total_steps, steps_per_epoch)
 
     def train_step(x: torch.Tensor, y: torch.Tensor,
                    probe_values: dict[str, float] | None = None) -> torch.Tensor:
@@ -345,15 +345,14 @@ def fit(
             })
         ctx.barrier()
 
-    def emit_window(window: LossWindow, epoch_window: LossWindow, step: int, epoch: int,
-                    lr: float) -> bool:
+    def emit_window(window: LossWindow, epoch_window: LossWindow, step: int, epoch: int) -> bool:
         """Emit train_loss, lr (and step_ms) for the window, add it to the epoch's and reset it;
         False when the loss is NaN/inf."""
         if window.steps == 0:
             return True
         epoch_window.absorb(window)
         mean = window.mean(ctx)
-        values = {M.TRAIN_LOSS: mean, M.LR: lr}
+        values = {M.TRAIN_LOSS: mean, M.LR: lr_of_step(step - 1)}  # the window's last step
         if probes.step_time:
             values[M.STEP_MS] = 1000.0 * window.seconds() / window.steps
         if not math.isfinite(mean):
@@ -368,7 +367,6 @@ def fit(
             break
         train_model.train()
         window, epoch_losses = LossWindow(device), LossWindow(device)
-        lr = current_lr()
         # batches: (x, y), or (sample indices, augmentation parameters) for the graphed step
         for batch in (loader.index_batches() if graphed is not None else loader):
             if step >= total_steps:
@@ -376,7 +374,6 @@ def fit(
             probe_step = probe_any and (step + 1) % probes.every_steps == 0
             if act_probe is not None and probe_step:
                 act_probe.armed = True
-            lr = current_lr()
             probe_values: dict[str, float] = {}
             if graphed is not None:
                 loss = graphed(*batch)  # config refuses the probes that need the eager step
@@ -392,10 +389,10 @@ def fit(
                 if probes.weight_norms:
                     probe_values.update(weight_norms(model))
                 emit(step, epoch, probe_values)
-            if step % M.TRAIN_LOG_EVERY == 0 and not emit_window(window, epoch_losses, step, epoch, lr):
+            if step % M.TRAIN_LOG_EVERY == 0 and not emit_window(window, epoch_losses, step, epoch):
                 status = "diverged"
                 break
-        if status == "running" and not emit_window(window, epoch_losses, step, epoch, lr):
+        if status == "running" and not emit_window(window, epoch_losses, step, epoch):
             status = "diverged"
         epoch_values = {M.EPOCH_SECONDS: epoch_losses.seconds()}
         if epoch_losses.steps:
