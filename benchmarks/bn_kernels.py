@@ -245,6 +245,10 @@ def make_row(r, shape, dt, layout, copy_bw):
     line = f"{'x'.join(map(str, shape)):>16} {dt:>8} {layout:>4} {nbytes / MB:6.1f} |"
     for d, passes in (("fwd", 3), ("bwd", 5)):
         t_n, t_t = r["normlab"][f"{d}_gpu_ms"], r["torch"][f"{d}_gpu_ms"]
+        # backward time is a difference of two timings (fwd + bwd minus fwd): on a tiny row
+        # (the dry run's) noise can make it <= 0, which is no measurement: NaN, left out of the
+        # geomeans like a failed capture, never a negative speed-up
+        t_n, t_t = (t if t > 0 else math.nan for t in (t_n, t_t))
         row[f"{d}_tbps"] = passes * nbytes / (t_n * 1e-3) / 1e12
         row[f"{d}_torch_tbps"] = passes * nbytes / (t_t * 1e-3) / 1e12
         row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
