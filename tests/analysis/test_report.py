@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from normlab.analysis import report
@@ -159,3 +160,18 @@ def test_claims_table_shows_adjusted_p_for_every_claim(study_report_dir):
         assert f"adjusted p={cells[5]} " in measured  # the sentence and the table agree
     for column in ("effect", "95% CI", "raw p", "adjusted p", "n", "verdict"):
         assert f"<th>{column}</th>" in html
+
+
+def test_study_report_object_is_adjusted_and_its_claims_frame(study_store):
+    from normlab.experiments.store import Store
+    from scipy.stats import false_discovery_control
+
+    out, study = study_store
+    with Store.open(out, create=False) as store:
+        built = report.study_report(store, study)
+    frame = report.claims_frame(built)
+    assert len(frame) == sum(len(s.findings) for s in built.sections)
+    tested = frame.dropna(subset=["p_value"])
+    np.testing.assert_allclose(tested["p_adjusted"], false_discovery_control(tested["p_value"], method="bh"))
+    labels = {"supported", "not supported", "inconclusive"}
+    assert set(frame["verdict"]) <= labels and (frame["n_a"] >= 2).all()

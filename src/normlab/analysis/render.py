@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, adjust_verdicts
 
 __all__ = ["Finding", "FigureSpec", "Section", "Report", "adjust_report", "claims_rows", "claims_markdown",
-           "verdict_counts", "CLAIM_COLUMNS", "write_files"]
+           "verdict_counts", "CLAIM_COLUMNS", "CLAIMS_CAPTION", "write_files"]
 
 
 @dataclass
@@ -88,6 +88,9 @@ def verdict_counts(report: Report) -> str:
 
 
 CLAIM_COLUMNS = ("claim", "part", "effect", "95% CI", "raw p", "adjusted p", "n", "verdict")
+CLAIMS_CAPTION = ("Effect and 95% CI in the claimed direction (positive = the way the claim says), in the "
+                  "metric's units; p two-sided; adjusted p: Benjamini-Hochberg over the claims tested in "
+                  "this report; n: values per side (variant vs baseline), or paired runs.")
 """The claims table's columns: the effect and its interval are in the claimed direction (positive
 = the way the claim says) and in the metric's display units; n is "variant vs baseline" values, or
 "k paired" runs."""
@@ -202,7 +205,7 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
             cells += [f'<td class="num">{esc(row[c])}</td>' for c in CLAIM_COLUMNS[2:-1]]
             cells.append(f'<td class="{_VERDICT_CLASS[row["verdict"]]}"><span class="label">{esc(row["verdict"])}</span></td>')
             parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</table>")
+        parts.append(f'</table><p class="setup"><small>{esc(CLAIMS_CAPTION)}</small></p>')
     for section in report.sections:
         parts.append(f'<section id="{_slug(section.title)}"><h2>{esc(section.title)}</h2>')
         parts.append(f'<p class="setup">{esc(section.setup)}</p>')
@@ -236,7 +239,7 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
 def _render_md(report: Report) -> str:
     lines = [f"# {report.title}", "", f"**{verdict_counts(report)}** {report.summary}", ""]
     if claims_rows(report):
-        lines += [claims_markdown(report), ""]
+        lines += [claims_markdown(report), "", f"*{CLAIMS_CAPTION}*", ""]
     for section in report.sections:
         lines += [f"## {section.title}", "", section.setup, ""]
         for finding in section.findings:

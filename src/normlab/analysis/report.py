@@ -25,7 +25,7 @@ from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust
 from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
 
-__all__ = ["write_report", "study_report", "experiment_report", "build_report", "METHODS", "STUDY_SECTIONS"]
+__all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS", "STUDY_SECTIONS"]
 
 # part key (experiment suffix, see normlab.experiments.study.PARTS) -> section builder
 STUDY_SECTIONS = {
@@ -72,6 +72,24 @@ METHODS = (
     "otherwise (the sentence says why)."
 )
 """What a verdict means; the report puts the verdict counts in front of it."""
+
+
+def claims_frame(report: Report) -> pd.DataFrame:
+    """Every claim of `report` with its numbers (not text), one row each, for a notebook or a
+    results file: claim, part, effect, ci_low, ci_high (claimed direction, metric units, before
+    the display scale), p_value, p_adjusted, n_a, n_b, paired, min_effect, verdict."""
+    rows = []
+    for section in report.sections:
+        for finding in section.findings:
+            v = finding.verdict
+            rows.append({"claim": finding.claim, "part": section.title, "effect": v.effect,
+                         "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value,
+                         "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
+                         "n_a": v.n_a, "n_b": v.n_b, "paired": v.paired, "min_effect": v.min_effect,
+                         "verdict": v.label})
+    columns = ["claim", "part", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "n_a", "n_b",
+               "paired", "min_effect", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def build_report(title: str, sections: list[Section], provenance: list[str]) -> Report:
