@@ -27,6 +27,8 @@ from normlab.train import metrics as M
 
 __all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS", "STUDY_SECTIONS"]
 
+ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
+
 # part key (experiment suffix, see normlab.experiments.study.PARTS) -> section builder
 STUDY_SECTIONS = {
     "bn": P.section_with_without,
@@ -135,7 +137,7 @@ def experiment_report(store, experiment: str) -> Report:
             section.findings.append(Finding(
                 f"{name} reaches a higher test accuracy than {baseline}.",
                 verdict(acc.loc[acc["variant"] == name, "value"], acc.loc[acc["variant"] == baseline, "value"],
-                        min_effect=P.ACC_MIN_EFFECT, what="final test accuracy", **P.PCT)))
+                        min_effect=ACC_MIN_EFFECT, what="final test accuracy", scale=100.0, unit="%")))
     section.table = aggregate(acc, "variant", "value")
     if acc["value"].notna().any():
         section.figures.append(FigureSpec("final_acc", plots.plot_final_accuracy(acc, title="Final test accuracy"),
