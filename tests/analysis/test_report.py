@@ -54,8 +54,8 @@ def test_planted_effects_are_supported_and_numbers_are_measured(study_report_dir
     assert float(found.group(1)) == pytest.approx(70, abs=2) and float(found.group(2)) == pytest.approx(60, abs=2)
     # Planted without noise (every seed's gradient norms are the same constants): a large effect
     # with no spread is not "p = 0, supported" but inconclusive, and the sentence says why.
-    label, measured = findings["BN improves gradient flow: the gradient norms of the first (blocks.0.linear) "
-                               "and last (head) layers stay closer (absolute log10 of their ratio, median over training)."]
+    label, measured = findings["BN improves gradient flow: the gradient norms of the first (blocks.0.linear) and last "
+                               "(head) layers stay closer (absolute log10 of their ratio, median over training)."]
     assert label == "INCONCLUSIVE" and "neither side has any spread" in measured and "p=0 " not in measured
     # Planted: class-grouped batches give BN a train-mode advantage of exactly 5 points every run.
     label, measured = next(v for c, v in findings.items() if c.startswith("With non-i.i.d. training batches"))

@@ -83,7 +83,8 @@ def adjust_report(report: Report) -> Report:
 def verdict_counts(report: Report) -> str:
     """"25 claims tested: 9 supported, 4 not supported, 12 inconclusive at the number of seeds run." """
     labels = [f.verdict.label for s in report.sections for f in s.findings]
-    return (f"{len(labels)} claim{'s' * (len(labels) != 1)} tested: {labels.count(SUPPORTED)} supported, {labels.count(NOT_SUPPORTED)} "
+    claims = f"{len(labels)} claim{'s' * (len(labels) != 1)}"
+    return (f"{claims} tested: {labels.count(SUPPORTED)} supported, {labels.count(NOT_SUPPORTED)} "
             f"not supported, {labels.count(INCONCLUSIVE)} inconclusive at the number of seeds run.")
 
 
@@ -152,7 +153,8 @@ figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border:
 figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .8rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
-table.verdicts td, table.verdicts th { text-align: left; } table.verdicts td.num { text-align: right; white-space: nowrap; }
+table.verdicts td, table.verdicts th { text-align: left; }
+table.verdicts td.num { text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .provenance { color: #666; font-size: .8rem; }
 """
@@ -203,7 +205,8 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
             cells = [f"<td>{esc(row['claim'])}</td>",
                      f'<td><a href="#{slugs[row["part"]]}">{esc(row["part"])}</a></td>']
             cells += [f'<td class="num">{esc(row[c])}</td>' for c in CLAIM_COLUMNS[2:-1]]
-            cells.append(f'<td class="{_VERDICT_CLASS[row["verdict"]]}"><span class="label">{esc(row["verdict"])}</span></td>')
+            label = row["verdict"]
+            cells.append(f'<td class="{_VERDICT_CLASS[label]}"><span class="label">{esc(label)}</span></td>')
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append(f'</table><p class="setup"><small>{esc(CLAIMS_CAPTION)}</small></p>')
     for section in report.sections:

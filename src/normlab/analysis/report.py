@@ -25,7 +25,8 @@ from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust
 from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
 
-__all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS", "STUDY_SECTIONS"]
+__all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS",
+           "STUDY_SECTIONS"]
 
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
 

@@ -419,7 +419,8 @@ def _decide(v: Verdict) -> Verdict:
     sample = f"n={v.n_text}"
     if significant and v.effect < 0:
         worse = "lower" if v.higher_is_better else "higher"
-        return replace(v, label=NOT_SUPPORTED, text=v.head + detail + f": significantly {worse}, the opposite of the claim.")
+        return replace(v, label=NOT_SUPPORTED,
+                       text=v.head + detail + f": significantly {worse}, the opposite of the claim.")
     if significant and has_interval and lo > m:
         return replace(v, label=SUPPORTED, text=v.head + detail + f": significantly {better}, "
                        "and the whole interval clears the smallest effect that matters.")
