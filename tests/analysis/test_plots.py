@@ -240,4 +240,10 @@ def test_plot_final_accuracy_keeps_negative_values_in_view():
     fig = plots.plot_final_accuracy(frame)
     low, high = fig.axes[0].get_ylim()
     assert low < -0.05 and high > 0.02
+    # A signed quantity gets its zero line; an all-positive one does not.
+    def zero_lines(f):
+        return [l for l in f.axes[0].get_lines() if list(l.get_ydata()) == [0.0, 0.0]]
+
+    assert len(zero_lines(fig)) == 1
+    assert zero_lines(plots.plot_final_accuracy(frame.assign(value=[0.1, 0.2, 0.3, 0.4]))) == []
     _png_ok(fig)

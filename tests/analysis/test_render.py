@@ -13,7 +13,8 @@ def _report(caption="a <b> caption"):
     fig = Figure()
     fig.add_subplot().plot([0, 1], [0, 1])
     section = render.Section("1. Part <one>", "setup & text")
-    section.findings.append(render.Finding("claim <x>", verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52])))
+    section.findings.append(render.Finding("claim <x>", verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52]),
+                                           literature="Ioffe & Szegedy (2015) <found> it"))
     section.table = pd.DataFrame({"norm": ["none"], "mean": [0.51]})
     section.figures.append(render.FigureSpec("fig_a", fig, caption))
     return render.Report("Title", "summary", [section], ["store: x"])
@@ -30,6 +31,8 @@ def test_write_files_html_md_png(tmp_path):
     assert "![a <b> caption](fig_a.png)" in md
     assert "| norm | mean |" in md and "| none | 0.51 |" in md
     assert "- **SUPPORTED**: claim <x>" in md
+    assert "<b>Literature:</b> Ioffe &amp; Szegedy (2015) &lt;found&gt; it" in html
+    assert "\n  *Literature:* Ioffe & Szegedy (2015) <found> it" in md
     # The claims table: effect and interval in display units, raw and adjusted p, n per side.
     v = verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52])
     assert f"| claim <x> | 1 | +0.4 | [+0.377, +0.423] | {v.p_value:.2g} | {v.p_value:.2g} | 3 vs 3 | supported |" in md

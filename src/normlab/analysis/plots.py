@@ -225,6 +225,9 @@ def plot_final_accuracy(
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel(_with_budget(ylabel, budget))
+    finite_all = frame[y].to_numpy(dtype=float)
+    if kind == "dot" and (finite_all[np.isfinite(finite_all)] < 0).any():
+        ax.axhline(0.0, color="black", linewidth=0.8)  # a signed quantity: show where its sign flips
     if kind == "bar":
         # Bars are read by their length: the axis must include zero on the bars' side.
         low, high = ax.get_ylim()

@@ -28,10 +28,13 @@ __all__ = ["Finding", "FigureSpec", "Section", "Report", "adjust_report", "claim
 
 @dataclass
 class Finding:
-    """One claim of the seed notebook and the verdict the numbers give it."""
+    """One claim of the seed notebook, the verdict the numbers give it and, optionally, what
+    published work found on the same question (shown under the verdict, so the reader sees
+    where this study agrees and where it does not)."""
 
     claim: str
     verdict: Verdict
+    literature: str = ""
 
 
 @dataclass
@@ -217,7 +220,9 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
             parts.append(
                 f'<div class="finding {cls}"><span class="label">{esc(finding.verdict.label)}</span> '
                 f"&mdash; <b>Claim:</b> {esc(finding.claim)}<br><b>Measured:</b> "
-                f"{esc(finding.verdict.text)}</div>"
+                f"{esc(finding.verdict.text)}"
+                + (f"<br><b>Literature:</b> {esc(finding.literature)}" if finding.literature else "")
+                + "</div>"
             )
         if section.measured:
             parts.append("<ul>" + "".join(f"<li>{esc(m)}</li>" for m in section.measured) + "</ul>")
@@ -247,7 +252,9 @@ def _render_md(report: Report) -> str:
         lines += [f"## {section.title}", "", section.setup, ""]
         for finding in section.findings:
             lines.append(f"- **{finding.verdict.label.upper()}**: {finding.claim}  ")
-            lines.append(f"  {finding.verdict.text}")
+            lines.append(f"  {finding.verdict.text}" + ("  " if finding.literature else ""))
+            if finding.literature:
+                lines.append(f"  *Literature:* {finding.literature}")
         if section.findings:
             lines.append("")
         lines += [f"- {m}" for m in section.measured]

@@ -171,7 +171,7 @@ def permutation_p(a: Iterable[float], b: Iterable[float] | None = None) -> float
     def mean_diff(u, v, axis):
         return np.mean(u, axis=axis) - np.mean(v, axis=axis)
 
-    kwargs = dict(vectorized=True, n_resamples=resamples, alternative="two-sided",
+    kwargs = dict(vectorized=True, n_resamples=resamples, alternative="two-sided", batch=1000,
                   permutation_type="samples" if paired else "independent")
     try:
         result = _scipy_stats.permutation_test((x, y), mean_diff, rng=np.random.default_rng(0), **kwargs)
