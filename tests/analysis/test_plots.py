@@ -116,6 +116,8 @@ def test_palette_fixed_norms_labels_and_unknown_names():
     assert set(norm_names()) <= set(palette.NORM_COLORS)  # every registered norm has its colour
     assert palette.variant_color("batch, class_grouped") == palette.NORM_COLORS["batch"]
     assert palette.variant_color("lr=0.1, norm=group") == palette.NORM_COLORS["group"]
+    assert palette.variant_color("batch bs 4") == palette.NORM_COLORS["batch"]
+    assert palette.variant_norm("batchy") is None and palette.variant_norm("") is None
     assert palette.variant_color("batch_renorm") != palette.variant_color("batch")
     # Unknown names: deterministic (the same in a fresh process, where str hashes differ).
     unknown = palette.variant_color("lr=0.01")

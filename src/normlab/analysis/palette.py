@@ -3,13 +3,14 @@
 A reader who learnt "blue is BN" in the first figure must be able to trust it in the last, so a
 variant's colour depends on its name only, never on which other variants a figure happens to
 draw. The registered norms have fixed colours (the Okabe-Ito colour-blind-safe set, BN's relatives
-in blues); a label that names a norm ("batch, class_grouped", "norm=group, batch_size=8") takes
+in blues); a label that names a norm ("batch, class_grouped", "batch bs 4", "norm=group, batch_size=8") takes
 that norm's colour, and variants of one norm in one figure differ by line style instead; any
 other name gets a colour picked from its CRC-32, so it is the same in every process and run.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Sequence
 
@@ -33,13 +34,15 @@ _LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def variant_norm(name: str) -> str | None:
-    """The registered norm a variant label names, if any: "batch, bs 64" -> "batch"."""
-    parts = [p.strip() for p in str(name).split(",")]
-    for part in parts:  # "norm=batch, batch_size=64" (the labels of normlab.analysis.frames)
-        key, _, value = part.partition("=")
-        if key.strip() == "norm" and value.strip() in NORM_COLORS:
-            return value.strip()
-    return parts[0] if parts[0] in NORM_COLORS else None
+    """The registered norm a variant label names, if any: its first word ("batch, bs 64",
+    "batch bs 4" -> "batch") or a "norm=" key anywhere ("lr=0.1, norm=group" -> "group", the
+    labels of `normlab.analysis.frames.label_runs`)."""
+    words = [w for w in re.split(r"[,\s]+", str(name)) if w]
+    for word in words:
+        key, _, value = word.partition("=")
+        if key == "norm" and value in NORM_COLORS:
+            return value
+    return words[0] if words and words[0] in NORM_COLORS else None
 
 
 def variant_color(name: str) -> str:
