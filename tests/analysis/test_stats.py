@@ -261,6 +261,12 @@ def test_adjust_verdicts_is_benjamini_hochberg_as_scipy():
     assert adjusted[-1].p_adjusted is None and adjusted[-1] == verdicts[-1]
     assert stats.adjust_verdicts(adjusted) == adjusted  # idempotent: always from the raw p
     assert stats.adjust_verdicts([]) == []
+    # Benjamini-Yekutieli (any dependence) on request, as scipy computes it.
+    by = stats.adjust_verdicts(verdicts, method="by")
+    np.testing.assert_allclose([v.p_adjusted for v in by[:-1]], sps.false_discovery_control(raw, method="by"))
+    assert "Benjamini-Yekutieli, 7 claims" in by[0].text
+    with pytest.raises(ValueError, match="method must be one of"):
+        stats.adjust_verdicts(verdicts, method="bonferroni")
     # A family of one: the adjusted p is the raw p, and so is the decision.
     single = stats.adjust_verdicts(verdicts[:1])[0]
     assert single.p_adjusted == pytest.approx(single.p_value) and single.label == verdicts[0].label

@@ -250,6 +250,7 @@ class Verdict:
     p_value: float = float("nan")
     p_adjusted: float | None = None
     family: int | None = None
+    adjustment: str = ""  # the method behind p_adjusted, e.g. "Benjamini-Hochberg"
     min_effect: float = 0.0
     n_a: int = 0  # values of the variant (or paired runs)
     n_b: int = 0  # values of the baseline (0 for a paired design)
@@ -368,22 +369,30 @@ def paired_verdict(
         head=head, higher_is_better=higher_is_better, alpha=alpha, scale=scale, unit=unit))
 
 
-def adjust_verdicts(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """Benjamini-Hochberg-adjust the p of every claim of a study together; decide each again.
+_ADJUSTMENTS = {"bh": "Benjamini-Hochberg", "by": "Benjamini-Yekutieli"}
+
+
+def adjust_verdicts(verdicts: Sequence[Verdict], method: str = "bh") -> list[Verdict]:
+    """Adjust the p of every claim of a study together for multiple comparisons; decide each again.
 
     The family is every verdict with a finite raw p (a claim with fewer than 2 values on a side
     has no test and keeps `p_adjusted=None`). The adjusted p are
-    `scipy.stats.false_discovery_control(p, method="bh")`, which controls the false discovery
-    rate at 5% across the family; each label and sentence is then decided on them by the rules
-    of `verdict`. Idempotent: it always starts from the raw p. Returns new verdicts, same order.
+    `scipy.stats.false_discovery_control(p, method=method)`: "bh" (Benjamini-Hochberg, the
+    default) controls the false discovery rate at 5% for independent or positively dependent
+    tests (claims sharing a baseline group); "by" (Benjamini-Yekutieli) under any dependence, at
+    a cost in power. Each label and sentence is then decided on them by the rules of `verdict`.
+    Idempotent: it always starts from the raw p. Returns new verdicts, same order.
     """
+    if method not in _ADJUSTMENTS:
+        raise ValueError(f"adjust_verdicts: method must be one of {sorted(_ADJUSTMENTS)}, got {method!r}")
     verdicts = list(verdicts)
     tested = [i for i, v in enumerate(verdicts) if v.head and math.isfinite(v.p_value)]
     if not tested:
         return verdicts
-    adjusted = _scipy_stats.false_discovery_control([verdicts[i].p_value for i in tested], method="bh")
+    adjusted = _scipy_stats.false_discovery_control([verdicts[i].p_value for i in tested], method=method)
     for i, p in zip(tested, np.atleast_1d(adjusted)):
-        verdicts[i] = _decide(replace(verdicts[i], p_adjusted=float(p), family=len(tested)))
+        verdicts[i] = _decide(replace(verdicts[i], p_adjusted=float(p), family=len(tested),
+                                      adjustment=_ADJUSTMENTS[method]))
     return verdicts
 
 
@@ -409,7 +418,7 @@ def _decide(v: Verdict) -> Verdict:
     if v.p_adjusted is None:
         ps = f"raw p={v.p_value:.2g} (a single claim, not adjusted)"
     else:
-        ps = f"raw p={v.p_value:.2g}, adjusted p={v.p_adjusted:.2g} (Benjamini-Hochberg, {v.family} claims)"
+        ps = f"raw p={v.p_value:.2g}, adjusted p={v.p_adjusted:.2g} ({v.adjustment}, {v.family} claims)"
     detail = (f"; effect {v.fmt(v.effect, signed=True)} in the claimed direction ({better} is better), "
               f"95% CI [{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}], smallest effect "
               f"that matters {v.fmt(v.min_effect)}; {v.method}, {ps}{notes}")
