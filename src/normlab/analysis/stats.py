@@ -299,7 +299,7 @@ def verdict(
       - fewer than 2 finite values on a side: **inconclusive** (no spread, no test);
       - p < alpha and e < 0: **not supported** (significant in the opposite direction);
       - p < alpha and lo > min_effect: **supported** (significant, and even the interval's
-        lower bound is at least the smallest effect that matters);
+        lower bound lies above the smallest effect that matters);
       - hi < min_effect (or hi <= 0 when min_effect is 0): **not supported** (the interval
         rules out an effect that matters);
       - otherwise **inconclusive** at this many seeds, with the reason (not significant, or the
