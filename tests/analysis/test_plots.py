@@ -228,6 +228,11 @@ def test_plot_lr_range_marks_the_selected_lr_of_each_variant():
     with pytest.raises(ValueError, match="'group' is not a variant of this figure"):
         plots.plot_lr_range(frame, marks={"group": 1e-2})
     _png_ok(fig)
+    # A variant whose every loss diverged has no curve: its selected lr keeps its line, no ring.
+    diverged = pd.concat([frame, pd.DataFrame({"variant": "group", "lr": lrs, "loss": np.nan})])
+    ax = plots.plot_lr_range(diverged, marks={"group": 1e-2}).axes[0]
+    assert [l.get_xdata()[0] for l in ax.get_lines() if l.get_linestyle() == "--"] == [1e-2]
+    assert not any(t.get_text().startswith("selected lr") for t in ax.get_legend().get_texts())
 
 
 def test_plot_curves_marks_a_point():
