@@ -102,15 +102,63 @@ def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var
 
 
+def _plain_ops() -> bool:
+    """True when the op must be written in plain out-of-place ops: under torch.compile and
+    torch.func transforms (vmap runs forward and backward on batched tensors, which take no
+    `out=` buffers). Eager calls keep the preallocated buffers, which save CPU time."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _normalize(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """Training-mode forward in plain differentiable ops: (y, mean (C,), biased var (C,)),
+    y in the compute dtype."""
+    mean, var = batch_mean_var(x)
+    shape = channel_shape(x)
+    scale = _gamma_invstd(torch.rsqrt(var + eps), weight)  # (C,)
+    y = (x.to(mean.dtype) - mean.view(shape)) * scale.view(shape)
+    if bias is not None:
+        y = y + bias.to(y.dtype).view(shape)
+    return y, mean, var
+
+
+def _train_input_grads(x, weight, dy, eps, needs_x, needs_w, needs_b):
+    """dx, dgamma, dbeta of training-mode BN in plain differentiable ops of (x, weight, dy).
+
+    The statistics are recomputed from x, so differentiating this function (double backward,
+    torch.func transforms) sees how they depend on x.
+    """
+    dtype = compute_dtype(x.dtype)
+    shape, dims = channel_shape(x), reduce_dims(x)
+    count = x.numel() // x.shape[1]  # M values per channel
+    mean, var = batch_mean_var(x)  # (C,), (C,)
+    invstd = torch.rsqrt(var + eps)  # (C,)
+    xhat = (x.to(dtype) - mean.view(shape)) * invstd.view(shape)  # (N, C, *)
+    dy_c = dy.to(dtype)
+    dbeta = dy_c.sum(dims)  # (C,)
+    dgamma = (dy_c * xhat).sum(dims)  # (C,)
+    dx = None
+    if needs_x:
+        scale = _gamma_invstd(invstd, weight).view(shape)
+        dx = scale * (dy_c - dbeta.view(shape) / count - xhat * dgamma.view(shape) / count)
+    return dx, dgamma if needs_w else None, dbeta if needs_b else None
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """Training mode: normalize with the batch statistics. Returns (y, mean, biased var).
 
-    Saves centered = x - mean (not xhat): xhat = centered * invstd is folded into per-channel
-    coefficients, which saves a full pass over the tensor in each direction.
+    Two implementations of one formula. Eager first-order calls use preallocated buffers and
+    per-channel coefficients (fewer passes over the tensor, fewer allocations). Double backward
+    (create_graph=True), torch.func transforms and torch.compile use `_train_input_grads`, plain
+    ops that autograd and vmap can differentiate and batch (`generate_vmap_rule`).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        if _plain_ops():
+            y, mean, var = _normalize(x, weight, bias, eps)
+            return y.to(x.dtype), mean, var
         xc = x.to(compute_dtype(x.dtype))
         shape = channel_shape(x)
         dims = reduce_dims(x)
@@ -125,61 +173,101 @@ class _BatchNormTrain(torch.autograd.Function):
         var = out.mean(dims)  # (C,) biased
         invstd = torch.rsqrt(var + eps)  # (C,)
         y = _scale_shift(centered, _gamma_invstd(invstd, weight), bias, out)
-        ctx.save_for_backward(centered, invstd, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.mark_non_differentiable(mean, var)
         return y.to(x.dtype), mean, var
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var = output
+        # x itself (not x - mean): the double backward differentiates through it.
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.mark_non_differentiable(mean, var)
+
+    @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
-        centered, invstd, weight = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = channel_shape(centered)
-        dims = reduce_dims(centered)
-        dy_c = dy.to(centered.dtype)
-        count = centered.numel() // centered.shape[1]  # M values per channel
-        dbeta = dy_c.sum(dims)  # (C,)
-        buf = torch.mul(dy_c, centered)  # (N, C, *): dy * (x - mean), then reused for dx
-        dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
-        dx = None
-        if needs_x:
-            scale = _gamma_invstd(invstd, weight)  # (C,)
-            # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = centered * invstd,
-            #    = centered * coef + shift + dy * scale, written into buf.
-            coef = -scale * invstd * dgamma / count  # (C,)
-            shift = -scale * dbeta / count  # (C,)
-            _scale_shift(centered, coef, shift, buf)
-            dx = buf.addcmul_(dy_c, scale.view(shape)).to(dy.dtype)
-        dw = dgamma.to(weight.dtype) if needs_w else None
-        db = dbeta.to(ctx.bias_dtype) if needs_b else None
+        if torch.is_grad_enabled() or _plain_ops():
+            dx, dw, db = _train_input_grads(x, weight, dy, ctx.eps, needs_x, needs_w, needs_b)
+        else:
+            dx, dw, db = _train_grads_fast(x, weight, mean, var, dy, ctx.eps, needs_x)
+        dx = dx.to(dy.dtype) if needs_x else None
+        dw = dw.to(weight.dtype) if needs_w else None
+        db = db.to(ctx.bias_dtype) if needs_b else None
         return dx, dw, db, None
 
 
+def _train_grads_fast(x, weight, mean, var, dy, eps, needs_x):
+    """`_train_input_grads` for eager first-order backward: two (N, C, *) buffers, and dx as
+    centered * coef + shift + dy * scale with per-channel (C,) coefficients."""
+    dtype = mean.dtype
+    shape, dims = channel_shape(x), reduce_dims(x)
+    count = x.numel() // x.shape[1]  # M values per channel
+    invstd = torch.rsqrt(var + eps)  # (C,)
+    centered = x.to(dtype) - mean.view(shape)  # (N, C, *)
+    dy_c = dy.to(dtype)
+    dbeta = dy_c.sum(dims)  # (C,)
+    buf = torch.mul(dy_c, centered)  # (N, C, *): dy * (x - mean), then reused for dx
+    dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
+    dx = None
+    if needs_x:
+        scale = _gamma_invstd(invstd, weight)  # (C,)
+        # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = centered * invstd,
+        #    = centered * coef + shift + dy * scale, written into buf.
+        coef = -scale * invstd * dgamma / count  # (C,)
+        shift = -scale * dbeta / count  # (C,)
+        _scale_shift(centered, coef, shift, buf)
+        dx = buf.addcmul_(dy_c, scale.view(shape))
+    return dx, dgamma, dbeta
+
+
 class _BatchNormEval(torch.autograd.Function):
-    """Eval mode: normalize with given (running) statistics, which are constants."""
+    """Eval mode: normalize with given (running) statistics, which are constants.
+
+    y = (x - mean) * invstd * gamma + beta is linear in x, gamma and beta; the backward below is
+    plain differentiable ops of the saved inputs, so double backward and vmap are exact.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean: Tensor, var: Tensor, eps: float):
+    def forward(x, weight, bias, mean: Tensor, var: Tensor, eps: float):
         dtype = compute_dtype(x.dtype)
         invstd = torch.rsqrt(var.to(dtype) + eps)  # (C,)
         centered = x.to(dtype) - mean.to(dtype).view(channel_shape(x))  # (N, C, *)
         scale = _gamma_invstd(invstd, weight)  # (C,)
-        y = _scale_shift(centered, scale, bias, torch.empty_like(centered))
-        ctx.save_for_backward(centered, invstd, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
+        if _plain_ops():
+            y = centered * scale.view(channel_shape(x))
+            y = y if bias is None else y + bias.to(dtype).view(channel_shape(x))
+        else:  # reuses `centered`'s memory for y
+            y = _scale_shift(centered, scale, bias, centered)
         return y.to(x.dtype)
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, mean, var, eps = inputs
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+
+    @staticmethod
     def backward(ctx, dy: Tensor):
-        centered, invstd, weight = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = channel_shape(centered)
-        dims = reduce_dims(centered)
-        dy_c = dy.to(centered.dtype)
-        scale = _gamma_invstd(invstd, weight)  # (C,)
-        dx = (dy_c * scale.view(shape)).to(dy.dtype) if needs_x else None
-        dw = ((dy_c * centered).sum(dims) * invstd).to(weight.dtype) if needs_w else None
-        db = dy_c.sum(dims).to(ctx.bias_dtype) if needs_b else None
+        dtype = compute_dtype(x.dtype)
+        shape, dims = channel_shape(x), reduce_dims(x)
+        dy_c = dy.to(dtype)
+        invstd = torch.rsqrt(var.to(dtype) + ctx.eps)  # (C,)
+        dx = dw = db = None
+        if needs_x:
+            dx = (dy_c * _gamma_invstd(invstd, weight).view(shape)).to(dy.dtype)
+        if needs_w:
+            centered = x.to(dtype) - mean.to(dtype).view(shape)  # (N, C, *)
+            dw = ((dy_c * centered).sum(dims) * invstd).to(weight.dtype)
+        if needs_b:
+            db = dy_c.sum(dims).to(ctx.bias_dtype)
         return dx, dw, db, None, None, None
 
 
