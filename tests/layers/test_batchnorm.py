@@ -102,10 +102,7 @@ def test_buffers_and_parameters_like_torch():
     assert list(bn.state_dict()) == list(
         nn.BatchNorm2d(4, affine=False, track_running_stats=False).state_dict()
     )
-    assert (
-        repr(BatchNorm1d(3))
-        == "BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
-    )
+    assert repr(BatchNorm1d(3)) == repr(nn.BatchNorm1d(3))  # torch's own text
 
 
 @pytest.mark.parametrize(
@@ -126,8 +123,9 @@ def test_wrong_rank_message(cls, bad_rank, text, fix):
 
 
 def test_wrong_channels_and_single_value_messages():
-    with pytest.raises(ValueError, match="expected 3 channels in dim 1, got 5"):
-        BatchNorm2d(3)(torch.randn(2, 5, 4, 4))
+    for error in (ValueError, RuntimeError):  # torch raises RuntimeError; ours is both
+        with pytest.raises(error, match="expected 3 channels in dim 1, got 5"):
+            BatchNorm2d(3)(torch.randn(2, 5, 4, 4))
     with pytest.raises(ValueError, match="more than 1 value per channel when training"):
         BatchNorm1d(3)(torch.randn(1, 3))
     BatchNorm1d(3).eval()(torch.randn(1, 3))  # fine in eval mode, as torch

@@ -30,16 +30,21 @@ a large offset (mean 1e4, std 1) still normalizes correctly in float32.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "BatchNormChannelError",
     "batch_mean_var",
     "batch_norm",
     "batch_norm_train",
     "channel_shape",
     "check_batch_norm_input",
+    "check_eps",
     "compute_dtype",
+    "empty_batch_norm",
     "reduce_dims",
     "update_running_stats",
 ]
@@ -69,24 +74,64 @@ def channel_shape(x: Tensor) -> list[int]:
     return [1, x.shape[1]] + [1] * (x.dim() - 2)
 
 
-def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool) -> None:
-    """Raise one clear error for an input batch norm cannot take (rank, channels, batch size)."""
+class BatchNormChannelError(ValueError, RuntimeError):
+    """An input whose channel count does not match the layer's.
+
+    torch raises RuntimeError for it (from its kernel); normlab's user errors are ValueError.
+    This is an instance of both, so code written against either catches it.
+    """
+
+
+def check_batch_norm_input(
+    x: Tensor, num_features: int | None, training: bool, eps: float | None = None
+) -> None:
+    """Raise one clear error for an input batch norm cannot take, in torch's order and with
+    torch's exception types: rank (ValueError), one value per channel in training (ValueError),
+    eps (ValueError: > 0 in training, >= 0 in eval), channels (`BatchNormChannelError`).
+
+    A zero-size batch passes, as in torch: training on it returns an empty output.
+    """
     if x.dim() < 2:
         raise ValueError(
             f"batch norm expected an input of shape (N, C, *) with at least 2 dims, got shape "
             f"{tuple(x.shape)}; add a batch dim with x.unsqueeze(0) if this is one sample"
         )
-    if num_features is not None and x.shape[1] != num_features:
-        raise ValueError(
-            f"batch norm expected {num_features} channels in dim 1, got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)}); build the layer with num_features={x.shape[1]} "
-            f"or pass channels in dim 1"
-        )
-    if training and x.numel() // max(x.shape[1], 1) <= 1:
+    if training and x.shape[0] * math.prod(x.shape[2:]) == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size "
             f"{tuple(x.shape)}; use a batch of at least 2 samples or call model.eval()"
         )
+    if eps is not None:
+        check_eps(eps, training)
+    if num_features is not None and x.shape[1] != num_features:
+        raise BatchNormChannelError(
+            f"batch norm expected {num_features} channels in dim 1, got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)}); build the layer with num_features={x.shape[1]} "
+            f"or pass channels in dim 1"
+        )
+
+
+def check_eps(eps: float, training: bool) -> None:
+    """As torch's F.batch_norm: eps > 0 in training (it divides by sqrt(var + eps)), >= 0 in
+    eval; else a ValueError."""
+    if eps <= 0 if training else eps < 0:
+        bound = "positive during training" if training else "non-negative"
+        raise ValueError(
+            f"batch_norm eps must be {bound}, but got {eps}; build the layer with a small "
+            f"positive eps such as 1e-5"
+        )
+
+
+def empty_batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """The output for a zero-size input (N = 0 or an empty spatial dim): empty, like x, and
+    connected to weight and bias so that their gradients are zeros (C,), as torch's."""
+    shape = channel_shape(x)
+    y = x.to(compute_dtype(x.dtype))
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y.to(x.dtype)
 
 
 def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,6 +152,13 @@ def _plain_ops() -> bool:
     torch.func transforms (vmap runs forward and backward on batched tensors, which take no
     `out=` buffers). Eager calls keep the preallocated buffers, which save CPU time."""
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _batched(t: Tensor) -> bool:
+    """Whether t is a torch.func.vmap batched tensor (False outside vmap and compile)."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_batchedtensor(t)
 
 
 def _normalize(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
@@ -361,7 +413,9 @@ def batch_norm(
         True
     """
     num_features = running_mean.numel() if running_mean is not None else None
-    check_batch_norm_input(x, num_features, training)
+    if num_features is None:  # as torch: the weight's size is checked when there are no buffers
+        num_features = weight.numel() if weight is not None else None
+    check_batch_norm_input(x, num_features, training, eps)
     # Checked before anything is updated in place, as torch does.
     if (running_mean is None) != (running_var is None):
         raise ValueError(
@@ -379,6 +433,8 @@ def batch_norm(
                 "batch norm in eval mode (training=False) needs running_mean and running_var; "
                 "got None; pass training=True to normalize with batch statistics"
             )
+        if x.numel() == 0:
+            return empty_batch_norm(x, weight, bias)
         return _BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
     if momentum is None and running_mean is not None:
         if num_batches_tracked is None:
@@ -387,12 +443,22 @@ def batch_norm(
                 "the count of batches including this one; pass it or a float momentum"
             )
         momentum = torch.reciprocal(num_batches_tracked.to(running_mean.dtype))
+    if running_mean is not None and _batched(x) and not _batched(running_mean):
+        # The update below would write per-sample statistics into one shared buffer.
+        raise RuntimeError(
+            "batch norm got a batched input under torch.func.vmap while running_mean and "
+            "running_var, which training mode updates in place, are not batched; call "
+            "torch.func.replace_all_batch_norm_modules_(model) to use batch statistics without "
+            "running ones, or put the model in eval mode"
+        )
     if not _COMPILES_CORRECTLY and torch.compiler.is_compiling():
         raise RuntimeError(
             f"normlab's reference batch norm under torch.compile needs torch >= 2.13, got "
             f"{torch.__version__}: this torch's compiler computes zero gradients through it; "
             f"use backend='torch' or 'triton' with torch.compile, or upgrade torch"
         )
+    if x.numel() == 0:  # as torch: an empty output, the running statistics untouched
+        return empty_batch_norm(x, weight, bias)
     y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps)
     count = x.numel() // x.shape[1]
     update_running_stats(running_mean, running_var, mean, var, count, momentum)

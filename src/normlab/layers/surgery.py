@@ -22,13 +22,20 @@ from typing import Any
 import torch
 import torch.fx
 from torch import Tensor, nn
+from torch.ao.quantization.fuser_method_mappings import (
+    fuse_conv_bn,
+    fuse_conv_bn_relu,
+    fuse_convtranspose_bn,
+    fuse_linear_bn,
+)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.layers import functional
-from normlab.layers.batchnorm import BatchNormBase
+from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
 from normlab.layers.registry import create_norm
 
 __all__ = [
+    "FUSER_METHODS",
     "fold_batchnorm",
     "recalibrate_bn",
     "freeze_bn",
@@ -38,6 +45,21 @@ __all__ = [
 ]
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# torch.ao.quantization.fuse_modules looks fusers up by exact module types, so any subclass of
+# torch's BatchNorm*d (ours included) needs them named: fuse_modules(model, names,
+# fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS}) fuses normlab's
+# BatchNorm1d/2d/3d as torch's.
+FUSER_METHODS = {
+    **{(conv, bn): fuse_conv_bn for conv, bn in
+       [(nn.Conv1d, BatchNorm1d), (nn.Conv2d, BatchNorm2d), (nn.Conv3d, BatchNorm3d)]},
+    **{(conv, bn, nn.ReLU): fuse_conv_bn_relu for conv, bn in
+       [(nn.Conv1d, BatchNorm1d), (nn.Conv2d, BatchNorm2d), (nn.Conv3d, BatchNorm3d)]},
+    **{(conv, bn): fuse_convtranspose_bn for conv, bn in
+       [(nn.ConvTranspose1d, BatchNorm1d), (nn.ConvTranspose2d, BatchNorm2d),
+        (nn.ConvTranspose3d, BatchNorm3d)]},
+    (nn.Linear, BatchNorm1d): fuse_linear_bn,
+}  # fmt: skip
 
 
 def is_batchnorm(module: nn.Module) -> bool:
