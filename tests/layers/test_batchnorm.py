@@ -196,3 +196,14 @@ def test_half_and_bfloat16_inputs():
 def test_subclass_of_base_class():
     for cls in (BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d):
         assert issubclass(cls, BatchNormBase)
+
+
+def test_bias_false_on_a_torch_without_the_bias_argument(monkeypatch):
+    # torch < 2.13 (the GPU machine's 2.11) has no `bias` argument: normlab removes beta itself.
+    from normlab.layers import batchnorm
+
+    monkeypatch.setattr(batchnorm, "_TORCH_TAKES_BIAS", False)
+    bn = BatchNorm2d(3, bias=False)
+    assert bn.bias is None and bn.weight is not None
+    assert list(bn.state_dict()) == list(nn.BatchNorm2d(3, bias=False).state_dict())
+    assert BatchNorm2d(3).bias is not None

@@ -289,7 +289,8 @@ def test_bn_activation_subclass_is_never_silently_dropped(act_cls):
     assert isinstance(folded[1], act_cls) and isinstance(folded[3], nn.Identity)
     _assert_same_eval_outputs(model, folded, x)
     # convert_norm: refused as a whole, nothing replaced.
-    with pytest.raises(TypeError, match=f"cannot replace 1 \\({act_cls.__name__}\\): .* activation"):
+    refusal = f"cannot replace 1 \\({act_cls.__name__}\\): .* activation"
+    with pytest.raises(TypeError, match=refusal):
         convert_norm(model, to="group", num_groups=2)
     assert isinstance(model[1], act_cls) and isinstance(model[3], BatchNorm2d)
     with pytest.raises(TypeError, match="the model itself"):
@@ -300,7 +301,8 @@ def test_bn_activation_subclass_is_never_silently_dropped(act_cls):
 
 
 def test_fold_and_freeze_a_bn_without_bias():
-    model = _train_a_bit(nn.Sequential(nn.Conv2d(3, 4, 3), BatchNorm2d(4, bias=False)), (4, 3, 5, 5))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNorm2d(4, bias=False))
+    model = _train_a_bit(model, (4, 3, 5, 5))
     _assert_same_eval_outputs(model, fold_batchnorm(model), torch.randn(2, 3, 5, 5))
     freeze_bn(model, freeze_affine=True)
     assert not model[1].weight.requires_grad

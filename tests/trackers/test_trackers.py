@@ -88,10 +88,14 @@ def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
     exp_file = tmp_path / "e.yaml"
     exp_file.write_text("name: cmp\nepochs: 2\nsweep:\n  norm: [none, batch]\n  seed: [0, 2]\n")
     runner = CliRunner()
-    assert runner.invoke(cli.app, ["sweep", str(exp_file), "--out", str(tmp_path), "-q"]).exit_code == 0
+
+    def invoke(*args):
+        return runner.invoke(cli.app, [*args, "--out", str(tmp_path)])
+
+    assert invoke("sweep", str(exp_file), "-q").exit_code == 0
     metrics = _store_metrics(tmp_path)
 
-    result = runner.invoke(cli.app, ["export", "cmp", "--format", "tensorboard", "--out", str(tmp_path)])
+    result = invoke("export", "cmp", "--format", "tensorboard")
     assert result.exit_code == 0, result.output
     run_dirs = sorted((tmp_path / "exports" / "tensorboard" / "cmp").iterdir())
     assert len(run_dirs) == 4
@@ -107,7 +111,7 @@ def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
         assert hparams["seed"].number_value in (0, 2) and "lr" in hparams
 
     for attempt in (1, 2):  # the second export skips the runs exported before
-        result = runner.invoke(cli.app, ["export", "cmp", "--format", "mlflow", "--out", str(tmp_path)])
+        result = invoke("export", "cmp", "--format", "mlflow")
         assert result.exit_code == 0, result.output
     assert "0 run(s)" in result.output and "4 exported before" in result.output
     client = MlflowClient(f"sqlite:///{(tmp_path / 'exports' / 'mlflow.db').resolve()}")
