@@ -252,24 +252,28 @@ class _BatchNormTrain(torch.autograd.Function):
 
 
 def _train_grads_fast(x, weight, mean, var, dy, eps, needs_x):
-    """`_train_input_grads` for eager first-order backward: two (N, C, *) buffers, and dx as
-    centered * coef + shift + dy * scale with per-channel (C,) coefficients."""
+    """`_train_input_grads` for eager first-order backward, with one (N, C, *) buffer.
+
+    The buffer holds dy * (x - mean) for dgamma, then x - mean again (recomputed: a pass is
+    cheaper than a second buffer on CPU, where a fresh tensor costs page faults), then dx =
+    (x - mean) * coef + shift + dy * scale with per-channel (C,) coefficients.
+    """
     dtype = mean.dtype
     shape, dims = channel_shape(x), reduce_dims(x)
     count = x.numel() // x.shape[1]  # M values per channel
     invstd = torch.rsqrt(var + eps)  # (C,)
-    centered = x.to(dtype) - mean.view(shape)  # (N, C, *)
+    mean = mean.view(shape)  # (1, C, 1, ...)
     dy_c = dy.to(dtype)
     dbeta = dy_c.sum(dims)  # (C,)
-    buf = torch.mul(dy_c, centered)  # (N, C, *): dy * (x - mean), then reused for dx
+    buf = torch.sub(x, mean).mul_(dy_c)  # (N, C, *): dy * (x - mean)
     dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
     dx = None
     if needs_x:
         scale = _gamma_invstd(invstd, weight)  # (C,)
-        # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = centered * invstd,
-        #    = centered * coef + shift + dy * scale, written into buf.
+        # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = (x - mean) * invstd
         coef = -scale * invstd * dgamma / count  # (C,)
         shift = -scale * dbeta / count  # (C,)
+        centered = torch.sub(x, mean, out=buf)  # (N, C, *)
         _scale_shift(centered, coef, shift, buf)
         dx = buf.addcmul_(dy_c, scale.view(shape))
     return dx, dgamma, dbeta
