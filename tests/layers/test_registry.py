@@ -141,3 +141,12 @@ def test_register_norm_errors(registry):
         registry.register_norm("my norm", ScaledNorm)
     with pytest.raises(TypeError, match="class or callable"):
         registry.register_norm("mine", "ScaledNorm")
+
+
+def test_a_factory_with_var_keywords_takes_any_keyword(registry):
+    def factory(num_features, *args, eps=1e-5, **kwargs):
+        return nn.GroupNorm(kwargs.get("groups", 1), num_features, eps=eps)
+
+    registry.register_norm("any_kw", factory)
+    assert norm_kwargs("any_kw") == ["eps"]
+    assert create_norm("any_kw", 8, groups=4).num_groups == 4

@@ -22,6 +22,11 @@ form (with dy = dL/dy and sums over the M values of a channel):
 
 In eval mode the statistics are constants, so dx = gamma / sqrt(running_var + eps) * dy.
 
+These formulas are themselves written in differentiable ops of (x, gamma, dy) when autograd
+needs them to be (double backward with create_graph=True, torch.func transforms, torch.compile),
+so second derivatives, hessians and per-sample gradients are exact; plain first-order eager
+backward uses a faster form with preallocated buffers.
+
 Half and bfloat16 inputs are normalized in float32 (their statistics would lose digits) and the
 output is cast back to the input dtype. The variance is computed as the mean of squared
 deviations from the mean (two passes), never as E[x^2] - E[x]^2, so an input with

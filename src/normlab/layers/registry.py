@@ -58,8 +58,8 @@ def register_norm(name: str, factory: NormFactory, *, replace: bool = False) -> 
     Args:
         name: the new name (lower case letters, digits, "_" and "-"; stored lower case).
         factory: `factory(num_features, **kw) -> nn.Module`: a class, a function or a
-            functools.partial. Its other parameters are the keyword arguments
-            `create_norm(name, C, ...)` accepts.
+            functools.partial. Its other named parameters are the keyword arguments a run
+            config's `norm_kwargs` may set.
         replace: allow replacing a name registered before (never a built-in one).
 
     Registration lives in this process: a sweep on the process or Ray backend runs in fresh
@@ -94,12 +94,17 @@ def norm_names() -> list[str]:
 
 
 def norm_kwargs(name: str | NormFactory) -> list[str]:
-    """The keyword arguments `create_norm(name, C, **kw)` accepts for this norm (["**"] when
-    the factory takes any keyword)."""
-    params = list(inspect.signature(_lookup(name)).parameters.values())[1:]  # [0]: channels
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return ["**"]
-    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    """The named keyword arguments `create_norm(name, C, **kw)` accepts for this norm (run
+    configs may set exactly these in `norm_kwargs`)."""
+    return [p.name for p in _parameters(_lookup(name)) if p.kind not in _VARIADIC]
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _parameters(factory: NormFactory) -> list[inspect.Parameter]:
+    """The factory's parameters after the first (num_features)."""
+    return list(inspect.signature(factory).parameters.values())[1:]
 
 
 def _lookup(name: str | NormFactory) -> NormFactory:
@@ -134,7 +139,8 @@ def create_norm(name: str | NormFactory, num_features: int, **kwargs: Any) -> nn
     factory = _lookup(name)
     accepted = norm_kwargs(factory)
     unknown = sorted(set(kwargs) - set(accepted))
-    if unknown and accepted != ["**"]:
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in _parameters(factory))
+    if unknown and not takes_any:
         label = name if isinstance(name, str) else getattr(name, "__name__", repr(name))
         raise ValueError(
             f"norm {label!r} does not accept argument(s) {', '.join(unknown)}; it accepts: "
