@@ -27,6 +27,13 @@ CALLS = [(0, 0, {"num_params": 10.0}), (5, 1, {"train_loss": 2.0, "lr": 0.1}),
          (10, 1, {"train_loss": 1.5, "lr": 0.05, "act/fc1/mean": 0.25})]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One local SQLite tracking store for the module: creating one costs seconds (its schema
+    migrations)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 def _scalars(folder):
     events = EventAccumulator(str(folder))
     events.Reload()
@@ -58,8 +65,8 @@ def test_tensorboard_tracker_takes_torch_summary_writer(tmp_path):
         TensorBoardTracker(3)
 
 
-def test_mlflow_tracker_logs_into_the_active_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_mlflow_tracker_logs_into_the_active_run(mlflow_uri):
+    uri = mlflow_uri
     mlflow.set_tracking_uri(uri)
     try:
         with pytest.raises(ValueError, match="active MLflow run or a run_id"):
@@ -83,7 +90,7 @@ def test_a_missing_extra_says_how_to_install_it(module, extra, monkeypatch, tmp_
     assert result.exit_code == 2 and f"normlab[{extra}]" in result.output
 
 
-def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
+def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch, mlflow_uri):
     monkeypatch.setattr(execute, "default_run_fn", fakes.flaky_fit)
     exp_file = tmp_path / "e.yaml"
     exp_file.write_text("name: cmp\nepochs: 2\nsweep:\n  norm: [none, batch]\n  seed: [0, 2]\n")
@@ -111,10 +118,10 @@ def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
         assert hparams["seed"].number_value in (0, 2) and "lr" in hparams
 
     for attempt in (1, 2):  # the second export skips the runs exported before
-        result = invoke("export", "cmp", "--format", "mlflow")
+        result = invoke("export", "cmp", "--format", "mlflow", "--dest", mlflow_uri)
         assert result.exit_code == 0, result.output
     assert "0 run(s)" in result.output and "4 exported before" in result.output
-    client = MlflowClient(f"sqlite:///{(tmp_path / 'exports' / 'mlflow.db').resolve()}")
+    client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("cmp").experiment_id])
     assert len(runs) == 4
     for run in runs:
