@@ -325,7 +325,9 @@ def export(
     experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
     fmt: str = typer.Option("csv", "--format", help="csv, parquet, tensorboard or mlflow"),
-    dest: Optional[str] = typer.Option(None, "--dest", help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db"),
+    dest: Optional[str] = typer.Option(
+        None, "--dest", help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db"
+    ),
 ) -> None:
     """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>,
     or its runs (config as hyper-parameters, metrics with their steps) to TensorBoard event files

@@ -162,9 +162,9 @@ def test_training_with_running_stats_under_transforms_fails_as_torch(backend):
     x = _x()
     for bn in (ours, theirs):
         with pytest.raises(RuntimeError):
-            grad(lambda x: bn(x).sum())(x)
+            grad(lambda x, bn=bn: bn(x).sum())(x)
         with pytest.raises(RuntimeError, match="replace_all_batch_norm_modules_|running_mean"):
-            vmap(lambda xi: bn(xi.unsqueeze(0)))(x)
+            vmap(lambda xi, bn=bn: bn(xi.unsqueeze(0)))(x)
     assert torch.equal(ours.running_mean, theirs.running_mean)
 
 

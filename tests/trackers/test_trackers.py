@@ -117,7 +117,7 @@ def test_export_a_stored_sweep_to_tensorboard_and_mlflow(tmp_path, monkeypatch, 
         assert hparams["norm"].string_value == run_dir.name.split("-", 1)[1]
         assert hparams["seed"].number_value in (0, 2) and "lr" in hparams
 
-    for attempt in (1, 2):  # the second export skips the runs exported before
+    for _attempt in (1, 2):  # the second export skips the runs exported before
         result = invoke("export", "cmp", "--format", "mlflow", "--dest", mlflow_uri)
         assert result.exit_code == 0, result.output
     assert "0 run(s)" in result.output and "4 exported before" in result.output
