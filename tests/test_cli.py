@@ -70,7 +70,7 @@ def test_read_commands_on_a_missing_folder_or_experiment(tmp_path, fake_engine):
     assert invoke("sweep", "seed=0", "--name", "a", "--out", tmp_path, "-q").exit_code == 0
     assert_user_error(invoke("compare", "b", "--out", tmp_path), "no experiment 'b'", "known: a")
     assert_user_error(invoke("export", "b", "--out", tmp_path), "no experiment 'b'")
-    assert_user_error(invoke("export", "a", "--format", "xlsx", "--out", tmp_path), "csv or parquet")
+    assert_user_error(invoke("export", "a", "--format", "xlsx", "--out", tmp_path), "csv, parquet, tensorboard")
     assert_user_error(invoke("compare", "a", "--metric", "nope", "--out", tmp_path), "no 'nope' values")
 
 

@@ -324,18 +324,28 @@ def compare(
 def export(
     experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="folder for the files (default: <out>/exports)"),
+    fmt: str = typer.Option("csv", "--format", help="csv, parquet, tensorboard or mlflow"),
+    dest: Optional[str] = typer.Option(
+        None, "--dest", help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db"
+    ),
 ) -> None:
-    """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>.
+    """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>,
+    or its runs (config as hyper-parameters, metrics with their steps) to TensorBoard event files
+    (<dest>/tensorboard/<experiment>/<run>/) or an MLflow tracking store (default
+    sqlite:///<dest>/mlflow.db), one tracker run per stored run.
 
     Example: normlab export mnist1d-norm-batch --format parquet
+    Example: normlab export mnist1d-norm-batch --format tensorboard  (then tensorboard --logdir runs/exports/tensorboard)
     """
     from normlab.experiments.errors import ConfigError
     from normlab.experiments.store import Store
 
-    if fmt not in ("csv", "parquet"):
-        raise ConfigError(f"--format: expected csv or parquet, got {fmt!r}")
+    formats = ("csv", "parquet", "tensorboard", "mlflow")
+    if fmt not in formats:
+        raise ConfigError(f"--format: expected one of {', '.join(formats)}, got {fmt!r}")
+    if fmt in ("tensorboard", "mlflow"):
+        _export_to_tracker(experiment, out, fmt, dest)
+        return
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -343,7 +353,7 @@ def export(
             raise ConfigError("--format parquet needs pyarrow: `pip install 'normlab[parquet]'`, or use --format csv") from None
     with Store.open(out, create=False) as store:
         frames = {"runs": store.runs_frame(experiment), "metrics": store.metrics_frame(experiment)}
-    folder = dest or out / "exports"
+    folder = Path(dest) if dest else out / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     for kind, frame in frames.items():
         path = folder / f"{experiment}_{kind}.{fmt}"
@@ -352,6 +362,39 @@ def export(
         else:
             frame.to_parquet(path, index=False)
         typer.echo(str(path))
+
+
+def _export_to_tracker(experiment: str, out: Path, fmt: str, dest: Optional[str]) -> None:
+    """`normlab export --format tensorboard|mlflow`: one tracker run per stored run."""
+    from normlab.experiments.errors import ConfigError
+    from normlab.experiments.store import Store
+    from normlab.trackers import stored_runs
+
+    try:
+        if fmt == "tensorboard":
+            from normlab.trackers.tensorboard import export_runs, require
+        else:
+            from normlab.trackers.mlflow import export_runs, require
+        require()
+        with Store.open(out, create=False) as store:
+            runs = stored_runs(store, experiment)
+        if fmt == "tensorboard":
+            folder = (Path(dest) if dest else out / "exports") / "tensorboard" / experiment
+            export_runs(runs, folder)
+            typer.echo(f"{len(runs)} run(s) -> {folder}  (view: tensorboard --logdir {folder})")
+            return
+        if dest and "://" in dest:
+            uri = dest
+        else:
+            folder = Path(dest) if dest else out / "exports"
+            folder.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+        written, skipped = export_runs(runs, experiment, uri)
+        typer.echo(f"{written} run(s) -> MLflow experiment {experiment!r} at {uri}"
+                   + (f" ({skipped} exported before, skipped)" if skipped else "")
+                   + f"  (view: mlflow ui --backend-store-uri {uri})")
+    except ImportError as err:
+        raise ConfigError(f"--format {fmt}: {err}") from None
 
 
 @app.command()
