@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import typer
 
+import normlab
 from normlab.experiments.errors import UserError
 
 app = typer.Typer(
@@ -34,6 +35,21 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"normlab {normlab.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print normlab's version and exit"
+    ),
+) -> None:
+    pass
 
 OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
 ARGS_HELP = (

@@ -1,0 +1,60 @@
+"""normlab as a library: one version, `normlab --version`, and a wheel with py.typed and LICENSE."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import normlab
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def test_the_version_is_written_once_in_pyproject():
+    assert normlab.__version__ == PYPROJECT["version"] == metadata.version("normlab")
+    literal = re.compile(r"""__version__\s*=\s*["']\d+\.\d+""")  # a release number
+    assert not [p for p in (REPO / "src").rglob("*.py") if literal.search(p.read_text())]
+
+
+def test_normlab_dash_dash_version():
+    proc = subprocess.run([sys.executable, "-m", "normlab", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"normlab {normlab.__version__}\n"
+
+
+def test_the_declared_python_range_is_the_one_we_run_on():
+    # tomllib (3.11+) is imported unconditionally, so the floor must say 3.11
+    assert PYPROJECT["requires-python"] == ">=3.11"
+    assert sys.version_info >= (3, 11)
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_py_typed_and_the_license(tmp_path):
+    # Built from a copy: an in-place build would leave build/ and *.egg-info in the checkout.
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path / "dist"), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("normlab-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        info = f"normlab-{normlab.__version__}.dist-info"
+        meta = zf.read(f"{info}/METADATA").decode()
+        license_text = zf.read(f"{info}/licenses/LICENSE").decode()
+    assert "normlab/py.typed" in names
+    assert "MIT License" in license_text and "normlab developers" in license_text
+    assert f"Version: {normlab.__version__}\n" in meta
+    assert "Requires-Python: >=3.11\n" in meta and "License-Expression: MIT\n" in meta
