@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -23,21 +22,17 @@ import torch
 
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.execute import torch_threads  # re-exported: the one thread switch
+from normlab.provenance import git_commit as source_commit
 
 
 def git_commit(short: bool = False) -> str:
-    """The commit of the checkout normlab's source lives in ('unknown' for an installed wheel).
-
-    Asked in the package's own folder, not the current directory: a benchmark run from
-    elsewhere must not report the commit of whatever repository it was started in.
-    """
-    args = ["git", "rev-parse", *(["--short"] if short else []), "HEAD"]
-    try:
-        out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the checkout normlab's source lives in, '+dirty' when modified; 'unknown'
+    for an installed wheel. `short`: the first 12 hex digits."""
+    commit = source_commit()
+    if commit is None:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    head, plus, dirty = commit.partition("+")
+    return (head[:12] if short else head) + plus + dirty
 
 
 def cpu_name() -> str:

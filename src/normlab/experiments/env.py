@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import platform
 import socket
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-
-@functools.cache
-def git_commit() -> str | None:
-    """The commit normlab's source tree is at (suffix '+dirty' if modified), None outside git."""
-    root = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
-        )
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+from normlab.provenance import git_commit  # re-exported: where the code came from
 
 
 def resolve_device(device: str) -> str:
