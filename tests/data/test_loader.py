@@ -206,7 +206,7 @@ def test_index_batches_and_make_batch_give_the_iterated_batches(augment):
     stats = dict(mean=torch.tensor([0.1, 0.2, 0.3]), std=torch.tensor([0.5, 0.6, 0.7]))
     iterated = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
     planned = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
-    for epoch in range(2):
+    for _ in range(2):
         expected = _epoch(iterated)
         parts = [(idx.clone(), None if p is None else p.clone()) for idx, p in planned.index_batches()]
         assert len(parts) == len(expected) == 4 and planned.state_dict() == iterated.state_dict()
