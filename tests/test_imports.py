@@ -4,7 +4,9 @@
   metric names, the analysis layer. Each is imported in a fresh interpreter.
 - No normlab module imports one from a layer above its own, and there are no import cycles.
   Imports are read from the source (ast), wherever they sit in a file: an import inside a
-  function still counts. Imports under `if TYPE_CHECKING:` do not (they never run).
+  function still counts. Imports under `if TYPE_CHECKING:` count for the layers (a package's
+  lazy re-exports are mirrored there, see tests/test_lazy.py) but not for cycles (they never
+  run).
 
 `python tests/test_imports.py` prints the graph between layers.
 """
@@ -66,15 +68,16 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imported(path: Path, known: set[str]) -> set[str]:
-    """The normlab modules a file imports when it runs (`from pkg import submodule` -> the
-    submodule; `from pkg import name` -> pkg)."""
+def imported(path: Path, known: set[str], type_checking: bool = False) -> set[str]:
+    """The normlab modules a file imports when it runs, and with `type_checking` also those
+    it imports for type checkers (`from pkg import submodule` -> the submodule;
+    `from pkg import name` -> pkg)."""
     out: set[str] = set()
     stack: list[ast.AST] = [ast.parse(path.read_text(), str(path))]
     while stack:
         node = stack.pop()
         for child in ast.iter_child_nodes(node):
-            if _is_type_checking(child):
+            if _is_type_checking(child) and not type_checking:
                 continue
             if isinstance(child, ast.Import):
                 out.update(alias.name for alias in child.names)
@@ -86,9 +89,9 @@ def imported(path: Path, known: set[str]) -> set[str]:
     return {name for name in out if name in known}
 
 
-def graph() -> dict[str, set[str]]:
+def graph(type_checking: bool = False) -> dict[str, set[str]]:
     found = modules()
-    return {name: imported(path, set(found)) - {name} for name, path in found.items()}
+    return {name: imported(path, set(found), type_checking) - {name} for name, path in found.items()}
 
 
 def layer(module: str) -> str:
@@ -139,7 +142,7 @@ def test_every_module_has_a_layer():
 
 def test_no_module_imports_from_a_layer_above_its_own():
     upward = [f"{a} ({layer(a)}) imports {b} ({layer(b)})"
-              for a, targets in graph().items() for b in sorted(targets)
+              for a, targets in graph(type_checking=True).items() for b in sorted(targets)
               if RANK[layer(b)] > RANK[layer(a)]]
     assert not upward, "\n".join(upward)
 
@@ -167,6 +170,7 @@ def test_imports_under_type_checking_and_in_functions(tmp_path):
     )
     known = {"normlab.train", "normlab.train.metrics", "normlab.train.engine", "normlab.experiments.runner"}
     assert imported(source, known) == {"normlab.train.metrics", "normlab.train", "normlab.train.engine"}
+    assert imported(source, known, type_checking=True) == known
 
 
 def _loads_torch(code: str, cwd: Path) -> list[str]:
@@ -203,7 +207,7 @@ def test_cli_help_and_ls_do_not_load_torch(tmp_path):
 
 if __name__ == "__main__":
     between: dict[str, set[str]] = defaultdict(set)
-    for a, targets in graph().items():
+    for a, targets in graph(type_checking=True).items():
         for b in targets:
             if layer(a) != layer(b):
                 between[layer(a)].add(layer(b))
