@@ -42,7 +42,7 @@ def test_layers_writes_its_json_in_the_current_folder_by_default(tmp_path, monke
     assert torch.get_num_threads() == 2  # restored after the benchmark
     assert "reference ms" in result.stdout and "wrote layers_cpu.json" in result.stdout
     written = json.loads((tmp_path / "layers_cpu.json").read_text())
-    assert written["benchmark"] == "layers_cpu" and written["provenance"]["threads"] == 1
+    assert written["benchmark"] == "layers_cpu" and written["provenance"]["torch_threads"] == 1
 
 
 def test_loop_tiny_real_run(tmp_path):

@@ -1,17 +1,23 @@
-"""normlab.provenance: the commit of normlab's own checkout, None for an installed copy."""
+"""normlab.provenance: versions, the commit of normlab's own checkout (None for an installed copy),
+device and host, with the same keys for runs and benchmarks."""
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import normlab
 from normlab import provenance
+from normlab.experiments.store import ENV_KEYS as STORE_ENV_KEYS
+from normlab.provenance import RUN_KEYS, device_name, environment, machine
 
 SRC = Path(normlab.__file__).resolve().parents[1]
 
@@ -51,8 +57,7 @@ def test_an_installed_copy_inside_another_repository_has_no_commit(tmp_path):
     _git(project, "init", "-q")
     _git(project, "add", "-A")
     _git(project, "commit", "-q", "-m", "a project that vendors its venv")
-    code = ("from normlab.provenance import git_commit; from normlab.experiments.env import "
-            "environment; print(git_commit(), environment('cpu')['git_commit'])")
+    code = "from normlab.provenance import environment, git_commit; print(git_commit(), environment()['git_commit'])"
     assert _python(code, project, site) == "None None"
 
 
@@ -66,3 +71,39 @@ def test_no_git_program_means_no_commit(monkeypatch):
         assert provenance.git_commit() is None
     finally:
         provenance.git_commit.cache_clear()
+
+
+def test_environment_reports_versions_commit_device_and_threads():
+    env = environment("cpu")
+    assert tuple(env) == RUN_KEYS
+    assert env["python"] == platform.python_version()
+    assert env["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert env["normlab"] == normlab.__version__
+    assert env["device"] == f"cpu ({provenance.cpu_name()})" and env["hostname"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert environment("cpu")["torch_threads"] == 1  # what the run trains with
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_without_torch_loaded_no_thread_count_and_no_torch_import(tmp_path):
+    code = ("import sys; from normlab.provenance import environment; env = environment('cpu'); "
+            "print(env['torch_threads'], 'torch' in sys.modules)")
+    assert _python(code, tmp_path, SRC) == "None False"
+
+
+def test_auto_is_named_as_what_it_resolves_to():
+    expected = "cuda:" if torch.cuda.is_available() else "cpu ("
+    assert device_name("auto").startswith(expected)
+
+
+def test_the_store_keeps_every_key_a_run_records():
+    assert STORE_ENV_KEYS == RUN_KEYS
+
+
+def test_machine_is_json_ready():
+    where = machine()
+    assert tuple(where) == provenance.MACHINE_KEYS
+    assert json.loads(json.dumps(where)) == where and where["cpu_count"] >= 1

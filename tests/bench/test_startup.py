@@ -29,7 +29,7 @@ def test_one_repeat_writes_every_command_with_its_ratio_to_torch(tmp_path, capsy
     assert rows["import torch"]["vs_torch"] == 1.0
     assert all(len(row["times_s"]) == 1 and row["median_s"] > 0 for row in rows.values())
     assert result["met"] == all(rows[c]["vs_torch"] < 0.25 for c in ("normlab --help", "normlab ls"))
-    assert result["provenance"]["commit"] and "normlab ls" in capsys.readouterr().out
+    assert "git_commit" in result["provenance"] and "normlab ls" in capsys.readouterr().out
 
 
 def test_a_failing_command_stops_the_benchmark():

@@ -1,18 +1,15 @@
 """What every benchmark repeats: provenance, devices, threads, a fixed-width table, JSON out.
 
 A benchmark result is only as good as what it says about where it ran, so every JSON carries
-`provenance(device)`: torch / python versions, platform, the device's name (GPU name or CPU
-model), torch's intra-op threads, CPU count and load, the git commit of the source, the time.
+`provenance(device)`: the keys a run stores (python, torch and normlab versions, source commit,
+the device and its hardware, host, torch's intra-op threads) plus platform, CPU count, load
+and time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ import torch
 
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.execute import torch_threads  # re-exported: the one thread switch
+from normlab.provenance import environment, machine
 from normlab.provenance import git_commit as source_commit
 
 
@@ -35,34 +33,11 @@ def git_commit(short: bool = False) -> str:
     return (head[:12] if short else head) + plus + dirty
 
 
-def cpu_name() -> str:
-    """The CPU model ('model name' in /proc/cpuinfo on Linux), else what `platform` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name for a CUDA device, the CPU model otherwise."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-
-
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Where and with what a benchmark ran (JSON-ready); call it inside the timed settings,
-    so `threads` is the count the benchmark used."""
-    return {
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "commit": git_commit(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    """Where and with what a benchmark ran (JSON-ready): a run's keys (`normlab.provenance.
+    environment`) plus the machine's load and the time. Call it inside the timed settings, so
+    `torch_threads` is the count the benchmark used."""
+    return environment(str(device)) | machine()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,6 +129,6 @@ def write_json(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "Column", "check_out", "check_threads", "cpu_name", "device_name", "git_commit", "header_line",
+    "Column", "check_out", "check_threads", "git_commit", "header_line",
     "print_table", "provenance", "resolve_device", "row_line", "torch_threads", "write_json",
 ]
