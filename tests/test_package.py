@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ def test_the_declared_python_range_is_the_one_we_run_on():
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_py_typed_and_the_license(tmp_path):
+def test_the_wheel_ships_py_typed_and_the_license_and_runs_installed(tmp_path):
     # Built from a copy: an in-place build would leave build/ and *.egg-info in the checkout.
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, tmp_path / name)
@@ -58,3 +59,19 @@ def test_the_wheel_ships_py_typed_and_the_license(tmp_path):
     assert "MIT License" in license_text and "normlab developers" in license_text
     assert f"Version: {normlab.__version__}\n" in meta
     assert "Requires-Python: >=3.11\n" in meta and "License-Expression: MIT\n" in meta
+    # Installed (without dependencies: this interpreter has them) and run from elsewhere: the
+    # version comes from the wheel's metadata, and outside a checkout there is no commit.
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    code = ("import normlab, normlab.provenance as p, sys; from normlab.cli import main; "
+            "print(normlab.__file__, p.environment()['git_commit']); sys.argv = ['normlab', '--version']; main()")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    first, version = proc.stdout.splitlines()
+    where, commit = first.split()
+    assert Path(where).is_relative_to(target) and commit == "None"
+    assert version == f"normlab {normlab.__version__}"
