@@ -59,7 +59,7 @@ def test_loop_tiny_real_run(tmp_path):
     "args, texts",
     [
         (["loop", "--samples", "10"], ["--samples: expected >= 64", "got 10"]),
-        (["loop", "--device", "cuda"], ["--device cuda: CUDA is not available", "--device cpu"]),
+        (["loop", "--device", "cuda"], ["--device: 'cuda' asks for a GPU, but CUDA is not available", "use cpu or auto"]),
         (["loop", "--device", "npu"], ["--device: expected cpu, cuda, cuda:N or auto", "'npu'"]),
         (["loop", "--device", "cpu", "--cuda-graph"], ["--cuda-graph is a GPU option", "--device cuda"]),
         (["loop", "--norms", "bn"], ["unknown norm 'bn'", "batch"]),

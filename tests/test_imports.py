@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first: a module may import its own layer and the ones before it, never one after.
 LAYERS = [
-    ["normlab"],  # the package root: version, provenance, lazy re-exports (stdlib only)
+    ["normlab"],  # the package root: version, provenance, lazy re-exports, device resolution
     ["kernels"],
     ["layers"],
     ["models", "data"],

@@ -49,28 +49,17 @@ def test_provenance_names_the_machine_and_the_threads_in_use():
     assert json.loads(json.dumps(where)) == where  # JSON-ready
 
 
-def test_resolve_device():
+def test_resolve_device_is_normlab_device_with_the_option_named():
     assert common.resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert common.resolve_device("auto").type == expected
-    for bad in ("tpu", "gpu", "cuda:x", ""):
-        with pytest.raises(ConfigError, match="expected cpu, cuda, cuda:N or auto"):
+    for bad in ("tpu", ""):
+        with pytest.raises(ConfigError, match="^--device: expected cpu, cuda, cuda:N or auto"):
             common.resolve_device(bad)
 
 
 def test_cuda_without_cuda_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for name in ("cuda", "cuda:0"):
-        with pytest.raises(ConfigError, match="CUDA is not available on this machine.*--device cpu"):
-            common.resolve_device(name)
-    assert common.resolve_device("auto") == torch.device("cpu")
-
-
-def test_cuda_index_beyond_the_gpus(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ConfigError, match=r"has 1 GPU\(s\) \(cuda:0..cuda:0\)"):
-        common.resolve_device("cuda:3")
+    with pytest.raises(ConfigError, match="^--device: 'cuda' asks for a GPU.*use cpu or auto"):
+        common.resolve_device("cuda")
 
 
 @pytest.mark.parametrize("bad", [0, -2, True, 1.5])

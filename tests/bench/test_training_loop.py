@@ -76,7 +76,7 @@ def test_cuda_graph_reaches_the_engines_config(monkeypatch):
         (["--norms", ","], "--norms: expected at least one norm"),
         (["--threads", "0"], "--threads: expected a positive number of threads, got 0"),
         (["--device", "tpu"], "--device: expected cpu, cuda, cuda:N or auto, got 'tpu'"),
-        (["--device", "cuda"], "--device cuda: CUDA is not available on this machine"),
+        (["--device", "cuda"], "--device: 'cuda' asks for a GPU, but CUDA is not available on this machine"),
         (["--device", "cpu", "--cuda-graph"], "--cuda-graph is a GPU option of the engine, but the device is cpu"),
         (["--device", "cpu", "--compile"], "--compile is a GPU option"),
         (["--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU option"),

@@ -244,7 +244,7 @@ def test_augmentation_is_reproducible_and_flips():
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0, 1.0], std=[1.0, 1.0]), r"one value per channel \(1\)"),
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0], std=[0.0]), "std must be > 0"),
     (lambda x, y: BatchLoader(x.long(), y, 4), "uint8 .* or floating point"),
-    (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device must be like 'cpu'"),
+    (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device: expected cpu, cuda, cuda:N or auto, got 'gpu0'"),
 ])
 def test_bad_arguments_get_one_clear_message(make, message):
     x, y = _ids(10)

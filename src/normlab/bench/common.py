@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from normlab import device
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.execute import torch_threads  # re-exported: the one thread switch
 from normlab.provenance import environment, machine
@@ -41,31 +42,11 @@ def provenance(device: torch.device) -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when there is one), 'cpu', 'cuda' or 'cuda:N' -> a device that exists here.
-
-    Raises ConfigError (one message: expected, got, how to fix) for anything else, and for a
-    CUDA device on a machine without one.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`--device`: `normlab.device.resolve_device`, its error as a ConfigError (exit code 2)."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available on this machine (torch "
-                f"{torch.__version__}, no GPU visible); use --device cpu or --device auto"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
-                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of those"
-            )
-    return device
+        return device.resolve_device(name)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
 
 
 def check_threads(threads: int | None) -> None:
