@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first: a module may import its own layer and the ones before it, never one after.
 LAYERS = [
-    ["normlab"],  # the package root: version, provenance, lazy re-exports, device resolution
+    ["root"],  # normlab/*.py: version, provenance, lazy re-exports, device resolution
     ["kernels"],
     ["layers"],
     ["models", "data"],
@@ -97,8 +97,8 @@ def graph(type_checking: bool = False) -> dict[str, set[str]]:
 def layer(module: str) -> str:
     if module in LAYER_OF:
         return LAYER_OF[module]
-    folder = module.split(".")[1] if "." in module else "normlab"
-    return folder if folder in RANK else "normlab"  # normlab.provenance, normlab._lazy
+    folder = module.split(".")[1] if "." in module else "root"
+    return folder if folder in RANK else "root"  # normlab.provenance, normlab._lazy
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
