@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -33,10 +34,21 @@ def test_normlab_dash_dash_version():
     assert proc.stdout == f"normlab {normlab.__version__}\n"
 
 
-def test_the_declared_python_range_is_the_one_we_run_on():
-    # tomllib (3.11+) is imported unconditionally, so the floor must say 3.11
-    assert PYPROJECT["requires-python"] == ">=3.11"
-    assert sys.version_info >= (3, 11)
+def test_the_declared_python_floor_has_every_stdlib_module_we_import():
+    """`requires-python` must not promise a Python that lacks a module the code imports
+    unconditionally (tomllib is 3.11+)."""
+    floor = tuple(int(part) for part in re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["requires-python"]).groups())
+    since = {"tomllib": (3, 11)}  # stdlib modules newer than some Python we could declare
+    needs = {}
+    for path in (REPO / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                if name.split(".")[0] in since:
+                    needs[path.name] = since[name.split(".")[0]]
+    assert needs, "tomllib is no longer imported: this test can go, or the floor can drop"
+    assert floor >= max(needs.values()), f"requires-python {floor} but {needs} need newer"
 
 
 @pytest.mark.slow
