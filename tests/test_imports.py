@@ -32,7 +32,7 @@ LAYERS = [
     ["models", "data"],
     ["train"],
     ["experiments"],
-    ["analysis", "bench"],
+    ["analysis", "bench", "trackers"],  # each reads the store or runs the engine
     ["study"],
     ["cli", "__main__"],
 ]
