@@ -217,7 +217,7 @@ def test_torchrun_trains_one_run_and_a_rerun_returns_on_every_rank(tmp_path):
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "normlab", "run",
            "max_steps=2", "epochs=1", "dataset=synthetic", "batch_size=16", "nproc=2",
            "--json", "--out", str(tmp_path)]
-    for attempt in range(2):
+    for _ in range(2):  # the second is a rerun: every rank must return
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         payloads = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

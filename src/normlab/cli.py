@@ -16,7 +16,17 @@ from typing import Any, Optional
 
 import typer
 
-from normlab.experiments.errors import UserError
+import normlab
+from normlab.experiments.config import config_keys, load_experiment
+from normlab.experiments.errors import ConfigError, UserError
+from normlab.experiments.execute import CHECKPOINT_NAME, check_thread_count, torch_threads
+from normlab.experiments.keys import suggest
+from normlab.experiments.runner import check_backend, run_experiment
+from normlab.experiments.store import DB_NAME, STATUSES, Store
+
+# The modules above load no torch, pandas or matplotlib, so `normlab --help` and `normlab ls`
+# start fast (tests/test_imports.py, benchmarks/startup.py). A command that needs those imports
+# its module where it runs.
 
 app = typer.Typer(
     name="normlab",
@@ -34,6 +44,21 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"normlab {normlab.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print normlab's version and exit"
+    ),
+) -> None:
+    pass
 
 OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
 ARGS_HELP = (
@@ -73,8 +98,6 @@ def _user_errors(command: Callable) -> Callable:
 
 def _split_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
     """[file] key=value... -> (file or None, overrides)."""
-    from normlab.experiments.errors import ConfigError
-
     args = list(args or [])
     path = None
     if args and "=" not in args[0]:
@@ -89,16 +112,12 @@ def _split_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
 
 
 def _load(args: list[str] | None, name: str | None) -> Any:
-    from normlab.experiments.config import load_experiment
-
     path, overrides = _split_args(args)
     return load_experiment(path, overrides, name=name)
 
 
 def _rank0_will_train(out: Path, run_id: str, retry_failed: bool) -> bool:
     """Whether the runner on rank 0 trains `run_id` rather than showing its stored result."""
-    from normlab.experiments.store import DB_NAME, Store
-
     if not (out / DB_NAME).exists():
         return True
     status = Store(out / DB_NAME, create=False).run_status([run_id]).get(run_id)
@@ -113,8 +132,6 @@ def _print_failures(summary: Any) -> None:
 
 
 def _keys_epilog() -> str:
-    from normlab.experiments.config import config_keys
-
     return "Keys: " + ", ".join(config_keys())
 
 
@@ -152,8 +169,6 @@ def run(
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
-    from normlab.experiments.execute import check_thread_count
-
     check_thread_count(threads)
     _run_one(experiment, out, as_json, quiet, retry_failed, threads)
 
@@ -161,8 +176,6 @@ def run(
 def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool,
              threads: int) -> None:
     """`normlab run` once its one run is planned: train it (or show its stored result)."""
-    from normlab.experiments.execute import torch_threads
-    from normlab.experiments.runner import run_experiment
     from normlab.train.distributed import in_torchrun, is_main_process, launch
 
     if in_torchrun() and not is_main_process():
@@ -172,8 +185,6 @@ def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_faile
         if _rank0_will_train(out, planned.run_id, retry_failed):
             # The same checkpoint path as rank 0's runner: fit's resume and checkpoint steps
             # are collective (rank 0 alone writes), so every rank must take them.
-            from normlab.experiments.execute import CHECKPOINT_NAME
-
             checkpoint = out / "runs" / planned.run_id / CHECKPOINT_NAME
             with torch_threads(threads):  # (rank 0's runner sets its own)
                 launch(planned.config, checkpoint_path=checkpoint)
@@ -225,12 +236,8 @@ def sweep(
 
     Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --backend process --workers 2
     """
-    from normlab.experiments.runner import check_backend, run_experiment
-
     experiment = _load(args, name)
     check_backend(backend, workers)  # a dry run that passes means the real one starts
-    from normlab.experiments.execute import check_thread_count
-
     check_thread_count(threads)  # before a dry run, too
     if dry_run:
         for run in experiment.runs:
@@ -259,8 +266,6 @@ def ls(
 
     Example: normlab ls --out runs --json
     """
-    from normlab.experiments.store import STATUSES, Store
-
     with Store.open(out, create=False) as store:
         if experiment is None:
             table = {name: store.status_counts(name) for name in store.experiments()}
@@ -445,8 +450,6 @@ def data_info(
     from normlab.data import dataset_names, describe_data
 
     if name.strip().lower() not in dataset_names():
-        from normlab.experiments.keys import suggest
-
         _fail(f"unknown dataset {name!r}{suggest(name, dataset_names())} (valid: {', '.join(dataset_names())})")
     typer.echo(describe_data(name, root))
 
