@@ -42,12 +42,9 @@ ARGS_HELP = (
 )
 
 THREADS_HELP = (
-    "torch intra-op threads while training, restored afterwards. Default 1, like `normlab "
-    "study`: the default MLP on MNIST-1D took 0.13-0.15 s per epoch on 1 thread vs 2.3-14 s on "
-    "2 (2-core CPU shared with other jobs); 0 keeps torch's setting (one thread per core), "
-    "worth it for large models on an idle machine. Not part of the run id, so a stored run is "
-    "not trained again with other threads; on CPU the losses differ in the last float digits "
-    "between thread counts (not bit-identical)"
+    "torch intra-op threads while training, restored afterwards; 0 keeps torch's setting (one "
+    "thread per core). Not part of the run id: a stored run is not trained again with other "
+    "threads, and on CPU losses differ in the last digits between thread counts"
 )
 
 
