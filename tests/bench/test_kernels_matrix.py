@@ -18,7 +18,7 @@ def test_the_matrix_has_every_shape_dtype_and_layout():
 
 def test_a_non_positive_time_is_no_measurement():
     # bwd time = time(fwd + bwd) - time(fwd): noise on a tiny row can make it <= 0; the row
-    # then says NaN and the geomean leaves it out (it crashed with "math domain error")
+    # then says NaN, which the geomean leaves out (a negative time raises "math domain error")
     timings = {"normlab": {"fwd_gpu_ms": 0.01, "bwd_gpu_ms": -0.002},
                "torch": {"fwd_gpu_ms": 0.02, "bwd_gpu_ms": 0.03},
                "rel_err": {"y": 0.0, "dx": 0.0}}
