@@ -67,12 +67,9 @@ ARGS_HELP = (
 )
 
 THREADS_HELP = (
-    "torch intra-op threads while training, restored afterwards. Default 1, like `normlab "
-    "study`: the default MLP on MNIST-1D took 0.13-0.15 s per epoch on 1 thread vs 2.3-14 s on "
-    "2 (2-core CPU shared with other jobs); 0 keeps torch's setting (one thread per core), "
-    "worth it for large models on an idle machine. Not part of the run id, so a stored run is "
-    "not trained again with other threads; on CPU the losses differ in the last float digits "
-    "between thread counts (not bit-identical)"
+    "torch intra-op threads while training, restored afterwards; 0 keeps torch's setting (one "
+    "thread per core). Not part of the run id: a stored run is not trained again with other "
+    "threads, and on CPU losses differ in the last digits between thread counts"
 )
 
 
@@ -508,6 +505,42 @@ def bench_layers(
     from normlab.bench.layers_cpu import bench_layers_cpu
 
     bench_layers_cpu(threads=threads, repeats=repeats, quick=quick, out=str(out))
+
+
+@bench_app.command("kernels")
+@_user_errors
+def bench_kernels(
+    quick: bool = typer.Option(False, "--quick", help="float32 and bfloat16 rows only"),
+    v4: bool = typer.Option(False, "--v4", help="then time the candidate knobs over the whole matrix"),
+    sweep: bool = typer.Option(False, "--sweep", help="then time each candidate change alone on the rows >= 16 MB"),
+    budget_s: Optional[float] = typer.Option(
+        None, "--budget-s", help="skip the remaining --v4 rows and --sweep entries after this many seconds "
+        "(listed as skipped in the JSON)"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="no GPU: every phase on CPU in Triton's interpreter, tiny shapes (checks "
+        "results, measures nothing)"),
+    out: Path = typer.Option(Path("bn_kernels.json"), "--out", help="the JSON result file"),
+) -> None:
+    """normlab's Triton BatchNorm vs torch on a CUDA GPU: GPU time, TB/s, % of copy bandwidth.
+
+    Forward (training mode) and backward of torch.nn.functional.batch_norm and
+    normlab.kernels.batch_norm over shapes x dtypes x layouts, GPU time from CUDA-graph replays
+    with L2 flushed; then each forward kernel alone. Needs Triton and a CUDA GPU, or --dry-run.
+    Same options and JSON as benchmarks/bn_kernels.py.
+
+    Example: normlab bench kernels --quick --out bn_kernels.json
+
+    Example: normlab bench kernels --dry-run --v4 --sweep
+    """
+    # Imported here: it loads torch, and a dry run must switch Triton to its interpreter before
+    # normlab's kernels load.
+    from normlab.bench.kernels.run import DryRunFailed
+    from normlab.bench.kernels.run import bench_kernels as run_kernel_bench
+
+    try:
+        run_kernel_bench(quick=quick, v4=v4, sweep=sweep, budget_s=budget_s, dry_run=dry_run, out=out)
+    except DryRunFailed as exc:
+        _fail(str(exc), code=1)
 
 
 def main() -> None:
