@@ -34,7 +34,9 @@ def test_by_hand_matches_torch_and_normlab(shape):
         bn.weight.copy_(gamma)
         bn.bias.copy_(beta)
     torch.testing.assert_close(bn(x), y, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(var, x.transpose(0, 1).reshape(4, -1).var(1, unbiased=False))
+    per_channel = x.transpose(0, 1).reshape(4, -1)  # (C, M)
+    torch.testing.assert_close(mean, per_channel.mean(1))
+    torch.testing.assert_close(var, per_channel.var(1, unbiased=False))
 
 
 def _trained_mlp(device):

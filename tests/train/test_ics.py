@@ -8,7 +8,11 @@ import torch
 from torch import nn
 
 from normlab.layers import BatchNorm
-from normlab.train.ics import internal_covariate_shift, layer_parameters, optimizer_deltas
+from normlab.train.ics import (
+    internal_covariate_shift,
+    layer_parameters,
+    optimizer_deltas,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

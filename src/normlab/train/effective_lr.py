@@ -23,6 +23,7 @@ the layer norm is what van Laarhoven track).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ def scale_invariant_weights(
     names = []
     for prefix, parent in model.named_modules():
         children = list(parent.named_children())
-        for (name, module), (_, after) in zip(children, children[1:]):
+        for (name, module), (_, after) in itertools.pairwise(children):
             if isinstance(module, _WEIGHTED) and is_norm(after):
                 names.append(f"{prefix}.{name}.weight" if prefix else f"{name}.weight")
     return names
