@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from normlab.layers import BatchNorm, create_norm
-from normlab.layers.noisy import NoisyBatchNorm
+from normlab.layers.noisy import NoisyBatchNorm, held_noise
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -113,6 +113,29 @@ def test_own_seeded_generator_and_no_global_rng():
     gen = torch.Generator().manual_seed(5)
     d = NoisyBatchNorm(3, seed=999, generator=gen, dtype=torch.float64)
     assert torch.equal(d(x), ya) and d.generator is gen
+
+
+def test_default_seed_comes_from_the_global_generator_once_at_construction():
+    torch.manual_seed(11)
+    a, b = NoisyBatchNorm(3), NoisyBatchNorm(3)
+    torch.manual_seed(11)
+    c = NoisyBatchNorm(3)
+    assert a.seed == c.seed and a.seed != b.seed  # reproducible per run, distinct per layer
+    x = _x((8, 3), dtype=torch.float32)
+    state = torch.random.get_rng_state()
+    assert torch.equal(a(x), c(x)) and not torch.equal(a(x), b(x))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_held_noise_holds_every_noisy_layer_and_restores():
+    model = torch.nn.Sequential(NoisyBatchNorm(3, seed=1), torch.nn.Linear(3, 3), NoisyBatchNorm(3, seed=2))
+    x = _x((8, 3), dtype=torch.float32)
+    with held_noise(model):
+        y = model(x)
+        assert all(m.hold for m in (model[0], model[2]))
+        assert torch.equal(model(x), y)
+    assert not model[0].hold and not model[2].hold
+    assert not torch.equal(model(x), y)
 
 
 def test_hold_reuses_the_last_noise():

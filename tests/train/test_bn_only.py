@@ -15,6 +15,7 @@ from normlab.train.bn_only import (
     freeze_to,
     random_subset,
     subset_param_groups,
+    trainable_subset,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -125,3 +126,14 @@ def test_whole_tensor_drawn_completely_trains_with_weight_decay():
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.5
     with pytest.raises(ValueError, match="0 < count <="):
         random_subset(model, everything + 1, torch.Generator())
+
+
+def test_trainable_subset_by_name():
+    model = _model("cpu")
+    assert trainable_subset(model, "all", 0) is None
+    assert set(trainable_subset(model, "bn_only", 0).masks) == set(BN_NAMES)
+    a, b = (trainable_subset(model, "random_matched", s) for s in (0, 0))
+    assert a.count == b.count == 32 and all(
+        (m is None and b.masks[n] is None) or torch.equal(m, b.masks[n]) for n, m in a.masks.items())
+    with pytest.raises(ValueError, match="expected one of all, bn_only, random_matched, got 'bn'"):
+        trainable_subset(model, "bn", 0)

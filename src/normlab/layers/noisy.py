@@ -7,6 +7,8 @@ this layer should train much worse than BN; Santurkar et al. found it trains abo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from torch import Tensor
 from normlab.layers import functional
 from normlab.layers.batchnorm import BatchNormBase
 
-__all__ = ["NoisyBatchNorm"]
+__all__ = ["NoisyBatchNorm", "held_noise"]
 
 
 class NoisyBatchNorm(BatchNormBase):
@@ -54,7 +56,8 @@ class NoisyBatchNorm(BatchNormBase):
         scale_min, scale_max: the uniform range of the per-step scale nu (0 <= min <= max).
         sample_std: sigma, the per-activation spread around mu and nu (>= 0; 0: every
             activation of a channel gets the same shift and scale at a step).
-        seed: seeds the layer's own generator when `generator` is None.
+        seed: seeds the layer's own generator when `generator` is None; None: drawn from
+            torch's global generator at construction.
         generator: a torch.Generator to draw from instead.
         eps, momentum, affine, track_running_stats, device, dtype, backend, bias: as BatchNorm.
 
@@ -79,7 +82,7 @@ class NoisyBatchNorm(BatchNormBase):
         scale_min: float = 0.5,
         scale_max: float = 2.0,
         sample_std: float = 0.1,
-        seed: int = 0,
+        seed: int | None = None,
         generator: torch.Generator | None = None,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
@@ -100,6 +103,8 @@ class NoisyBatchNorm(BatchNormBase):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
                          dtype, bias=bias, backend=backend)  # fmt: skip
         self.mean_max, self.scale_min, self.scale_max = mean_max, scale_min, scale_max
+        if seed is None:  # one draw, at construction, like a weight init
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         self.sample_std, self.seed = sample_std, seed
         self.generator = generator
         self._own_generator = False
@@ -147,3 +152,19 @@ class NoisyBatchNorm(BatchNormBase):
             held = self.last_noise = self.draw_noise(x)
         s, m = held
         return (s * y + m).to(y.dtype)
+
+
+@contextmanager
+def held_noise(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside the block every `NoisyBatchNorm` of `model` reuses its last noise (`hold`), so
+    repeated forwards on one batch differ only through the weights (what an ICS or landscape
+    probe needs); the first forward of a layer with no noise yet draws it. Restored on exit."""
+    layers = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    before = [m.hold for m in layers]
+    for m in layers:
+        m.hold = True
+    try:
+        yield model
+    finally:
+        for m, hold in zip(layers, before):
+            m.hold = hold

@@ -28,8 +28,11 @@ from torch.utils.hooks import RemovableHandle
 
 from normlab.layers.surgery import is_batchnorm
 
-__all__ = ["TrainableSubset", "bn_only", "bn_parameter_names", "freeze_to", "random_subset",
-           "subset_param_groups"]  # fmt: skip
+__all__ = ["TRAINABLE", "TrainableSubset", "bn_only", "bn_parameter_names", "freeze_to", "random_subset",
+           "subset_param_groups", "trainable_subset"]  # fmt: skip
+
+TRAINABLE = ("all", "bn_only", "random_matched")
+"""What `trainable_subset` can select: everything, BN's gamma/beta, or as many random scalars."""
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,22 @@ def subset_param_groups(model: nn.Module, subset: TrainableSubset, weight_decay:
     part = [p for n, p in model.named_parameters() if subset.masks.get(n) is not None]
     groups = [{"params": whole, "weight_decay": weight_decay}, {"params": part, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def trainable_subset(model: nn.Module, which: str, seed: int) -> TrainableSubset | None:
+    """The subset a run trains, by name: "all" (None: train normally), "bn_only", or
+    "random_matched" (as many random non-BN scalars as the model has BN parameters, drawn with
+    a generator seeded by `seed`).
+
+    Example (in a training loop, before building the optimizer):
+        >>> subset = trainable_subset(model, "bn_only", seed=0)
+        >>> freeze_to(model, subset)
+        >>> opt = torch.optim.Adam(subset_param_groups(model, subset, weight_decay=0.0), lr=1e-3)
+    """
+    if which == "all":
+        return None
+    if which == "bn_only":
+        return bn_only(model)
+    if which == "random_matched":
+        return random_subset(model, bn_only(model).count, torch.Generator().manual_seed(seed))
+    raise ValueError(f"trainable: expected one of {', '.join(TRAINABLE)}, got {which!r}")
