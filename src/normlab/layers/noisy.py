@@ -46,9 +46,12 @@ class NoisyBatchNorm(BatchNormBase):
 
     Randomness comes only from the layer's own generator: `generator` if given (it must be on
     the input's device), else one created on the input's device at the first forward and
-    seeded with `seed` (made again from `seed` if the layer moves to another device). Two layers built with the same seed draw the same noise; give each
-    layer its own seed for independent noise. The generator's state is not in the state dict:
-    a resumed run draws new noise.
+    seeded with `seed` (made again from `seed` if the layer moves to another device). With
+    `seed=None` (the default) the seed is drawn once, at construction, from torch's global
+    generator, as weight initialization is: under `torch.manual_seed(s)` (which the engine
+    sets per run) every layer of every run gets its own reproducible noise stream, and forward
+    never touches the global generator. Two layers given the same seed draw the same noise.
+    The generator's state is not in the state dict: a resumed run draws new noise.
 
     Args:
         num_features: C.
