@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from normlab.layers import BatchNorm
+from normlab.layers.noisy import NoisyBatchNorm
 from normlab.models.mlp import MLP
 from normlab.train.bn_anatomy import bn_by_hand, capture_bn, histogram, recovers_input
 
@@ -92,6 +93,8 @@ def test_gamma_sqrt_var_beta_mean_recovers_the_input(device):
     assert recovers_input(BatchNorm(8, affine=False), snap.input) < 1e-13 * scale
     frozen = BatchNorm(8).freeze()
     assert recovers_input(frozen, snap.input) < 1e-13 * scale
+    # a layer whose training computation is not plain BN: the identity is checked on plain BN
+    assert recovers_input(NoisyBatchNorm(8, seed=0), snap.input) < 1e-13 * scale
     # what makes it work is the *biased* variance: the unbiased one misses by ~1/(2N) relative
     x64 = snap.input.double()
     _, mean, var = bn_by_hand(x64, snap.eps)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from normlab.layers import BatchNorm
+from normlab.layers import BatchNorm, BatchNormBase
 from normlab.layers.surgery import is_batchnorm
 from normlab.train.snapshot import preserved
 
@@ -105,16 +105,26 @@ def capture_bn(model: nn.Module, x: Tensor, name: str) -> BNSnapshot:
                       running_mean, running_var, float(layer.eps))  # fmt: skip
 
 
+def _plain_training(layer: nn.Module) -> bool:
+    """True when the layer's training-mode forward is plain BN (torch's, or normlab's without
+    an overridden training computation)."""
+    if not isinstance(layer, BatchNormBase):
+        return True
+    return (type(layer).forward_train is BatchNormBase.forward_train
+            and type(layer).batch_stats is BatchNormBase.batch_stats)
+
+
 def recovers_input(layer: nn.Module, x: Tensor) -> float:
     """max |BN(x) - x| for BN with gamma = sqrt(var + eps), beta = mean (the batch's own
     statistics), computed by a float64 copy of `layer` in training mode (a fresh BatchNorm with
-    the same eps when `layer` has no affine parameters). About 1e-15 times the input's scale.
+    the same eps when `layer` has no affine parameters, or when its training computation is not
+    plain BN: Ghost BN, Batch Renorm, noisy BN). About 1e-15 times the input's scale.
     """
     if not is_batchnorm(layer):
         raise ValueError(f"recovers_input needs a batch norm layer, got {type(layer).__name__}")
     x = x.detach().double()
     _, mean, var = bn_by_hand(x, layer.eps)
-    if layer.weight is not None and layer.bias is not None:
+    if layer.weight is not None and layer.bias is not None and _plain_training(layer):
         bn = copy.deepcopy(layer).to(device=x.device, dtype=torch.float64).train()
         if getattr(bn, "frozen", False):  # a frozen layer would use its running statistics
             bn.unfreeze()
