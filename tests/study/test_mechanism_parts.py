@@ -6,6 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+# These parts plug into the study package (normlab.study: common, protocol, registry); on a
+# branch without it there is nothing to plug into yet.
+pytest.importorskip("normlab.study.common", reason="the study package (normlab.study) is not in this tree")
+
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from normlab.models import build_model
 from normlab.study import mechanisms, part7_anatomy, part8_ics
@@ -137,3 +141,25 @@ def test_ics_synthesis_follows_the_verdicts():
     text = part8_ics.synthesis(sec(NOT_SUPPORTED, INCONCLUSIVE, SUPPORTED))
     assert "not supported here: BN did not measurably reduce ICS (the noisy-BN comparison inconclusive)" in text
     assert "inconclusive at these seeds" in part8_ics.synthesis(sec(INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE))
+
+
+def test_measure_mechanisms_on_finished_runs_once(tmp_path):
+    from normlab.experiments import runner
+    from normlab.experiments.config import Experiment, PlannedRun
+    from normlab.experiments.store import Store
+    from normlab.train.config import RunConfig
+
+    runs = [PlannedRun(RunConfig(model="mlp", hidden=[16, 16], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
+                                 epochs=1, max_steps=20, holdout_fraction=0.2, checkpoint_every_epochs=1, seed=0),
+                       group=f"ics/{norm}") for norm in ("none", "noisy_batch")]
+    runner.run_experiment(Experiment("t.eval", runs), tmp_path, backend="local", workers=1)
+    configs = {r.run_id: r.config for r in runs}
+    assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 2
+    assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 0  # stored: not measured again
+    with Store.open(tmp_path) as store:
+        m = store.metrics_frame("t.eval")
+    for run in runs:
+        mine = m[(m["run_id"] == run.run_id) & (m["name"] == "ics/2/cos")]
+        assert sorted(mine["step"]) == [0, 20]  # at init and at the checkpoint
+        identity = m[(m["run_id"] == run.run_id) & (m["name"] == "anatomy/identity_error")]
+        assert len(identity) == (run.config.norm != "none")
