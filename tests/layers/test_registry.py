@@ -20,6 +20,7 @@ from normlab.layers import (
     norm_kwargs,
     norm_names,
 )
+from normlab.layers.noisy import NoisyBatchNorm
 
 EXPECTED = {
     "none": nn.Identity,
@@ -30,6 +31,7 @@ EXPECTED = {
     "layer": LayerNorm,
     "instance": InstanceNorm,
     "rms": RMSNorm,
+    "noisy_batch": NoisyBatchNorm,
 }
 SHAPES = [(4, 8), (4, 8, 5), (4, 8, 3, 3), (4, 8, 2, 2, 2)]
 

@@ -25,6 +25,7 @@ NORM_COLORS: dict[str, str] = {
     "layer": "#e69f00",  # orange
     "instance": "#cc79a7",  # reddish purple
     "rms": "#d55e00",  # vermillion
+    "noisy_batch": "#9ecae1",  # pale blue (BN with injected noise)
 }
 
 # For names that are no norm (e.g. "lr=0.01"): distinct from the norms' colours.

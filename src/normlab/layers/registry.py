@@ -14,6 +14,7 @@ and (N, C, D, H, W) input (InstanceNorm needs a spatial dim and says so), so a m
 | layer        | LayerNorm (= 1 group)     | per sample, all of (C, *)               |
 | instance     | InstanceNorm (= C groups) | per sample and channel, trailing dims   |
 | rms          | RMSNorm                   | per sample, RMS over (C, *)             |
+| noisy_batch  | NoisyBatchNorm            | as batch, then time-varying noise       |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from torch import nn
 
 from normlab.layers.batchnorm import BatchNorm
+from normlab.layers.noisy import NoisyBatchNorm
 from normlab.layers.norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normlab.layers.variants import BatchRenorm, GhostBatchNorm
 
@@ -47,6 +49,7 @@ _NORMS: dict[str, NormFactory] = {
     "layer": LayerNorm,
     "instance": InstanceNorm,
     "rms": RMSNorm,
+    "noisy_batch": NoisyBatchNorm,
 }
 _BUILT_IN = frozenset(_NORMS)
 
