@@ -19,8 +19,8 @@ def test_events_of_a_finished_run(tmp_path):
     execute_run(task, events.append, fakes.fake_fit)
     kinds = [e[0] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"metrics"}
-    _, run_id, env, resumed = events[0]
-    assert run_id == task.run_id and resumed is False
+    _, run_id, env, resumed, resume_step = events[0]
+    assert run_id == task.run_id and resumed is False and resume_step is None
     assert set(env) == {"python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads"}
     rows = [row for e in events if e[0] == "metrics" for row in e[2]]
     assert sorted((step, epoch, name) for step, epoch, name, _ in rows) == sorted(

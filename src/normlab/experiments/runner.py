@@ -17,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,8 +118,8 @@ class Writer:
     def handle(self, event: tuple) -> None:
         kind, run_id = event[0], event[1]
         if kind == "start":
-            _, _, env, resumed = event
-            self.store.mark_running(run_id, env, fresh=not resumed)
+            _, _, env, resumed, resume_step = event
+            self.store.mark_running(run_id, env, fresh=not resumed, keep_through=resume_step)
             self.running.add(run_id)
             self.ended.pop(run_id, None)  # a Ray retry starts the run again
             self.progress.started(run_id, self.labels.get(run_id, run_id))
@@ -168,6 +170,28 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop like Ctrl-C (started runs go back to 'queued', resumable)."""
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the body runs, SIGTERM raises `Terminated` in the main thread, so a `kill` ends
+    the sweep through the same clean-up as Ctrl-C instead of mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_backend(backend: str, workers: int) -> None:
@@ -271,7 +295,7 @@ def run_experiment(
         tasks = [RunTask(rid, configs[rid].resolved(), str(out / "runs" / rid)) for rid in todo]
         view = ProgressView(len(tasks), enabled=progress, title=experiment.name)
         writer = Writer(store, out, view, _labels(experiment))
-        with view:
+        with view, _sigterm_stops():
             try:
                 if backend == "local":
                     with torch_threads(threads):

@@ -18,7 +18,8 @@ when opened; one from a newer normlab is refused with a clear message rather tha
                                     -- once, and may belong to several experiments / groups;
                                     -- re-registering an experiment redefines its membership
     metrics(run_id, name, step, epoch, value; PK(run_id, name, step))
-                                    -- a resumed run re-emitting a step replaces, never duplicates
+                                    -- a resumed run re-emitting a step replaces, never duplicates;
+                                    -- rows past its checkpoint's step are dropped at resume
     artifacts(run_id, kind, path, created_at; PK(run_id, path))  -- paths relative to <out>
 
 Every write is one transaction (`with self._conn:`), so a process killed at any moment
@@ -229,11 +230,16 @@ class Store:
                     (experiment.name, run.run_id, run.group, start + i),
                 )
 
-    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool) -> None:
-        """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries."""
+    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool,
+                     keep_through: int | None = None) -> None:
+        """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries;
+        a resume from the checkpoint of step `keep_through` drops the rows past that step
+        (the killed try stored them; the resumed run emits them again)."""
         with self._conn:
             if fresh:
                 self._conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            elif keep_through is not None:
+                self._conn.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, int(keep_through)))
             self._conn.execute(
                 f"UPDATE runs SET status = 'running', error = NULL, started_at = ?, "
                 f"finished_at = NULL, attempts = attempts + 1, "
