@@ -343,14 +343,18 @@ def export(
             raise ConfigError("--format parquet needs pyarrow: `pip install 'normlab[parquet]'`, or use --format csv") from None
     with Store.open(out, create=False) as store:
         frames = {"runs": store.runs_frame(experiment), "metrics": store.metrics_frame(experiment)}
-    folder = dest or out / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
+    from normlab.experiments.paths import open_new, safe_dir
+
+    if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+    folder = dest or safe_dir(out, "exports")  # inside --out, not through a planted link
     for kind, frame in frames.items():
-        path = folder / f"{experiment}_{kind}.{fmt}"
-        if fmt == "csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
+        path = folder / f"{experiment}_{kind}.{fmt}"  # the store checked the name: one file name
+        with open_new(path, "w" if fmt == "csv" else "wb") as handle:
+            if fmt == "csv":
+                frame.to_csv(handle, index=False)
+            else:
+                frame.to_parquet(handle, index=False)
         typer.echo(str(path))
 
 

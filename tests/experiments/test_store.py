@@ -175,3 +175,18 @@ def test_registering_again_redefines_the_experiment_unless_appending(tmp_path):
         store.add_experiment(old, append=True)  # `normlab run` accumulates single runs
         assert sorted(store.runs_frame("e")["seed"]) == [0, 1, 2]
         assert store._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # none lost
+
+
+def test_a_resume_drops_the_rows_past_its_checkpoint_step(tmp_path, experiment):
+    run = experiment.runs[0].run_id
+    rows = [(step, 1, "train_loss", float(step)) for step in (0, 10, 20, 30)]
+    with Store.open(tmp_path) as store:
+        store.add_experiment(experiment)
+        store.mark_running(run, ENV, fresh=True)
+        store.add_metrics(run, rows)
+        store.mark_running(run, ENV, fresh=False, keep_through=20)  # checkpoint at step 20
+        assert store.metrics_frame("exp")["step"].tolist() == [0, 10, 20]
+        store.mark_running(run, ENV, fresh=False)  # a checkpoint without a readable step: keep all
+        assert store.metrics_frame("exp")["step"].tolist() == [0, 10, 20]
+        store.mark_running(run, ENV, fresh=True)
+        assert store.metrics_frame("exp").empty

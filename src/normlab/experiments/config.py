@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from normlab.experiments.errors import ConfigError
+from normlab.experiments.paths import check_name
 from normlab.experiments.keys import (
     build_config,
     check_key,
@@ -93,11 +94,7 @@ class Experiment:
     spec: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(
-                f"experiment name: expected a non-empty string, got {self.name!r}; "
-                "set `name:` in the file or pass --name"
-            )
+        check_name(self.name)  # it names report and export files
         seen: set[tuple[str, str]] = set()
         unique = []
         for run in self.runs:

@@ -29,6 +29,7 @@ from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_pr
 from normlab.experiments.config import Experiment, load_experiment
 from normlab.experiments.errors import BackendError, ConfigError, StoreError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
+from normlab.experiments.paths import safe_dir, write_atomic
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
@@ -106,11 +107,8 @@ class Writer:
 
     def dispatch(self, task: RunTask) -> None:
         """A run is about to be handed to an executor: write its config next to its checkpoint."""
-        run_dir = Path(task.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "config.json.tmp"
-        tmp.write_text(json.dumps(task.config, indent=2, sort_keys=True))
-        os.replace(tmp, run_dir / "config.json")
+        run_dir = safe_dir(self.out_dir, "runs", Path(task.run_dir).name)  # no planted symlink
+        write_atomic(run_dir / "config.json", json.dumps(task.config, indent=2, sort_keys=True))
 
     def has_ended(self, run_id: str) -> bool:
         return run_id in self.ended
@@ -151,7 +149,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     """Hold `<out>/.normlab.lock` so that one process at a time writes this results folder."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / LOCK_NAME, "a+")
+        # O_NOFOLLOW: a symlink planted at the lock's name is refused, not truncated through
+        handle = os.fdopen(os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a+")
     except OSError as exc:
         raise StoreError(f"cannot use {str(out_dir)!r} as the results folder ({exc.strerror}); choose another --out") from None
     with handle:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normlab.experiments.errors import StoreError
+from normlab.experiments.paths import check_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,6 +137,9 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir():  # a results folder: its database
             self.path = self.path / DB_NAME
+        if self.path.is_symlink():  # writes would land wherever the link points
+            raise StoreError(f"{str(self.path)!r} is a symlink; normlab opens only a real "
+                             "database file: remove the link or choose another --out")
         if not self.path.exists():
             if not create:
                 raise StoreError(
@@ -299,6 +303,7 @@ class Store:
         return [r[0] for r in rows]
 
     def _check_experiment(self, experiment: str) -> None:
+        check_name(experiment)  # a hostile store's name must not become a path
         if not self._conn.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,)).fetchone():
             known = self.experiments()
             raise StoreError(
