@@ -79,3 +79,15 @@ def slow_flaky_fit(config, *, on_metrics, checkpoint_path):
     if config.seed == 1:
         raise RuntimeError("planted failure for seed 1")
     return slow_fit(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)
+
+
+def disk_full_fit(config, *, on_metrics, checkpoint_path):
+    """One epoch of metrics, then its checkpoint write fails: the disk is full (ENOSPC), and
+    the temporary it started is removed, as `save_checkpoint` does."""
+    import errno
+
+    on_metrics(10, 1, {"train_loss": 1.0})
+    tmp = Path(str(checkpoint_path) + ".tmp")
+    tmp.write_text("partial")
+    tmp.unlink()
+    raise OSError(errno.ENOSPC, "No space left on device", str(checkpoint_path))

@@ -6,6 +6,7 @@ the runner's parent process (the single writer) applies:
     ("start",   run_id, env: dict, resumed: bool, resume_step: int | None)
     ("metrics", run_id, rows: list[(step, epoch, name, value)])
     ("end",     run_id, status, final: dict | None, steps, seconds, error: str | None)
+    ("abort",   run_id, message)   the disk is full: the sweep stops, the run stays resumable
 
 Metrics are exactly-once across crashes: before the engine writes a checkpoint it calls
 `on_metrics.commit()`, which returns only once the parent has stored every row emitted so far
@@ -22,6 +23,7 @@ the traceback; nothing escapes except KeyboardInterrupt/SystemExit.
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import os
 import queue as queue_module
@@ -144,7 +146,13 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
             raise RuntimeError(f"run function returned status {status!r}; expected 'finished' or 'diverged'")
         final = {str(k): float(v) for k, v in dict(result.final).items()}
         steps, seconds = int(result.steps), float(result.seconds)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # not the run's fault: stop the sweep with one message, the run stays resumable
+            emit(("abort", task.run_id, f"no space left on the device while run {task.run_id} wrote "
+                  f"{exc.filename or 'a file'!s} ({exc.strerror}); free disk space and run the same "
+                  "command again: the run resumes from its last checkpoint"))
+            return
         buffer.flush()
         emit(("end", task.run_id, "failed", None, None, time.perf_counter() - start, traceback.format_exc()))
         return

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
-from normlab.experiments.errors import BackendError, ConfigError, StoreError
+from normlab.experiments.errors import BackendError, ConfigError, ResourceError, StoreError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
 from normlab.experiments.paths import safe_dir, write_atomic
 from normlab.experiments.progress import ProgressView
@@ -133,6 +133,9 @@ class Writer:
             self.running.discard(run_id)
             self.ended[run_id] = status
             self.progress.ended(run_id, status)
+        elif kind == "abort":  # the machine, not the run, failed: stop the sweep, resumable
+            self.interrupt(run_id, event[2])
+            raise ResourceError(event[2])
         else:
             raise ValueError(f"unknown executor event {kind!r}")
 

@@ -31,10 +31,11 @@ The analysis layer reads only through `experiments()`, `runs_frame()` and `metri
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,10 @@ SCHEMA_VERSION = 2
 DB_NAME = "normlab.db"
 STATUSES = ("queued", "running", "finished", "failed", "diverged")
 DONE_STATUSES = ("finished", "diverged")
+READ_CHECK_BYTES = 64 * 2**20
 ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads")
 _MIGRATIONS = {  # from version -> SQL to the next version
-    1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER;",
+    1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER",
 }
 
 _SCHEMA = f"""
@@ -104,6 +106,20 @@ CREATE INDEX experiment_runs_by_run ON experiment_runs(run_id);
 """
 
 
+def _sqlite_errors(method: Callable) -> Callable:
+    """Any sqlite error of a store method becomes one StoreError naming the file (a damaged,
+    locked or full database is the user's to fix, not a traceback)."""
+
+    @functools.wraps(method)
+    def guarded(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    return guarded
+
+
 def flatten_config(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'optim': {'weight_decay': 0}} -> {'optim.weight_decay': 0}; lists become JSON text."""
     flat: dict[str, Any] = {}
@@ -133,13 +149,14 @@ class Store:
         >>> curves = store.metrics_frame("mnist1d-norm-batch", names=["test_acc"])
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool | None = None) -> None:
         self.path = Path(path)
         if self.path.is_dir():  # a results folder: its database
             self.path = self.path / DB_NAME
         if self.path.is_symlink():  # writes would land wherever the link points
             raise StoreError(f"{str(self.path)!r} is a symlink; normlab opens only a real "
                              "database file: remove the link or choose another --out")
+        self.readonly = not create if readonly is None else readonly
         if not self.path.exists():
             if not create:
                 raise StoreError(
@@ -148,43 +165,102 @@ class Store:
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self.readonly:  # a reader cannot change the file, whatever it holds
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 30000")
             self._prepare()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{str(self.path)!r} is not a normlab results database ({exc}); "
-                "choose another --out folder"
-            ) from None
+            self._check_integrity()
+        except sqlite3.Error as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            raise self._error(exc) from None
         self._conn.isolation_level = "DEFERRED"  # `with conn:` = one transaction
 
     @classmethod
-    def open(cls, out_dir: str | Path, *, create: bool = True) -> "Store":
-        """The store of a results directory (`<out_dir>/normlab.db`)."""
-        return cls(Path(out_dir) / DB_NAME, create=create)
+    def open(cls, out_dir: str | Path, *, create: bool = True, readonly: bool | None = None) -> "Store":
+        """The store of a results directory (`<out_dir>/normlab.db`); `create=False` opens it
+        read-only unless `readonly=False`."""
+        return cls(Path(out_dir) / DB_NAME, create=create, readonly=readonly)
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """One message for an sqlite error: the file, what went wrong, what to do."""
+        text = " ".join(str(exc).split())  # one line
+        where = f"results database {str(self.path)!r}"
+        if "locked" in text or "busy" in text:
+            return StoreError(f"the {where} is locked by another process ({text}); wait for it "
+                              "to end and run the command again")
+        if "full" in text:
+            return StoreError(f"no space left for the {where} ({text}); free disk space and run "
+                              "the command again (stored runs are kept, interrupted ones resume)")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"cannot write the {where} ({text}); make it and its folder "
+                              "writable, or choose another --out")
+        return StoreError(
+            f"the {where} is damaged or not a normlab results database ({text}); move it away "
+            "(or restore a backup) and rerun the sweep to train its runs again, or choose another "
+            "--out; `sqlite3 normlab.db .recover` may save its rows"
+        )
+
+    def _check_integrity(self) -> None:
+        """The database is intact (PRAGMA quick_check: every page and index, ~1 s per 100 MB
+        measured below); a reader skips it for a file over READ_CHECK_BYTES (sqlite still
+        refuses a page it cannot read, and a writer always checks)."""
+        if self.readonly and self.path.stat().st_size > READ_CHECK_BYTES:
+            return
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(2)")]
+        if problems != ["ok"]:  # one line: sqlite's report spans several
+            raise sqlite3.DatabaseError(f"integrity check: {' '.join(' '.join(problems).split())}")
 
     def _prepare(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{str(self.path)!r} was written by a newer normlab (store schema v{version}; "
                 f"this normlab reads v{SCHEMA_VERSION}); upgrade normlab or use another --out"
             )
-        if version == 0 and tables:
-            raise StoreError(
-                f"{str(self.path)!r} holds tables but no normlab schema version; it is not a "
-                "normlab results database: choose another --out folder"
-            )
+        if version < SCHEMA_VERSION and self.readonly:  # set up or upgrade through a writer
+            Store(self.path, create=False, readonly=False).close()
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            # Two processes may create a new store at once: the first takes the write lock
+            # and creates the tables; the second waits, then finds them and goes on.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = self._conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+                if version == 0 and tables:
+                    raise StoreError(
+                        f"{str(self.path)!r} holds tables but no normlab schema version; it is not "
+                        "a normlab results database: choose another --out folder"
+                    )
+                if version == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    version = SCHEMA_VERSION
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
         while 0 < version < SCHEMA_VERSION:  # upgrade in place, one version per transaction
-            self._conn.executescript(
-                f"BEGIN; {_MIGRATIONS[version]} PRAGMA user_version = {version + 1}; COMMIT;"
-            )
-            version += 1
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:  # read again under the lock: another process may have upgraded it meanwhile
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    self._conn.execute(_MIGRATIONS[version])
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+                    version += 1
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        if not self.readonly:
+            self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
 
     def close(self) -> None:
@@ -198,6 +274,7 @@ class Store:
 
     # --- writing (the runner's parent process is the only writer) -------------------------
 
+    @_sqlite_errors
     def add_experiment(self, experiment: "Experiment", *, append: bool = False) -> None:
         """Register an experiment and its runs (new runs as 'queued'; stored runs are kept).
 
@@ -234,6 +311,7 @@ class Store:
                     (experiment.name, run.run_id, run.group, start + i),
                 )
 
+    @_sqlite_errors
     def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool,
                      keep_through: int | None = None) -> None:
         """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries;
@@ -251,6 +329,7 @@ class Store:
                 (time.time(), *(env.get(k) for k in ENV_KEYS), run_id),
             )
 
+    @_sqlite_errors
     def add_metrics(self, run_id: str, rows: Iterable[tuple[int, int, str, float]]) -> None:
         """Store (step, epoch, name, value) rows; a re-emitted (name, step) replaces the old value."""
         with self._conn:
@@ -259,6 +338,7 @@ class Store:
                 ((run_id, int(s), int(e), str(n), None if v is None else float(v)) for s, e, n, v in rows),
             )
 
+    @_sqlite_errors
     def finish_run(
         self,
         run_id: str,
@@ -287,6 +367,7 @@ class Store:
                 ),
             )
 
+    @_sqlite_errors
     def add_artifact(self, run_id: str, kind: str, path: str) -> None:
         """Record a file of a run (path relative to the results directory)."""
         with self._conn:
@@ -297,11 +378,13 @@ class Store:
 
     # --- reading --------------------------------------------------------------------------
 
+    @_sqlite_errors
     def experiments(self) -> list[str]:
         """Experiment names, oldest first."""
         rows = self._conn.execute("SELECT name FROM experiments ORDER BY created_at, name")
         return [r[0] for r in rows]
 
+    @_sqlite_errors
     def _check_experiment(self, experiment: str) -> None:
         check_name(experiment)  # a hostile store's name must not become a path
         if not self._conn.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,)).fetchone():
@@ -311,6 +394,7 @@ class Store:
                 f"known: {', '.join(known) if known else 'none yet'}"
             )
 
+    @_sqlite_errors
     def run_rows(self, experiment: str) -> list[dict[str, Any]]:
         """One dict per (run, group) of an experiment, in plan order, config parsed."""
         self._check_experiment(experiment)
@@ -329,6 +413,7 @@ class Store:
             rows.append(row)
         return rows
 
+    @_sqlite_errors
     def run_status(self, run_ids: Sequence[str]) -> dict[str, str]:
         """run_id -> status for the given runs."""
         out = {}
@@ -338,10 +423,12 @@ class Store:
             out.update(self._conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})", chunk))
         return out
 
+    @_sqlite_errors
     def final_metrics(self, run_id: str) -> dict[str, float]:
         row = self._conn.execute("SELECT final_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
+    @_sqlite_errors
     def status_counts(self, experiment: str) -> dict[str, int]:
         """{status: number of distinct runs} of an experiment."""
         rows = self._conn.execute(
@@ -351,6 +438,7 @@ class Store:
         )
         return dict(rows.fetchall())
 
+    @_sqlite_errors
     def runs_frame(self, experiment: str) -> "pd.DataFrame":
         """One row per (run, group): run_id, experiment, status, group, started_at, finished_at,
         seconds, error, steps, then every resolved config key flattened with dots (`norm`,
@@ -382,6 +470,7 @@ class Store:
         frame = pd.DataFrame.from_records(records)
         return frame if records else pd.DataFrame(columns=head)
 
+    @_sqlite_errors
     def metrics_frame(self, experiment: str, names: Sequence[str] | None = None) -> "pd.DataFrame":
         """Columns run_id, step, epoch, name, value for the runs of an experiment (each run once),
         sorted by run_id, name, step; `names` keeps only those metrics."""
