@@ -205,9 +205,10 @@ class Store:
         )
 
     def _check_integrity(self) -> None:
-        """The database is intact (PRAGMA quick_check: every page and index, ~1 s per 100 MB
-        measured below); a reader skips it for a file over READ_CHECK_BYTES (sqlite still
-        refuses a page it cannot read, and a writer always checks)."""
+        """The database is intact (PRAGMA quick_check reads every page: 0.5 s for a 72 MiB
+        store of 1.5 M metric rows, 2-core shared CPU, 2026-12-05); a reader skips it for a
+        file over READ_CHECK_BYTES (sqlite still refuses a page it cannot read, and a writer
+        always checks)."""
         if self.readonly and self.path.stat().st_size > READ_CHECK_BYTES:
             return
         problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(2)")]
