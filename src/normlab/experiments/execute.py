@@ -167,11 +167,23 @@ on CPU the last float digits depend on the count, so one default keeps a config'
 same whichever backend trains it."""
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def check_thread_count(threads: int) -> None:
-    """`threads` of a run: a count >= 0 (0 keeps torch's setting); else ConfigError."""
+    """`threads` of a run: a count from 0 (keeps torch's setting) to the cores this process
+    may use; else ConfigError (more threads than cores only slows training down)."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's "
                           f"setting), got {threads!r}")
+    if threads > usable_cores():
+        raise ConfigError(f"--threads: this machine lets normlab use {usable_cores()} CPU cores, "
+                          f"got {threads} threads; give at most {usable_cores()} (0 keeps torch's setting)")
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from normlab.experiments.config import Experiment, load_experiment
 from normlab.experiments.errors import BackendError, ConfigError, ResourceError, StoreError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
 from normlab.experiments.paths import safe_dir, write_atomic
+from normlab.experiments.preflight import check_runs
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
@@ -100,8 +101,10 @@ def _labels(experiment: Experiment) -> dict[str, str]:
 class Writer:
     """Applies executor events to the store and the progress bar (parent process only)."""
 
-    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str]) -> None:
+    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str],
+                 fingerprints: dict[str, str] | None = None) -> None:
         self.store, self.out_dir, self.progress, self.labels = store, out_dir, progress, labels
+        self.fingerprints = fingerprints or {}  # run_id -> fingerprint of its data
         self.running: set[str] = set()
         self.ended: dict[str, str] = {}
 
@@ -117,6 +120,7 @@ class Writer:
         kind, run_id = event[0], event[1]
         if kind == "start":
             _, _, env, resumed, resume_step = event
+            env = {**env, "data_fingerprint": self.fingerprints.get(run_id)}
             self.store.mark_running(run_id, env, fresh=not resumed, keep_through=resume_step)
             self.running.add(run_id)
             self.ended.pop(run_id, None)  # a Ray retry starts the run again
@@ -206,32 +210,54 @@ def check_backend(backend: str, workers: int) -> None:
         import_ray()  # a missing extra is a user error, not a traceback mid-sweep
 
 
-def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> None:
-    """ConfigError, before anything is written, when a run that would execute cannot run on
-    this machine: its device is missing (cuda without a GPU) or a GPU-only option (bf16,
-    compile, cuda_graph) is set for a CPU run. Runs with a stored result are not checked."""
+def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> dict[str, str]:
+    """ConfigError (or ResourceError), before anything is written, when a run that would
+    execute cannot run on this machine: its device is missing (cuda without a GPU), a GPU-only
+    option (bf16, compile, cuda_graph) is set for a CPU run, its data cannot be loaded or
+    batched as asked, its model cannot be built or does not fit in memory
+    (`normlab.experiments.preflight`); or when a stored result was trained on other data than
+    the data here (a different fingerprint). Returns run_id -> data fingerprint of the runs
+    that will execute."""
     from normlab.train.engine import check_runnable_here as check_config
 
     stored: dict[str, str] = {}
+    stored_prints: dict[str, str | None] = {}
+    run_ids = [run.run_id for run in experiment.runs]
     if (Path(out_dir) / DB_NAME).exists():
         with Store.open(out_dir, create=False) as store:
-            stored = store.run_status([run.run_id for run in experiment.runs])
+            stored = store.run_status(run_ids)
+            stored_prints = store.data_fingerprints(run_ids)
     problems: dict[str, list[str]] = {}  # message -> run ids
+    todo, done = [], []
     for run in experiment.runs:
         status = stored.get(run.run_id)
         if status in DONE_STATUSES or (status == "failed" and not retry_failed):
+            if status in DONE_STATUSES and stored_prints.get(run.run_id):
+                done.append(run.config)
             continue
+        todo.append(run.config)
         try:
             check_config(run.config)
         except ValueError as err:
             problems.setdefault(str(err), []).append(run.run_id)
     if problems:
-        message, run_ids = next(iter(problems.items()))
+        message, ids = next(iter(problems.items()))
         count = len({rid for ids in problems.values() for rid in ids})
         raise ConfigError(
             f"{count} run(s) of {experiment.name!r} cannot run on this machine (first: run "
-            f"{run_ids[0]}): {message}"
+            f"{ids[0]}): {message}"
         )
+    prints = check_runs(todo)
+    for run_id, now in check_runs(done, data_only=True).items():
+        if now != stored_prints[run_id]:
+            config = next(c for c in done if c.run_id == run_id)
+            raise ConfigError(
+                f"run {run_id} is stored as done, but it was trained on other data: dataset "
+                f"{config.dataset!r} (root {config.data_root or 'default'}) now has fingerprint "
+                f"{now[:19]}..., the run recorded {stored_prints[run_id][:19]}...; restore the data "
+                "it was trained on, or use another --out to train on this data"
+            )
+    return prints
 
 
 def run_experiment(
@@ -282,8 +308,9 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
+    fingerprints: dict[str, str] = {}
     if backend != "ray":  # on Ray the cluster's machines, not this one, run the configs
-        check_runnable_here(experiment, out, retry_failed)
+        fingerprints = check_runnable_here(experiment, out, retry_failed)
     start = time.perf_counter()
     with _exclusive(out), Store.open(out) as store:
         store.add_experiment(experiment, append=append)
@@ -296,7 +323,7 @@ def run_experiment(
         configs = {run.run_id: run.config for run in experiment.runs}
         tasks = [RunTask(rid, configs[rid].resolved(), str(out / "runs" / rid)) for rid in todo]
         view = ProgressView(len(tasks), enabled=progress, title=experiment.name)
-        writer = Writer(store, out, view, _labels(experiment))
+        writer = Writer(store, out, view, _labels(experiment), fingerprints)
         with view, _sigterm_stops():
             try:
                 if backend == "local":

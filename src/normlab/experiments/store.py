@@ -1,6 +1,6 @@
 """The results store: one SQLite database per results directory (`<out>/normlab.db`).
 
-Schema (version 2, kept in `PRAGMA user_version`; a version-1 database is upgraded in place
+Schema (version 3, kept in `PRAGMA user_version`; an older database is upgraded in place
 when opened; one from a newer normlab is refused with a clear message rather than misread):
 
     experiments(name TEXT PK, description TEXT, spec_json TEXT, created_at REAL, updated_at REAL)
@@ -12,7 +12,8 @@ when opened; one from a newer normlab is refused with a clear message rather tha
          seconds REAL               -- training wall time reported by the run (s)
          steps INTEGER, attempts INTEGER, final_json TEXT (final metrics)
          python, torch, normlab, git_commit, device, hostname TEXT,  -- where it ran
-         torch_threads INTEGER)     -- v2: intra-op threads (CPU digits depend on them)
+         torch_threads INTEGER,     -- v2: intra-op threads (CPU digits depend on them)
+         data_fingerprint TEXT)     -- v3: sha256 of the dataset arrays it trained on
     experiment_runs(experiment, run_id, grp, position; PK(experiment, run_id, grp))
                                     -- membership: a run (one config) is trained and stored
                                     -- once, and may belong to several experiments / groups;
@@ -47,14 +48,17 @@ if TYPE_CHECKING:
 
     from normlab.experiments.config import Experiment
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "normlab.db"
 STATUSES = ("queued", "running", "finished", "failed", "diverged")
 DONE_STATUSES = ("finished", "diverged")
 READ_CHECK_BYTES = 64 * 2**20
-ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads")
+WAL_WAIT_SECONDS = 30.0
+ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads",
+            "data_fingerprint")
 _MIGRATIONS = {  # from version -> SQL to the next version
     1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER",
+    2: "ALTER TABLE runs ADD COLUMN data_fingerprint TEXT",
 }
 
 _SCHEMA = f"""
@@ -78,7 +82,8 @@ CREATE TABLE runs (
     attempts INTEGER NOT NULL DEFAULT 0,
     final_json TEXT,
     python TEXT, torch TEXT, normlab TEXT, git_commit TEXT, device TEXT, hostname TEXT,
-    torch_threads INTEGER
+    torch_threads INTEGER,
+    data_fingerprint TEXT
 );
 CREATE TABLE experiment_runs (
     experiment TEXT NOT NULL REFERENCES experiments(name),
@@ -226,7 +231,6 @@ class Store:
             Store(self.path, create=False, readonly=False).close()
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            self._conn.execute("PRAGMA journal_mode = WAL")
             # Two processes may create a new store at once: the first takes the write lock
             # and creates the tables; the second waits, then finds them and goes on.
             self._conn.execute("BEGIN IMMEDIATE")
@@ -261,8 +265,24 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
         if not self.readonly:
+            self._use_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _use_wal(self) -> None:
+        """Switch the database to WAL (once; it stays so). The switch needs the database to
+        itself and sqlite does not wait for that, so a store opened by several processes at
+        once retries for up to WAL_WAIT_SECONDS."""
+        deadline = time.monotonic() + WAL_WAIT_SECONDS
+        while self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked (switching to WAL)")
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._conn.close()
@@ -413,6 +433,17 @@ class Store:
             row["final"] = json.loads(final) if final else {}
             rows.append(row)
         return rows
+
+    @_sqlite_errors
+    def data_fingerprints(self, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """run_id -> the data fingerprint stored with the run (None: not recorded)."""
+        out = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(self._conn.execute(
+                f"SELECT run_id, data_fingerprint FROM runs WHERE run_id IN ({marks})", chunk))
+        return out
 
     @_sqlite_errors
     def run_status(self, run_ids: Sequence[str]) -> dict[str, str]:
