@@ -67,6 +67,10 @@ def test_duplicated_keys_are_errors(tmp_path):
     path.write_text("name: d\noptim.weight_decay: 0.1\noptim:\n  weight_decay: 0.2\n")
     refused(tmp_path, path, texts=["`optim.weight_decay` is given twice"])
     refused(tmp_path, "seed=0", "epochs=1", "seed=1", texts=["`seed` is given twice on the command line"])
+    # overriding a key merged in from an anchor is not a duplicate
+    path.write_text("name: d\nsweep: &grid\n  seed: [0]\n  lr: [0.1]\n"
+                    "groups:\n  g:\n    - <<: *grid\n      lr: [0.2]\n")
+    assert {r.config.lr for r in load_experiment(path).runs} == {0.2}
 
 
 def test_a_file_that_is_not_utf8_is_one_message(tmp_path):

@@ -73,15 +73,18 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)  # resolves `<<:` merges first (merged keys may be overridden)
-    seen: dict[Any, Any] = {}
+    # the mapping's own keys only: a key merged in with `<<: *base` may be overridden
+    seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, (str, int, float, bool)) and key in seen and key_node.tag != "tag:yaml.org,2002:merge":
+        if isinstance(key, (str, int, float, bool)) and key in seen:
             mark = key_node.start_mark
             raise ConfigError(f"line {mark.line + 1}: the key {key!r} is given twice in one mapping; "
                               "keep one (a repeated key would silently override the first)")
-        seen[key] = True
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
     return loader.construct_mapping(node, deep=True)
 
 
