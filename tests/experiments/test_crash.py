@@ -31,7 +31,7 @@ def start_sweep(out: Path, backend: str, args=ARGS) -> subprocess.Popen:
 
 def finish_sweep(out: Path, backend: str) -> None:
     proc = start_sweep(out, backend)
-    stdout, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
 
 

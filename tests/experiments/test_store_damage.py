@@ -3,7 +3,6 @@ never a raw sqlite traceback, and never a half-written store."""
 
 from __future__ import annotations
 
-import errno
 import multiprocessing
 import sqlite3
 

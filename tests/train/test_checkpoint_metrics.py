@@ -4,8 +4,7 @@ values are not stored (the engine side of exactly-once metrics)."""
 import pytest
 
 from normlab.data import load_dataset
-from normlab.train import RunConfig, fit
-from normlab.train import engine
+from normlab.train import RunConfig, engine, fit
 from normlab.train.checkpoint import read_header
 
 

@@ -44,7 +44,6 @@ from typing import Any
 import yaml
 
 from normlab.experiments.errors import ConfigError
-from normlab.experiments.paths import check_name
 from normlab.experiments.keys import (
     build_config,
     check_key,
@@ -54,6 +53,7 @@ from normlab.experiments.keys import (
     is_text_key,
     none_allowed,
 )
+from normlab.experiments.paths import check_name
 from normlab.train.config import RunConfig
 
 # Keys of an experiment file that are not RunConfig keys.
@@ -262,7 +262,7 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
                           f"{exc.reason}); save it as UTF-8") from None
     try:
         if suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
         elif suffix == ".toml":
             data = tomllib.loads(text)
         else:

@@ -149,9 +149,10 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # not the run's fault: stop the sweep with one message, the run stays resumable
-            emit(("abort", task.run_id, f"no space left on the device while run {task.run_id} wrote "
-                  f"{exc.filename or 'a file'!s} ({exc.strerror}); free disk space and run the same "
-                  "command again: the run resumes from its last checkpoint"))
+            message = (f"no space left on the device while run {task.run_id} wrote "
+                       f"{exc.filename or 'a file'!s} ({exc.strerror}); free disk space and run the "
+                       "same command again: the run resumes from its last checkpoint")
+            emit(("abort", task.run_id, message))
             return
         buffer.flush()
         emit(("end", task.run_id, "failed", None, None, time.perf_counter() - start, traceback.format_exc()))

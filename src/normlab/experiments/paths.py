@@ -59,7 +59,7 @@ def open_new(path: str | os.PathLike, mode: str = "w"):
     planted symlink is a StoreError naming it."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
+    except OSError:
         if Path(path).is_symlink():
             raise StoreError(f"{str(path)!r} is a symlink; normlab does not write through links: "
                              "remove it and run again") from None
