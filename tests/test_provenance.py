@@ -100,7 +100,8 @@ def test_auto_is_named_as_what_it_resolves_to():
 
 
 def test_the_store_keeps_every_key_a_run_records():
-    assert STORE_ENV_KEYS == RUN_KEYS
+    # every provenance key, in order, then the fingerprint of the data the run trained on
+    assert STORE_ENV_KEYS == (*RUN_KEYS, "data_fingerprint")
 
 
 def test_machine_is_json_ready():

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from normlab.experiments.errors import StoreError
 from normlab.experiments.paths import check_name
+from normlab.provenance import RUN_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,8 +55,7 @@ STATUSES = ("queued", "running", "finished", "failed", "diverged")
 DONE_STATUSES = ("finished", "diverged")
 READ_CHECK_BYTES = 64 * 2**20
 WAL_WAIT_SECONDS = 30.0
-ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads",
-            "data_fingerprint")
+ENV_KEYS = (*RUN_KEYS, "data_fingerprint")  # what a run records about itself, + its data
 _MIGRATIONS = {  # from version -> SQL to the next version
     1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER",
     2: "ALTER TABLE runs ADD COLUMN data_fingerprint TEXT",
