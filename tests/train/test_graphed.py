@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from normlab.data import load_dataset
 from normlab.train import RunConfig, fit
-from normlab.train import engine as engine_module
+from normlab.train import build as build_module
 from normlab.train import graphed as graphed_module
 from normlab.train import metrics as M
 from normlab.train.graphed import GraphedStep
@@ -148,8 +148,8 @@ def graphs_on_cpu(monkeypatch):
         captured.append(fn)
         return fake_capture(fn)
 
-    real_check = engine_module.check_execution
-    monkeypatch.setattr(engine_module, "check_execution",
+    real_check = build_module.check_execution
+    monkeypatch.setattr(build_module, "check_execution",
                         lambda config, device, ctx: real_check(config.model_copy(update={"cuda_graph": False}), device, ctx))
     monkeypatch.setattr(graphed_module, "capture_cuda_graph", capture)
     monkeypatch.setattr(graphed_module, "side_stream", contextlib.nullcontext)

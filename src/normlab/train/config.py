@@ -99,6 +99,13 @@ class RunConfig(_Section):
     epochs: int = Field(10, ge=1, description="passes over the training split")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    # which parameters train; the others stay bit-identical to their initial values
+    # (normlab.train.bn_only). bn_only: the batch norms' gamma and beta only (Frankle et al.
+    # 2021, "Training BatchNorm and Only BatchNorm"); random_matched: as many scalars drawn at
+    # random from the other parameters (the control; drawn with a generator seeded by `seed`).
+    trainable: Literal["all", "bn_only", "random_matched"] = Field(
+        "all", description="all, bn_only (BN gamma/beta) or random_matched (as many random scalars)"
+    )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     # --- execution ----------------------------------------------------------------------------
     seed: int = Field(0, ge=0)
@@ -145,11 +152,19 @@ class RunConfig(_Section):
             )
 
     def resolved(self) -> dict[str, Any]:
-        """Every field with its value, JSON-ready (what is stored and hashed)."""
+        """Every field with its value, JSON-ready (what is stored)."""
         return self.model_dump(mode="json")
 
     @property
     def run_id(self) -> str:
-        """Stable 16-hex-digit id: sha256 of the resolved config as canonical JSON."""
-        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit id: sha256 of the resolved config as canonical JSON, without
+        the fields of HASHED_WHEN_SET that hold their default (so adding such a field kept
+        every existing run's id)."""
+        hashed = {k: v for k, v in self.resolved().items()
+                  if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
+        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+HASHED_WHEN_SET = {"trainable": "all"}
+"""Fields added after runs were stored, with the default that leaves them out of the run id."""

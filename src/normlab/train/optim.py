@@ -53,8 +53,11 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: RunConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled) for `model`.
+
+    `groups`: the param groups to step (each with its weight_decay); default `param_groups`
+    of the model's trainable parameters. A run training a subset passes its own.
 
     With `config.cuda_graph` the optimizer can be captured in a CUDA graph: its learning rate
     is a 0-d float32 tensor on the parameters' device (the scheduler fills it in place, so a
@@ -62,7 +65,8 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
     live on the device). Same math as the plain optimizer.
     """
     o = config.optim
-    groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias)
+    if groups is None:
+        groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias)
     # fused: one kernel for the whole update (3x faster than the per-tensor loop on CPU for
     # the seed's MLP); same math, and deterministic
     fused = _fused_supported(model)
