@@ -17,6 +17,7 @@ from torch import nn
 
 from normlab.layers.batchnorm import BatchNorm1d
 from normlab.train import RunConfig, fit
+from normlab.train.checkpoint import read_header
 from normlab.train.distributed import free_port, is_main_process, launch, resolve_backend
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -154,6 +155,36 @@ def test_launch_refuses_bad_arguments_before_starting_processes():
         launch(_tiny_config(nproc=2, sync_bn=True), nproc=2, backend="mpi")
     assert resolve_backend(_tiny_config(device="cpu"), nproc=2) == "gloo"
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device is visible"):
+        with pytest.raises(ValueError, match="^device: 'cuda' asks for a GPU, but CUDA is not available"):
             resolve_backend(_tiny_config(device="cuda"), nproc=2)
+    with pytest.raises(ValueError, match="^device: expected cpu, cuda, cuda:N or auto, got 'tpu'$"):
+        resolve_backend(_tiny_config(device="tpu"), nproc=2)
     assert "RANK" not in os.environ
+
+
+class CommittingSink:
+    """A launch caller's on_metrics with commit(), like the experiment runner's metric buffer:
+    at each commit it records what was emitted so far and the step of the checkpoint on disk."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint, self.emitted, self.commits = checkpoint, [], []
+
+    def __call__(self, step, epoch, values):
+        self.emitted.append(step)
+
+    def commit(self):
+        on_disk = read_header(self.checkpoint)["step"] if self.checkpoint.exists() else None
+        self.commits.append((max(self.emitted), on_disk))
+
+
+def test_launch_commits_rank_0s_metrics_before_each_checkpoint(tmp_path):
+    # a data-parallel run's checkpoint must not be ahead of its stored metrics either: rank 0's
+    # commit (before each checkpoint) reaches the caller after every row emitted before it
+    path = tmp_path / "checkpoint.pt"
+    sink = CommittingSink(path)
+    result = launch(_tiny_config(nproc=2, epochs=3, max_steps=None, checkpoint_every_epochs=1),
+                    dataset=_tiny_dataset(), on_metrics=sink, checkpoint_path=path)
+    assert result.status == "finished" and result.steps == 18  # 96 train samples / 16 x 3
+    # one commit per epoch's checkpoint, each after that epoch's last row and before its file
+    assert sink.commits == [(6, None), (12, 6), (18, 12)]
+    assert read_header(path)["step"] == 18 == sink.emitted[-1]

@@ -4,8 +4,9 @@ Each process joins one `torch.distributed` process group (gloo on CPU, NCCL on G
 on GPU r) and calls `normlab.train.fit`, which shards every global batch across the processes,
 wraps the model in DistributedDataParallel and converts BN to SyncBatchNorm when
 `config.sync_bn` (see `normlab.train.parallel`). Rank 0 alone emits metrics and writes
-checkpoints; `launch` forwards rank 0's metrics to the caller's `on_metrics` as they arrive and
-returns rank 0's `RunResult`, so to the caller a data-parallel run looks like any other run.
+checkpoints; `launch` forwards rank 0's metrics to the caller's `on_metrics` as they arrive
+(and its `commit()` before each checkpoint, as `fit` does) and returns rank 0's `RunResult`,
+so to the caller a data-parallel run looks like any other run.
 
 Under `torchrun` (RANK and WORLD_SIZE set in the environment) `launch` starts nothing: the
 process joins the group torchrun set up (env:// rendezvous) and trains its share.
@@ -24,16 +25,15 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from normlab.device import resolve_device
 from normlab.train.config import RunConfig
-
-if TYPE_CHECKING:  # the engine is imported where used: it pulls in data and models
-    from normlab.train.engine import RunResult
+from normlab.train.engine import RunResult, fit
 
 __all__ = ["free_port", "in_torchrun", "is_main_process", "launch", "resolve_backend"]
 
@@ -68,28 +68,31 @@ def is_main_process() -> bool:
 
 def resolve_backend(config: RunConfig, nproc: int) -> str:
     """"gloo" for CPU runs, "nccl" for GPU runs (one GPU per process); clear errors otherwise."""
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "gloo"
-    if not device.startswith("cuda"):
-        raise ValueError(f"device={config.device!r} is not supported; use cpu, cuda or auto")
-    if device != "cuda" and nproc > 1:
+    named = _parse_device(config.device)
+    if named is not None and named.type == "cuda" and named.index is not None and nproc > 1:
         raise ValueError(
-            f"device={config.device!r} pins every process to one GPU; use device='cuda' so that "
+            f"device: {config.device!r} pins every process to one GPU; use device='cuda' so that "
             "process r trains on GPU r"
         )
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device={config.device!r} but no CUDA device is visible; use device='cpu' (gloo)"
-        )
+    try:
+        device = resolve_device(config.device, local_rank=0)
+    except ValueError as err:
+        raise ValueError(f"device: {err}") from None
+    if device.type == "cpu":
+        return "gloo"
     if torch.cuda.device_count() < nproc:
         raise ValueError(
             f"nproc={nproc} GPU processes need {nproc} GPUs, but {torch.cuda.device_count()} "
             f"are visible; lower nproc or use device='cpu'"
         )
     return "nccl" if dist.is_nccl_available() else "gloo"
+
+
+def _parse_device(name: str) -> torch.device | None:
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        return None  # "auto", or not a device: resolve_device says which
 
 
 def launch(
@@ -108,7 +111,8 @@ def launch(
             (the run's id then includes the new count, as it should: it changes the numbers).
         nproc: processes to start; default `config.nproc`. 1 calls `fit` in this process.
         on_metrics: ``on_metrics(step, epoch, values)`` called in THIS process with every
-            measurement of rank 0, in order.
+            measurement of rank 0, in order; its `commit()`, if it has one, is called here
+            before each of rank 0's checkpoints, after every measurement before it.
         backend: "gloo" or "nccl"; default gloo for CPU runs, nccl for GPU runs.
         timeout: how long a process waits in a collective before failing.
         **fit_kwargs: passed to `normlab.train.fit` in every process (`dataset`,
@@ -127,8 +131,6 @@ def launch(
         >>> result = launch(RunConfig(nproc=2, sync_bn=True, epochs=1), on_metrics=print)
         >>> result.final["test_acc"]
     """
-    from normlab.train.engine import fit
-
     if nproc is not None and nproc != config.nproc:
         if nproc < 1:
             raise ValueError(f"nproc must be >= 1, got {nproc}")
@@ -146,8 +148,6 @@ def launch(
 
 def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> RunResult:
     """torchrun (env://) or a caller's own process group: join it if needed, train, leave."""
-    from normlab.train.engine import fit
-
     created = False
     if not dist.is_initialized():
         world_size = int(os.environ["WORLD_SIZE"])
@@ -166,9 +166,9 @@ def _fit_in_existing_group(config, backend, timeout, on_metrics, fit_kwargs) -> 
 def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> RunResult:
     """Start the processes, relay rank 0's metrics, return its result or re-raise a failure."""
     context = mp.get_context("spawn")
-    messages = context.Queue()
+    messages, acks = context.Queue(), context.Queue()  # to the parent; commit acks to rank 0
     port = free_port()
-    args = (nproc, port, backend, timeout, config, fit_kwargs, messages, on_metrics is not None)
+    args = (nproc, port, backend, timeout, config, fit_kwargs, messages, acks, on_metrics is not None)
     processes = [context.Process(target=_worker, args=(rank, *args)) for rank in range(nproc)]
     try:
         for process in processes:
@@ -190,6 +190,11 @@ def _spawn(config, nproc, backend, timeout, on_metrics, fit_kwargs) -> RunResult
     def handle(message: tuple) -> None:
         if message[0] == "metrics" and on_metrics is not None:
             on_metrics(*message[1:])
+        elif message[0] == "commit":  # every metric rank 0 sent before it was handled above
+            commit = getattr(on_metrics, "commit", None)
+            if commit is not None:
+                commit()
+            acks.put(message[1])
         elif message[0] in ("result", "error"):
             outcome.setdefault(message[0], message[1:])
 
@@ -243,10 +248,33 @@ def _reraise(rank: int, error: BaseException | None, text: str, nproc: int) -> N
     raise error
 
 
-def _worker(rank, nproc, port, backend, timeout, config, fit_kwargs, messages, relay) -> None:
-    """One process: join the group, train, send rank 0's metrics and result to the parent."""
-    from normlab.train.engine import fit
+class _Relay:
+    """Rank 0's `on_metrics`: sends each emission to the parent, in order. `commit()` (which fit
+    calls before each checkpoint) returns once the parent has passed every emission on and
+    committed its own `on_metrics`, so a data-parallel checkpoint is never ahead of the stored
+    metrics either."""
 
+    def __init__(self, messages, acks, timeout: datetime.timedelta) -> None:
+        self.messages, self.acks, self.timeout = messages, acks, timeout
+        self.commits = 0
+
+    def __call__(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        self.messages.put(("metrics", step, epoch, dict(values)))
+
+    def commit(self) -> None:
+        self.commits += 1
+        self.messages.put(("commit", self.commits))
+        try:
+            token = self.acks.get(timeout=self.timeout.total_seconds())
+        except queue_module.Empty:
+            raise RuntimeError(f"the launching process did not confirm that rank 0's metrics are "
+                               f"stored within {self.timeout}; the checkpoint is not written") from None
+        if token != self.commits:
+            raise RuntimeError(f"metrics commit {self.commits} was answered by commit {token}")
+
+
+def _worker(rank, nproc, port, backend, timeout, config, fit_kwargs, messages, acks, relay) -> None:
+    """One process: join the group, train, send rank 0's metrics and result to the parent."""
     # The variables torchrun would set, for code that reads them (fit picks GPU LOCAL_RANK).
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
@@ -260,10 +288,8 @@ def _worker(rank, nproc, port, backend, timeout, config, fit_kwargs, messages, r
             timeout=timeout,
         )  # fmt: skip
 
-        def forward(step: int, epoch: int, values: dict[str, float]) -> None:
-            messages.put(("metrics", step, epoch, dict(values)))
-
-        result = fit(config, on_metrics=forward if relay and rank == 0 else None, **fit_kwargs)
+        forward = _Relay(messages, acks, timeout) if relay and rank == 0 else None
+        result = fit(config, on_metrics=forward, **fit_kwargs)
         if rank == 0:
             messages.put(("result", result))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
