@@ -68,3 +68,14 @@ def test_cuda_graph_refuses_what_a_replayed_step_cannot_do(kwargs, clash):
     RunConfig(**kwargs)  # each is fine without cuda_graph
     RunConfig(cuda_graph=True, probes={"weight_norms": True})  # read after the step: fine
     RunConfig(cuda_graph=True, compile=True)  # Inductor's kernels are captured like any others
+
+
+def test_trainable_all_keeps_the_run_ids_stored_before_the_field_existed():
+    # ids computed before RunConfig had `trainable`: stored runs must keep them
+    assert RunConfig().run_id == "6dadc7f59ae8c2d4"
+    assert RunConfig(seed=1, norm="none", batch_size=128, optim={"weight_decay": 1e-4}).run_id == "3185a808c0b04d52"
+    assert RunConfig(trainable="all").run_id == RunConfig().run_id
+    assert len({RunConfig(trainable=t).run_id for t in ("all", "bn_only", "random_matched")}) == 3
+    subset = RunConfig(trainable="bn_only")
+    assert subset.resolved()["trainable"] == "bn_only"
+    assert RunConfig(**subset.resolved()).run_id == subset.run_id

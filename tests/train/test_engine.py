@@ -233,3 +233,64 @@ def test_epoch_train_loss_is_the_step_weighted_mean_of_its_windows(data):
         steps = sum(n for n, _ in windows)
         assert steps == 9
         assert epoch_loss[e] == pytest.approx(sum(n * loss for n, loss in windows) / steps, rel=1e-6)
+
+
+def _trained_and_initial(config, data, tmp_path):
+    """(parameters after a real fit, parameters at init, the emitted rows)."""
+    from normlab.train.build import build
+    from normlab.train.checkpoint import load_checkpoint
+    from normlab.train.parallel import ProcessContext
+
+    initial = {n: p.detach().clone() for n, p in build(config, data, ProcessContext()).model.named_parameters()}
+    path = tmp_path / "run.pt"
+    result, rows = _run(config, data, checkpoint_path=path)
+    assert result.status == "finished"
+    trained = load_checkpoint(path, config.run_id)["model"]
+    return {n: trained[n] for n in initial}, initial, rows
+
+
+def test_bn_only_trains_the_batch_norms_and_nothing_else(data, tmp_path):
+    from normlab.train.bn_only import bn_parameter_names
+
+    # SGD with momentum and weight decay: neither may move a frozen weight
+    config = _config(trainable="bn_only", optimizer="sgd", optim={"momentum": 0.9, "weight_decay": 1e-2})
+    trained, initial, rows = _trained_and_initial(config, data, tmp_path)
+    bn = set(bn_parameter_names(_model_of(config, data)))
+    assert bn and bn < set(initial)
+    for name in initial:
+        if name in bn:
+            assert not torch.equal(trained[name], initial[name]), name
+        else:
+            assert torch.equal(trained[name], initial[name]), name  # bit-identical to init
+    assert rows[0][2][M.NUM_PARAMS] == sum(initial[n].numel() for n in bn)
+
+
+def test_random_matched_trains_as_many_random_scalars_as_bn_has(data, tmp_path):
+    from normlab.train.bn_only import bn_only, trainable_subset
+
+    config = _config(trainable="random_matched", optimizer="adamw", optim={"weight_decay": 1e-2})
+    trained, initial, rows = _trained_and_initial(config, data, tmp_path)
+    model = _model_of(config, data)
+    matched = bn_only(model).count
+    masks = trainable_subset(model, "random_matched", config.seed).masks
+    moved = 0
+    for name, before in initial.items():
+        changed = trained[name] != before
+        mask = masks[name] if masks.get(name) is not None else torch.full_like(changed, name in masks)
+        assert torch.equal(changed, mask), name  # exactly the drawn scalars moved
+        moved += int(changed.sum())
+    assert moved == matched == rows[0][2][M.NUM_PARAMS]
+    other_seed = trainable_subset(model, "random_matched", config.seed + 1).masks
+    assert any(not torch.equal(m, other_seed.get(n, m)) for n, m in masks.items() if m is not None)
+
+
+def _model_of(config, data):
+    from normlab.train.build import build
+    from normlab.train.parallel import ProcessContext
+
+    return build(config.model_copy(update={"trainable": "all"}), data, ProcessContext()).model
+
+
+def test_bn_only_without_batch_norm_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="bn_only found no batch norm layer"):
+        fit(_config(trainable="bn_only", norm="layer"), dataset=data)
