@@ -96,8 +96,6 @@ def _stop_requested(stop: Any) -> bool:
     return bool(stop())
 
 
-
-
 class MetricLog:
     """Where a run's measurements go: `final` keeps the last value of every metric (in every
     process); rank 0 also passes each emission to `on_metrics`, and `commit()` to its
