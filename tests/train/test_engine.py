@@ -161,25 +161,6 @@ def test_fit_refuses_an_optimizer_that_is_not_the_models(data, monkeypatch):
         fit(_config(epochs=1), dataset=data)
 
 
-def test_holdout_is_fixed_and_disjoint():
-    from normlab.train.engine import split_holdout
-
-    train, hold = split_holdout(100, 0.1)
-    assert len(hold) == 10 and len(train) == 90
-    assert set(train.tolist()).isdisjoint(hold.tolist())
-    assert torch.equal(split_holdout(100, 0.1)[1], hold)
-    assert not torch.equal(hold, hold.sort().values)  # random order: i.i.d. fixed batches
-    assert len(split_holdout(5, 0.01)[1]) == 1 and len(split_holdout(5, 0.0)[1]) == 0
-
-
-def test_bn_backend_reaches_batch_norms_only():
-    from normlab.train.engine import model_norm_kwargs
-
-    assert model_norm_kwargs(_config(bn_backend="reference")) == {"backend": "reference"}
-    assert model_norm_kwargs(_config(bn_backend="reference", norm="group")) == {}
-    assert model_norm_kwargs(_config()) == {}
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_and_compile_on_gpu(data):
