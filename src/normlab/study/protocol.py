@@ -230,7 +230,9 @@ def select_lrs(runs: pd.DataFrame, holdout: pd.DataFrame, grids: dict[str, tuple
         if eligible.empty:
             out[label] = Selection(label, table, None, False)
             continue
-        best = eligible.sort_values(["score", "lr"], ascending=[False, True]).iloc[0]
+        # ties (to float noise: means of accuracies over a fixed slice) go to the smaller lr
+        ranked = eligible.assign(key=eligible["score"].round(9))
+        best = ranked.sort_values(["key", "lr"], ascending=[False, True]).iloc[0]
         grid = (grids or {}).get(label) or tuple(table["lr"])
         lr = float(best["lr"])
         out[label] = Selection(label, table, lr, bool(math.isclose(lr, min(grid)) or math.isclose(lr, max(grid))))
