@@ -50,6 +50,21 @@ class PartData:
     def final(self, *labels: str, name: str = M.TEST_ACC, how: str = "last") -> pd.DataFrame:
         return final_frame(self.of(*labels), self.metrics, name, how=how)
 
+    def budget(self, *labels: str) -> str:
+        """"1500 steps (30 epochs) at batch size 64" for the runs of `labels`, as they ran
+        (steps done; epochs from the runs' steps_per_epoch)."""
+        runs = self.of(*labels).drop_duplicates("run_id")
+        if runs.empty or runs["steps"].isna().all():
+            return "not run"
+        per_epoch = self.metrics[self.metrics["name"] == M.STEPS_PER_EPOCH].groupby("run_id")["value"].first()
+        texts = []
+        for size, rows in runs.groupby("batch_size"):
+            steps = int(rows["steps"].max())
+            spe = per_epoch.reindex(rows["run_id"]).dropna()
+            epochs = f" ({steps / float(spe.iloc[0]):.3g} epochs)" if len(spe) else ""
+            texts.append(f"{steps} steps{epochs} at batch size {int(size)}")
+        return "; ".join(texts)
+
     def lr_of(self, label: str) -> str:
         """"lr 3e-03" (selected, or as run) for a caption."""
         lrs = sorted(set(self.of(label)["lr"]))

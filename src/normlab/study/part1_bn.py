@@ -91,9 +91,8 @@ def section(data: PartData) -> Section:
         return empty(title, "Not run: this part needs the variants 'none' and 'batch'.")
     runs = data.of("none", "batch")
     sec = Section(title, setup_text(data, (
-        f"An MLP (hidden {hidden_text(runs)}), Adam, batch size {int(runs['batch_size'].iloc[0])}, "
-        f"{int(runs['epochs'].iloc[0])} epochs ({int(runs['steps'].max())} steps); the variants differ "
-        "only in the norm (and their lr).")))
+        f"An MLP (hidden {hidden_text(runs)}), Adam, {data.budget('none', 'batch')}; the variants "
+        "differ only in the norm (and their lr).")))
     sec.notes += edge_notes(data)
 
     acc = data.best(*data.runs["variant"].unique())
@@ -138,12 +137,13 @@ def section(data: PartData) -> Section:
                          "none + weight decay", "batch + weight decay") if data.has(v)]
     sec.figures.append(FigureSpec(
         "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Test accuracy at the best held-out epoch"),
-        f"Test accuracy at each run's best held-out epoch, {int(runs['steps'].max())} steps at most: "
+        f"Test accuracy at each run's best held-out epoch ({data.budget('none', 'batch')}): "
         "mean, 95% CI and one dot per seed; each variant at its own lr unless it says otherwise."))
     if not hold.empty:
         sec.figures.append(FigureSpec(
             "bn_holdout_acc", plots.plot_curves(hold, title="Held-out accuracy", ylabel="held-out accuracy"),
-            "Held-out accuracy over optimizer steps (batch size 64): mean over seeds with the 95% CI band."))
+            f"Held-out accuracy over optimizer steps ({data.budget('none', 'batch')}): mean over seeds "
+            "with the 95% CI band."))
     return sec
 
 

@@ -41,11 +41,11 @@ def section(data: PartData) -> Section:
     title = "2. Batch size and BN's small-batch limitation"
     if data.runs.empty:
         return empty(title)
+    budgets = "; ".join(f"{v}: {data.budget(v)}" for v in data.runs["variant"].unique() if v.startswith("batch bs"))
     sec = Section(title, setup_text(data, (
-        f"An MLP (hidden {hidden_text(data.runs)}), Adam. Batch sizes 16, 64, 256 at equal epochs "
-        "(10 epochs: 2000, 500, 125 steps) and at equal steps (500 steps: 2.5, 10, 40 epochs); "
-        "batch size 4 for 500 steps (0.6 epochs, one evaluation) with no norm, BN, GroupNorm (25 "
-        "groups), LayerNorm and Batch Renorm.")))
+        f"An MLP (hidden {hidden_text(data.runs)}), Adam. Batch sizes 16, 64, 256 at equal epochs and at "
+        "equal steps; batch size 4 with no norm, BN, GroupNorm (25 groups), LayerNorm and Batch Renorm. "
+        f"Budgets as run: {budgets}.")))
     sec.notes += edge_notes(data)
     acc = data.best(*data.runs["variant"].unique())
 
@@ -53,15 +53,15 @@ def section(data: PartData) -> Section:
         suffix = f", {budget}" if budget else ""
         b, n = f"batch bs {size}{suffix}", f"none bs {size}{suffix}"
         if data.has(b, n):
-            said = budget or "10 epochs = 500 steps"
+            said = f"equal {budget.split()[1]}, " if budget else ""
             sec.findings.append(acc_claim(
-                f"BN improves test accuracy at batch size {size} ({said}).", acc, b, n,
-                f"test accuracy, batch size {size}, {said}"))
+                f"BN improves test accuracy at batch size {size} ({said}{data.budget(b)}).", acc, b, n,
+                f"test accuracy, batch size {size}"))
 
     if data.has("none bs 64", "batch bs 64", "none bs 4", "batch bs 4"):
         sec.findings.append(interaction_claim(
-            "BN degrades at small batches: going from batch size 64 to 4 (500 steps each) costs BN "
-            "more accuracy than it costs the network without normalization.", acc,
+            f"BN degrades at small batches: going from batch size 64 to 4 ({data.budget('batch bs 64', 'batch bs 4')}) "
+            "costs BN more accuracy than it costs the network without normalization.", acc,
             ("batch bs 64", "batch bs 4"), ("none bs 64", "none bs 4"),
             "accuracy change 64 -> 4, batch vs none"))
     for alt in ("group", "layer", "batch_renorm"):
@@ -89,11 +89,13 @@ def section(data: PartData) -> Section:
             sec.figures.append(FigureSpec(
                 name, plots.plot_batch_size(rows, title=f"Test accuracy vs batch size, equal {budget.split()[1]}"),
                 f"Test accuracy at the best held-out epoch vs batch size, each variant at its own lr; "
-                f"budget: {budget} at every batch size (batch size 64: 10 epochs = 500 steps)."))
+                f"equal {budget.split()[1]}: " + "; ".join(data.budget(v) for v in sorted(set(rows["variant"]))
+                                                          if v.startswith("batch")) + "."))
     small = acc[acc["variant"].str.endswith("bs 4")]
     if small["value"].notna().any():
         order = [v for v in ("none bs 4", "batch bs 4", "group bs 4", "layer bs 4", "batch_renorm bs 4") if data.has(v)]
         sec.figures.append(FigureSpec(
             "small_batch_acc", plots.plot_final_accuracy(small, order=order, title="Batch size 4"),
-            "Test accuracy at batch size 4 after 500 steps, each norm at its own lr: mean, 95% CI, seeds."))
+            f"Test accuracy at batch size 4 ({data.budget('batch bs 4')}), each norm at its own lr: mean, "
+            "95% CI, seeds."))
     return sec

@@ -154,7 +154,8 @@ def section(data: PartData) -> Section:
         sec.figures.append(FigureSpec(
             "init_final_acc", plots.plot_final_accuracy(
                 acc, order=["none", "none, init x5", "batch", "batch, init x5"], title="Initialization scale"),
-            "Test accuracy at the best held-out epoch per norm and initial weight scale (30 epochs, each at its own lr)."))
+            f"Test accuracy at the best held-out epoch per norm and initial weight scale ({data.budget('batch')}, "
+            "each at its own lr)."))
 
     depth_labels = [v for v in data.runs["variant"].unique() if ", depth " in v]
     grads = layer_grad_frame(data.of(*depth_labels), data.metrics)

@@ -40,7 +40,7 @@ def section(data: PartData) -> Section:
         return empty(title)
     sec = Section(title, setup_text(data, (
         "Time per optimizer step (data, forward, backward, update; median over the run's logging "
-        "windows after the first) at batch size 128 for 200 steps; held-out accuracy in eval mode "
+        f"windows after the first), {data.budget('batch, timing')}; held-out accuracy in eval mode "
         "(running statistics) and train mode (statistics of held-out batches of the training batch size).")))
     sec.notes += edge_notes(data)
 
@@ -61,7 +61,8 @@ def section(data: PartData) -> Section:
             sec.measured.append("Table: time per step (ms) per norm; shared-CPU wall time, so compare within this run.")
             sec.figures.append(FigureSpec(
                 "step_time", plots.plot_step_time(ms, title="Time per step (batch size 128)"),
-                "Median wall time per optimizer step per norm: mean over seeds, 95% CI, seeds (200 steps each)."))
+                f"Median wall time per optimizer step per norm: mean over seeds, 95% CI, seeds "
+                f"({data.budget('batch, timing')})."))
 
     for label, size in (("batch bs 4", 4), ("batch", 64)):
         if not data.has(label):
@@ -94,6 +95,6 @@ def section(data: PartData) -> Section:
                     frame, title="Eval-mode minus train-mode held-out accuracy", ylabel="accuracy difference",
                     order=[v for v in ("none", "batch", "none bs 4", "batch bs 4") if data.has(v)]),
                 "Held-out accuracy in eval mode minus train mode at the end of training (negative: inference "
-                "loses accuracy); batch size 64 (30 epochs) and 4 (500 steps), each at its own lr."))
+                f"loses accuracy); {data.budget('batch', 'batch bs 4')}, each at its own lr."))
     sec.measured.append(LITERATURE)
     return sec

@@ -68,8 +68,8 @@ def section(data: PartData) -> Section:
         return empty(title)
     runs = data.of("none", "batch")
     sec = Section(title, setup_text(data, (
-        f"An MLP of hidden {hidden_text(runs)} {runs['activation'].iloc[0]} units, batch size "
-        f"{int(runs['batch_size'].iloc[0])}, {int(runs['epochs'].iloc[0])} epochs, with and without BN; "
+        f"An MLP of hidden {hidden_text(runs)} {runs['activation'].iloc[0]} units, {data.budget('none', 'batch')}, "
+        "with and without BN; "
         "the output of the last hidden Linear layer (the input of its norm) is probed during training.")))
     sec.notes += edge_notes(data)
     acc = data.best("none", "batch")
@@ -95,7 +95,8 @@ def section(data: PartData) -> Section:
         sec.figures.append(FigureSpec(
             "ioffe2015_holdout_acc", plots.plot_curves(curves, title="Held-out accuracy (Fig. 1a)",
                                                        ylabel="held-out accuracy"),
-            "Held-out accuracy over optimizer steps (batch size 60), mean over seeds with the 95% CI band."))
+            f"Held-out accuracy over optimizer steps ({data.budget('none', 'batch')}), mean over seeds with "
+            "the 95% CI band."))
     sel = selection_table(data)
     if sel is not None:
         sec.table = sel

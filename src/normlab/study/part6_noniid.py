@@ -35,7 +35,7 @@ def section(data: PartData) -> Section:
         return empty(title)
     sec = Section(title, setup_text(data, (
         "Training batches of 32 drawn i.i.d., from 2 classes (16 examples each) or from 8 classes (4 "
-        "examples each); test accuracy in eval mode (running statistics). 10 epochs.")))
+        f"examples each); test accuracy in eval mode (running statistics); {data.budget('batch, iid')}.")))
     sec.notes += edge_notes(data)
     acc = data.best(*data.runs["variant"].unique())
     for grouping in GROUPINGS:
@@ -73,6 +73,6 @@ def section(data: PartData) -> Section:
     sec.figures.append(FigureSpec(
         "noniid_acc", plots.plot_final_accuracy(acc, order=[v for v in order if data.has(v)],
                                                 title="Non-i.i.d. batches"),
-        "Eval-mode test accuracy at the best held-out epoch per norm and batching (batch size 32, 10 "
-        "epochs, each at its own lr): mean, 95% CI, seeds."))
+        f"Eval-mode test accuracy at the best held-out epoch per norm and batching ({data.budget('batch, iid')}, "
+        "each at its own lr): mean, 95% CI, seeds."))
     return sec
