@@ -57,6 +57,10 @@ def test_run_study_runs_both_stages_and_writes_the_report(tmp_path, local_fake):
     assert "| variant | 1e-03 | 3e-03 | 1e-02 | selected lr | at edge |" in md
     assert "| batch | 67.6 | 70.0 | 67.4 | 3e-03 |  |" in md  # the held-out peak is at 3e-3
     assert (report_dir / "report.html").stat().st_size > 10_000
+    # every claim has its literature line, with whether this run agrees
+    claims = sum(line.startswith(("- **SUPPORTED**", "- **NOT SUPPORTED**", "- **INCONCLUSIVE**"))
+                 for line in md.splitlines())
+    assert claims > 15 and md.count("Literature, \u201c") == claims
     assert stored_study(tmp_path, "study-quick") and not stored_study(tmp_path, "study")
     first = len(local_fake)
     study_run.run_study(quick=True, out=tmp_path)

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
-from normlab.study import part1_bn, part3_lr_init, part4_costs, part5_ioffe2015, part6_noniid
+from normlab.study import (
+    part1_bn,
+    part3_lr_init,
+    part4_costs,
+    part5_ioffe2015,
+    part6_noniid,
+)
 from normlab.study.common import PartData
 from normlab.study.registry import PARTS
 from normlab.train import metrics as M
@@ -135,3 +141,21 @@ def test_train_inference_claim_is_signed():
     section = part4_costs.section(PartData(_runs(["batch"]), pd.DataFrame(rows, columns=COLUMNS)))
     claim = next(f for f in section.findings if "eval mode loses accuracy" in f.claim)
     assert claim.verdict.label == NOT_SUPPORTED and claim.verdict.test.diff > 0
+
+
+def test_literature_lines_say_whether_this_run_agrees():
+    from normlab.analysis.render import Finding, Section
+    from normlab.analysis.stats import verdict
+    from normlab.study.common import Literature, literature_lines
+
+    up, flat = verdict([1.0, 1.1, 1.2] * 3, [0.0, 0.1, 0.2] * 3, what="x"), verdict([0, 1, 2], [0, 1, 2], what="x")
+    section = Section("t", "s", findings=[Finding("A grows", up), Finding("B grows", up), Finding("C grows", flat),
+                                          Finding("D grows", up)])
+    entries = [Literature("A", "Paper found A.", SUPPORTED), Literature("B", "Paper found no B.", NOT_SUPPORTED),
+               Literature("C", "Paper found C.", SUPPORTED), Literature("D", "No clear claim.", None)]
+    lines = literature_lines(section, entries)
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        "this run agrees.", "this run disagrees.", "this run cannot tell (inconclusive).",
+        "no clear prediction to compare with."]
+    assert "Paper found A." in lines[0] and f"Verdict here: {SUPPORTED}" in lines[0]
+

@@ -16,11 +16,16 @@ import pandas as pd
 
 from normlab.analysis.frames import final_frame
 from normlab.analysis.render import Finding, Section
-from normlab.analysis.stats import paired_verdict, steps_to_target, verdict
+from normlab.analysis.stats import (
+    INCONCLUSIVE,
+    paired_verdict,
+    steps_to_target,
+    verdict,
+)
 from normlab.study.protocol import Selection, at_best_holdout
 from normlab.train import metrics as M
 
-PCT = dict(scale=100.0, unit="%")  # accuracies are fractions; the text shows percent
+PCT = {"scale": 100.0, "unit": "%"}  # accuracies are fractions; the text shows percent
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change we call an effect
 LOSS_MIN_EFFECT = 0.02  # nats: the smallest loss gap we call an effect
 RECAL_TEST_ACC = "recal_test_acc"
@@ -202,3 +207,35 @@ def recalibration_change(data: PartData, label: str) -> np.ndarray:
     after = final_frame(runs, data.metrics, RECAL_TEST_ACC).set_index("run_id")["value"]
     before = final_frame(runs, data.metrics, M.TEST_ACC).set_index("run_id")["value"]
     return (after - before).dropna().to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class Literature:
+    """What published work found about a claim: `claim` is a piece of the claim's text that
+    identifies it, `expects` the verdict the literature predicts (None: no clear prediction)."""
+
+    claim: str
+    found: str
+    expects: str | None
+
+
+def literature_lines(section: Section, entries: list[Literature]) -> list[str]:
+    """One line per finding that an entry matches: what the literature found, and whether this
+    run agrees, from the finding's final verdict (call it after any p adjustment)."""
+    lines = []
+    for finding in section.findings:
+        entry = next((e for e in entries if e.claim in finding.claim), None)
+        if entry is None:
+            continue
+        label = finding.verdict.label
+        if entry.expects is None:
+            agree = "no clear prediction to compare with"
+        elif label == INCONCLUSIVE:
+            agree = "this run cannot tell (inconclusive)"
+        elif label == entry.expects:
+            agree = "this run agrees"
+        else:
+            agree = "this run disagrees"
+        short = finding.claim if len(finding.claim) <= 90 else finding.claim[:87] + "..."
+        lines.append(f"Literature, \u201c{short}\u201d: {entry.found} Verdict here: {label}; {agree}.")
+    return lines

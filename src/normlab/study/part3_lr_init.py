@@ -19,10 +19,19 @@ import pandas as pd
 
 from normlab.analysis import plots
 from normlab.analysis.render import FigureSpec, Finding, Section
-from normlab.analysis.stats import verdict
+from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED, verdict
 from normlab.study.common import (
-    ACC_MIN_EFFECT, PCT, PartData, edge_notes, empty, layer_order, selection_table, seed_change,
-    setup_text, values,
+    ACC_MIN_EFFECT,
+    PCT,
+    Literature,
+    PartData,
+    edge_notes,
+    empty,
+    layer_order,
+    seed_change,
+    selection_table,
+    setup_text,
+    values,
 )
 from normlab.train import metrics as M
 
@@ -36,11 +45,18 @@ LOG_LR_MIN_EFFECT = 0.1  # log10 lr: a factor of 1.26, a fifth of the range test
 SPREAD_MIN_EFFECT = 0.1  # log10 gradient norm: a factor of 1.26 between layers
 EARLY_STEP = 50
 
-LITERATURE = ("Bjorck et al. (2018): BN's main benefit is that it allows larger learning rates, whose "
-              "gradient noise helps generalization; without BN large lrs diverge. Santurkar et al. "
-              "(2018): BN makes the loss landscape smoother. Yang et al. (2019): at initialization, "
-              "deep BN networks have gradients that explode with depth, so BN does not by itself "
-              "give even gradient flow.")
+LITERATURE = [
+    Literature("BN allows higher learning rates",
+               "Bjorck et al. (2018): BN's main benefit is the larger learning rates it allows; without BN "
+               "large lrs diverge.", SUPPORTED),
+    Literature("less sensitive to a badly scaled initialization",
+               "Ioffe & Szegedy (2015): BN lets one be less careful about initialization.", SUPPORTED),
+    Literature("at initialization",
+               "Yang et al. (2019): at initialization the gradients of deep BN networks explode with depth, "
+               "so BN does not by itself give even gradient flow.", NOT_SUPPORTED),
+    Literature("at step", "Santurkar et al. (2018): BN makes the loss landscape and gradients smoother during "
+               "training; no prediction for this per-layer spread.", None),
+]
 
 
 def lr_curves(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -187,6 +203,5 @@ def section(data: PartData) -> Section:
     if sel is not None:
         sec.measured.append("Stage 1 selected lrs: " + "; ".join(
             f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}" for _, r in sel.iterrows()))
-    sec.measured.append(LITERATURE)
     return sec
 

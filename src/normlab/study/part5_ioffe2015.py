@@ -14,10 +14,19 @@ import pandas as pd
 from normlab.analysis import plots
 from normlab.analysis.frames import curve_frame
 from normlab.analysis.render import FigureSpec, Finding, Section
-from normlab.analysis.stats import verdict
+from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED, verdict
 from normlab.study.common import (
-    PartData, acc_claim, edge_notes, empty, hidden_text, layer_order, plateau_note, selection_table,
-    setup_text, values,
+    Literature,
+    PartData,
+    acc_claim,
+    edge_notes,
+    empty,
+    hidden_text,
+    layer_order,
+    plateau_note,
+    selection_table,
+    setup_text,
+    values,
 )
 from normlab.train import metrics as M
 
@@ -27,11 +36,14 @@ QUICK = {"set": {"epochs": 3, "probes.every_steps": 20}}
 
 DRIFT_MIN_EFFECT = 0.1  # a tenth of the unit's spread
 
-LITERATURE = ("Ioffe & Szegedy (2015), Fig. 1: with BN the sigmoid network trains faster and to a "
-              "higher accuracy, and the distribution of a unit's input is stable over training. "
-              "Santurkar et al. (2018) found that BN does not reduce this internal covariate shift "
-              "(measured before normalization, or as the change in a layer's gradient), and that "
-              "networks with deliberately shifted BN outputs train as well.")
+LITERATURE = [
+    Literature("With BN the sigmoid network trains to a higher test accuracy",
+               "Ioffe & Szegedy (2015), Fig. 1a: with BN the sigmoid network trains faster and higher.", SUPPORTED),
+    Literature("keeps the distribution",
+               "Ioffe & Szegedy (2015) show the input of the sigmoid (after BN) stable; Santurkar et al. (2018) "
+               "found that BN does not reduce internal covariate shift measured before normalization, and that "
+               "deliberately shifted BN outputs train as well.", NOT_SUPPORTED),
+]
 
 
 def percentile_frame(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -104,5 +116,4 @@ def section(data: PartData) -> Section:
     note = plateau_note(data, ["none", "batch"])
     if note:
         sec.measured.append(note)
-    sec.measured.append(LITERATURE)
     return sec

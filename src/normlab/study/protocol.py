@@ -37,16 +37,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from normlab.experiments.config import Experiment, PlannedRun
+from normlab.experiments.config import PlannedRun
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.keys import build_config, flatten
 from normlab.train import metrics as M
 from normlab.train.config import RunConfig
 
 __all__ = [
-    "ADAM_LR_GRID", "SELECTION_SEEDS", "EVAL_SEEDS", "SELECT_METRIC", "Protocol", "Variant",
-    "PartSpec", "parse_part", "selection_runs", "evaluation_runs", "select_lrs", "at_best_holdout",
+    "ADAM_LR_GRID",
+    "EVAL_SEEDS",
+    "SELECTION_SEEDS",
+    "SELECT_METRIC",
+    "PartSpec",
+    "Protocol",
     "Selection",
+    "Variant",
+    "at_best_holdout",
+    "evaluation_runs",
+    "parse_part",
+    "select_lrs",
+    "selection_runs",
 ]
 
 ADAM_LR_GRID = (1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2, 1.0e-1)
@@ -167,7 +177,7 @@ def selection_runs(part: PartSpec, protocol: Protocol) -> list[PlannedRun]:
             for v in part.tuned() for lr in part.lr_grid for s in protocol.selection_seeds]
 
 
-def evaluation_runs(part: PartSpec, protocol: Protocol, selected: dict[str, "Selection"]) -> list[PlannedRun]:
+def evaluation_runs(part: PartSpec, protocol: Protocol, selected: dict[str, Selection]) -> list[PlannedRun]:
     """Stage 2: each variant at its lr (selected, written, or its tuned variant's) x eval seeds.
     A tuned variant without a selection (every lr diverged) gets no evaluation runs."""
     runs = []

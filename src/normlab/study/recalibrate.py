@@ -72,7 +72,7 @@ def recalibrate_runs(experiment: str, runs: dict[str, RunConfig], out_dir: str |
                 continue
             model, step, epoch = loaded
             train_idx, _ = split_holdout(len(data.train_y), config.holdout_fraction)
-            stats = dict(mean=data.mean, std=data.std)
+            stats = {"mean": data.mean, "std": data.std}
             batches = BatchLoader(data.train_x[train_idx], data.train_y[train_idx], RECAL_BATCH_SIZE,
                                   shuffle=True, drop_last=True, seed=config.seed, **stats)
             recalibrate_bn(model, (x for x, _ in batches))

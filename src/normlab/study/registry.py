@@ -16,7 +16,12 @@ import yaml
 
 from normlab.experiments.errors import ConfigError
 from normlab.study import (
-    part1_bn, part2_batch_size, part3_lr_init, part4_costs, part5_ioffe2015, part6_noniid,
+    part1_bn,
+    part2_batch_size,
+    part3_lr_init,
+    part4_costs,
+    part5_ioffe2015,
+    part6_noniid,
 )
 from normlab.study.protocol import PartSpec, Protocol, parse_part
 

@@ -17,11 +17,11 @@ from normlab.analysis.render import Report, Section, write_files
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from normlab.experiments.errors import StoreError
 from normlab.experiments.store import Store
-from normlab.study.common import PartData
+from normlab.study.common import PartData, literature_lines
 from normlab.study.protocol import SELECT_METRIC, select_lrs
 from normlab.study.registry import PARTS
 
-__all__ = ["study_report", "write_study_report", "is_study", "stored_study"]
+__all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
 
 EMPTY_METRICS = pd.DataFrame(columns=["run_id", "step", "epoch", "name", "value"])
 
@@ -98,6 +98,8 @@ def study_report(store: Store, name: str) -> Report:
             runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
             metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,
             selection=chosen)))
+    for part, section in zip(PARTS, sections):
+        section.measured.extend(literature_lines(section, part.LITERATURE))
     title = f"normlab study: batch normalization, measured ({name})"
     all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
         else pd.DataFrame(columns=["run_id"])

@@ -15,7 +15,13 @@ from normlab.experiments.config import Experiment
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.store import Store
 from normlab.study import report
-from normlab.study.protocol import SELECT_METRIC, evaluation_runs, group_name, select_lrs, selection_runs
+from normlab.study.protocol import (
+    SELECT_METRIC,
+    evaluation_runs,
+    group_name,
+    select_lrs,
+    selection_runs,
+)
 from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.registry import PARTS, load_part, protocol_for, study_name
 
