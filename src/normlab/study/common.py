@@ -147,6 +147,21 @@ def selection_table(data: PartData) -> pd.DataFrame | None:
     return pd.DataFrame(rows).fillna("-")
 
 
+def usable_range(data: PartData, within: float = 0.02) -> str | None:
+    """Per tuned variant, the lrs of the grid whose held-out score is within `within` (2
+    points) of its best: the range where it trains well (Bjorck et al. 2018's question)."""
+    parts = []
+    for label, sel in data.selection.items():
+        ok = sel.grid.dropna(subset=["score"])
+        ok = ok[ok["score"] >= ok["score"].max() - within] if len(ok) else ok
+        if len(ok):
+            parts.append(f"{label}: {ok['lr'].min():.0e} to {ok['lr'].max():.0e}")
+    if not parts:
+        return None
+    return (f"Learning rates within {100 * within:.0f} points of each variant's best held-out accuracy "
+            "(stage 1): " + "; ".join(parts) + ".")
+
+
 def edge_notes(data: PartData) -> list[str]:
     notes = []
     for label, sel in data.selection.items():

@@ -37,6 +37,7 @@ from normlab.study.common import (
     selection_table,
     setup_text,
     steps_to,
+    usable_range,
     values,
 )
 from normlab.train import metrics as M
@@ -149,9 +150,9 @@ def section(data: PartData) -> Section:
         sec.table = table
         sec.measured.append("Table: stage 1, mean best held-out accuracy (%) of the selection seeds "
                             "per variant and lr; the selected lr; whether it sits at the grid's edge.")
-    note = plateau_note(data, ["none", "batch"])
-    if note:
-        sec.measured.append(note)
+    for note in (usable_range(data), plateau_note(data, ["none", "batch"])):
+        if note:
+            sec.measured.append(note)
 
     order = [v for v in ("none", "batch", "ghost batch 16", "none @ notebook lr", "batch @ notebook lr",
                          "none + weight decay", "batch + weight decay") if data.has(v)]
