@@ -14,7 +14,6 @@ from normlab.experiments.config import Experiment
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.store import Store
 from normlab.study import protocol as P
-from normlab.study.run import stored_selection
 from normlab.train import metrics as M
 
 TINY = {"base": {"dataset": "mnist1d", "hidden": [16], "batch_size": 32, "epochs": 2, "max_steps": 30,
@@ -125,7 +124,7 @@ def _select_on(tmp_path, monkeypatch, poison: bool):
     exp = Experiment("s.select", P.selection_runs(part, PROTO))
     runner.run_experiment(exp, tmp_path, progress=False)
     with Store.open(tmp_path) as store:
-        chosen = stored_selection(store, "s")["tiny"]
+        chosen = P.stored_selection(store, "s")["tiny"]
         test = store.metrics_frame("s.select", names=[M.TEST_ACC])
     return {k: (s.lr, tuple(s.grid["score"])) for k, s in chosen.items()}, test
 

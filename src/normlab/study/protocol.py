@@ -40,6 +40,7 @@ import pandas as pd
 from normlab.experiments.config import PlannedRun
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.keys import build_config, flatten
+from normlab.experiments.store import Store
 from normlab.train import metrics as M
 from normlab.train.config import RunConfig
 
@@ -265,3 +266,19 @@ def at_best_holdout(runs: pd.DataFrame, metrics: pd.DataFrame, name: str = M.TES
     out = runs.merge(best, on="run_id", how="left")
     out["value"] = out["value"].astype(float)
     return out
+
+
+def stored_selection(store: Store, name: str) -> dict[str, dict[str, Selection]]:
+    """Stage 1's choice per part and variant, derived from the stored selection runs of study
+    `name`: {part key: {variant: Selection}}. Reads only the held-out metric."""
+    experiment = f"{name}.select"
+    if experiment not in store.experiments():
+        return {}
+    runs = store.runs_frame(experiment)
+    holdout = store.metrics_frame(experiment, names=[SELECT_METRIC])
+    if runs.empty:
+        return {}
+    part, _, label = runs["group"].str.partition("/").values.T
+    runs = runs.assign(part=part, variant=label)
+    return {key: select_lrs(rows, holdout[holdout["run_id"].isin(rows["run_id"])])
+            for key, rows in runs.groupby("part", sort=False)}

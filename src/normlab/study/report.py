@@ -18,7 +18,7 @@ from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from normlab.experiments.errors import StoreError
 from normlab.experiments.store import Store
 from normlab.study.common import PartData, literature_lines
-from normlab.study.protocol import SELECT_METRIC, select_lrs
+from normlab.study.protocol import stored_selection
 from normlab.study.registry import PARTS
 
 __all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
@@ -84,16 +84,12 @@ def study_report(store: Store, name: str) -> Report:
     used = [e for e in (f"{name}.select", f"{name}.eval") if e in names]
     runs = _split(store.runs_frame(f"{name}.eval")) if f"{name}.eval" in names else pd.DataFrame()
     metrics = store.metrics_frame(f"{name}.eval") if f"{name}.eval" in names else EMPTY_METRICS
-    select = _split(store.runs_frame(f"{name}.select")) if f"{name}.select" in names else pd.DataFrame()
-    holdout = store.metrics_frame(f"{name}.select", names=[SELECT_METRIC]) if len(select) else EMPTY_METRICS
+    select = store.runs_frame(f"{name}.select") if f"{name}.select" in names else pd.DataFrame()
+    chosen_by_part = stored_selection(store, name)
     sections = []
     for part in PARTS:
         mine = runs[runs["part"] == part.KEY] if len(runs) else runs
-        chosen = {}
-        if len(select):
-            rows = select[select["part"] == part.KEY]
-            if len(rows):
-                chosen = select_lrs(rows, holdout[holdout["run_id"].isin(rows["run_id"])])
+        chosen = chosen_by_part.get(part.KEY, {})
         sections.append(part.section(PartData(
             runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
             metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,

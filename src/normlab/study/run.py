@@ -16,16 +16,15 @@ from normlab.experiments.errors import ConfigError
 from normlab.experiments.store import Store
 from normlab.study import report
 from normlab.study.protocol import (
-    SELECT_METRIC,
     evaluation_runs,
     group_name,
-    select_lrs,
     selection_runs,
+    stored_selection,
 )
 from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.registry import PARTS, load_part, protocol_for, study_name
 
-__all__ = ["run_study", "stored_selection"]
+__all__ = ["run_study"]
 
 
 def _check_data(dataset: str) -> None:
@@ -36,22 +35,6 @@ def _check_data(dataset: str) -> None:
         load_dataset(dataset)
     except ValueError as exc:  # DatasetError: missing/corrupt files, with what to do about it
         raise ConfigError(f"--dataset {dataset}: {exc}") from None
-
-
-def stored_selection(store: Store, name: str) -> dict:
-    """Stage 1's choice per part and variant, derived from the stored selection runs of study
-    `name`: {part key: {variant: Selection}}. Reads only the held-out metric."""
-    experiment = f"{name}.select"
-    if experiment not in store.experiments():
-        return {}
-    runs = store.runs_frame(experiment)
-    holdout = store.metrics_frame(experiment, names=[SELECT_METRIC])
-    if runs.empty:
-        return {}
-    part, _, label = runs["group"].str.partition("/").values.T
-    runs = runs.assign(part=part, variant=label)
-    return {key: select_lrs(rows, holdout[holdout["run_id"].isin(rows["run_id"])])
-            for key, rows in runs.groupby("part", sort=False)}
 
 
 def run_study(
