@@ -28,6 +28,7 @@ from normlab.train import metrics as M
 PCT = {"scale": 100.0, "unit": "%"}  # accuracies are fractions; the text shows percent
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change we call an effect
 LOSS_MIN_EFFECT = 0.02  # nats: the smallest loss gap we call an effect
+BEST_ACC_LABEL = "test accuracy at the best held-out epoch"
 RECAL_TEST_ACC = "recal_test_acc"
 """Test accuracy (eval mode) after `normlab.layers.recalibrate_bn` on i.i.d. training batches,
 stored by the study (`normlab.study.recalibrate`) at a run's last step."""

@@ -24,6 +24,7 @@ from normlab.analysis.render import FigureSpec, Finding, Section
 from normlab.analysis.stats import SUPPORTED, verdict
 from normlab.study.common import (
     ACC_MIN_EFFECT,
+    BEST_ACC_LABEL,
     LOSS_MIN_EFFECT,
     PCT,
     Literature,
@@ -157,7 +158,7 @@ def section(data: PartData) -> Section:
     order = [v for v in ("none", "batch", "ghost batch 16", "none @ notebook lr", "batch @ notebook lr",
                          "none + weight decay", "batch + weight decay") if data.has(v)]
     sec.figures.append(FigureSpec(
-        "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Test accuracy at the best held-out epoch"),
+        "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Each variant at its lr", ylabel=BEST_ACC_LABEL),
         f"Test accuracy at each run's best held-out epoch ({data.budget('none', 'batch')}): "
         "mean, 95% CI and one dot per seed; each variant at its own lr unless it says otherwise."))
     if not hold.empty:

@@ -22,6 +22,7 @@ from normlab.analysis.render import FigureSpec, Finding, Section
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED, verdict
 from normlab.study.common import (
     ACC_MIN_EFFECT,
+    BEST_ACC_LABEL,
     PCT,
     Literature,
     PartData,
@@ -169,7 +170,8 @@ def section(data: PartData) -> Section:
                     min_effect=ACC_MIN_EFFECT, what="accuracy change from init x1 to x5, batch vs none", **PCT)))
         sec.figures.append(FigureSpec(
             "init_final_acc", plots.plot_final_accuracy(
-                acc, order=["none", "none, init x5", "batch", "batch, init x5"], title="Initialization scale"),
+                acc, order=["none", "none, init x5", "batch", "batch, init x5"], title="Initialization scale",
+                ylabel=BEST_ACC_LABEL),
             f"Test accuracy at the best held-out epoch per norm and initial weight scale ({data.budget('batch')}, "
             "each at its own lr)."))
 

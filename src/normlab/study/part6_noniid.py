@@ -14,6 +14,7 @@ from normlab.analysis.frames import final_frame
 from normlab.analysis.render import FigureSpec, Section
 from normlab.analysis.stats import SUPPORTED
 from normlab.study.common import (
+    BEST_ACC_LABEL,
     Literature,
     PartData,
     acc_claim,
@@ -86,7 +87,7 @@ def section(data: PartData) -> Section:
         sec.measured.append("Table: stage 1, mean best held-out accuracy (%) per lr and the selected lr.")
     order = [f"{n}, {b}" for b in ("iid",) + GROUPINGS for n in ("none", "batch", "batch_renorm")]
     sec.figures.append(FigureSpec(
-        "noniid_acc", plots.plot_final_accuracy(acc, order=[v for v in order if data.has(v)],
+        "noniid_acc", plots.plot_final_accuracy(acc, order=[v for v in order if data.has(v)], ylabel=BEST_ACC_LABEL,
                                                 title="Non-i.i.d. batches"),
         f"Eval-mode test accuracy at the best held-out epoch per norm and batching ({data.budget('batch, iid')}, "
         "each at its own lr): mean, 95% CI, seeds."))
