@@ -78,6 +78,10 @@ def test_select_lrs_best_mean_of_best_holdout_ties_small_divergence_excluded():
     assert grid.loc[1e-2, "diverged"] == 1
     runs, hold = _selection_frames([("a", "v", 1e-3, "diverged", [0.1])])
     assert P.select_lrs(runs, hold)["v"].lr is None
+    # a failed run (an exception, not a divergence) also takes its lr out, and says so
+    runs, hold = _selection_frames([("a", "v", 1e-3, "failed", [0.9]), ("b", "v", 1e-2, "finished", [0.5])])
+    sel = P.select_lrs(runs, hold)["v"]
+    assert sel.lr == 1e-2 and sel.grid.set_index("lr").loc[1e-3, ["diverged", "failed"]].tolist() == [0, 1]
 
 
 def test_interior_choice_is_not_at_the_edge():

@@ -140,7 +140,7 @@ def selection_table(data: PartData) -> pd.DataFrame | None:
     for label, sel in data.selection.items():
         row = {"variant": label}
         for r in sel.grid.itertuples():
-            score = "diverged" if r.diverged else f"{100 * r.score:.1f}"
+            score = "diverged" if r.diverged else "failed" if r.failed else f"{100 * r.score:.1f}"
             row[f"{r.lr:.0e}"] = score
         row["selected lr"] = f"{sel.lr:.0e}" if sel.lr is not None else "none"
         row["at edge"] = "yes" if sel.at_edge else ""

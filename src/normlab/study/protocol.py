@@ -17,7 +17,7 @@ twice):
    (distinct from the evaluation seeds). A run's score is its best held-out accuracy over its
    evaluations (`holdout_acc_eval_mode`: the slice of the *training* split the engine holds
    out); an lr's score is the mean over selection seeds; an lr where any selection seed
-   diverged is not eligible. The highest score wins (ties: the smaller lr). The test split is
+   diverged or failed is not eligible. The highest score wins (ties: the smaller lr). The test split is
    never read here: `select_lrs` takes only the held-out metric.
 2. **Evaluation.** Each variant at its selected lr x the evaluation seeds; `fixed` entries and
    `arms` likewise. Each run's number is its test accuracy at its best held-out epoch
@@ -199,8 +199,8 @@ def evaluation_runs(part: PartSpec, protocol: Protocol, selected: dict[str, Sele
 class Selection:
     """One tuned variant's stage 1: the score of every lr and the chosen one.
 
-    grid: lr, n (selection runs), diverged (how many), score (mean best held-out accuracy;
-    NaN where not eligible). `lr` is None when no lr was eligible; `at_edge` is True when the
+    grid: lr, n (selection runs), diverged and failed (how many; failed includes not run yet),
+    score (mean best held-out accuracy; NaN where not eligible). `lr` is None when no lr was eligible; `at_edge` is True when the
     chosen lr is the grid's smallest or largest (the grid may not contain the true optimum).
     """
 
@@ -223,7 +223,8 @@ def run_scores(runs: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
     best = holdout.groupby("run_id")["value"].max().rename("score")
     out = runs[["run_id", "variant", "lr", "status"]].drop_duplicates("run_id").merge(
         best, left_on="run_id", right_index=True, how="left")
-    out["diverged"] = out["status"] != "finished"
+    out["diverged"] = out["status"] == "diverged"
+    out["failed"] = ~out["status"].isin(("finished", "diverged"))  # failed, or not run yet
     return out
 
 
@@ -235,8 +236,9 @@ def select_lrs(runs: pd.DataFrame, holdout: pd.DataFrame, grids: dict[str, tuple
     out = {}
     for label, rows in scores.groupby("variant", sort=False):
         table = rows.groupby("lr").agg(n=("run_id", "size"), diverged=("diverged", "sum"),
-                                       score=("score", "mean")).reset_index()
-        table.loc[table["diverged"] > 0, "score"] = np.nan  # an lr that broke a seed is out
+                                       failed=("failed", "sum"), score=("score", "mean")).reset_index()
+        # an lr that broke a seed is out; so is one with a run missing (failed, or not run yet)
+        table.loc[(table["diverged"] > 0) | (table["failed"] > 0), "score"] = np.nan
         eligible = table.dropna(subset=["score"])
         if eligible.empty:
             out[label] = Selection(label, table, None, False)
