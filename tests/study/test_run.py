@@ -2,9 +2,6 @@
 selection from held-out data, recalibration skipped without checkpoints, the report; a rerun
 trains nothing; missing data is one error. Plus one real recalibration."""
 
-import math
-from types import SimpleNamespace
-
 import pytest
 
 from normlab.experiments import runner
@@ -12,22 +9,7 @@ from normlab.experiments.errors import ConfigError, StoreError
 from normlab.study import run as study_run
 from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.report import stored_study, write_study_report
-from normlab.train import metrics as M
-
-
-def fake_fit(config, *, on_metrics, checkpoint_path=None, **_):
-    """Held-out accuracy peaks at lr 3e-3; BN is 5 points better; one evaluation per epoch."""
-    peak = 0.7 if config.norm != "none" else 0.65
-    acc = peak - 0.05 * abs(math.log10(config.lr / 3e-3)) + 0.001 * (config.seed % 100)
-    step = 0
-    for epoch in range(1, config.epochs + 1):
-        step += 10
-        grow = epoch / config.epochs
-        on_metrics(step, epoch, {M.TRAIN_LOSS: 1.0 / epoch, M.LR: config.lr, M.STEP_MS: 1.0 + (config.norm != "none"),
-                                 M.EPOCH_TRAIN_LOSS: 1.0 / epoch, M.TEST_LOSS: 1.2 / epoch + 0.1,
-                                 M.HOLDOUT_ACC_EVAL_MODE: acc * grow, M.HOLDOUT_ACC_TRAIN_MODE: acc * grow + 0.01,
-                                 M.TRAIN_EVAL_GAP: 0.01, M.TEST_ACC: acc * grow - 0.01})
-    return SimpleNamespace(status="finished", final={M.TEST_ACC: acc}, steps=step, seconds=0.0)
+from study.fakes import fake_fit
 
 
 @pytest.fixture
