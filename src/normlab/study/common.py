@@ -57,7 +57,7 @@ class PartData:
         return final_frame(self.of(*labels), self.metrics, name, how=how)
 
     def budget(self, *labels: str) -> str:
-        """"1500 steps (30 epochs) at batch size 64" for the runs of `labels`, as they ran
+        """"1250 steps (25 epochs) at batch size 64" for the runs of `labels`, as they ran
         (steps done; epochs from the runs' steps_per_epoch)."""
         runs = self.of(*labels).drop_duplicates("run_id")
         if runs.empty or runs["steps"].isna().all():
