@@ -9,12 +9,13 @@ Targets: default <= 10 min, --quick <= 1 min, on a 2-core CPU (the study uses bo
 worker processes, one torch thread each). CPU time / 2 is what the default would take on an
 idle 2-core machine; wall time above that is the neighbours'.
 
-    PYTHONPATH=src python benchmarks/study.py [--quick-only | --default-only] [--out bench-out/study.json]
+    PYTHONPATH=src python benchmarks/study.py [--quick-only | --default-only] [--keep DIR] [--out bench-out/study.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,9 +29,12 @@ from pathlib import Path
 TARGET_S = {"quick": 60.0, "default": 600.0}
 
 
-def time_study(quick: bool, dataset: str) -> dict:
-    """Run the study in a child process on an empty folder; wall and CPU seconds."""
-    with tempfile.TemporaryDirectory(prefix="normlab-study-bench-") as out:
+def time_study(quick: bool, dataset: str, keep: str | None = None) -> dict:
+    """Run the study in a child process on an empty folder; wall and CPU seconds. `keep`: a
+    new folder to run in and keep (store and report), instead of a temporary one."""
+    if keep is not None and Path(keep).exists() and any(Path(keep).iterdir()):
+        raise SystemExit(f"--keep {keep}: expected a new or empty folder (every run must train), got a non-empty one")
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="normlab-study-bench-")) as out:
         code = (
             "from normlab.study import run_study; "
             f"print(run_study(dataset={dataset!r}, quick={quick}, out={out!r}))"
@@ -58,11 +62,12 @@ def main() -> None:
     parser.add_argument("--quick-only", action="store_true", help="time only `--quick`")
     parser.add_argument("--default-only", action="store_true", help="time only the default study")
     parser.add_argument("--dataset", default="mnist1d")
+    parser.add_argument("--keep", default=None, help="run the default study in this new folder and keep it")
     args = parser.parse_args()
 
     rows = [] if args.default_only else [time_study(True, args.dataset)]
     if not args.quick_only:
-        rows.append(time_study(False, args.dataset))
+        rows.append(time_study(False, args.dataset, keep=args.keep))
     print(f"{'mode':<8} {'wall s':>8} {'cpu s':>8} {'cpu s / 2':>10} {'target s':>9}  ok  (load avg after)")
     for row in rows:
         print(f"{row['mode']:<8} {row['wall_s']:8.1f} {row['cpu_s']:8.1f} {row['cpu_s'] / 2:10.1f} "
