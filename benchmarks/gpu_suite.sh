@@ -3,16 +3,8 @@
 # and the training-loop benchmark on the GPU (eager, CUDA graph, + bf16, + torch.compile). Logs and JSON go to $OUT.
 #   bash benchmarks/gpu_suite.sh      (needs .whl/ with pydantic & co. where the image lacks them)
 set -uo pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:src
-else
-  export PYTHONPATH=src
-fi
-export PYTHONUNBUFFERED=1 NORMLAB_DATA=/tmp/normlab-data
-unset TRITON_INTERPRET
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source benchmarks/gpu_env.sh
+export NORMLAB_DATA=/tmp/normlab-data
 nvidia-smi --query-gpu=name --format=csv,noheader
 SECONDS=0
 timeout 170 python -m pytest -q -n 8 -p no:cacheprovider -rs \

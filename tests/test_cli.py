@@ -70,7 +70,7 @@ def test_read_commands_on_a_missing_folder_or_experiment(tmp_path, fake_engine):
     assert invoke("sweep", "seed=0", "--name", "a", "--out", tmp_path, "-q").exit_code == 0
     assert_user_error(invoke("compare", "b", "--out", tmp_path), "no experiment 'b'", "known: a")
     assert_user_error(invoke("export", "b", "--out", tmp_path), "no experiment 'b'")
-    assert_user_error(invoke("export", "a", "--format", "xlsx", "--out", tmp_path), "csv or parquet")
+    assert_user_error(invoke("export", "a", "--format", "xlsx", "--out", tmp_path), "csv, parquet, tensorboard")
     assert_user_error(invoke("compare", "a", "--metric", "nope", "--out", tmp_path), "no 'nope' values")
 
 
@@ -223,7 +223,7 @@ def test_torchrun_trains_one_run_and_a_rerun_returns_on_every_rank(tmp_path):
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "normlab", "run",
            "max_steps=2", "epochs=1", "dataset=synthetic", "batch_size=16", "nproc=2",
            "--json", "--out", str(tmp_path)]
-    for attempt in range(2):
+    for _ in range(2):  # the second is a rerun: every rank must return
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         payloads = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

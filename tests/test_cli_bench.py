@@ -42,7 +42,7 @@ def test_layers_writes_its_json_in_the_current_folder_by_default(tmp_path, monke
     assert torch.get_num_threads() == 2  # restored after the benchmark
     assert "reference ms" in result.stdout and "wrote layers_cpu.json" in result.stdout
     written = json.loads((tmp_path / "layers_cpu.json").read_text())
-    assert written["benchmark"] == "layers_cpu" and written["provenance"]["threads"] == 1
+    assert written["benchmark"] == "layers_cpu" and written["provenance"]["torch_threads"] == 1
 
 
 def test_loop_tiny_real_run(tmp_path):
@@ -59,7 +59,7 @@ def test_loop_tiny_real_run(tmp_path):
     "args, texts",
     [
         (["loop", "--samples", "10"], ["--samples: expected >= 64", "got 10"]),
-        (["loop", "--device", "cuda"], ["--device cuda: CUDA is not available", "--device cpu"]),
+        (["loop", "--device", "cuda"], ["--device: 'cuda' asks for a GPU, but CUDA is not available", "use cpu or auto"]),
         (["loop", "--device", "npu"], ["--device: expected cpu, cuda, cuda:N or auto", "'npu'"]),
         (["loop", "--device", "cpu", "--cuda-graph"], ["--cuda-graph is a GPU option", "--device cuda"]),
         (["loop", "--norms", "bn"], ["unknown norm 'bn'", "batch"]),

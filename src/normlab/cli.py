@@ -16,7 +16,17 @@ from typing import Any, Optional
 
 import typer
 
-from normlab.experiments.errors import UserError
+import normlab
+from normlab.experiments.config import config_keys, load_experiment
+from normlab.experiments.errors import ConfigError, UserError
+from normlab.experiments.execute import CHECKPOINT_NAME, check_thread_count, torch_threads
+from normlab.experiments.keys import suggest
+from normlab.experiments.runner import check_backend, run_experiment
+from normlab.experiments.store import DB_NAME, STATUSES, Store
+
+# The modules above load no torch, pandas or matplotlib, so `normlab --help` and `normlab ls`
+# start fast (tests/test_imports.py, benchmarks/startup.py). A command that needs those imports
+# its module where it runs.
 
 app = typer.Typer(
     name="normlab",
@@ -35,6 +45,21 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"normlab {normlab.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print normlab's version and exit"
+    ),
+) -> None:
+    pass
+
 OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
 ARGS_HELP = (
     "an optional experiment file (.yaml/.toml) first, then key=value overrides; dotted keys "
@@ -42,12 +67,9 @@ ARGS_HELP = (
 )
 
 THREADS_HELP = (
-    "torch intra-op threads while training, restored afterwards. Default 1, like `normlab "
-    "study`: the default MLP on MNIST-1D took 0.13-0.15 s per epoch on 1 thread vs 2.3-14 s on "
-    "2 (2-core CPU shared with other jobs); 0 keeps torch's setting (one thread per core), "
-    "worth it for large models on an idle machine. Not part of the run id, so a stored run is "
-    "not trained again with other threads; on CPU the losses differ in the last float digits "
-    "between thread counts (not bit-identical)"
+    "torch intra-op threads while training, restored afterwards; 0 keeps torch's setting (one "
+    "thread per core). Not part of the run id: a stored run is not trained again with other "
+    "threads, and on CPU losses differ in the last digits between thread counts"
 )
 
 
@@ -73,8 +95,6 @@ def _user_errors(command: Callable) -> Callable:
 
 def _split_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
     """[file] key=value... -> (file or None, overrides)."""
-    from normlab.experiments.errors import ConfigError
-
     args = list(args or [])
     path = None
     if args and "=" not in args[0]:
@@ -89,16 +109,12 @@ def _split_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
 
 
 def _load(args: list[str] | None, name: str | None) -> Any:
-    from normlab.experiments.config import load_experiment
-
     path, overrides = _split_args(args)
     return load_experiment(path, overrides, name=name)
 
 
 def _rank0_will_train(out: Path, run_id: str, retry_failed: bool) -> bool:
     """Whether the runner on rank 0 trains `run_id` rather than showing its stored result."""
-    from normlab.experiments.store import DB_NAME, Store
-
     if not (out / DB_NAME).exists():
         return True
     status = Store(out / DB_NAME, create=False).run_status([run_id]).get(run_id)
@@ -113,8 +129,6 @@ def _print_failures(summary: Any) -> None:
 
 
 def _keys_epilog() -> str:
-    from normlab.experiments.config import config_keys
-
     return "Keys: " + ", ".join(config_keys())
 
 
@@ -152,8 +166,6 @@ def run(
     runs = {run.run_id for run in experiment.runs}
     if len(runs) != 1:
         _fail(f"`run` trains one run, got {len(runs)} (a sweep or several groups); use `normlab sweep`")
-    from normlab.experiments.execute import check_thread_count
-
     check_thread_count(threads)
     _run_one(experiment, out, as_json, quiet, retry_failed, threads)
 
@@ -161,8 +173,6 @@ def run(
 def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_failed: bool,
              threads: int) -> None:
     """`normlab run` once its one run is planned: train it (or show its stored result)."""
-    from normlab.experiments.execute import torch_threads
-    from normlab.experiments.runner import run_experiment
     from normlab.train.distributed import in_torchrun, is_main_process, launch
 
     if in_torchrun() and not is_main_process():
@@ -172,8 +182,6 @@ def _run_one(experiment: Any, out: Path, as_json: bool, quiet: bool, retry_faile
         if _rank0_will_train(out, planned.run_id, retry_failed):
             # The same checkpoint path as rank 0's runner: fit's resume and checkpoint steps
             # are collective (rank 0 alone writes), so every rank must take them.
-            from normlab.experiments.execute import CHECKPOINT_NAME
-
             checkpoint = out / "runs" / planned.run_id / CHECKPOINT_NAME
             with torch_threads(threads):  # (rank 0's runner sets its own)
                 launch(planned.config, checkpoint_path=checkpoint)
@@ -225,12 +233,8 @@ def sweep(
 
     Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --backend process --workers 2
     """
-    from normlab.experiments.runner import check_backend, run_experiment
-
     experiment = _load(args, name)
     check_backend(backend, workers)  # a dry run that passes means the real one starts
-    from normlab.experiments.execute import check_thread_count
-
     check_thread_count(threads)  # before a dry run, too
     if dry_run:
         for run in experiment.runs:
@@ -259,8 +263,6 @@ def ls(
 
     Example: normlab ls --out runs --json
     """
-    from normlab.experiments.store import STATUSES, Store
-
     with Store.open(out, create=False) as store:
         if experiment is None:
             table = {name: store.status_counts(name) for name in store.experiments()}
@@ -324,18 +326,28 @@ def compare(
 def export(
     experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="folder for the files (default: <out>/exports)"),
+    fmt: str = typer.Option("csv", "--format", help="csv, parquet, tensorboard or mlflow"),
+    dest: Optional[str] = typer.Option(
+        None, "--dest", help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db"
+    ),
 ) -> None:
-    """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>.
+    """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>,
+    or its runs (config as hyper-parameters, metrics with their steps) to TensorBoard event files
+    (<dest>/tensorboard/<experiment>/<run>/) or an MLflow tracking store (default
+    sqlite:///<dest>/mlflow.db), one tracker run per stored run.
 
     Example: normlab export mnist1d-norm-batch --format parquet
+    Example: normlab export mnist1d-norm-batch --format tensorboard  (then tensorboard --logdir runs/exports/tensorboard)
     """
     from normlab.experiments.errors import ConfigError
     from normlab.experiments.store import Store
 
-    if fmt not in ("csv", "parquet"):
-        raise ConfigError(f"--format: expected csv or parquet, got {fmt!r}")
+    formats = ("csv", "parquet", "tensorboard", "mlflow")
+    if fmt not in formats:
+        raise ConfigError(f"--format: expected one of {', '.join(formats)}, got {fmt!r}")
+    if fmt in ("tensorboard", "mlflow"):
+        _export_to_tracker(experiment, out, fmt, dest)
+        return
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -343,7 +355,7 @@ def export(
             raise ConfigError("--format parquet needs pyarrow: `pip install 'normlab[parquet]'`, or use --format csv") from None
     with Store.open(out, create=False) as store:
         frames = {"runs": store.runs_frame(experiment), "metrics": store.metrics_frame(experiment)}
-    folder = dest or out / "exports"
+    folder = Path(dest) if dest else out / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     for kind, frame in frames.items():
         path = folder / f"{experiment}_{kind}.{fmt}"
@@ -352,6 +364,39 @@ def export(
         else:
             frame.to_parquet(path, index=False)
         typer.echo(str(path))
+
+
+def _export_to_tracker(experiment: str, out: Path, fmt: str, dest: Optional[str]) -> None:
+    """`normlab export --format tensorboard|mlflow`: one tracker run per stored run."""
+    from normlab.experiments.errors import ConfigError
+    from normlab.experiments.store import Store
+    from normlab.trackers import stored_runs
+
+    try:
+        if fmt == "tensorboard":
+            from normlab.trackers.tensorboard import export_runs, require
+        else:
+            from normlab.trackers.mlflow import export_runs, require
+        require()
+        with Store.open(out, create=False) as store:
+            runs = stored_runs(store, experiment)
+        if fmt == "tensorboard":
+            folder = (Path(dest) if dest else out / "exports") / "tensorboard" / experiment
+            export_runs(runs, folder)
+            typer.echo(f"{len(runs)} run(s) -> {folder}  (view: tensorboard --logdir {folder})")
+            return
+        if dest and "://" in dest:
+            uri = dest
+        else:
+            folder = Path(dest) if dest else out / "exports"
+            folder.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+        written, skipped = export_runs(runs, experiment, uri)
+        typer.echo(f"{written} run(s) -> MLflow experiment {experiment!r} at {uri}"
+                   + (f" ({skipped} exported before, skipped)" if skipped else "")
+                   + f"  (view: mlflow ui --backend-store-uri {uri})")
+    except ImportError as err:
+        raise ConfigError(f"--format {fmt}: {err}") from None
 
 
 @app.command()
@@ -407,8 +452,6 @@ def data_info(
     from normlab.data import dataset_names, describe_data
 
     if name.strip().lower() not in dataset_names():
-        from normlab.experiments.keys import suggest
-
         _fail(f"unknown dataset {name!r}{suggest(name, dataset_names())} (valid: {', '.join(dataset_names())})")
     typer.echo(describe_data(name, root))
 
@@ -467,6 +510,42 @@ def bench_layers(
     from normlab.bench.layers_cpu import bench_layers_cpu
 
     bench_layers_cpu(threads=threads, repeats=repeats, quick=quick, out=str(out))
+
+
+@bench_app.command("kernels")
+@_user_errors
+def bench_kernels(
+    quick: bool = typer.Option(False, "--quick", help="float32 and bfloat16 rows only"),
+    v4: bool = typer.Option(False, "--v4", help="then time the candidate knobs over the whole matrix"),
+    sweep: bool = typer.Option(False, "--sweep", help="then time each candidate change alone on the rows >= 16 MB"),
+    budget_s: Optional[float] = typer.Option(
+        None, "--budget-s", help="skip the remaining --v4 rows and --sweep entries after this many seconds "
+        "(listed as skipped in the JSON)"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="no GPU: every phase on CPU in Triton's interpreter, tiny shapes (checks "
+        "results, measures nothing)"),
+    out: Path = typer.Option(Path("bn_kernels.json"), "--out", help="the JSON result file"),
+) -> None:
+    """normlab's Triton BatchNorm vs torch on a CUDA GPU: GPU time, TB/s, % of copy bandwidth.
+
+    Forward (training mode) and backward of torch.nn.functional.batch_norm and
+    normlab.kernels.batch_norm over shapes x dtypes x layouts, GPU time from CUDA-graph replays
+    with L2 flushed; then each forward kernel alone. Needs Triton and a CUDA GPU, or --dry-run.
+    Same options and JSON as benchmarks/bn_kernels.py.
+
+    Example: normlab bench kernels --quick --out bn_kernels.json
+
+    Example: normlab bench kernels --dry-run --v4 --sweep
+    """
+    # Imported here: it loads torch, and a dry run must switch Triton to its interpreter before
+    # normlab's kernels load.
+    from normlab.bench.kernels.run import DryRunFailed
+    from normlab.bench.kernels.run import bench_kernels as run_kernel_bench
+
+    try:
+        run_kernel_bench(quick=quick, v4=v4, sweep=sweep, budget_s=budget_s, dry_run=dry_run, out=out)
+    except DryRunFailed as exc:
+        _fail(str(exc), code=1)
 
 
 def main() -> None:

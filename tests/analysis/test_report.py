@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from normlab.analysis import report
@@ -51,10 +52,14 @@ def test_planted_effects_are_supported_and_numbers_are_measured(study_report_dir
     found = re.search(r"final test accuracy: ([\d.]+)% vs ([\d.]+)% baseline \(n=3 vs n=3 seeds\)", measured)
     assert found, measured
     assert float(found.group(1)) == pytest.approx(70, abs=2) and float(found.group(2)) == pytest.approx(60, abs=2)
-    assert findings["BN improves gradient flow: the gradient norms of the first (blocks.0.linear) "
-                    "and last (head) layers stay closer (absolute log10 of their ratio, median over training)."][0] == "SUPPORTED"
-    # Planted: class-grouped batches give BN a train-mode advantage of 5 points.
-    assert any(c.startswith("With non-i.i.d. training batches") and l == "SUPPORTED" for c, (l, _) in findings.items())
+    # Planted without noise (every seed's gradient norms are the same constants): a large effect
+    # with no spread is not "p = 0, supported" but inconclusive, and the sentence says why.
+    label, measured = findings["BN improves gradient flow: the gradient norms of the first (blocks.0.linear) and last "
+                               "(head) layers stay closer (absolute log10 of their ratio, median over training)."]
+    assert label == "INCONCLUSIVE" and "neither side has any spread" in measured and "p=0 " not in measured
+    # Planted: class-grouped batches give BN a train-mode advantage of exactly 5 points every run.
+    label, measured = next(v for c, v in findings.items() if c.startswith("With non-i.i.d. training batches"))
+    assert label == "INCONCLUSIVE" and "mean change 5%" in measured and "the changes have no spread" in measured
     # Not planted: GroupNorm vs BN at the smallest batch is no better (BN is +10 in the fake).
     group = [l for c, (l, _) in findings.items() if c.startswith("At batch size 2, the group norm")]
     assert group == ["NOT SUPPORTED"]
@@ -62,9 +67,13 @@ def test_planted_effects_are_supported_and_numbers_are_measured(study_report_dir
     recal = [(l, m) for c, (l, m) in findings.items() if c.startswith("recalibrate_bn")]
     assert len(recal) == 3 and all(l == "SUPPORTED" for l, _ in recal)
     assert all("mean change 3% (n=3 paired runs)" in m for _, m in recal)
+    # Every tested claim is adjusted over the same family: the study's claims with a test.
+    families = {int(f) for f in re.findall(r"Benjamini-Hochberg, (\d+) claims", md)}
+    assert len(families) == 1 and "not adjusted" not in md
     # The headline counts agree with the findings listed.
     labels = [l for l, _, _ in _findings(md)]
     head = re.search(r"(\d+) claims tested: (\d+) supported, (\d+) not supported, (\d+) inconclusive", md)
+    assert head.start() < md.index("## 1.")  # the counts come first
     assert [int(x) for x in head.groups()] == [len(labels), labels.count("SUPPORTED"),
                                                labels.count("NOT SUPPORTED"), labels.count("INCONCLUSIVE")]
 
@@ -133,3 +142,36 @@ def test_report_renders_in_headless_chromium(study_report_dir, tmp_path):
                       .replace("</body>", CHECK_SCRIPT + "</body>"))
     loaded, total, _ = _render(broken)
     assert loaded == total - 1
+
+
+def test_claims_table_shows_adjusted_p_for_every_claim(study_report_dir):
+    md = (study_report_dir / "report.md").read_text()
+    html = (study_report_dir / "report.html").read_text()
+    header = "| claim | part | effect | 95% CI | raw p | adjusted p | n | verdict |"
+    assert header in md
+    table = md[md.index(header):].split("\n\n")[0].splitlines()[2:]
+    findings = _findings(md)
+    assert len(table) == len(findings) and len(table) > 20
+    for row, (label, claim, measured) in zip(table, findings):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == claim.replace("|", "/") and cells[7] == label.lower()
+        assert cells[4] != "-" and cells[5] != "-", row  # raw and adjusted p
+        assert re.fullmatch(r"\d+ vs \d+|\d+ paired", cells[6]), row
+        assert f"adjusted p={cells[5]} " in measured  # the sentence and the table agree
+    for column in ("effect", "95% CI", "raw p", "adjusted p", "n", "verdict"):
+        assert f"<th>{column}</th>" in html
+
+
+def test_study_report_object_is_adjusted_and_its_claims_frame(study_store):
+    from normlab.experiments.store import Store
+    from scipy.stats import false_discovery_control
+
+    out, study = study_store
+    with Store.open(out, create=False) as store:
+        built = report.study_report(store, study)
+    frame = report.claims_frame(built)
+    assert len(frame) == sum(len(s.findings) for s in built.sections)
+    tested = frame.dropna(subset=["p_value"])
+    np.testing.assert_allclose(tested["p_adjusted"], false_discovery_control(tested["p_value"], method="bh"))
+    labels = {"supported", "not supported", "inconclusive"}
+    assert set(frame["verdict"]) <= labels and (frame["n_a"] >= 2).all()

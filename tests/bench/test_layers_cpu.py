@@ -31,7 +31,7 @@ def test_main_quick_writes_the_documented_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result) == TOP_KEYS and result["benchmark"] == "layers_cpu"
     assert result["repeats"] == 3 and result["quick"] is True
-    assert result["machine"]["torch_threads"] == result["provenance"]["threads"] == 1
+    assert result["machine"]["torch_threads"] == result["provenance"]["torch_threads"] == 1
     assert result["versions"]["torch"] == torch.__version__
     assert [r["shape"] for r in result["rows"]] == [list(s) for s in layers_cpu.QUICK_SHAPES]
     for row in result["rows"]:

@@ -32,7 +32,7 @@ def test_main_times_both_loops_and_writes_the_documented_json(tmp_path, capsys):
     assert result["benchmark"] == "training_loop" and result["samples"] == 128
     assert (result["batch_size"], result["repeats"], result["device"]) == (64, 2, "cpu")
     assert result["cuda_graph"] is False and result["compile"] is False
-    assert result["provenance"]["threads"] == 1
+    assert result["provenance"]["torch_threads"] == 1
     [row] = result["rows"]
     assert set(row) == ROW_KEYS and row["model"] == "mlp norm=batch"
     assert len(row["seed_style_all_s"]) == len(row["engine_epoch_all_s"]) == 2
@@ -76,7 +76,7 @@ def test_cuda_graph_reaches_the_engines_config(monkeypatch):
         (["--norms", ","], "--norms: expected at least one norm"),
         (["--threads", "0"], "--threads: expected a positive number of threads, got 0"),
         (["--device", "tpu"], "--device: expected cpu, cuda, cuda:N or auto, got 'tpu'"),
-        (["--device", "cuda"], "--device cuda: CUDA is not available on this machine"),
+        (["--device", "cuda"], "--device: 'cuda' asks for a GPU, but CUDA is not available on this machine"),
         (["--device", "cpu", "--cuda-graph"], "--cuda-graph is a GPU option of the engine, but the device is cpu"),
         (["--device", "cpu", "--compile"], "--compile is a GPU option"),
         (["--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU option"),

@@ -206,7 +206,7 @@ def test_index_batches_and_make_batch_give_the_iterated_batches(augment):
     stats = dict(mean=torch.tensor([0.1, 0.2, 0.3]), std=torch.tensor([0.5, 0.6, 0.7]))
     iterated = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
     planned = BatchLoader(x, y, 16, augment=augment, seed=3, **stats)
-    for epoch in range(2):
+    for _ in range(2):
         expected = _epoch(iterated)
         parts = [(idx.clone(), None if p is None else p.clone()) for idx, p in planned.index_batches()]
         assert len(parts) == len(expected) == 4 and planned.state_dict() == iterated.state_dict()
@@ -244,7 +244,7 @@ def test_augmentation_is_reproducible_and_flips():
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0, 1.0], std=[1.0, 1.0]), r"one value per channel \(1\)"),
     (lambda x, y: BatchLoader(x, y, 4, mean=[0.0], std=[0.0]), "std must be > 0"),
     (lambda x, y: BatchLoader(x.long(), y, 4), "uint8 .* or floating point"),
-    (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device must be like 'cpu'"),
+    (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device: expected cpu, cuda, cuda:N or auto, got 'gpu0'"),
 ])
 def test_bad_arguments_get_one_clear_message(make, message):
     x, y = _ids(10)

@@ -207,7 +207,7 @@ def test_a_run_this_machine_cannot_run_is_refused_before_anything_is_written(tmp
 
 
 def test_device_checks_are_left_to_the_cluster_on_ray(tmp_path, monkeypatch):
-    from normlab.experiments import backends, runner
+    from normlab.experiments import runner
 
     calls = []
     monkeypatch.setattr(runner, "check_runnable_here", lambda *a: calls.append(a))

@@ -1,5 +1,7 @@
 """Layout views and tile choice of the launchers (pure Python: no kernel runs here)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -50,23 +52,9 @@ def test_tiles_cover_every_unit_once(shape):
     assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (256, 64, 32, 32), (64, 512, 7, 7), (8192, 512)])
-@pytest.mark.parametrize("change", [*launch.V4_CHANGES, "v4"])
-def test_gpu_plans_with_v4_knobs_cover_every_unit_once(shape, change):
-    """Plans for an H100 (132 SMs) with each knob setting the benchmark times."""
-    v = launch.view_of(torch.empty(shape, device="meta"))
-    for elem_size in (4, 2):
-        knobs = launch.knobs_with(change)[launch.view_kind(v, elem_size)]
-        t = launch.plan_tiles(v, elem_size, 132, knobs)
-        assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
-        assert (t.stats_unroll, t.bwd_unroll) == (knobs.stats_unroll, knobs.bwd_unroll)
-        assert (t.fin_block, t.fin_rows) == (knobs.finalize_channels, knobs.finalize_rows)
-        assert (t.stats_stages, t.bwd_stages) == (knobs.stats_stages or None,
-                                                  knobs.bwd_stages or None)
-
-
-def test_default_knobs_are_v3_1():
-    """v4 knobs stay off until measured: the shipped plan is v3.1's."""
+def test_adopted_knobs_leave_the_optional_code_paths_off():
+    """Unrolls, pipelined loops, the wide finalize and the rows cap stay off until a GPU
+    measurement adopts them (benchmarks/README.md)."""
     v = launch.view_of(torch.empty(256, 64, 32, 32, device="meta"))
     for kind, knobs in launch.KNOBS.items():
         assert (knobs.stats_unroll, knobs.bwd_unroll) == (1, 1), kind
@@ -78,19 +66,28 @@ def test_default_knobs_are_v3_1():
     assert launch.plan_tiles(v, 2, 132, launch.KNOBS["planes"]).num_stages == 3
 
 
-def test_knobs_with_isolates_one_change():
-    unroll = launch.knobs_with("unroll")["rows"]
-    assert (unroll.stats_unroll, unroll.bwd_unroll) == (2, 2)
-    assert unroll.finalize_channels == launch.KNOBS["rows"].finalize_channels
-    stages = launch.knobs_with("stages")["planes"]
-    assert (stages.stats_stages, stages.bwd_stages, stages.stats_unroll) == (3, 3, 1)
-    finalize = launch.knobs_with("finalize")
-    assert finalize["rows16"].finalize_channels == 8 and finalize["rows16"].stats_unroll == 1
-    assert finalize["planes"] == launch.KNOBS["planes"]  # the rows-view finalize only
-    assert launch.knobs_with("v4") == launch.V4_KNOBS
-    assert launch.knobs_with("rows_cap")["rows16"] == launch.KNOBS["rows16"]
-    with pytest.raises(ValueError, match=r"unknown v4 change 'fast'; expected one of"):
-        launch.knobs_with("fast")
+def test_using_knobs_plans_with_the_given_knobs_and_restores_the_adopted_ones():
+    x = torch.empty(64, 8, 16, 16).to(memory_format=torch.channels_last)
+    v, adopted = launch.view_of(x), launch.KNOBS
+    wide = {**adopted, "rows": dataclasses.replace(adopted["rows"], finalize_channels=8)}
+    assert launch.choose_tiles(v, 4, torch.device("cpu")).fin_block == 32
+    with launch.using_knobs(wide):
+        assert launch.KNOBS == wide
+        assert launch.choose_tiles(v, 4, torch.device("cpu")).fin_block == 8
+    assert launch.KNOBS is adopted
+    with pytest.raises(RuntimeError, match="boom"), launch.using_knobs(wide):
+        raise RuntimeError("boom")  # an error inside the block restores them too
+    assert launch.KNOBS is adopted
+
+
+@pytest.mark.parametrize("knobs", [{"rows": launch.KNOBS["rows"]},
+                                   {**launch.KNOBS, "planes": dict(programs_per_sm=2)}])
+def test_using_knobs_wants_one_knobs_per_view_kind(knobs):
+    with pytest.raises(ValueError, match=r"expected one Knobs per view kind \['planes', 'rows', "
+                                         r"'rows16'\].*start from KNOBS"):
+        with launch.using_knobs(knobs):
+            pass
+    assert set(launch.KNOBS) == {"planes", "rows", "rows16"}
 
 
 @pytest.mark.parametrize(
@@ -111,7 +108,7 @@ def test_bad_knobs_get_one_clear_error(kwargs, text):
 
 def test_rows_cap_shortens_only_tall_rows_tiles():
     """C=8 float32 channels-last: [8, 1024] tiles become [8, 512]; C=64 keeps [64, 128]."""
-    capped = launch.knobs_with("rows_cap")["rows"]
+    capped = dataclasses.replace(launch.KNOBS["rows"], rows_cap=512)
     for shape, want in (((64, 8, 256, 256), (8, 512)), ((256, 64, 32, 32), (64, 128))):
         x = torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
         v = launch.view_of(x)

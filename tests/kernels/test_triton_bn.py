@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from normlab.bench.kernels.tuning import V4_CHANGES, V4_KNOBS, knobs_with  # noqa: E402
 from normlab.kernels import launch  # noqa: E402
 
 # (shape, memory format): odd sizes, channel counts that are not powers of two, N*H*W that is
@@ -166,10 +167,10 @@ def test_poison_exposes_unwritten_outputs(device, poison, monkeypatch):
     assert torch.isnan(y).any() and not torch.isnan(y).all()
 
 
-# v4 knobs (launch.V4_CHANGES one at a time, and all of them) through a full training step. One
-# dtype/ReLU per case keeps this cheap while every view kind meets float32 and bfloat16. Units
-# per program are odd in the first three cases, so an unrolled step's second unit belongs to
-# the next program and must be masked off.
+# The benchmark's candidate knobs (V4_CHANGES one at a time, and V4_KNOBS) through a full
+# training step, before a GPU run times them. One dtype/ReLU per case keeps this cheap while
+# every view kind meets float32 and bfloat16. Units per program are odd in the first three
+# cases, so an unrolled step's second unit belongs to the next program and must be masked off.
 V4_CASES = [
     ((2, 3, 23, 25), "contiguous", torch.float32, False),  # planes
     ((5, 7, 33), "contiguous", torch.bfloat16, True),  # planes, (N, C, L)
@@ -180,7 +181,7 @@ V4_CASES = [
 ]
 # "stages" pipelines loads only when compiled (GPU); the interpreter still runs its tl.range.
 # "rows_cap" only changes plans of taller tiles than these (test_launch checks those plans).
-V4_SETTINGS = [c for c in [*launch.V4_CHANGES, "v4"] if c != "rows_cap"]
+V4_SETTINGS = [c for c in [*V4_CHANGES, "v4"] if c != "rows_cap"]
 
 
 def test_v4_cases_reach_the_unrolled_tail():
@@ -191,7 +192,7 @@ def test_v4_cases_reach_the_unrolled_tail():
     for shape, fmt, dtype, _ in V4_CASES:
         v = launch.view_of(launch.make_dense(_make(shape, fmt, dtype, "cpu")))
         kind = launch.view_kind(v, dtype.itemsize)
-        t = launch.plan_tiles(v, dtype.itemsize, 0, launch.V4_KNOBS[kind])
+        t = launch.plan_tiles(v, dtype.itemsize, 0, V4_KNOBS[kind])
         odd.append(t.units_per_prog % 2 == 1 and t.units_per_prog > 1 and t.split > 1)
     assert sum(odd) >= 2
 
@@ -199,7 +200,7 @@ def test_v4_cases_reach_the_unrolled_tail():
 @pytest.mark.parametrize("shape,fmt,dtype,relu", V4_CASES)
 @pytest.mark.parametrize("change", V4_SETTINGS)
 def test_v4_knobs_match_float64(shape, fmt, dtype, relu, change, device, poison, monkeypatch):
-    monkeypatch.setattr(launch, "KNOBS", launch.knobs_with(change))
+    monkeypatch.setattr(launch, "KNOBS", knobs_with(change))
     torch.manual_seed(6)
     x = _make(shape, fmt, dtype, device, offset=3.0)
     C = shape[1]

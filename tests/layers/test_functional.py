@@ -99,7 +99,8 @@ def test_momentum_none_is_cumulative_average():
 def test_running_var_is_unbiased_and_normalization_biased():
     x = torch.tensor([[1.0], [3.0]], dtype=torch.float64)  # mean 2, biased var 1, unbiased 2
     rm, rv = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    y = functional.batch_norm(x, rm, rv, training=True, momentum=1.0, eps=0.0)
+    # eps=1e-300 vanishes next to var=1 in float64 (torch refuses eps=0 in training).
+    y = functional.batch_norm(x, rm, rv, training=True, momentum=1.0, eps=1e-300)
     torch.testing.assert_close(y, torch.tensor([[-1.0], [1.0]], dtype=torch.float64))
     assert rm.item() == 2.0 and rv.item() == 2.0
 
@@ -128,8 +129,8 @@ def test_low_precision_computes_in_float32(dtype):
 
 def test_scale_invariance_in_training():
     x, w, b, _, _ = _inputs((8, 3, 5), torch.float64)
-    y1 = functional.batch_norm(x, None, None, w, b, True, eps=0.0)
-    y2 = functional.batch_norm(x * 7.5, None, None, w, b, True, eps=0.0)
+    y1 = functional.batch_norm(x, None, None, w, b, True, eps=1e-300)
+    y2 = functional.batch_norm(x * 7.5, None, None, w, b, True, eps=1e-300)
     torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
 
 
@@ -163,3 +164,34 @@ def test_batch_mean_var_matches_var_mean_and_is_differentiable():
     torch.testing.assert_close(mean, want_mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(var, want_var, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda t: functional.batch_mean_var(t)[1], (x,))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5)])
+def test_gradgradcheck(shape, training, affine):
+    # Second derivatives (double backward) must be right, never silently off: in eval mode
+    # with affine the reference once gave exactly half of torch's through the weight.
+    x, w, b, rm, rv = _inputs(shape, torch.float64)
+
+    def fn(x, *params):
+        w, b = params if affine else (None, None)
+        return functional.batch_norm(x, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5)
+
+    args = (x, w, b) if affine else (x,)
+    assert torch.autograd.gradgradcheck(fn, args)
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_second_derivative_equals_torch(training):
+    # Hessian-vector product through x and weight, against torch's own double backward.
+    x, w, b, rm, rv = _inputs((5, 3, 4), torch.float64)
+
+    def hvp(bn_fn):
+        y = bn_fn(x, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5)
+        gx, gw = torch.autograd.grad((y.sin()).sum(), (x, w), create_graph=True)
+        return torch.autograd.grad(gx.square().sum() + gw.square().sum(), (x, w, b))
+
+    for got, want in zip(hvp(functional.batch_norm), hvp(F.batch_norm)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

@@ -24,7 +24,8 @@ def _train_a_bit(model, shape, steps=5, seed=0):
         for m in model.modules():
             if hasattr(m, "running_mean") and m.weight is not None:
                 m.weight.uniform_(0.5, 2.0, generator=g)
-                m.bias.uniform_(-1.0, 1.0, generator=g)
+                if m.bias is not None:
+                    m.bias.uniform_(-1.0, 1.0, generator=g)
         for _ in range(steps):
             model(torch.randn(shape, generator=g) * 3 + 2)
     return model.eval()
@@ -148,8 +149,8 @@ def test_recalibrate_respects_num_batches_and_errors():
     torch.testing.assert_close(bn[0].running_mean, batches[0].mean(0))
     with pytest.raises(ValueError, match="got no batches"):
         recalibrate_bn(bn, [])
-    with pytest.raises(TypeError, match="expected batches of tensors"):
-        recalibrate_bn(bn, [{"x": torch.randn(4, 2)}])
+    with pytest.raises(TypeError, match="expected batches that are tensors.*forward_fn"):
+        recalibrate_bn(bn, [3])
 
     class OneBranch(nn.Module):
         def __init__(self):
@@ -227,3 +228,83 @@ def test_fold_conv1d_and_conv3d(conv, bn, shape):
     folded = fold_batchnorm(model)
     assert isinstance(folded[1], nn.Identity)
     _assert_same_eval_outputs(model, folded, torch.randn(shape) * 3 + 2)
+
+
+class _KeywordModel(nn.Module):
+    """Takes its input by keyword, as models fed with dict batches do."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = BatchNorm1d(2)
+
+    def forward(self, image, mask=None):
+        return self.bn(image if mask is None else image * mask)
+
+
+def test_recalibrate_takes_dict_batches_and_a_forward_fn():
+    batches = [torch.randn(6, 2) * (i + 1) + i for i in range(3)]
+    whole = torch.cat(batches)
+    model = _KeywordModel()
+    recalibrate_bn(model, [{"image": x} for x in batches])
+    torch.testing.assert_close(model.bn.running_mean, whole.mean(0))
+    torch.testing.assert_close(model.bn.running_var, whole.var(0))
+    model = _KeywordModel()
+    calls = []
+
+    def forward_fn(m, batch):
+        calls.append(batch["id"])
+        m(batch["pixels"], mask=torch.ones(1, 2))
+
+    recalibrate_bn(model, [{"pixels": x, "id": i} for i, x in enumerate(batches)],
+                   forward_fn=forward_fn)  # fmt: skip
+    assert calls == [0, 1, 2]
+    torch.testing.assert_close(model.bn.running_var, whole.var(0))
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm followed by an activation in one module, as timm's BatchNormAct2d."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class NormlabBatchNormAct2d(BatchNorm2d):
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+@pytest.mark.parametrize("act_cls", [BatchNormAct2d, NormlabBatchNormAct2d])
+def test_bn_activation_subclass_is_never_silently_dropped(act_cls):
+    from normlab.layers import convert_sync_batchnorm
+
+    def build():
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), act_cls(4), nn.Conv2d(4, 4, 1), BatchNorm2d(4))
+        return _train_a_bit(model, (4, 3, 6, 6))
+
+    model = build()
+    x = torch.randn(2, 3, 6, 6) * 3 + 2
+    # fold: the fused BN + ReLU stays (with a warning saying why); the plain BN is folded.
+    with pytest.warns(UserWarning, match="overrides forward"):
+        folded = fold_batchnorm(model)
+    assert isinstance(folded[1], act_cls) and isinstance(folded[3], nn.Identity)
+    _assert_same_eval_outputs(model, folded, x)
+    # convert_norm: refused as a whole, nothing replaced.
+    refusal = f"cannot replace 1 \\({act_cls.__name__}\\): .* activation"
+    with pytest.raises(TypeError, match=refusal):
+        convert_norm(model, to="group", num_groups=2)
+    assert isinstance(model[1], act_cls) and isinstance(model[3], BatchNorm2d)
+    with pytest.raises(TypeError, match="the model itself"):
+        convert_norm(act_cls(4), to="layer")
+    # convert_sync_batchnorm: refused, naming the layer.
+    with pytest.raises(TypeError, match=f"cannot convert 1 \\({act_cls.__name__}\\)"):
+        convert_sync_batchnorm(build())
+
+
+def test_fold_and_freeze_a_bn_without_bias():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNorm2d(4, bias=False))
+    model = _train_a_bit(model, (4, 3, 5, 5))
+    _assert_same_eval_outputs(model, fold_batchnorm(model), torch.randn(2, 3, 5, 5))
+    freeze_bn(model, freeze_affine=True)
+    assert not model[1].weight.requires_grad
+    unfreeze_bn(model)
+    assert model[1].weight.requires_grad

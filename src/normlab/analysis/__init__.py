@@ -1,6 +1,7 @@
 """The analysis layer: the store -> statistics over seeds, figures and the study report.
 
-`stats` (means, 95% t-intervals, Welch tests, verdicts), `plots` (one function per figure),
+`stats` (means, 95% t-intervals, Welch and permutation tests, verdicts and their
+Benjamini-Hochberg adjustment), `palette` (one colour per variant), `plots` (one function per figure),
 `frames` (tidy frames from the store's tables), `parts` (the six study sections), `render`
 (HTML/Markdown) and `report` (`write_report`). It reads only the store.
 """
@@ -12,9 +13,12 @@ from normlab.analysis.stats import (
     Summary,
     Verdict,
     WelchResult,
+    adjust_verdicts,
     aggregate,
     compare_to_baseline,
+    one_sample_test,
     paired_verdict,
+    permutation_p,
     steps_to_target,
     summarize,
     t_interval,
@@ -29,9 +33,12 @@ __all__ = [
     "Summary",
     "Verdict",
     "WelchResult",
+    "adjust_verdicts",
     "aggregate",
     "compare_to_baseline",
+    "one_sample_test",
     "paired_verdict",
+    "permutation_p",
     "steps_to_target",
     "summarize",
     "t_interval",

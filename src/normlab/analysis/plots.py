@@ -1,24 +1,34 @@
 """Figures of the study: one function per figure, a tidy DataFrame in, a matplotlib Figure out.
 
 The functions never read the store and never save files (report.py does both), so each can be
-called from a notebook on any frame with the documented columns. Matplotlib runs on the Agg
-backend (no display needed). Every figure that aggregates over seeds draws the mean and a 95%
-t-interval band computed by `normlab.analysis.stats.summarize`.
+called from a notebook on any frame with the documented columns. Figures are built as
+`matplotlib.figure.Figure` on an Agg canvas, without pyplot: importing this module or drawing a
+figure leaves the user's matplotlib backend and pyplot's figure list alone (show one in a
+notebook by returning it, or with `IPython.display.display(fig)`).
+
+What every figure shares:
+  - a variant's colour is fixed by its name (`normlab.analysis.palette`), the same in every figure;
+  - values aggregated over seeds are the mean and its 95% t-interval (`stats.summarize`);
+  - final values are drawn as a dot and its interval (an axis that zooms on dots misleads no
+    one), or as bars that start at zero, never as bars on a cut axis;
+  - `budget=` states the training budget behind the numbers ("at 2000 steps", "at 20 epochs"):
+    in the y label of a final-value figure, in the title of a curve figure;
+  - `marks={variant: x}` on the line figures marks a point of each variant's curve (e.g. the
+    learning rate selected for it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures are only ever written to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from normlab.analysis.stats import summarize  # noqa: E402
+from normlab.analysis.palette import line_styles, variant_color
+from normlab.analysis.stats import summarize
 
 __all__ = [
     "plot_curves",
@@ -54,15 +64,23 @@ def _rows(frame, group: str, name: str):
     return frame[frame[group].astype(str) == name]
 
 
-def _colors(names: Sequence[str]) -> dict[str, str]:
-    """A stable color per variant name (tab10, in the order of `names`)."""
-    cycle = plt.get_cmap("tab10").colors
-    return {name: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, name in enumerate(names)}
-
-
 def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, sharey: bool = False):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, sharey=sharey)
+    """A Figure on its own Agg canvas (no pyplot, no global state) and its row of axes."""
+    fig = Figure(figsize=(width * ncols, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False, sharey=sharey)
     return fig, list(axes[0])
+
+
+def _with_budget(text: str, budget: str) -> str:
+    """"final test accuracy" + "at 2000 steps" -> "final test accuracy at 2000 steps"."""
+    return f"{text} {budget}".strip() if budget else text
+
+
+def _title(title: str, budget: str) -> str:
+    if not budget:
+        return title
+    return f"{title} ({budget})" if title else budget
 
 
 def _mean_band(frame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -79,6 +97,26 @@ def _mean_band(frame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.asarray(xs, float), np.asarray(means), np.asarray(lows), np.asarray(highs)
 
 
+def _draw_marks(ax, marks: Mapping[str, float] | None, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                names: Sequence[str], logx: bool, label: str) -> None:
+    """A dashed vertical line at each marked x, in the variant's colour, and a ring where it
+    meets the variant's curve (interpolated; in log x on a log axis). A variant the figure does
+    not draw at all is refused (a mark that silently vanished would hide the point); one whose
+    curve is empty (every run diverged) keeps its line."""
+    for name, x in (marks or {}).items():
+        name = str(name)
+        if name not in names:
+            raise ValueError(f"marks: {name!r} is not a variant of this figure (variants: {list(names)})")
+        color = variant_color(name)
+        ax.axvline(x, color=color, linestyle="--", linewidth=1.0, alpha=0.8)
+        xs, ys = curves.get(name, (np.empty(0), np.empty(0)))
+        if xs.size and xs.min() <= x <= xs.max():
+            at = np.log(x) if logx else x
+            y = float(np.interp(at, np.log(xs) if logx else xs, ys))
+            ax.scatter([x], [y], s=90, facecolor="none", edgecolor=color, linewidth=2.0, zorder=4,
+                       label=f"{label} ({name}: {x:.3g})")
+
+
 def _finish(fig: Figure, ax, title: str) -> Figure:
     """The common tail of a one-panel line plot: title, grid, legend, tight layout."""
     ax.set_title(title)
@@ -90,9 +128,9 @@ def _finish(fig: Figure, ax, title: str) -> Figure:
 
 def _finish_panels(fig: Figure, axes, names: Sequence[str], x: str, ylabel: str, title: str,
                    legend_size: float) -> Figure:
-    """The common tail of a one-panel-per-group plot: panel titles, labels, legend, suptitle."""
+    """The common tail of a one-panel-per-group plot: panel titles in the variant's colour."""
     for ax, name in zip(axes, names):
-        ax.set_title(name)
+        ax.set_title(name, color=variant_color(name))
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
@@ -112,27 +150,35 @@ def plot_curves(
     title: str = "",
     ylabel: str = "",
     logy: bool = False,
+    budget: str = "",
+    marks: Mapping[str, float] | None = None,
+    mark_label: str = "marked",
 ) -> Figure:
     """Training curves, mean over seeds with a 95% CI band, one line per `group`.
 
     frame: one row per (group, seed, x) with columns `group`, `x`, `y` (e.g. test accuracy at
-    each evaluation step of each run).
+    each evaluation step of each run). `marks={variant: x}` marks a point of a variant's curve
+    (e.g. its best held-out epoch), labelled `mark_label` in the legend.
     """
     _require(frame, [group, x, y], "plot_curves")
     fig, (ax,) = _new_figure()
     names = _names(frame, group)
-    colors = _colors(names)
+    styles = line_styles(names)
+    drawn = {}
     for name in names:
         rows = _rows(frame, group, name)
         xs, mean, lo, hi = _mean_band(rows, x, y)
         n = rows.groupby(x).size().max()
-        ax.plot(xs, mean, color=colors[name], label=f"{name} (n={n})")
-        ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.2, linewidth=0)
+        color = variant_color(name)
+        ax.plot(xs, mean, color=color, linestyle=styles[name], label=f"{name} (n={n})")
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+        drawn[name] = (xs, mean)
+    _draw_marks(ax, marks, drawn, names, logx=False, label=mark_label)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel or y)
     if logy:
         ax.set_yscale("log")
-    return _finish(fig, ax, title)
+    return _finish(fig, ax, _title(title, budget))
 
 
 def plot_final_accuracy(
@@ -143,38 +189,50 @@ def plot_final_accuracy(
     title: str = "",
     ylabel: str = "final test accuracy",
     order: Sequence[str] | None = None,
+    budget: str = "",
+    kind: str = "dot",
 ) -> Figure:
-    """Final metric per variant: mean with a 95% CI error bar and every seed as a dot.
+    """Final metric per variant: the mean with its 95% CI and every seed as a small dot.
 
-    frame: one row per run (seed) with columns `group`, `y`.
+    frame: one row per run (seed) with columns `group`, `y`. `kind="dot"` (default) draws the
+    mean as a large dot with its interval, and the axis fits the data; `kind="bar"` draws bars
+    that start at zero on an axis that includes zero (for quantities whose ratio matters, such
+    as time), with the interval and seeds on top. `budget` is appended to the y label.
     """
+    if kind not in ("dot", "bar"):
+        raise ValueError(f"plot_final_accuracy: kind must be 'dot' or 'bar', got {kind!r}")
     _require(frame, [group, y], "plot_final_accuracy")
     fig, (ax,) = _new_figure(width=max(4.0, 1.0 + 0.9 * frame[group].nunique()))
     names = _names(frame, group, order)
-    colors = _colors(names)
     rng = np.random.default_rng(0)  # horizontal jitter of the seed dots only
     for i, name in enumerate(names):
         values = _rows(frame, group, name)[y].to_numpy(dtype=float)
         s = summarize(values)
         if s.n == 0:
             continue
+        color = variant_color(name)
         err = [[s.mean - s.ci_low], [s.ci_high - s.mean]] if s.n > 1 else None
-        ax.bar(i, s.mean, color=colors[name], alpha=0.35, width=0.6)
-        ax.errorbar(i, s.mean, yerr=err, color="black", capsize=6, fmt="_", markersize=18)
         finite = values[np.isfinite(values)]
-        ax.scatter(i + rng.uniform(-0.12, 0.12, finite.size), finite, color=colors[name],
-                   edgecolor="black", zorder=3, s=22)
+        if kind == "bar":
+            ax.bar(i, s.mean, color=color, alpha=0.35, width=0.6)
+            ax.errorbar(i, s.mean, yerr=err, color="black", capsize=6, fmt="none")
+            seeds_at = i + rng.uniform(-0.12, 0.12, finite.size)
+        else:
+            ax.errorbar(i, s.mean, yerr=err, color=color, capsize=6, fmt="o", markersize=9,
+                        markeredgecolor="black", elinewidth=2, zorder=3)
+            seeds_at = i + 0.22 + rng.uniform(-0.06, 0.06, finite.size)  # beside the interval
+        ax.scatter(seeds_at, finite, color=color, alpha=0.6, edgecolor="none", zorder=2, s=16)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylabel(_with_budget(ylabel, budget))
     finite_all = frame[y].to_numpy(dtype=float)
-    finite_all = finite_all[np.isfinite(finite_all)]
-    if finite_all.size:
-        # Zoom on the data (accuracies of 0.6-0.7 would be flat bars from 0), never cutting a
-        # negative value (accuracy gaps can be < 0) and never a zero-height range.
-        low, high = float(finite_all.min()), float(finite_all.max())
-        margin = 0.1 * (high - low) + 0.02 * max(abs(high), abs(low), 1e-3)
-        bottom = low - margin if low < 0 else max(0.0, low - margin)
-        ax.set_ylim(bottom=bottom, top=high + margin)
+    if kind == "dot" and (finite_all[np.isfinite(finite_all)] < 0).any():
+        ax.axhline(0.0, color="black", linewidth=0.8)  # a signed quantity: show where its sign flips
+    if kind == "bar":
+        # Bars are read by their length: the axis must include zero on the bars' side.
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, 0.0), max(high, 0.0))
+        ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -189,24 +247,32 @@ def plot_batch_size(
     y: str = "value",
     title: str = "",
     ylabel: str = "final test accuracy",
+    budget: str = "",
+    marks: Mapping[str, float] | None = None,
+    mark_label: str = "marked",
 ) -> Figure:
     """Metric vs batch size per norm on a log2 x axis, mean and 95% CI band over seeds.
 
-    frame: one row per run with columns `group`, `x` (batch size), `y`.
+    frame: one row per run with columns `group`, `x` (batch size), `y`. Say in `budget`
+    whether the batch sizes had equal steps or equal epochs ("at 2000 steps each").
     """
     _require(frame, [group, x, y], "plot_batch_size")
     fig, (ax,) = _new_figure()
     names = _names(frame, group)
-    colors = _colors(names)
+    styles = line_styles(names)
+    drawn = {}
     for name in names:
         xs, mean, lo, hi = _mean_band(_rows(frame, group, name), x, y)
-        ax.plot(xs, mean, marker="o", color=colors[name], label=name)
-        ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.15, linewidth=0)
+        color = variant_color(name)
+        ax.plot(xs, mean, marker="o", color=color, linestyle=styles[name], label=name)
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+        drawn[name] = (xs, mean)
+    _draw_marks(ax, marks, drawn, names, logx=True, label=mark_label)
     ax.set_xscale("log", base=2)
     sizes = sorted(frame[x].unique())
     ax.set_xticks(sizes, [str(int(s)) for s in sizes])
     ax.set_xlabel("batch size (log2)")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(_with_budget(ylabel, budget))
     return _finish(fig, ax, title)
 
 
@@ -217,6 +283,8 @@ def plot_percentiles(
     x: str = "step",
     title: str = "",
     order: Sequence[str] | None = None,
+    ylabel: str = "input to one last-hidden-layer unit",
+    budget: str = "",
 ) -> Figure:
     """Ioffe & Szegedy (2015) Fig. 1b/c: 15th/50th/85th percentiles of one unit's input.
 
@@ -228,14 +296,15 @@ def plot_percentiles(
     names = _names(frame, group, order)
     fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
+        color = variant_color(name)
         rows = _rows(frame, group, name).groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
         steps = rows.index.to_numpy(dtype=float)
-        ax.fill_between(steps, rows["p15"], rows["p85"], color="tab:blue", alpha=0.2, linewidth=0,
+        ax.fill_between(steps, rows["p15"], rows["p85"], color=color, alpha=0.2, linewidth=0,
                         label="15th-85th percentile")
         for col, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
-            ax.plot(steps, rows[col], linestyle=style, color="tab:blue",
+            ax.plot(steps, rows[col], linestyle=style, color=color,
                     label="median" if col == "p50" else None)
-    return _finish_panels(fig, axes, names, x, "input to one last-hidden-layer unit", title, legend_size=8)
+    return _finish_panels(fig, axes, names, x, ylabel, _title(title, budget), legend_size=8)
 
 
 def plot_grad_norms(
@@ -247,16 +316,18 @@ def plot_grad_norms(
     y: str = "value",
     title: str = "",
     order: Sequence[str] | None = None,
+    budget: str = "",
 ) -> Figure:
     """Gradient norm per layer over training, one panel per variant, log y; mean over seeds.
 
     frame: columns `group`, `layer`, `x`, `y` (one row per run, layer and probe step).
-    Panels follow `order` (default sorted) and share the y axis.
+    Panels follow `order` (default sorted), share the y axis and carry the variant's colour in
+    their title; within a panel the layers go from dark (first) to light (last).
     """
     _require(frame, [group, layer, x, y], "plot_grad_norms")
     names = _names(frame, group, order)
     layers = sorted(frame[layer].astype(str).unique())
-    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(layers), 1)))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(layers), 1)))
     fig, axes = _new_figure(ncols=len(names), width=4.5, sharey=True)
     for ax, name in zip(axes, names):
         rows = _rows(frame, group, name)
@@ -267,7 +338,7 @@ def plot_grad_norms(
             xs, mean, _, _ = _mean_band(lrows, x, y)
             ax.plot(xs, mean, color=color, label=lname)
         ax.set_yscale("log")
-    return _finish_panels(fig, axes, names, x, "gradient norm", title, legend_size=7)
+    return _finish_panels(fig, axes, names, x, "gradient norm", _title(title, budget), legend_size=7)
 
 
 def plot_step_time(
@@ -277,12 +348,16 @@ def plot_step_time(
     y: str = "value",
     title: str = "",
     ylabel: str = "time per step (ms)",
+    order: Sequence[str] | None = None,
+    budget: str = "",
 ) -> Figure:
-    """Wall time per optimizer step per variant: mean with 95% CI and the seed dots.
+    """Wall time per optimizer step per variant: bars from zero, the 95% CI and the seeds.
 
-    frame: one row per run with columns `group`, `y` (that run's median step time, ms).
+    frame: one row per run with columns `group`, `y` (that run's median step time, ms). Bars
+    from zero, because the overhead is read as a ratio of the bars' lengths.
     """
-    return plot_final_accuracy(frame, group=group, y=y, title=title, ylabel=ylabel)
+    return plot_final_accuracy(frame, group=group, y=y, title=title, ylabel=ylabel, order=order,
+                               budget=budget, kind="bar")
 
 
 def plot_lr_range(
@@ -292,30 +367,39 @@ def plot_lr_range(
     x: str = "lr",
     y: str = "loss",
     title: str = "",
+    budget: str = "",
+    marks: Mapping[str, float] | None = None,
+    mark_label: str = "selected lr",
 ) -> Figure:
     """Learning-rate range test: training loss vs a learning rate growing exponentially.
 
     frame: columns `group`, `x` (the learning rate at that step), `y` (the training loss).
     Losses that are not finite (divergence) end the curve; the lowest loss of each curve is
-    marked, the usable range ends where the loss climbs past the starting loss.
+    a filled dot, the usable range ends where the loss climbs past the starting loss.
+    `marks={variant: lr}` draws the learning rate a verdict uses for each variant (a dashed
+    line and a ring on the curve, labelled `mark_label`).
     """
     _require(frame, [group, x, y], "plot_lr_range")
     fig, (ax,) = _new_figure()
     names = _names(frame, group)
-    colors = _colors(names)
+    styles = line_styles(names)
     top = -math.inf
+    drawn = {}
     for name in names:
         curve = _rows(frame, group, name).groupby(x, sort=True)[y].mean()
         curve = curve[np.isfinite(curve.to_numpy(dtype=float))]
         if curve.empty:
             continue
-        ax.plot(curve.index, curve.to_numpy(), color=colors[name], label=name)
+        color = variant_color(name)
+        ax.plot(curve.index, curve.to_numpy(), color=color, linestyle=styles[name], label=name)
         best = curve.idxmin()
-        ax.scatter([best], [curve[best]], color=colors[name], edgecolor="black", zorder=3)
+        ax.scatter([best], [curve[best]], color=color, edgecolor="black", zorder=3)
         top = max(top, float(curve.iloc[0]))
+        drawn[name] = (curve.index.to_numpy(dtype=float), curve.to_numpy(dtype=float))
+    _draw_marks(ax, marks, drawn, names, logx=True, label=mark_label)
     ax.set_xscale("log")
     if math.isfinite(top):
         ax.set_ylim(bottom=0.0, top=top * 2.0)  # past twice the starting loss it is divergence
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("training loss")
-    return _finish(fig, ax, title)
+    return _finish(fig, ax, _title(title, budget))

@@ -1,6 +1,10 @@
 """Report rendering: sections of findings and figures -> report.html, report.md and PNGs.
 
-A `Section` is pure content (claims, verdicts, tables, figures); this module only lays it out.
+A `Section` is pure content (claims, verdicts, tables, figures); this module lays it out. Before
+anything is written, the verdicts of every finding of every section are adjusted together for
+multiple comparisons (`adjust_report`, Benjamini-Hochberg), so a report never shows a verdict
+decided on an unadjusted p. The claims table lists, for every claim, the effect in the claimed
+direction, its 95% interval, raw and adjusted p, n per side and the verdict.
 The HTML is self-contained: CSS inline, every figure embedded as a base64 PNG `<img>`, so the
 file can be mailed or opened from anywhere. The Markdown links the PNG files written next to it.
 """
@@ -11,22 +15,26 @@ import base64
 import html
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from normlab.analysis.stats import Verdict
+from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, adjust_verdicts
 
-__all__ = ["Finding", "FigureSpec", "Section", "Report", "write_files"]
+__all__ = ["Finding", "FigureSpec", "Section", "Report", "adjust_report", "claims_rows", "claims_markdown",
+           "verdict_counts", "CLAIM_COLUMNS", "CLAIMS_CAPTION", "write_files"]
 
 
 @dataclass
 class Finding:
-    """One claim of the seed notebook and the verdict the numbers give it."""
+    """One claim of the seed notebook, the verdict the numbers give it and, optionally, what
+    published work found on the same question (shown under the verdict, so the reader sees
+    where this study agrees and where it does not)."""
 
     claim: str
     verdict: Verdict
+    literature: str = ""
 
 
 @dataclass
@@ -61,6 +69,76 @@ class Report:
     provenance: list[str] = field(default_factory=list)
 
 
+def adjust_report(report: Report) -> Report:
+    """The report with every finding's verdict adjusted across all sections (Benjamini-Hochberg).
+
+    The family is every claim of the report (`adjust_verdicts`); labels and sentences are decided
+    again on the adjusted p. Returns a new Report (the given one is left as it was); applying it
+    twice gives the same report.
+    """
+    findings = [f for s in report.sections for f in s.findings]
+    adjusted = iter(adjust_verdicts([f.verdict for f in findings]))
+    sections = [replace(s, findings=[replace(f, verdict=next(adjusted)) for f in s.findings])
+                for s in report.sections]
+    return replace(report, sections=sections)
+
+
+def verdict_counts(report: Report) -> str:
+    """"25 claims tested: 9 supported, 4 not supported, 12 inconclusive at the number of seeds run." """
+    labels = [f.verdict.label for s in report.sections for f in s.findings]
+    claims = f"{len(labels)} claim{'s' * (len(labels) != 1)}"
+    return (f"{claims} tested: {labels.count(SUPPORTED)} supported, {labels.count(NOT_SUPPORTED)} "
+            f"not supported, {labels.count(INCONCLUSIVE)} inconclusive at the number of seeds run.")
+
+
+CLAIM_COLUMNS = ("claim", "part", "effect", "95% CI", "raw p", "adjusted p", "n", "verdict")
+CLAIMS_CAPTION = ("Effect and 95% CI in the claimed direction (positive = the way the claim says), in the "
+                  "metric's units; p two-sided; adjusted p: Benjamini-Hochberg over the claims tested in "
+                  "this report; n: values per side (variant vs baseline), or paired runs.")
+"""The claims table's columns: the effect and its interval are in the claimed direction (positive
+= the way the claim says) and in the metric's display units; n is "variant vs baseline" values, or
+"k paired" runs."""
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.2g}"
+
+
+def _part(section: Section) -> str:
+    """"3" for "3. Learning rate ...", else the whole title."""
+    first = section.title.split(" ")[0].rstrip(".")
+    return first if first.isdigit() else section.title
+
+
+def claims_rows(report: Report) -> list[dict[str, str]]:
+    """One row per claim of the report, keyed by `CLAIM_COLUMNS`, every cell already text."""
+    rows = []
+    for section in report.sections:
+        for finding in section.findings:
+            v = finding.verdict
+            has_numbers = bool(v.head)  # built by verdict()/paired_verdict(), not by hand
+            rows.append({
+                "claim": finding.claim,
+                "part": _part(section),
+                "effect": v.fmt(v.effect, signed=True) if has_numbers else "-",
+                "95% CI": (f"[{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}]"
+                           if has_numbers and v.ci_low == v.ci_low else "-"),
+                "raw p": _p(v.p_value if has_numbers else v.test.p_value),
+                "adjusted p": _p(v.p_adjusted),
+                "n": v.n_text if has_numbers else f"{v.test.n_a} vs {v.test.n_b}",
+                "verdict": v.label,
+            })
+    return rows
+
+
+def claims_markdown(report: Report) -> str:
+    """The claims table as Markdown (the report's, and for notes such as a results file)."""
+    lines = ["| " + " | ".join(CLAIM_COLUMNS) + " |", "|" + "---|" * len(CLAIM_COLUMNS)]
+    for row in claims_rows(report):
+        lines.append("| " + " | ".join(row[c].replace("|", "/") for c in CLAIM_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 _VERDICT_CLASS = {"supported": "ok", "not supported": "no", "inconclusive": "maybe"}
 
 _CSS = """
@@ -79,6 +157,7 @@ figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .8rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
 table.verdicts td, table.verdicts th { text-align: left; }
+table.verdicts td.num { text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .provenance { color: #666; font-size: .8rem; }
 """
@@ -115,22 +194,24 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(report.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(report.title)}</h1>",
-        f"<p>{esc(report.summary)}</p>",
+        f"<p><b>{esc(verdict_counts(report))}</b> {esc(report.summary)}</p>",
     ]
     if report.sections:
         parts.append("<ul>")
         parts += [f'<li><a href="#{_slug(s.title)}">{esc(s.title)}</a></li>' for s in report.sections]
         parts.append("</ul>")
-    verdicts = [(s, f) for s in report.sections for f in s.findings]
-    if verdicts:
-        parts.append('<table class="verdicts"><tr><th>claim</th><th>verdict</th><th>part</th></tr>')
-        parts += [
-            f'<tr><td>{esc(f.claim)}</td><td class="{_VERDICT_CLASS[f.verdict.label]}">'
-            f'<span class="label">{esc(f.verdict.label)}</span></td>'
-            f'<td><a href="#{_slug(s.title)}">{esc(s.title.split(" ")[0].rstrip("."))}</a></td></tr>'
-            for s, f in verdicts
-        ]
-        parts.append("</table>")
+    rows = claims_rows(report)
+    if rows:
+        slugs = {_part(s): _slug(s.title) for s in report.sections}
+        parts.append('<table class="verdicts"><tr>' + "".join(f"<th>{esc(c)}</th>" for c in CLAIM_COLUMNS) + "</tr>")
+        for row in rows:
+            cells = [f"<td>{esc(row['claim'])}</td>",
+                     f'<td><a href="#{slugs[row["part"]]}">{esc(row["part"])}</a></td>']
+            cells += [f'<td class="num">{esc(row[c])}</td>' for c in CLAIM_COLUMNS[2:-1]]
+            label = row["verdict"]
+            cells.append(f'<td class="{_VERDICT_CLASS[label]}"><span class="label">{esc(label)}</span></td>')
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append(f'</table><p class="setup"><small>{esc(CLAIMS_CAPTION)}</small></p>')
     for section in report.sections:
         parts.append(f'<section id="{_slug(section.title)}"><h2>{esc(section.title)}</h2>')
         parts.append(f'<p class="setup">{esc(section.setup)}</p>')
@@ -139,7 +220,9 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
             parts.append(
                 f'<div class="finding {cls}"><span class="label">{esc(finding.verdict.label)}</span> '
                 f"&mdash; <b>Claim:</b> {esc(finding.claim)}<br><b>Measured:</b> "
-                f"{esc(finding.verdict.text)}</div>"
+                f"{esc(finding.verdict.text)}"
+                + (f"<br><b>Literature:</b> {esc(finding.literature)}" if finding.literature else "")
+                + "</div>"
             )
         if section.measured:
             parts.append("<ul>" + "".join(f"<li>{esc(m)}</li>" for m in section.measured) + "</ul>")
@@ -162,18 +245,16 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
 
 
 def _render_md(report: Report) -> str:
-    lines = [f"# {report.title}", "", report.summary, ""]
-    verdicts = [(s, f) for s in report.sections for f in s.findings]
-    if verdicts:
-        lines += ["| claim | verdict | part |", "|---|---|---|"]
-        lines += [f"| {f.claim.replace('|', '/')} | {f.verdict.label} | {s.title.split(' ')[0].rstrip('.')} |"
-                  for s, f in verdicts]
-        lines.append("")
+    lines = [f"# {report.title}", "", f"**{verdict_counts(report)}** {report.summary}", ""]
+    if claims_rows(report):
+        lines += [claims_markdown(report), "", f"*{CLAIMS_CAPTION}*", ""]
     for section in report.sections:
         lines += [f"## {section.title}", "", section.setup, ""]
         for finding in section.findings:
             lines.append(f"- **{finding.verdict.label.upper()}**: {finding.claim}  ")
-            lines.append(f"  {finding.verdict.text}")
+            lines.append(f"  {finding.verdict.text}" + ("  " if finding.literature else ""))
+            if finding.literature:
+                lines.append(f"  *Literature:* {finding.literature}")
         if section.findings:
             lines.append("")
         lines += [f"- {m}" for m in section.measured]
@@ -191,9 +272,11 @@ def _render_md(report: Report) -> str:
 
 
 def write_files(report: Report, out_dir: str | Path) -> Path:
-    """Write report.html, report.md and one PNG per figure into `out_dir`; return `out_dir`."""
-    import matplotlib.pyplot as plt
+    """Write report.html, report.md and one PNG per figure into `out_dir`; return `out_dir`.
 
+    The verdicts are adjusted across every finding of every section first (`adjust_report`).
+    """
+    report = adjust_report(report)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
@@ -203,7 +286,6 @@ def write_files(report: Report, out_dir: str | Path) -> Path:
                 raise ValueError(f"two figures are named {spec.name!r}; figure names must be unique")
             images[spec.name] = _png(spec.figure)
             (out / f"{spec.name}.png").write_bytes(images[spec.name])
-            plt.close(spec.figure)
     (out / "report.html").write_text(_render_html(report, images), encoding="utf-8")
     (out / "report.md").write_text(_render_md(report), encoding="utf-8")
     return out

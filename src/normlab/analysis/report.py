@@ -6,8 +6,9 @@ Two kinds of report, chosen by name:
     claims, the measurements and the verdicts;
   - any other **experiment** (`normlab sweep`): final test accuracy per variant against the
     no-norm (or first) variant, training curves, and a table of every variant.
-The report is written to `<out_dir>/reports/<experiment>/` and reads only the store, so it can
-be rebuilt anywhere from the results folder, without training.
+Either way every claim's verdict is decided on its p adjusted across all the report's claims
+(Benjamini-Hochberg, `build_report`). The report is written to `<out_dir>/reports/<experiment>/`
+and reads only the store, so it can be rebuilt anywhere from the results folder, without training.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import pandas as pd
 from normlab.analysis import parts as P
 from normlab.analysis import plots
 from normlab.analysis.frames import curve_frame, final_frame, label_runs, varying_keys
-from normlab.analysis.render import FigureSpec, Finding, Report, Section, write_files
-from normlab.analysis.stats import SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, aggregate, verdict
+from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust_report, write_files
+from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
 
-__all__ = ["write_report", "study_report", "experiment_report", "STUDY_SECTIONS"]
+__all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS",
+           "STUDY_SECTIONS"]
+
+ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
 
 # part key (experiment suffix, see normlab.experiments.study.PARTS) -> section builder
 STUDY_SECTIONS = {
@@ -60,17 +64,40 @@ def _provenance(store, experiments: list[str]) -> list[str]:
     return lines
 
 
-def _summary(sections: list[Section]) -> str:
-    findings = [f for s in sections for f in s.findings]
-    counts = {label: sum(f.verdict.label == label for f in findings)
-              for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
-    return (f"{len(findings)} claims tested: {counts[SUPPORTED]} supported, {counts[NOT_SUPPORTED]} "
-            f"not supported, {counts[INCONCLUSIVE]} inconclusive at the number of seeds run. A claim is "
-            "supported when Welch's t-test over seeds (or a paired t-test, for before/after "
-            "measurements of the same runs) finds a significant (p < 0.05) difference in "
-            "the claimed direction, larger than the smallest effect that matters; not supported "
-            "when the difference is significant the other way or its 95% interval rules the "
-            "effect out; inconclusive otherwise.")
+METHODS = (
+    "Each claim compares per-seed values: Welch's t-test between two groups of independent runs, or "
+    "a paired t-test for before/after measurements of the same runs; a permutation test where "
+    "values have no spread (never p = 0 from a quantized measurement). Every claim's p is "
+    "adjusted for the number of claims in this report (Benjamini-Hochberg). A claim is supported "
+    "when its adjusted p < 0.05 and the whole 95% interval of the effect clears the smallest "
+    "effect that matters; not supported when the adjusted p < 0.05 in the opposite direction or "
+    "the interval lies below the smallest effect that matters; inconclusive at this many seeds "
+    "otherwise (the sentence says why)."
+)
+"""What a verdict means; the report puts the verdict counts in front of it."""
+
+
+def claims_frame(report: Report) -> pd.DataFrame:
+    """Every claim of `report` with its numbers (not text), one row each, for a notebook or a
+    results file: claim, part, effect, ci_low, ci_high (claimed direction, metric units, before
+    the display scale), p_value, p_adjusted, n_a, n_b, paired, min_effect, verdict."""
+    rows = []
+    for section in report.sections:
+        for finding in section.findings:
+            v = finding.verdict
+            rows.append({"claim": finding.claim, "part": section.title, "effect": v.effect,
+                         "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value,
+                         "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
+                         "n_a": v.n_a, "n_b": v.n_b, "paired": v.paired, "min_effect": v.min_effect,
+                         "verdict": v.label})
+    columns = ["claim", "part", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "n_a", "n_b",
+               "paired", "min_effect", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def build_report(title: str, sections: list[Section], provenance: list[str]) -> Report:
+    """A Report of `sections` whose verdicts are adjusted across all of them (Benjamini-Hochberg)."""
+    return adjust_report(Report(title, METHODS, sections, provenance))
 
 
 def study_report(store, study: str) -> Report:
@@ -86,7 +113,7 @@ def study_report(store, study: str) -> Report:
             sections.append(build(pd.DataFrame(columns=["run_id", "group"]),
                                   pd.DataFrame(columns=["run_id", "step", "epoch", "name", "value"])))
     title = f"normlab study: batch normalization, measured ({study})"
-    return Report(title, _summary(sections), sections, _provenance(store, used))
+    return build_report(title, sections, _provenance(store, used))
 
 
 def experiment_report(store, experiment: str) -> Report:
@@ -111,7 +138,7 @@ def experiment_report(store, experiment: str) -> Report:
             section.findings.append(Finding(
                 f"{name} reaches a higher test accuracy than {baseline}.",
                 verdict(acc.loc[acc["variant"] == name, "value"], acc.loc[acc["variant"] == baseline, "value"],
-                        min_effect=P.ACC_MIN_EFFECT, what="final test accuracy", **P.PCT)))
+                        min_effect=ACC_MIN_EFFECT, what="final test accuracy", scale=100.0, unit="%")))
     section.table = aggregate(acc, "variant", "value")
     if acc["value"].notna().any():
         section.figures.append(FigureSpec("final_acc", plots.plot_final_accuracy(acc, title="Final test accuracy"),
@@ -122,7 +149,7 @@ def experiment_report(store, experiment: str) -> Report:
             section.figures.append(FigureSpec(
                 name, plots.plot_curves(curves, title=label.capitalize(), ylabel=label, logy=logy),
                 f"{label.capitalize()} over training steps: mean over seeds and 95% CI band."))
-    return Report(f"normlab report: {experiment}", _summary([section]), [section], _provenance(store, [experiment]))
+    return build_report(f"normlab report: {experiment}", [section], _provenance(store, [experiment]))
 
 
 def write_report(out_dir: str | Path, experiment: str) -> Path:

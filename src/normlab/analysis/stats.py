@@ -1,19 +1,21 @@
-"""Statistics over seeds: summaries with 95% t-intervals, Welch tests, steps-to-target, verdicts.
+"""Statistics over seeds: summaries with 95% t-intervals, tests, steps-to-target, verdicts.
 
 Every number in the report comes from here, so every function takes plain arrays or DataFrames
 and returns plain numbers: no plotting, no store access.
 
-A claim of the seed notebook ("BN gives higher accuracy") becomes a one-sided question about
-the difference of two means, variant minus baseline, over independent seeds. We answer it with
+A claim of the seed notebook ("BN gives higher accuracy") becomes a question about the
+difference of two means, variant minus baseline, over independent seeds. We answer it with
 Welch's t-test (unequal variances, Satterthwaite degrees of freedom) and its 95% confidence
-interval of the difference, and turn that into one of three verdicts (see `verdict`).
+interval of the difference, and turn that into one of three verdicts (see `verdict`). A study
+asks many such questions at once: `adjust_verdicts` applies the Benjamini-Hochberg adjustment
+across all of them and decides each claim again on its adjusted p.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Iterable, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 from scipy import stats as _scipy_stats
@@ -25,8 +27,11 @@ __all__ = [
     "summarize",
     "t_interval",
     "welch_test",
+    "one_sample_test",
+    "permutation_p",
     "verdict",
     "paired_verdict",
+    "adjust_verdicts",
     "steps_to_target",
     "aggregate",
     "compare_to_baseline",
@@ -39,13 +44,33 @@ SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
 
+# Permutation tests enumerate every relabelling when there are at most this many (exact p),
+# else draw this many random relabellings from a fixed seed (the same p on every run).
+_EXACT_PERMUTATIONS = 20_000
+_RANDOM_PERMUTATIONS = 9_999
+
 
 def _as_array(values: Iterable[float], what: str) -> np.ndarray:
     """1-D float64 array of the finite values (NaN = a run that has no value, e.g. diverged)."""
+    return _finite(values, what)[0]
+
+
+def _finite(values: Iterable[float], what: str) -> tuple[np.ndarray, int]:
+    """(the finite values as a 1-D float64 array, how many non-finite values were left out)."""
     array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
     if array.ndim != 1:
         raise ValueError(f"{what}: expected a 1-D sequence of numbers, got shape {array.shape}")
-    return array[np.isfinite(array)]
+    keep = np.isfinite(array)
+    return array[keep], int(array.size - keep.sum())
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    """Every value equal up to float rounding (a quantized measurement, or a bound such as 100%).
+
+    A spread of a few ulps (e.g. 10**-2.5 computed two ways) is no spread: a t-test on it would
+    divide the difference by rounding noise and report p ~ 0.
+    """
+    return x.size > 0 and float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -107,10 +132,12 @@ def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
 
 @dataclass(frozen=True)
 class WelchResult:
-    """Welch's two-sample t-test of mean(a) - mean(b).
+    """A two-sample test of mean(a) - mean(b) (or a one-sample test of mean(a) against 0).
 
     `p_value` is two-sided; `ci_low/ci_high` the 95% interval of the difference. With fewer
-    than 2 values on a side every field but `diff`, `n_a`, `n_b` is NaN.
+    than 2 values on a side every field but `diff`, `n_a`, `n_b` is NaN. `method` names the
+    test that gave `p_value`: "welch", "one-sample t", or "permutation" when every value on
+    both sides is equal (then there is no spread to build an interval from: it is NaN).
     """
 
     diff: float
@@ -121,6 +148,36 @@ class WelchResult:
     ci_high: float
     n_a: int
     n_b: int
+    method: str = "welch"
+
+
+def permutation_p(a: Iterable[float], b: Iterable[float] | None = None) -> float:
+    """Two-sided permutation-test p of mean(a) - mean(b), from `scipy.stats.permutation_test`.
+
+    Two samples: the values are relabelled between the sides. One sample (`b=None`, e.g. the
+    per-run changes of a paired design): each value's sign is flipped. The test needs no
+    spread, so it gives an honest p where a t-test divides by a zero standard error. Exact
+    (every relabelling) up to 20,000 relabellings, else 9,999 random ones from a fixed seed;
+    either way p >= 1 / (number of relabellings), never 0.
+    """
+    x = _as_array(a, "permutation_p a")
+    y = np.zeros_like(x) if b is None else _as_array(b, "permutation_p b")
+    if x.size == 0 or y.size == 0:
+        return float("nan")
+    paired = b is None
+    count = 2.0 ** x.size if paired else math.comb(x.size + y.size, x.size)
+    resamples = np.inf if count <= _EXACT_PERMUTATIONS else _RANDOM_PERMUTATIONS
+
+    def mean_diff(u, v, axis):
+        return np.mean(u, axis=axis) - np.mean(v, axis=axis)
+
+    kwargs = dict(vectorized=True, n_resamples=resamples, alternative="two-sided", batch=1000,
+                  permutation_type="samples" if paired else "independent")
+    try:
+        result = _scipy_stats.permutation_test((x, y), mean_diff, rng=np.random.default_rng(0), **kwargs)
+    except TypeError:  # scipy < 1.15 names the generator random_state
+        result = _scipy_stats.permutation_test((x, y), mean_diff, random_state=np.random.default_rng(0), **kwargs)
+    return float(min(1.0, result.pvalue))
 
 
 def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> WelchResult:
@@ -128,8 +185,10 @@ def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95)
 
     t = (mean_a - mean_b) / sqrt(s_a^2/n_a + s_b^2/n_b),
     df = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1)).
-    Equal to `scipy.stats.ttest_ind(a, b, equal_var=False)`. If both samples have zero
-    variance the difference is exact: p = 0 when the means differ, 1 when they are equal.
+    Equal to `scipy.stats.ttest_ind(a, b, equal_var=False)`, except when every value on both
+    sides is equal (e.g. a quantized measurement): scipy then reports t = inf and p = 0, an
+    artefact of dividing by a zero standard error; here p comes from `permutation_p` and the
+    interval is NaN (there is no spread to build it from).
     """
     _check_probability("confidence", confidence)
     xa, xb = _as_array(a, "welch_test a"), _as_array(b, "welch_test b")
@@ -138,13 +197,10 @@ def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95)
     diff = float(xa.mean() - xb.mean()) if na and nb else nan
     if na < 2 or nb < 2:
         return WelchResult(diff, nan, nan, nan, nan, nan, na, nb)
+    if _is_constant(xa) and _is_constant(xb):
+        return WelchResult(diff, nan, nan, permutation_p(xa, xb), nan, nan, na, nb, "permutation")
     va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
     se = math.sqrt(va + vb)
-    if se == 0.0:
-        # Both samples constant (e.g. every seed reached 100%): the difference is exact.
-        p = 1.0 if diff == 0.0 else 0.0
-        t = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
-        return WelchResult(diff, t, float(na + nb - 2), p, diff, diff, na, nb)
     df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     t = diff / se
     p = float(2.0 * _scipy_stats.t.sf(abs(t), df))
@@ -152,13 +208,77 @@ def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95)
     return WelchResult(diff, float(t), float(df), p, diff - half, diff + half, na, nb)
 
 
+def one_sample_test(values: Iterable[float], confidence: float = 0.95) -> WelchResult:
+    """The one-sample t-test of mean(values) against 0 (df = n - 1), as `scipy.stats.ttest_1samp`.
+
+    For paired designs: `values` are per-run changes (after - before). `n_b` is 0. When every
+    change is equal the p comes from the sign-flip `permutation_p` and the interval is NaN.
+    """
+    _check_probability("confidence", confidence)
+    x = _as_array(values, "one_sample_test")
+    n = int(x.size)
+    nan = float("nan")
+    mean = float(x.mean()) if n else nan
+    if n < 2:
+        return WelchResult(mean, nan, nan, nan, nan, nan, n, 0, "one-sample t")
+    if _is_constant(x):
+        return WelchResult(mean, nan, nan, permutation_p(x), nan, nan, n, 0, "permutation")
+    se = float(x.std(ddof=1)) / math.sqrt(n)
+    t = mean / se
+    p = float(2.0 * _scipy_stats.t.sf(abs(t), n - 1))
+    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * se
+    return WelchResult(mean, float(t), float(n - 1), p, mean - half, mean + half, n, 0, "one-sample t")
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The answer to one claim: a label and the sentence with the numbers behind it."""
+    """The answer to one claim: a label, the sentence with the numbers, and those numbers.
+
+    `effect` and its interval `ci_low/ci_high` are in the claimed direction (positive = the way
+    the claim says, whether higher or lower is better) and in the metric's units; `p_value` is
+    the raw two-sided p, `p_adjusted` the Benjamini-Hochberg p over `family` claims (None until
+    `adjust_verdicts` ran). The label is decided on `p_adjusted` when there is one, else on
+    `p_value` (a claim tested alone is a family of one, whose BH-adjusted p is its raw p).
+    """
 
     label: Literal["supported", "not supported", "inconclusive"]
     text: str
     test: WelchResult
+    effect: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    p_value: float = float("nan")
+    p_adjusted: float | None = None
+    family: int | None = None
+    adjustment: str = ""  # the method behind p_adjusted, e.g. "Benjamini-Hochberg"
+    min_effect: float = 0.0
+    n_a: int = 0  # values of the variant (or paired runs)
+    n_b: int = 0  # values of the baseline (0 for a paired design)
+    paired: bool = False
+    method: str = ""
+    notes: tuple[str, ...] = ()  # what the reader must know about the numbers (left-out values, ...)
+    head: str = ""  # the sentence's start: what was measured, the means, n
+    higher_is_better: bool = True
+    alpha: float = 0.05
+    scale: float = 1.0
+    unit: str = ""
+
+    @property
+    def p_decision(self) -> float:
+        """The p the label is decided on: adjusted when adjusted, else raw."""
+        return self.p_value if self.p_adjusted is None else self.p_adjusted
+
+    @property
+    def n_text(self) -> str:
+        """Sample sizes as the report prints them: "10 vs 10" or "10 paired"."""
+        return f"{self.n_a} paired" if self.paired else f"{self.n_a} vs {self.n_b}"
+
+    def fmt(self, value: float, signed: bool = False) -> str:
+        """A value of the metric in display units (e.g. "+1.2%"); "-" when not finite."""
+        if value is None or not math.isfinite(value):
+            return "-"
+        # (+ 0.0 turns a negative zero into "0", not "-0")
+        return f"{value * self.scale + 0.0:{'+' if signed else ''}.3g}{self.unit}"
 
 
 def verdict(
@@ -174,27 +294,48 @@ def verdict(
 ) -> Verdict:
     """Decide a claim "variant is better than baseline" from per-seed values.
 
-    Rules (difference d = mean(variant) - mean(baseline), sign-flipped if lower is better, with
-    its 95% Welch interval [lo, hi] and two-sided p):
-      - fewer than 2 seeds on a side: **inconclusive** (no spread, no test);
-      - p < alpha and d > min_effect: **supported** (significant, in the claimed direction,
-        and at least as large as the smallest effect that matters);
-      - p < alpha and d < 0: **not supported** (significant in the opposite direction);
-      - the whole interval lies below `min_effect` (|effect| provably smaller than what
-        matters, or negative): **not supported**;
-      - otherwise **inconclusive**: the seeds cannot tell the effect from the noise.
-    `min_effect` is in the metric's units (e.g. 0.01 = one accuracy point).
-    The sentence reports n, means, the difference with its interval and p.
+    The effect e = mean(variant) - mean(baseline), sign-flipped when lower is better, comes with
+    its 95% Welch interval [lo, hi] (in the claimed direction too) and a two-sided p. The rules:
+      - fewer than 2 finite values on a side: **inconclusive** (no spread, no test);
+      - p < alpha and e < 0: **not supported** (significant in the opposite direction);
+      - p < alpha and lo > min_effect: **supported** (significant, and even the interval's
+        lower bound lies above the smallest effect that matters);
+      - hi < min_effect (or hi <= 0 when min_effect is 0): **not supported** (the interval
+        rules out an effect that matters);
+      - otherwise **inconclusive** at this many seeds, with the reason (not significant, or the
+        interval reaches below `min_effect`, or no interval because no side has any spread).
+    p here is the raw p: a claim tested alone is a family of one. A study tests many claims and
+    passes all their verdicts through `adjust_verdicts`, which decides each again on its
+    Benjamini-Hochberg-adjusted p. `min_effect` is in the metric's units (0.01 = one accuracy
+    point). Non-finite values (a diverged run) are left out and the sentence says how many.
+    When one side has no spread the p is the larger of Welch's and a permutation test's (Welch
+    then treats that side's mean as exact); when neither has, the permutation p alone and no
+    interval, so the claim cannot be supported (`welch_test`).
     """
     # Read each iterable once: a generator would be empty for a second pass.
-    xv, xb = _as_array(variant, "verdict variant"), _as_array(baseline, "verdict baseline")
+    xv, dropped_v = _finite(variant, "verdict variant")
+    xb, dropped_b = _finite(baseline, "verdict baseline")
     test = welch_test(xv, xb)
-    fmt = _formatter(scale, unit)
-    head = (
-        f"{what}: {fmt(summarize(xv).mean)} vs {fmt(summarize(xb).mean)} baseline "
-        f"(n={test.n_a} vs n={test.n_b} seeds)"
-    )
-    return _decide(test, head, higher_is_better, min_effect, alpha, fmt, f"n={test.n_a} vs n={test.n_b}")
+    notes = []
+    if dropped_v or dropped_b:
+        notes.append(f"{dropped_v} + {dropped_b} non-finite values (diverged runs) left out")
+    method = "Welch t-test"
+    p = test.p_value
+    if test.method == "permutation":
+        method = "permutation test"
+        notes.append("every value on both sides is equal (a quantized or saturated measurement?)")
+    elif xv.size >= 2 and xb.size >= 2 and (_is_constant(xv) or _is_constant(xb)):
+        p = max(p, permutation_p(xv, xb))
+        method = "Welch t-test and permutation test"
+        notes.append("one side's values are all equal: p is the larger of the two tests'")
+    sign = 1.0 if higher_is_better else -1.0
+    lo, hi = sorted((sign * test.ci_low, sign * test.ci_high))
+    head = (f"{what}: {_plain(_mean(xv), scale, unit)} vs {_plain(_mean(xb), scale, unit)} "
+            f"baseline (n={test.n_a} vs n={test.n_b} seeds)")
+    return _decide(Verdict(
+        INCONCLUSIVE, "", test, effect=sign * test.diff, ci_low=lo, ci_high=hi, p_value=p,
+        min_effect=min_effect, n_a=test.n_a, n_b=test.n_b, method=method, notes=tuple(notes), head=head,
+        higher_is_better=higher_is_better, alpha=alpha, scale=scale, unit=unit))
 
 
 def paired_verdict(
@@ -208,54 +349,103 @@ def paired_verdict(
     unit: str = "",
 ) -> Verdict:
     """`verdict` for paired measurements: one change per run (e.g. after - before on the same
-    model), tested against zero with the one-sample t-test (Welch's test against a constant
-    reduces to it: df = n - 1). Same rules as `verdict`, "variant" = the change.
+    model), tested against zero with the one-sample t-test (`one_sample_test`, df = n - 1).
+    Same rules as `verdict`, "variant" = the change; when every change is equal, the sign-flip
+    permutation p and no interval.
     """
-    values = _as_array(changes, "paired_verdict")
-    test = welch_test(values, np.zeros_like(values))
-    fmt = _formatter(scale, unit)
-    head = f"{what}: mean change {fmt(summarize(values).mean)} (n={test.n_a} paired runs)"
-    return _decide(test, head, higher_is_better, min_effect, alpha, fmt, f"n={test.n_a} runs")
-
-
-def _formatter(scale: float, unit: str):
-    return lambda x: f"{x * scale:.3g}{unit}"
-
-
-def _decide(test: WelchResult, head: str, higher_is_better: bool, min_effect: float,
-            alpha: float, fmt, sample: str) -> Verdict:
-    """The rules of `verdict`, applied to a finished test; `head` starts the sentence."""
-    _check_probability("alpha", alpha)
-    if min_effect < 0:
-        raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {min_effect}")
-    if test.n_a < 2 or test.n_b < 2:
-        return Verdict(INCONCLUSIVE, head + "; fewer than 2 values on a side, so no test is possible.", test)
+    values, dropped = _finite(changes, "paired_verdict")
+    test = one_sample_test(values)
+    notes = [f"{dropped} non-finite changes left out"] if dropped else []
+    method = "paired t-test"
+    if test.method == "permutation":
+        method = "sign-flip permutation test"
+        notes.append("every change is equal (a quantized or saturated measurement?)")
     sign = 1.0 if higher_is_better else -1.0
-    # Effect in the claimed direction and its interval, in the claimed direction too.
-    effect = sign * test.diff
     lo, hi = sorted((sign * test.ci_low, sign * test.ci_high))
-    better = "higher" if higher_is_better else "lower"
-    detail = (
-        f"; difference {fmt(test.diff)} [95% CI {fmt(test.ci_low)}, {fmt(test.ci_high)}], "
-        f"p={test.p_value:.2g}"
-    )
-    if test.p_value < alpha and effect > min_effect:
-        return Verdict(SUPPORTED, head + detail + f": significantly {better}.", test)
-    if test.p_value < alpha and effect < 0:
-        worse = "lower" if higher_is_better else "higher"
-        return Verdict(NOT_SUPPORTED, head + detail + f": significantly {worse}, the opposite of the claim.", test)
-    if hi < min_effect or (min_effect == 0.0 and hi <= 0.0):
-        return Verdict(
-            NOT_SUPPORTED,
-            head + detail + (f": the interval excludes an improvement of {fmt(min_effect)} or more."
-                             if min_effect > 0 else ": the interval excludes any improvement."),
-            test,
-        )
-    return Verdict(
-        INCONCLUSIVE,
-        head + detail + f": not distinguishable from noise at {sample}.",
-        test,
-    )
+    head = f"{what}: mean change {_plain(_mean(values), scale, unit)} (n={test.n_a} paired runs)"
+    return _decide(Verdict(
+        INCONCLUSIVE, "", test, effect=sign * test.diff, ci_low=lo, ci_high=hi, p_value=test.p_value,
+        min_effect=min_effect, n_a=test.n_a, n_b=0, paired=True, method=method, notes=tuple(notes),
+        head=head, higher_is_better=higher_is_better, alpha=alpha, scale=scale, unit=unit))
+
+
+_ADJUSTMENTS = {"bh": "Benjamini-Hochberg", "by": "Benjamini-Yekutieli"}
+
+
+def adjust_verdicts(verdicts: Sequence[Verdict], method: str = "bh") -> list[Verdict]:
+    """Adjust the p of every claim of a study together for multiple comparisons; decide each again.
+
+    The family is every verdict with a finite raw p (a claim with fewer than 2 values on a side
+    has no test and keeps `p_adjusted=None`). The adjusted p are
+    `scipy.stats.false_discovery_control(p, method=method)`: "bh" (Benjamini-Hochberg, the
+    default) controls the false discovery rate at 5% for independent or positively dependent
+    tests (claims sharing a baseline group); "by" (Benjamini-Yekutieli) under any dependence, at
+    a cost in power. Each label and sentence is then decided on them by the rules of `verdict`.
+    Idempotent: it always starts from the raw p. Returns new verdicts, same order.
+    """
+    if method not in _ADJUSTMENTS:
+        raise ValueError(f"adjust_verdicts: method must be one of {sorted(_ADJUSTMENTS)}, got {method!r}")
+    verdicts = list(verdicts)
+    tested = [i for i, v in enumerate(verdicts) if v.head and math.isfinite(v.p_value)]
+    if not tested:
+        return verdicts
+    adjusted = _scipy_stats.false_discovery_control([verdicts[i].p_value for i in tested], method=method)
+    for i, p in zip(tested, np.atleast_1d(adjusted)):
+        verdicts[i] = _decide(replace(verdicts[i], p_adjusted=float(p), family=len(tested),
+                                      adjustment=_ADJUSTMENTS[method]))
+    return verdicts
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean of the finite values (NaN when there are none)."""
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _plain(value: float, scale: float, unit: str) -> str:
+    return f"{value * scale:.3g}{unit}"
+
+
+def _decide(v: Verdict) -> Verdict:
+    """The rules of `verdict` applied to the numbers in `v`: its label and sentence."""
+    _check_probability("alpha", v.alpha)
+    if not v.min_effect >= 0:
+        raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {v.min_effect}")
+    notes = "".join(f"; {note}" for note in v.notes)
+    if v.n_a < 2 or (not v.paired and v.n_b < 2):
+        return replace(v, label=INCONCLUSIVE,
+                       text=v.head + notes + "; fewer than 2 values on a side, so no test is possible.")
+    better = "higher" if v.higher_is_better else "lower"
+    if v.p_adjusted is None:
+        ps = f"raw p={v.p_value:.2g} (a single claim, not adjusted)"
+    else:
+        ps = f"raw p={v.p_value:.2g}, adjusted p={v.p_adjusted:.2g} ({v.adjustment}, {v.family} claims)"
+    detail = (f"; effect {v.fmt(v.effect, signed=True)} in the claimed direction ({better} is better), "
+              f"95% CI [{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}], smallest effect "
+              f"that matters {v.fmt(v.min_effect)}; {v.method}, {ps}{notes}")
+    p, lo, hi, m = v.p_decision, v.ci_low, v.ci_high, v.min_effect
+    significant = p < v.alpha
+    has_interval = math.isfinite(lo) and math.isfinite(hi)
+    sample = f"n={v.n_text}"
+    if significant and v.effect < 0:
+        worse = "lower" if v.higher_is_better else "higher"
+        return replace(v, label=NOT_SUPPORTED,
+                       text=v.head + detail + f": significantly {worse}, the opposite of the claim.")
+    if significant and has_interval and lo > m:
+        return replace(v, label=SUPPORTED, text=v.head + detail + f": significantly {better}, "
+                       "and the whole interval clears the smallest effect that matters.")
+    if has_interval and (hi < m or (m == 0.0 and hi <= 0.0)):
+        why = (f"the interval excludes an improvement of {v.fmt(m)} or more" if m > 0
+               else "the interval excludes any improvement")
+        return replace(v, label=NOT_SUPPORTED, text=v.head + detail + f": {why}.")
+    if not has_interval:
+        spread = "the changes have no spread" if v.paired else "neither side has any spread"
+        why = f"{spread}, so there is no interval to hold against the smallest effect that matters"
+    elif not significant:
+        which = "adjusted" if v.p_adjusted is not None else "raw"
+        why = f"not significant ({which} p >= {v.alpha:g})"
+    else:
+        why = f"significant, but the interval's lower bound does not clear {v.fmt(m)}"
+    return replace(v, label=INCONCLUSIVE, text=v.head + detail + f": inconclusive at {sample}: {why}.")
 
 
 def steps_to_target(steps: Iterable[float], values: Iterable[float], target: float) -> float:
@@ -301,10 +491,14 @@ def compare_to_baseline(
     higher_is_better: bool = True,
     min_effect: float = 0.0,
     alpha: float = 0.05,
+    adjust: bool = True,
 ):
     """Welch test and verdict of every group against the `baseline` group (one row per seed in).
 
-    Returns a DataFrame: group, n, mean, diff, ci_low, ci_high, p_value, verdict, text.
+    The comparisons are a family: with `adjust` (the default) their p are Benjamini-Hochberg
+    adjusted together (`adjust_verdicts`) and the verdicts decided on the adjusted p.
+    Returns a DataFrame: group, n, mean, diff, ci_low, ci_high, p_value, p_adjusted, verdict, text
+    (`diff` and its interval are variant minus baseline, not sign-flipped).
     """
     import pandas as pd
 
@@ -317,12 +511,18 @@ def compare_to_baseline(
             f"(values: {sorted(set(groups))})"
         )
     base_values = frame.loc[groups == baseline, value].to_numpy()
+    names = sorted(set(groups) - {baseline})
+    verdicts = [verdict(frame.loc[groups == name, value].to_numpy(), base_values,
+                        higher_is_better=higher_is_better, min_effect=min_effect, alpha=alpha,
+                        what=f"{name} vs {baseline}") for name in names]
+    if adjust:
+        verdicts = adjust_verdicts(verdicts)
+    columns = [group, "n", "mean", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "text"]
     rows = []
-    for name in sorted(set(groups) - {baseline}):
-        values = frame.loc[groups == name, value].to_numpy()
-        v = verdict(values, base_values, higher_is_better=higher_is_better, min_effect=min_effect,
-                    alpha=alpha, what=f"{name} vs {baseline}")
-        s = summarize(values)
+    for name, v in zip(names, verdicts):
+        s = summarize(frame.loc[groups == name, value].to_numpy())
         rows.append({group: name, "n": s.n, "mean": s.mean, "diff": v.test.diff, "ci_low": v.test.ci_low,
-                     "ci_high": v.test.ci_high, "p_value": v.test.p_value, "verdict": v.label, "text": v.text})
-    return pd.DataFrame(rows, columns=[group, "n", "mean", "diff", "ci_low", "ci_high", "p_value", "verdict", "text"])
+                     "ci_high": v.test.ci_high, "p_value": v.p_value,
+                     "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
+                     "verdict": v.label, "text": v.text})
+    return pd.DataFrame(rows, columns=columns)

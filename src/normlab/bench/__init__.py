@@ -2,10 +2,13 @@
 
 - `training_loop`: the seed notebook's loop vs normlab's engine (`normlab bench loop`).
 - `layers_cpu`: the reference BatchNorm vs torch's CPU kernel (`normlab bench layers`).
+- `kernels`: the Triton BatchNorm kernels vs torch on a GPU, split by job (timing, tuning,
+  resources; `normlab bench kernels`). Not imported here: it loads Triton, which a dry run
+  must first switch to its interpreter.
 - `common`: provenance, device and thread handling, the table, JSON writing.
 
-Speed targets live here (and in benchmarks/), never in timed tests. The Triton kernel
-benchmark stays in `benchmarks/bn_kernels.py` (GPU only).
+Speed targets live here and in benchmarks/README.md, never in timed tests; the scripts in
+benchmarks/ are thin command lines over these modules.
 
 Example:
     >>> from normlab.bench import bench_layers_cpu

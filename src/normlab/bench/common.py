@@ -1,19 +1,15 @@
 """What every benchmark repeats: provenance, devices, threads, a fixed-width table, JSON out.
 
 A benchmark result is only as good as what it says about where it ran, so every JSON carries
-`provenance(device)`: torch / python versions, platform, the device's name (GPU name or CPU
-model), torch's intra-op threads, CPU count and load, the git commit of the source, the time.
+`provenance(device)`: the keys a run stores (python, torch and normlab versions, source commit,
+the device and its hardware, host, torch's intra-op threads) plus platform, CPU count, load
+and time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
-import subprocess
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,81 +17,36 @@ from typing import Any
 
 import torch
 
+from normlab import device
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.execute import torch_threads  # re-exported: the one thread switch
+from normlab.provenance import environment, machine
+from normlab.provenance import git_commit as source_commit
 
 
 def git_commit(short: bool = False) -> str:
-    """The commit of the checkout normlab's source lives in ('unknown' for an installed wheel).
-
-    Asked in the package's own folder, not the current directory: a benchmark run from
-    elsewhere must not report the commit of whatever repository it was started in.
-    """
-    args = ["git", "rev-parse", *(["--short"] if short else []), "HEAD"]
-    try:
-        out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the checkout normlab's source lives in, '+dirty' when modified; 'unknown'
+    for an installed wheel. `short`: the first 12 hex digits."""
+    commit = source_commit()
+    if commit is None:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def cpu_name() -> str:
-    """The CPU model ('model name' in /proc/cpuinfo on Linux), else what `platform` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name for a CUDA device, the CPU model otherwise."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    head, plus, dirty = commit.partition("+")
+    return (head[:12] if short else head) + plus + dirty
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Where and with what a benchmark ran (JSON-ready); call it inside the timed settings,
-    so `threads` is the count the benchmark used."""
-    return {
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "commit": git_commit(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    """Where and with what a benchmark ran (JSON-ready): a run's keys (`normlab.provenance.
+    environment`) plus the machine's load and the time. Call it inside the timed settings, so
+    `torch_threads` is the count the benchmark used."""
+    return environment(str(device)) | machine()
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when there is one), 'cpu', 'cuda' or 'cuda:N' -> a device that exists here.
-
-    Raises ConfigError (one message: expected, got, how to fix) for anything else, and for a
-    CUDA device on a machine without one.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`--device`: `normlab.device.resolve_device`, its error as a ConfigError (exit code 2)."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available on this machine (torch "
-                f"{torch.__version__}, no GPU visible); use --device cpu or --device auto"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
-                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of those"
-            )
-    return device
+        return device.resolve_device(name)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
 
 
 def check_threads(threads: int | None) -> None:
@@ -159,6 +110,6 @@ def write_json(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "Column", "check_out", "check_threads", "cpu_name", "device_name", "git_commit", "header_line",
+    "Column", "check_out", "check_threads", "git_commit", "header_line",
     "print_table", "provenance", "resolve_device", "row_line", "torch_threads", "write_json",
 ]

@@ -152,7 +152,7 @@ def bench_layers_cpu(*, threads: int | None = None, repeats: int = 20, quick: bo
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": where["threads"],
+            "torch_threads": where["torch_threads"],
             "load_avg_1min": where["load_avg_1min"],
         },
         "versions": {"torch": torch.__version__, "python": platform.python_version()},

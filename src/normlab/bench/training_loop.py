@@ -1,6 +1,6 @@
 """The seed notebook's training loop vs normlab's engine, on the seed's workload.
 
-Workload (issue 4): the seed's MLP (flatten, Linear 512, norm, ReLU, Linear 256, norm, ReLU,
+Workload: the seed's MLP (flatten, Linear 512, norm, ReLU, Linear 256, norm, ReLU,
 Linear 10) with and without BN, one epoch over `--samples` CIFAR-shaped synthetic uint8 images
 (default 50,000), batch size 64, Adam lr 1e-3.
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Literal
 import torch
 
 from normlab.data.augment import crop_flip, draw_crop_flip
+from normlab.device import resolve_device
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -130,13 +131,10 @@ class BatchLoader:
     # -- construction helpers -----------------------------------------------------------------
     @staticmethod
     def _resolve_device(device: str | torch.device) -> torch.device:
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            return torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"device must be like 'cpu', 'cuda', 'cuda:1' or 'auto', got "
-                             f"{device!r}") from exc
+            return resolve_device(device)
+        except ValueError as exc:
+            raise ValueError(f"device: {exc}") from None
 
     def _check_norm(self, mean, std, x):
         if (mean is None) != (std is None):

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from normlab.experiments.env import environment
 from normlab.experiments.errors import ConfigError
+from normlab.provenance import environment
 
 Event = tuple
 CHECKPOINT_NAME = "checkpoint.pt"

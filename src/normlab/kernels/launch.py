@@ -4,8 +4,10 @@ Configs are chosen here, not with ``@triton.autotune``, because the interpreter 
 kernels on CPU) cannot autotune, and because a fixed rule keeps results reproducible.
 """
 
+import contextlib
 import functools
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -75,9 +77,9 @@ class Knobs:
     programs_per_sm: int  # programs per SM along the reduction (the split)
     tile_elems: int  # elements of a [BLOCK_C, BLOCK_S] tile (power of two)
     stats_unroll: int = 1  # tiles loaded per loop step by the statistics kernel (1 or 2)
-    stats_stages: int = 0  # its loop's software-pipeline stages (0 = none, as v3.1; or 2-4)
+    stats_stages: int = 0  # its loop's software-pipeline stages (0 = plain loop; or 2-4)
     bwd_unroll: int = 1  # units loaded per loop step by the backward reduce kernel (1 or 2)
-    bwd_stages: int = 0  # its loop's software-pipeline stages (0 = none, as v3.1; or 2-4)
+    bwd_stages: int = 0  # its loop's software-pipeline stages (0 = plain loop; or 2-4)
     finalize_channels: int = 32  # channels per finalize program (power of two)
     finalize_rows: int = 64  # partial-sum rows per finalize load, BLOCK_P (power of two)
     rows_cap: int = 0  # rows view: at most this many rows per tile (power of two; 0 = no cap)
@@ -98,54 +100,42 @@ class Knobs:
             raise ValueError(f"Knobs.programs_per_sm must be >= 1, got {self.programs_per_sm}")
 
 
-# Per view kind: "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C) with 4-byte /
-# 2-byte elements. Module-level so benchmarks/bn_kernels.py can sweep them. From the H100
-# sweeps (benchmarks/README.md, v2 and v3): rows tiles end in a cross-warp reduction over rows,
-# so they want fewer, longer-running programs (2 per SM: 256x64x32x32 float32 NHWC forward
-# 1.96 -> 2.41 TB/s with 8192-element tiles); 2-byte rows prefer 4096-element tiles
-# (64x8x256x256 bf16 NHWC backward 1.26 -> 2.19 TB/s); NCHW was flat between 2 and 8 programs
-# per SM and 2048-8192 elements. The other knobs are at their v3.1 values (see V4_KNOBS).
+# The adopted knobs per view kind: "planes" = NCHW; "rows" / "rows16" = channels-last or (N, C)
+# with 4-byte / 2-byte elements. Rows tiles end in a cross-warp reduction over rows, so they
+# want fewer, longer-running programs (2 per SM) than NCHW (8 per SM); 2-byte rows run best with
+# 4096-element tiles. The H100 measurements behind these values, and the candidate changes the
+# kernel benchmark times against them (normlab.bench.kernels.tuning), are in
+# benchmarks/README.md.
 KNOBS = {
     "planes": Knobs(programs_per_sm=8, tile_elems=4096),
     "rows": Knobs(programs_per_sm=2, tile_elems=8192),
     "rows16": Knobs(programs_per_sm=2, tile_elems=4096),
 }
 
-# The v4 changes (prepared, not measured; benchmarks/README.md "v4"), each as (knob values,
-# view kinds it applies to). The statistics kernel reads at 1.3-2.0 TB/s where the apply
-# kernels reach 2.6-2.7 and the two-stream backward reduce ~2.8: more bytes in flight, by a
-# second tile per loop step or by a pipelined loop. The rows-view finalize (9-13 us with
-# cdiv(C, 32) programs) gets 4x the programs.
-V4_CHANGES = {
-    "unroll": (dict(stats_unroll=2, bwd_unroll=2), ("planes", "rows", "rows16")),
-    "stages": (dict(stats_stages=3, bwd_stages=3), ("planes", "rows", "rows16")),
-    "finalize": (dict(finalize_channels=8, finalize_rows=256), ("rows", "rows16")),
-    # Few channels make tall rows tiles ([8, 1024] for C=8 float32) that need ~200 registers
-    # per thread: one program per SM where the plan wants two. 512 rows = v2's tile there.
-    "rows_cap": (dict(rows_cap=512), ("rows",)),
-}
-# The v4 candidate that `bn_kernels.py --v4` times over the whole matrix: the statistics
-# kernel unrolled (no shared memory, so no occupancy risk), the rows-view finalize and the
-# float32 rows cap (v2 measured those tiles faster on 64x8x256x256 NHWC). The
-# sweep times each V4_CHANGES entry alone; adopt per kind what measures faster into KNOBS.
-V4_KNOBS = {
-    "planes": replace(KNOBS["planes"], stats_unroll=2),
-    "rows": replace(KNOBS["rows"], stats_unroll=2, finalize_channels=8, finalize_rows=256,
-                    rows_cap=512),
-    "rows16": replace(KNOBS["rows16"], stats_unroll=2, finalize_channels=8, finalize_rows=256),
-}
 
+@contextlib.contextmanager
+def using_knobs(knobs: Mapping[str, Knobs]) -> Iterator[None]:
+    """Launch with ``knobs`` (one ``Knobs`` per ``KNOBS`` key) instead of ``KNOBS`` inside the block.
 
-def knobs_with(change: str) -> dict[str, Knobs]:
-    """``KNOBS`` with one ``V4_CHANGES`` entry applied, or the v4 candidate ("v4")."""
-    if change == "v4":
-        return dict(V4_KNOBS)
-    if change not in V4_CHANGES:
-        raise ValueError(f"unknown v4 change {change!r}; expected one of "
-                         f"{sorted(V4_CHANGES) + ['v4']}")
-    values, kinds = V4_CHANGES[change]
-    return {kind: replace(knobs, **values) if kind in kinds else knobs
-            for kind, knobs in KNOBS.items()}
+    How a benchmark times a candidate configuration through the public op. Process-wide, not a
+    context variable, because autograd runs a GPU backward on its own thread; not for use from
+    several threads at once. The adopted knobs come back when the block ends, raised or not.
+
+    Example:
+        >>> fast = {**KNOBS, "rows": dataclasses.replace(KNOBS["rows"], stats_unroll=2)}
+        >>> with using_knobs(fast):
+        ...     y = normlab.kernels.batch_norm(x, None, None, training=True)
+    """
+    global KNOBS
+    if set(knobs) != set(KNOBS) or not all(isinstance(v, Knobs) for v in knobs.values()):
+        raise ValueError(f"using_knobs expected one Knobs per view kind {sorted(KNOBS)}, got "
+                         f"{ {k: type(v).__name__ for k, v in knobs.items()} }; start from KNOBS, e.g. "
+                         "{**KNOBS, 'rows': dataclasses.replace(KNOBS['rows'], ...)}")
+    adopted, KNOBS = KNOBS, dict(knobs)
+    try:
+        yield
+    finally:
+        KNOBS = adopted
 
 
 @dataclass(frozen=True)

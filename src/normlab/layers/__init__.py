@@ -8,7 +8,7 @@ from normlab.layers import functional
 from normlab.layers.backends import BACKENDS
 from normlab.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
 from normlab.layers.norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
-from normlab.layers.registry import create_norm, norm_kwargs, norm_names
+from normlab.layers.registry import create_norm, norm_kwargs, norm_names, register_norm
 from normlab.layers.surgery import (
     convert_norm,
     fold_batchnorm,
@@ -44,6 +44,7 @@ __all__ = [
     "norm_kwargs",
     "norm_names",
     "recalibrate_bn",
+    "register_norm",
     "revert_sync_batchnorm",
     "unfreeze_bn",
 ]

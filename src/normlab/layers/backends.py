@@ -8,9 +8,10 @@ the one measured fastest there, and the engine trains with it:
 - Other CUDA input: torch's kernel. Triton lost there in eager mode (0.13-0.8x on 3-6 MB
   tensors, where three launches and Python dominate; 0.2-0.75x on (8192, 512); mostly slower on
   channels-last, where torch already uses cuDNN's NHWC kernels).
-- CPU: torch's kernel, about 1.2-1.6x faster than the reference written in PyTorch ops
-  (geomean forward + backward, benchmarks/layers_cpu.py on the 2-core development CPU under
-  load; most on (N, C) input, where Python and autograd overhead dominate).
+- CPU: torch's kernel, about 1.6-2.0x faster than the reference written in PyTorch ops
+  (geomean of minimum forward + backward times, benchmarks/layers_cpu.py --threads 1 on the
+  2-core development CPU at load ~4.5, 2026-12-05: 1.61, 1.81, 1.84, 2.03; most on (N, C)
+  input, where Python and autograd overhead dominate).
 The reference stays the readable definition that the others are tested against.
 """
 

@@ -1,26 +1,34 @@
 """BatchNorm modules: drop-in for torch.nn.BatchNorm1d/2d/3d, plus a rank-agnostic BatchNorm.
 
-All share `BatchNormBase`: torch's constructor, parameters, buffers and state-dict keys
-(`weight, bias, running_mean, running_var, num_batches_tracked`), torch's train/eval semantics,
-and a `backend` switch (see `normlab.layers.backends`). On top of torch they add a real frozen
-mode (`freeze()`: running statistics in training mode too, no updates) and a `momentum=None`
-that compiles with `torch.compile(fullgraph=True)`.
+Every class here is a subclass of torch's `_BatchNorm` (and BatchNorm1d/2d/3d of torch's
+BatchNorm1d/2d/3d), so torch's tools treat them as batch norm: `swa_utils.update_bn`,
+`SyncBatchNorm.convert_sync_batchnorm`, `torch.func.replace_all_batch_norm_modules_`. They keep
+torch's constructor, parameters, buffers, state-dict keys and train/eval semantics, override
+`forward` and the input check, and add a `backend` switch (see `normlab.layers.backends`), a
+real frozen mode (`freeze()`: running statistics in training mode too, no updates) and a
+`momentum=None` that compiles with `torch.compile(fullgraph=True)`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.layers import functional
 from normlab.layers.backends import check_backend, dispatch_batch_norm, resolve_backend
 
 __all__ = ["BatchNormBase", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
+# torch added the keyword-only `bias` argument in 2.13; older versions (the GPU machine's 2.11)
+# lack it, so bias=False is applied after their constructor there.
+_TORCH_TAKES_BIAS = "bias" in inspect.signature(_BatchNorm.__init__).parameters
 
-class BatchNormBase(nn.Module):
+
+class BatchNormBase(_BatchNorm):
     r"""Batch normalization over dim 1 of an (N, C, *) input (the shared base class).
 
     .. math::
@@ -31,16 +39,27 @@ class BatchNormBase(nn.Module):
 
     Args:
         num_features: C, the number of channels.
-        eps: added to the variance for numerical stability.
+        eps: added to the variance for numerical stability; > 0 in training, >= 0 in eval
+            (checked in forward, as torch).
         momentum: factor of the running-average update; None: cumulative average over
             `num_batches_tracked` batches.
         affine: learn a per-channel gamma (`weight`, init 1) and beta (`bias`, init 0).
         track_running_stats: keep running statistics for eval mode; if False, batch statistics
             are used in eval mode too and no buffers exist.
         device, dtype: of the parameters and buffers.
-        backend: "auto" | "reference" | "torch" | "triton" (see `normlab.layers.backends`).
+        bias (keyword-only): with affine, learn beta too; False: gamma only, as torch 2.13.
+        backend (keyword-only): "auto" | "reference" | "torch" | "triton" (see
+            `normlab.layers.backends`).
 
-    Shape: (N, C, *) -> same; the subclasses restrict the rank (BatchNorm2d: 4D, ...).
+    Shape: (N, C, *) -> same; the subclasses restrict the rank (BatchNorm2d: 4D, ...). N may be
+    0: training then returns an empty output and counts the batch, as torch.
+
+    Errors are raised when torch raises them and are instances of torch's types: a wrong rank,
+    one value per channel in training and a bad eps are ValueError; a wrong channel count is
+    `functional.BatchNormChannelError`, both a ValueError and torch's RuntimeError.
+    Deliberately stricter than torch: `num_features` must be a positive int and `momentum` in
+    [0, 1] or None (ValueError at construction), and the channel count is checked even without
+    affine parameters or running statistics (where torch's kernel has nothing to check it with).
 
     Example:
         >>> bn = BatchNorm2d(16, momentum=None, backend="reference")
@@ -58,7 +77,6 @@ class BatchNormBase(nn.Module):
       `_momentum_factor()` (SyncBatchNorm, which needs its own autograd function).
     """
 
-    _version = 2
     # Input ranks this class accepts, and how the error message names them.
     _min_dim, _max_dim, _rank_text = 2, 5, "2D to 5D"
 
@@ -71,76 +89,32 @@ class BatchNormBase(nn.Module):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
         backend: str = "auto",
     ) -> None:
-        super().__init__()
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(
                 f"momentum must be in [0, 1] or None (cumulative average), got {momentum!r}"
             )
-        factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        self.backend = check_backend(backend)
+        backend = check_backend(backend)
+        extra = {"bias": bias} if _TORCH_TAKES_BIAS else {}
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, **extra
+        )
+        if affine and not bias and not _TORCH_TAKES_BIAS:
+            self.register_parameter("bias", None)
+        self.backend = backend
         # Frozen: normalize with the running statistics and never update them, in train mode too.
         self.frozen = False
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer(
-                "num_batches_tracked",
-                torch.tensor(0, dtype=torch.long, device=device),
-            )
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    # --- state, as torch ------------------------------------------------------------------
-    def reset_running_stats(self) -> None:
-        """Running mean 0, running var 1, no batches tracked."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        """Reset the running statistics, gamma to 1 and beta to 0."""
-        self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
-        text = (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
-        )
+        text = super().extra_repr()
         if self.backend != "auto":
             text += f", backend={self.backend!r}"
         return text + (", frozen=True" if self.frozen else "")
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
-        # As torch: checkpoints older than version 2 have no num_batches_tracked.
-        version = local_metadata.get("version", None)
-        key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long, device=self.running_mean.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
 
     # --- modes ----------------------------------------------------------------------------
     def freeze(self) -> BatchNormBase:
@@ -170,10 +144,24 @@ class BatchNormBase(nn.Module):
             )
 
     def uses_batch_stats(self) -> bool:
-        """True when forward normalizes with the batch statistics (not the running ones)."""
-        if not self.track_running_stats:
+        """True when forward normalizes with the batch statistics (not the running ones).
+
+        As torch: in training mode, and in eval mode when there are no running statistics
+        (track_running_stats=False, or removed by `torch.func.replace_all_batch_norm_modules_`).
+        A frozen layer with running statistics never does.
+        """
+        if self.running_mean is None and self.running_var is None:
             return True
         return self.training and not self.frozen
+
+    def updates_running_stats(self) -> bool:
+        """True when this forward updates the running statistics (and counts the batch)."""
+        return (
+            self.training
+            and not self.frozen
+            and self.track_running_stats
+            and self.running_mean is not None
+        )
 
     def _momentum_factor(self) -> float | Tensor:
         """Count this batch; return the running-average factor for it.
@@ -182,6 +170,8 @@ class BatchNormBase(nn.Module):
         Python float, exactly as torch; while compiling it stays a 0-dim tensor, because
         float(tensor) would break the graph.
         """
+        if self.num_batches_tracked is None:  # as torch: no counter, no cumulative average
+            return self.momentum if self.momentum is not None else 0.0
         self.num_batches_tracked.add_(1)
         if self.momentum is not None:
             return self.momentum
@@ -192,15 +182,16 @@ class BatchNormBase(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input_dim(x)
         batch_stats = self.uses_batch_stats()
-        functional.check_batch_norm_input(x, self.num_features, training=batch_stats)
+        functional.check_batch_norm_input(x, self.num_features, batch_stats, self.eps)
         if not batch_stats:
             backend = resolve_backend(self.backend, x)
             return dispatch_batch_norm(
                 backend, x, self.running_mean, self.running_var, self.weight, self.bias,
                 False, 0.0, self.eps,
             )  # fmt: skip
-        updating = self.training and self.track_running_stats
-        momentum = self._momentum_factor() if updating else None
+        momentum = self._momentum_factor() if self.updates_running_stats() else None
+        if x.numel() == 0:  # as torch: the batch is counted, the statistics stay
+            return functional.empty_batch_norm(x, self.weight, self.bias)
         return self.forward_train(x, momentum)
 
     def forward_train(self, x: Tensor, momentum: float | Tensor | None) -> Tensor:
@@ -234,7 +225,9 @@ class BatchNormBase(nn.Module):
         shape = functional.channel_shape(x)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            y = y * self.weight.view(shape)
+        if self.bias is not None:
+            y = y + self.bias.view(shape)
         return y.to(x.dtype)
 
 
@@ -251,8 +244,8 @@ class BatchNorm(BatchNormBase):
     """
 
 
-class BatchNorm1d(BatchNormBase):
-    """Drop-in for `torch.nn.BatchNorm1d`: (N, C) or (N, C, L) input.
+class BatchNorm1d(BatchNormBase, nn.BatchNorm1d):
+    """Drop-in for (and a subclass of) `torch.nn.BatchNorm1d`: (N, C) or (N, C, L) input.
 
     Example:
         >>> bn = BatchNorm1d(16, backend="reference")
@@ -263,8 +256,8 @@ class BatchNorm1d(BatchNormBase):
     _min_dim, _max_dim, _rank_text = 2, 3, "2D or 3D"
 
 
-class BatchNorm2d(BatchNormBase):
-    """Drop-in for `torch.nn.BatchNorm2d`: (N, C, H, W) input.
+class BatchNorm2d(BatchNormBase, nn.BatchNorm2d):
+    """Drop-in for (and a subclass of) `torch.nn.BatchNorm2d`: (N, C, H, W) input.
 
     Example:
         >>> bn = BatchNorm2d(3)
@@ -275,8 +268,8 @@ class BatchNorm2d(BatchNormBase):
     _min_dim, _max_dim, _rank_text = 4, 4, "4D"
 
 
-class BatchNorm3d(BatchNormBase):
-    """Drop-in for `torch.nn.BatchNorm3d`: (N, C, D, H, W) input.
+class BatchNorm3d(BatchNormBase, nn.BatchNorm3d):
+    """Drop-in for (and a subclass of) `torch.nn.BatchNorm3d`: (N, C, D, H, W) input.
 
     Example:
         >>> bn = BatchNorm3d(3)

@@ -22,6 +22,11 @@ form (with dy = dL/dy and sums over the M values of a channel):
 
 In eval mode the statistics are constants, so dx = gamma / sqrt(running_var + eps) * dy.
 
+These formulas are themselves written in differentiable ops of (x, gamma, dy) when autograd
+needs them to be (double backward with create_graph=True, torch.func transforms, torch.compile),
+so second derivatives, hessians and per-sample gradients are exact; plain first-order eager
+backward uses a faster form with preallocated buffers.
+
 Half and bfloat16 inputs are normalized in float32 (their statistics would lose digits) and the
 output is cast back to the input dtype. The variance is computed as the mean of squared
 deviations from the mean (two passes), never as E[x^2] - E[x]^2, so an input with
@@ -30,16 +35,21 @@ a large offset (mean 1e4, std 1) still normalizes correctly in float32.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "BatchNormChannelError",
     "batch_mean_var",
     "batch_norm",
     "batch_norm_train",
     "channel_shape",
     "check_batch_norm_input",
+    "check_eps",
     "compute_dtype",
+    "empty_batch_norm",
     "reduce_dims",
     "update_running_stats",
 ]
@@ -69,24 +79,64 @@ def channel_shape(x: Tensor) -> list[int]:
     return [1, x.shape[1]] + [1] * (x.dim() - 2)
 
 
-def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool) -> None:
-    """Raise one clear error for an input batch norm cannot take (rank, channels, batch size)."""
+class BatchNormChannelError(ValueError, RuntimeError):
+    """An input whose channel count does not match the layer's.
+
+    torch raises RuntimeError for it (from its kernel); normlab's user errors are ValueError.
+    This is an instance of both, so code written against either catches it.
+    """
+
+
+def check_batch_norm_input(
+    x: Tensor, num_features: int | None, training: bool, eps: float | None = None
+) -> None:
+    """Raise one clear error for an input batch norm cannot take, in torch's order and with
+    torch's exception types: rank (ValueError), one value per channel in training (ValueError),
+    eps (ValueError: > 0 in training, >= 0 in eval), channels (`BatchNormChannelError`).
+
+    A zero-size batch passes, as in torch: training on it returns an empty output.
+    """
     if x.dim() < 2:
         raise ValueError(
             f"batch norm expected an input of shape (N, C, *) with at least 2 dims, got shape "
             f"{tuple(x.shape)}; add a batch dim with x.unsqueeze(0) if this is one sample"
         )
-    if num_features is not None and x.shape[1] != num_features:
-        raise ValueError(
-            f"batch norm expected {num_features} channels in dim 1, got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)}); build the layer with num_features={x.shape[1]} "
-            f"or pass channels in dim 1"
-        )
-    if training and x.numel() // max(x.shape[1], 1) <= 1:
+    if training and x.shape[0] * math.prod(x.shape[2:]) == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size "
             f"{tuple(x.shape)}; use a batch of at least 2 samples or call model.eval()"
         )
+    if eps is not None:
+        check_eps(eps, training)
+    if num_features is not None and x.shape[1] != num_features:
+        raise BatchNormChannelError(
+            f"batch norm expected {num_features} channels in dim 1, got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)}); build the layer with num_features={x.shape[1]} "
+            f"or pass channels in dim 1"
+        )
+
+
+def check_eps(eps: float, training: bool) -> None:
+    """As torch's F.batch_norm: eps > 0 in training (it divides by sqrt(var + eps)), >= 0 in
+    eval; else a ValueError."""
+    if eps <= 0 if training else eps < 0:
+        bound = "positive during training" if training else "non-negative"
+        raise ValueError(
+            f"batch_norm eps must be {bound}, but got {eps}; build the layer with a small "
+            f"positive eps such as 1e-5"
+        )
+
+
+def empty_batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """The output for a zero-size input (N = 0 or an empty spatial dim): empty, like x, and
+    connected to weight and bias so that their gradients are zeros (C,), as torch's."""
+    shape = channel_shape(x)
+    y = x.to(compute_dtype(x.dtype))
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y.to(x.dtype)
 
 
 def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,15 +152,70 @@ def batch_mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var
 
 
+def _plain_ops() -> bool:
+    """True when the op must be written in plain out-of-place ops: under torch.compile and
+    torch.func transforms (vmap runs forward and backward on batched tensors, which take no
+    `out=` buffers). Eager calls keep the preallocated buffers, which save CPU time."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _batched(t: Tensor) -> bool:
+    """Whether t is a torch.func.vmap batched tensor (False outside vmap and compile)."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_batchedtensor(t)
+
+
+def _normalize(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """Training-mode forward in plain differentiable ops: (y, mean (C,), biased var (C,)),
+    y in the compute dtype."""
+    mean, var = batch_mean_var(x)
+    shape = channel_shape(x)
+    scale = _gamma_invstd(torch.rsqrt(var + eps), weight)  # (C,)
+    y = (x.to(mean.dtype) - mean.view(shape)) * scale.view(shape)
+    if bias is not None:
+        y = y + bias.to(y.dtype).view(shape)
+    return y, mean, var
+
+
+def _train_input_grads(x, weight, dy, eps, needs_x, needs_w, needs_b):
+    """dx, dgamma, dbeta of training-mode BN in plain differentiable ops of (x, weight, dy).
+
+    The statistics are recomputed from x, so differentiating this function (double backward,
+    torch.func transforms) sees how they depend on x.
+    """
+    dtype = compute_dtype(x.dtype)
+    shape, dims = channel_shape(x), reduce_dims(x)
+    count = x.numel() // x.shape[1]  # M values per channel
+    mean, var = batch_mean_var(x)  # (C,), (C,)
+    invstd = torch.rsqrt(var + eps)  # (C,)
+    xhat = (x.to(dtype) - mean.view(shape)) * invstd.view(shape)  # (N, C, *)
+    dy_c = dy.to(dtype)
+    dbeta = dy_c.sum(dims)  # (C,)
+    dgamma = (dy_c * xhat).sum(dims)  # (C,)
+    dx = None
+    if needs_x:
+        scale = _gamma_invstd(invstd, weight).view(shape)
+        dx = scale * (dy_c - dbeta.view(shape) / count - xhat * dgamma.view(shape) / count)
+    return dx, dgamma if needs_w else None, dbeta if needs_b else None
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """Training mode: normalize with the batch statistics. Returns (y, mean, biased var).
 
-    Saves centered = x - mean (not xhat): xhat = centered * invstd is folded into per-channel
-    coefficients, which saves a full pass over the tensor in each direction.
+    Two implementations of one formula. Eager first-order calls use preallocated buffers and
+    per-channel coefficients (fewer passes over the tensor, fewer allocations). Double backward
+    (create_graph=True), torch.func transforms and torch.compile use `_train_input_grads`, plain
+    ops that autograd and vmap can differentiate and batch (`generate_vmap_rule`).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        if _plain_ops():
+            y, mean, var = _normalize(x, weight, bias, eps)
+            return y.to(x.dtype), mean, var
         xc = x.to(compute_dtype(x.dtype))
         shape = channel_shape(x)
         dims = reduce_dims(x)
@@ -125,61 +230,105 @@ class _BatchNormTrain(torch.autograd.Function):
         var = out.mean(dims)  # (C,) biased
         invstd = torch.rsqrt(var + eps)  # (C,)
         y = _scale_shift(centered, _gamma_invstd(invstd, weight), bias, out)
-        ctx.save_for_backward(centered, invstd, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.mark_non_differentiable(mean, var)
         return y.to(x.dtype), mean, var
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var = output
+        # x itself (not x - mean): the double backward differentiates through it.
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.mark_non_differentiable(mean, var)
+
+    @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
-        centered, invstd, weight = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = channel_shape(centered)
-        dims = reduce_dims(centered)
-        dy_c = dy.to(centered.dtype)
-        count = centered.numel() // centered.shape[1]  # M values per channel
-        dbeta = dy_c.sum(dims)  # (C,)
-        buf = torch.mul(dy_c, centered)  # (N, C, *): dy * (x - mean), then reused for dx
-        dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
-        dx = None
-        if needs_x:
-            scale = _gamma_invstd(invstd, weight)  # (C,)
-            # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = centered * invstd,
-            #    = centered * coef + shift + dy * scale, written into buf.
-            coef = -scale * invstd * dgamma / count  # (C,)
-            shift = -scale * dbeta / count  # (C,)
-            _scale_shift(centered, coef, shift, buf)
-            dx = buf.addcmul_(dy_c, scale.view(shape)).to(dy.dtype)
-        dw = dgamma.to(weight.dtype) if needs_w else None
-        db = dbeta.to(ctx.bias_dtype) if needs_b else None
+        if torch.is_grad_enabled() or _plain_ops():
+            dx, dw, db = _train_input_grads(x, weight, dy, ctx.eps, needs_x, needs_w, needs_b)
+        else:
+            dx, dw, db = _train_grads_fast(x, weight, mean, var, dy, ctx.eps, needs_x)
+        dx = dx.to(dy.dtype) if needs_x else None
+        dw = dw.to(weight.dtype) if needs_w else None
+        db = db.to(ctx.bias_dtype) if needs_b else None
         return dx, dw, db, None
 
 
+def _train_grads_fast(x, weight, mean, var, dy, eps, needs_x):
+    """`_train_input_grads` for eager first-order backward, with one (N, C, *) buffer.
+
+    The buffer holds dy * (x - mean) for dgamma, then x - mean again (recomputed: a pass is
+    cheaper than a second buffer on CPU, where a fresh tensor costs page faults), then dx =
+    (x - mean) * coef + shift + dy * scale with per-channel (C,) coefficients.
+    """
+    dtype = mean.dtype
+    shape, dims = channel_shape(x), reduce_dims(x)
+    count = x.numel() // x.shape[1]  # M values per channel
+    invstd = torch.rsqrt(var + eps)  # (C,)
+    mean = mean.view(shape)  # (1, C, 1, ...)
+    dy_c = dy.to(dtype)
+    dbeta = dy_c.sum(dims)  # (C,)
+    buf = torch.sub(x, mean).mul_(dy_c)  # (N, C, *): dy * (x - mean)
+    dgamma = buf.sum(dims) * invstd  # (C,) = sum(dy * xhat)
+    dx = None
+    if needs_x:
+        scale = _gamma_invstd(invstd, weight)  # (C,)
+        # dx = scale * (dy - dbeta/M - xhat * dgamma/M) with xhat = (x - mean) * invstd
+        coef = -scale * invstd * dgamma / count  # (C,)
+        shift = -scale * dbeta / count  # (C,)
+        centered = torch.sub(x, mean, out=buf)  # (N, C, *)
+        _scale_shift(centered, coef, shift, buf)
+        dx = buf.addcmul_(dy_c, scale.view(shape))
+    return dx, dgamma, dbeta
+
+
 class _BatchNormEval(torch.autograd.Function):
-    """Eval mode: normalize with given (running) statistics, which are constants."""
+    """Eval mode: normalize with given (running) statistics, which are constants.
+
+    y = (x - mean) * invstd * gamma + beta is linear in x, gamma and beta; the backward below is
+    plain differentiable ops of the saved inputs, so double backward and vmap are exact.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean: Tensor, var: Tensor, eps: float):
+    def forward(x, weight, bias, mean: Tensor, var: Tensor, eps: float):
         dtype = compute_dtype(x.dtype)
         invstd = torch.rsqrt(var.to(dtype) + eps)  # (C,)
         centered = x.to(dtype) - mean.to(dtype).view(channel_shape(x))  # (N, C, *)
         scale = _gamma_invstd(invstd, weight)  # (C,)
-        y = _scale_shift(centered, scale, bias, torch.empty_like(centered))
-        ctx.save_for_backward(centered, invstd, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
+        if _plain_ops():
+            y = centered * scale.view(channel_shape(x))
+            y = y if bias is None else y + bias.to(dtype).view(channel_shape(x))
+        else:  # reuses `centered`'s memory for y
+            y = _scale_shift(centered, scale, bias, centered)
         return y.to(x.dtype)
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, mean, var, eps = inputs
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+
+    @staticmethod
     def backward(ctx, dy: Tensor):
-        centered, invstd, weight = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
-        shape = channel_shape(centered)
-        dims = reduce_dims(centered)
-        dy_c = dy.to(centered.dtype)
-        scale = _gamma_invstd(invstd, weight)  # (C,)
-        dx = (dy_c * scale.view(shape)).to(dy.dtype) if needs_x else None
-        dw = ((dy_c * centered).sum(dims) * invstd).to(weight.dtype) if needs_w else None
-        db = dy_c.sum(dims).to(ctx.bias_dtype) if needs_b else None
+        dtype = compute_dtype(x.dtype)
+        shape, dims = channel_shape(x), reduce_dims(x)
+        dy_c = dy.to(dtype)
+        invstd = torch.rsqrt(var.to(dtype) + ctx.eps)  # (C,)
+        dx = dw = db = None
+        if needs_x:
+            dx = (dy_c * _gamma_invstd(invstd, weight).view(shape)).to(dy.dtype)
+        if needs_w:
+            centered = x.to(dtype) - mean.to(dtype).view(shape)  # (N, C, *)
+            dw = ((dy_c * centered).sum(dims) * invstd).to(weight.dtype)
+        if needs_b:
+            db = dy_c.sum(dims).to(ctx.bias_dtype)
         return dx, dw, db, None, None, None
 
 
@@ -273,7 +422,9 @@ def batch_norm(
         True
     """
     num_features = running_mean.numel() if running_mean is not None else None
-    check_batch_norm_input(x, num_features, training)
+    if num_features is None:  # as torch: the weight's size is checked when there are no buffers
+        num_features = weight.numel() if weight is not None else None
+    check_batch_norm_input(x, num_features, training, eps)
     # Checked before anything is updated in place, as torch does.
     if (running_mean is None) != (running_var is None):
         raise ValueError(
@@ -291,6 +442,8 @@ def batch_norm(
                 "batch norm in eval mode (training=False) needs running_mean and running_var; "
                 "got None; pass training=True to normalize with batch statistics"
             )
+        if x.numel() == 0:
+            return empty_batch_norm(x, weight, bias)
         return _BatchNormEval.apply(x, weight, bias, running_mean, running_var, eps)
     if momentum is None and running_mean is not None:
         if num_batches_tracked is None:
@@ -299,12 +452,22 @@ def batch_norm(
                 "the count of batches including this one; pass it or a float momentum"
             )
         momentum = torch.reciprocal(num_batches_tracked.to(running_mean.dtype))
+    if running_mean is not None and _batched(x) and not _batched(running_mean):
+        # The update below would write per-sample statistics into one shared buffer.
+        raise RuntimeError(
+            "batch norm got a batched input under torch.func.vmap while running_mean and "
+            "running_var, which training mode updates in place, are not batched; call "
+            "torch.func.replace_all_batch_norm_modules_(model) to use batch statistics without "
+            "running ones, or put the model in eval mode"
+        )
     if not _COMPILES_CORRECTLY and torch.compiler.is_compiling():
         raise RuntimeError(
             f"normlab's reference batch norm under torch.compile needs torch >= 2.13, got "
             f"{torch.__version__}: this torch's compiler computes zero gradients through it; "
             f"use backend='torch' or 'triton' with torch.compile, or upgrade torch"
         )
+    if x.numel() == 0:  # as torch: an empty output, the running statistics untouched
+        return empty_batch_norm(x, weight, bias)
     y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps)
     count = x.numel() // x.shape[1]
     update_running_stats(running_mean, running_var, mean, var, count, momentum)

@@ -16,33 +16,70 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.fx
 from torch import Tensor, nn
+from torch.ao.quantization.fuser_method_mappings import (
+    fuse_conv_bn,
+    fuse_conv_bn_relu,
+    fuse_convtranspose_bn,
+    fuse_linear_bn,
+)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.layers import functional
-from normlab.layers.batchnorm import BatchNormBase
+from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
 from normlab.layers.registry import create_norm
+from normlab.layers.sync import SyncBatchNorm
 
 __all__ = [
+    "FUSER_METHODS",
     "fold_batchnorm",
     "recalibrate_bn",
     "freeze_bn",
     "unfreeze_bn",
     "convert_norm",
+    "has_own_forward",
     "is_batchnorm",
 ]
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
+# torch.ao.quantization.fuse_modules looks fusers up by exact module types, so any subclass of
+# torch's BatchNorm*d (ours included) needs them named: fuse_modules(model, names,
+# fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS}) fuses normlab's
+# BatchNorm1d/2d/3d as torch's.
+FUSER_METHODS = {
+    **{(conv, bn): fuse_conv_bn for conv, bn in
+       [(nn.Conv1d, BatchNorm1d), (nn.Conv2d, BatchNorm2d), (nn.Conv3d, BatchNorm3d)]},
+    **{(conv, bn, nn.ReLU): fuse_conv_bn_relu for conv, bn in
+       [(nn.Conv1d, BatchNorm1d), (nn.Conv2d, BatchNorm2d), (nn.Conv3d, BatchNorm3d)]},
+    **{(conv, bn): fuse_convtranspose_bn for conv, bn in
+       [(nn.ConvTranspose1d, BatchNorm1d), (nn.ConvTranspose2d, BatchNorm2d),
+        (nn.ConvTranspose3d, BatchNorm3d)]},
+    (nn.Linear, BatchNorm1d): fuse_linear_bn,
+}  # fmt: skip
+
 
 def is_batchnorm(module: nn.Module) -> bool:
     """True for torch's and normlab's batch norm layers (variants and sync included)."""
     return isinstance(module, (_BatchNorm, BatchNormBase))
+
+
+# The forwards that compute plain batch norm in eval mode. A BN subclass with any other forward
+# (e.g. a fused BatchNorm + activation layer) does more than BN, which folding or replacing it
+# would silently drop. normlab's variants override `forward_train` only: plain BN in eval mode.
+_BN_FORWARDS = (_BatchNorm.forward, BatchNormBase.forward, nn.SyncBatchNorm.forward,
+                SyncBatchNorm.forward)  # fmt: skip
+
+
+def has_own_forward(module: nn.Module) -> bool:
+    """True for a batch norm whose class overrides forward with something beyond plain BN
+    (a fused BN + activation, say): surgery refuses to fold or replace it."""
+    return is_batchnorm(module) and type(module).forward not in _BN_FORWARDS
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -111,7 +148,9 @@ def _fold_pair(layer: nn.Module, bn: nn.Module) -> None:
     shift = -bn.running_mean.to(**f64) * scale
     if bn.weight is not None:
         scale = scale * bn.weight.to(**f64)
-        shift = shift * bn.weight.to(**f64) + bn.bias.to(**f64)
+        shift = shift * bn.weight.to(**f64)
+    if bn.bias is not None:
+        shift = shift + bn.bias.to(**f64)
     bias = layer.bias.to(**f64) if layer.bias is not None else torch.zeros_like(scale)
     new_weight = weight.to(**f64) * scale.view(-1, *[1] * (weight.dim() - 1))
     layer.weight.copy_(new_weight.to(weight.dtype))
@@ -125,6 +164,11 @@ def _fold_pair(layer: nn.Module, bn: nn.Module) -> None:
 def _can_fold(layer: nn.Module, bn: nn.Module) -> str | None:
     """None if foldable, else the reason why not."""
     channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if has_own_forward(bn):
+        return (
+            f"{type(bn).__name__} overrides forward (more than batch norm, e.g. an activation), "
+            f"which folding would drop"
+        )
     if bn.running_mean is None:
         return "it has no running statistics (track_running_stats=False)"
     if bn.num_features != channels:
@@ -140,8 +184,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     the copy's eval outputs equal the original's eval outputs (to float rounding). The model's
     class and structure are kept. Pairs are found with torch.fx; if the model cannot be traced,
     consecutive (layer, BN) children of `nn.Sequential` containers are folded instead.
-    A BN that cannot be folded (after a ReLU, without running statistics...) stays, with a
-    warning naming it.
+    A BN that cannot be folded (after a ReLU, without running statistics, a subclass whose own
+    forward does more than BN such as a fused BN + activation...) stays, with a warning naming
+    it and why.
 
     Raises:
         ValueError: the model has BN layers but none could be folded (the message says why).
@@ -193,15 +238,25 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 # --- recalibration --------------------------------------------------------------------------
 
 
-def _first_tensor(batch: Any) -> Tensor:
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, Tensor) else value
+
+
+def _default_forward(model: nn.Module, batch: Any, device: torch.device) -> None:
+    """Run one batch as a training loop would: a tensor is the input, an (input, target, ...)
+    tuple or list gives its first item, a mapping is passed as keyword arguments."""
     if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(
-        f"recalibrate_bn expected batches of tensors or (input, target) tuples, got "
-        f"{type(batch).__name__}; pass e.g. a DataLoader or a list of input tensors"
-    )
+        model(batch.to(device))
+    elif isinstance(batch, (tuple, list)) and batch:
+        model(_to(batch[0], device))
+    elif isinstance(batch, Mapping):
+        model(**{key: _to(value, device) for key, value in batch.items()})
+    else:
+        raise TypeError(
+            f"recalibrate_bn expected batches that are tensors, (input, target) tuples or "
+            f"dicts of keyword arguments, got {type(batch).__name__}; pass forward_fn="
+            f"lambda model, batch: model(...) to say how the model takes this batch"
+        )
 
 
 class _PopulationStats:
@@ -226,7 +281,10 @@ class _PopulationStats:
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, batches: Iterable[Any], num_batches: int | None = None
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_batches: int | None = None,
+    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
 ) -> nn.Module:
     """Recompute every BN's running statistics as the population statistics of `batches`.
 
@@ -240,11 +298,16 @@ def recalibrate_bn(
 
     Args:
         model: any module containing BN layers with running statistics.
-        batches: iterable of input tensors or (input, target, ...) tuples (e.g. a DataLoader).
+        batches: iterable of batches (e.g. a DataLoader): input tensors, (input, target, ...)
+            tuples (the first item is the input) or dicts (passed as keyword arguments);
+            tensors are moved to the BN layers' device.
         num_batches: use at most this many batches (default: all).
+        forward_fn: `forward_fn(model, batch)` runs one batch however the model takes it
+            (moving it to the device is then up to it); replaces the default above.
 
     Example:
-        >>> recalibrate_bn(model, [x for x, _ in loader], num_batches=50)
+        >>> recalibrate_bn(model, loader, num_batches=50)
+        >>> recalibrate_bn(model, loader, forward_fn=lambda m, b: m(b["image"], b["mask"]))
     """
     bns = {n: m for n, m in model.named_modules() if is_batchnorm(m) and m.running_mean is not None}
     if not bns:
@@ -262,7 +325,10 @@ def recalibrate_bn(
         for batch in batches:
             if num_batches is not None and used >= num_batches:
                 break
-            model(_first_tensor(batch).to(device))
+            if forward_fn is not None:
+                forward_fn(model, batch)
+            else:
+                _default_forward(model, batch, device)
             used += 1
     finally:
         for hook in hooks:
@@ -321,8 +387,9 @@ def freeze_bn(model: nn.Module, freeze_affine: bool = False) -> nn.Module:
             m._normlab_freeze_hook = m.register_forward_pre_hook(_force_eval)
             m.training = False
         if freeze_affine and m.weight is not None:
-            m.weight.requires_grad_(False)
-            m.bias.requires_grad_(False)
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    p.requires_grad_(False)
             m._normlab_affine_frozen = True
     return model
 
@@ -340,8 +407,9 @@ def unfreeze_bn(model: nn.Module) -> nn.Module:
             m._normlab_freeze_hook = None
             m.training = model.training
         if getattr(m, "_normlab_affine_frozen", False):
-            m.weight.requires_grad_(True)
-            m.bias.requires_grad_(True)
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    p.requires_grad_(True)
             m._normlab_affine_frozen = False
     return model
 
@@ -376,12 +444,31 @@ def convert_norm(model: nn.Module, to: str = "group", **kwargs: Any) -> nn.Modul
     modules take the BN's device, dtype and train/eval mode. Modifies `model` in place and
     returns it (or the replacement, if `model` itself is a BN).
 
+    Raises:
+        TypeError: a BN subclass overrides forward (`has_own_forward`), e.g. a fused
+            BN + activation; nothing is replaced then.
+
     Example:
         >>> model = convert_norm(model, to="group", num_groups=8)
     """
     if is_batchnorm(model):
+        targets = [""]
+    else:
+        targets = [name for name, m in model.named_modules() if is_batchnorm(m)]
+    refused = [name or "the model itself" for name in targets
+               if has_own_forward(model.get_submodule(name))]  # fmt: skip
+    if refused:
+        kinds = sorted({type(model.get_submodule(n)).__name__ for n in targets if
+                        has_own_forward(model.get_submodule(n))})  # fmt: skip
+        raise TypeError(
+            f"convert_norm cannot replace {', '.join(refused)} ({', '.join(kinds)}): a batch "
+            f"norm subclass whose forward does more than batch norm (e.g. an activation), which "
+            f"the new norm would silently drop. Expected plain torch or normlab batch norm "
+            f"layers; replace these layers yourself (e.g. by nn.Sequential(new_norm, "
+            f"activation)) before converting"
+        )
+    if is_batchnorm(model):
         return _replacement(model, to, kwargs)
-    targets = [name for name, m in model.named_modules() if is_batchnorm(m)]
     for name in targets:
         _set_module(model, name, _replacement(model.get_submodule(name), to, kwargs))
     return model

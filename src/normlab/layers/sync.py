@@ -87,8 +87,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         shape = functional.channel_shape(x)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * invstd.view(shape)  # xhat
         if weight is not None:
-            y = y * weight.to(mean.dtype).view(shape) + bias.to(mean.dtype).view(shape)
+            y = y * weight.to(mean.dtype).view(shape)
+        if bias is not None:
+            y = y + bias.to(mean.dtype).view(shape)
         ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.count = count
         ctx.group = group
         return y.to(x.dtype)
@@ -116,8 +119,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             grad_x = grad_x.to(x.dtype)
         if weight is not None and ctx.needs_input_grad[1]:
             grad_weight = sum_dy_xhat.to(weight.dtype)
-        if weight is not None and ctx.needs_input_grad[2]:
-            grad_bias = sum_dy.to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_bias = sum_dy.to(ctx.bias_dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
@@ -150,6 +153,7 @@ class SyncBatchNorm(BatchNormBase):
         process_group: the group to synchronize over; None: the default (world) group.
         device, dtype: of the parameters and buffers.
         backend: kernel backend of the single-process path (see `BatchNormBase`).
+        bias (keyword-only): with affine, learn beta too (torch 2.13's `bias`).
 
     Shape:
         input (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W); output the same shape.
@@ -172,10 +176,12 @@ class SyncBatchNorm(BatchNormBase):
         device: Any = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device=device,
-            dtype=dtype, backend=backend,
+            dtype=dtype, bias=bias, backend=backend,
         )
         self.process_group = process_group
 
@@ -192,6 +198,7 @@ class SyncBatchNorm(BatchNormBase):
         # Rank and channels only: a process may hold a single sample (or none); the batch-size
         # check is on the global count below.
         functional.check_batch_norm_input(x, self.num_features, training=False)
+        functional.check_eps(self.eps, training=True)
         if dist.get_backend(self.process_group) == "nccl" and not x.is_cuda:
             raise ValueError(
                 f"SyncBatchNorm got a {x.device} tensor in an NCCL process group; NCCL needs "

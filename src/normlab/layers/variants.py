@@ -31,7 +31,7 @@ class GhostBatchNorm(BatchNormBase):
     Args:
         num_features: C.
         virtual_batch_size: samples per ghost batch (>= 2); a batch no larger is plain BN.
-        eps, momentum, affine, track_running_stats, device, dtype, backend: as BatchNorm.
+        eps, momentum, affine, track_running_stats, device, dtype, backend, bias: as BatchNorm.
 
     Example:
         >>> gbn = GhostBatchNorm(16, virtual_batch_size=8)
@@ -50,6 +50,8 @@ class GhostBatchNorm(BatchNormBase):
         device: Any = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        *,
+        bias: bool = True,
     ) -> None:
         if not isinstance(virtual_batch_size, int) or virtual_batch_size < 2:
             raise ValueError(
@@ -57,8 +59,9 @@ class GhostBatchNorm(BatchNormBase):
                 f"{virtual_batch_size!r}"
             )
         super().__init__(
-            num_features, eps, momentum, affine, track_running_stats, device, dtype, backend
-        )
+            num_features, eps, momentum, affine, track_running_stats, device, dtype,
+            bias=bias, backend=backend,
+        )  # fmt: skip
         self.virtual_batch_size = virtual_batch_size
 
     def extra_repr(self) -> str:
@@ -115,7 +118,7 @@ class BatchRenorm(BatchNormBase):
         r_max: >= 1, limit of the scale correction r.
         d_max: >= 0, limit of the shift correction d (in running-std units).
         warmup_steps: batches over which the limits ramp up; 0: full limits at once.
-        eps, momentum, affine, device, dtype, backend: as BatchNorm (running statistics are
+        eps, momentum, affine, device, dtype, backend, bias: as BatchNorm (running statistics are
             required: Batch Renorm is defined by them).
 
     Shape: (N, C, *) -> same.
@@ -138,6 +141,8 @@ class BatchRenorm(BatchNormBase):
         device: Any = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        *,
+        bias: bool = True,
     ) -> None:
         if not r_max >= 1.0:
             raise ValueError(f"r_max must be >= 1 (r is clipped to [1/r_max, r_max]), got {r_max}")
@@ -145,7 +150,9 @@ class BatchRenorm(BatchNormBase):
             raise ValueError(f"d_max must be >= 0 (d is clipped to [-d_max, d_max]), got {d_max}")
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
-        super().__init__(num_features, eps, momentum, affine, True, device, dtype, backend)
+        super().__init__(
+            num_features, eps, momentum, affine, True, device, dtype, bias=bias, backend=backend
+        )
         self.r_max = float(r_max)
         self.d_max = float(d_max)
         self.warmup_steps = warmup_steps
@@ -180,5 +187,7 @@ class BatchRenorm(BatchNormBase):
         scale = (r / std).view(shape)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * scale + d.view(shape)
         if self.weight is not None:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            y = y * self.weight.view(shape)
+        if self.bias is not None:
+            y = y + self.bias.view(shape)
         return y.to(x.dtype)

@@ -1,0 +1,196 @@
+"""Part 8: does BN work by reducing internal covariate shift? Santurkar et al. (2018)'s tests.
+
+  (a) ICS as they define it: layer k's gradient before vs after the layers before it take
+      their step (same batch), as cos(G_k, G'_k) and ||G_k - G'_k||, mean over layers 2..K,
+      at the end of training (and at init, in the table);
+  (b) noisy BN: BN followed by noise whose mean and scale change every step, i.e. *more*
+      distribution shift: does it train worse than BN, and still better than no norm?
+  (c) the landscape along the gradient (step sizes 0.05-0.4): loss variation, gradient change
+      and effective beta-smoothness, compared on a log scale (ratios), at the end of training.
+
+The measurements are stored by `normlab.study.mechanisms.measure_mechanisms`. The verdict on
+"BN works by reducing ICS" is composed from (a)-(c) by `synthesis`, after the p adjustment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from normlab.study.common import (
+    BEST_ACC_LABEL,
+    Literature,
+    PartData,
+    acc_claim,
+    edge_notes,
+    empty,
+    selection_table,
+    setup_text,
+)
+
+from normlab.analysis import plots
+from normlab.analysis.render import FigureSpec, Finding, Section
+from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, verdict
+
+KEY = "ics"
+FILE = "ics.yaml"
+QUICK = {"set": {"epochs": 2}}
+
+NOISY = "noisy batch"
+COS_MIN_EFFECT = 0.02  # cosine units
+LOG_MIN_EFFECT = math.log10(1.25)  # a 25% ratio on the landscape numbers
+
+CLAIM_ICS = "BN reduces internal covariate shift"
+CLAIM_NOISY = "Noisy BN, which adds distribution shift, trains worse than BN"
+CLAIM_NOISY_NONE = "Noisy BN still trains better than no normalization"
+CLAIM_SMOOTH = "BN makes the loss landscape smoother"
+LANDSCAPE = {
+    "landscape/beta": f"{CLAIM_SMOOTH}: a smaller effective beta-smoothness along the gradient (Fig. 4c).",
+    "landscape/grad_change": "With BN the gradient is more predictive: it changes less along the gradient "
+                             "direction (Fig. 4b).",
+    "landscape/loss_range": "With BN the loss varies less along the gradient direction (Fig. 4a).",
+}
+
+LITERATURE = [
+    Literature(CLAIM_ICS,
+               "Santurkar et al. (2018), Fig. 3: with BN, ICS so measured is not smaller (often larger; the "
+               "cosine between G and G' is close to 0 with and without BN in their deep linear network).",
+               NOT_SUPPORTED),
+    Literature(CLAIM_NOISY,
+               "Santurkar et al. (2018), Fig. 2: noisy BN trains about as well as BN, despite a much less "
+               "stable distribution of each layer's input.", NOT_SUPPORTED),
+    Literature(CLAIM_NOISY_NONE,
+               "Santurkar et al. (2018), Fig. 2: noisy BN and BN both train faster and better than the "
+               "network without BN.", SUPPORTED),
+    Literature("beta-smoothness",
+               "Santurkar et al. (2018), Fig. 4: with BN the effective beta-smoothness is much smaller.",
+               SUPPORTED),
+    Literature("more predictive",
+               "Santurkar et al. (2018), Fig. 4b: with BN the gradient changes less along the gradient.",
+               SUPPORTED),
+    Literature("loss varies less",
+               "Santurkar et al. (2018), Fig. 4a: with BN the loss varies much less along the gradient.",
+               SUPPORTED),
+]
+
+
+def per_run(data: PartData, labels: tuple[str, ...], where: str) -> pd.DataFrame:
+    """One row per run of `labels`: mean ICS cosine and l2 over layers 2..K, and the landscape
+    numbers, at step 0 (`where="init"`) or the run's last measured step ("end")."""
+    runs = data.of(*labels).drop_duplicates("run_id")
+    m = data.metrics[data.metrics["run_id"].isin(runs["run_id"])
+                     & data.metrics["name"].str.match(r"^(ics|landscape)/")]
+    if m.empty:
+        return pd.DataFrame()
+    if where == "init":
+        m = m[m["step"] == 0]
+    else:
+        last = m.groupby("run_id")["step"].transform("max")
+        m = m[(m["step"] == last) & (last > 0)]
+    rows = []
+    for run_id, run in m.groupby("run_id"):
+        named = dict(zip(run["name"], run["value"]))
+        cos = [v for k, v in named.items() if k.startswith("ics/") and k.endswith("/cos")]
+        l2 = [v for k, v in named.items() if k.startswith("ics/") and k.endswith("/l2")]
+        row = {"run_id": run_id, "ics_cos": float(np.mean(cos)) if cos else np.nan,
+               "ics_l2": float(np.mean(l2)) if l2 else np.nan}
+        row.update({k: named.get(k, np.nan) for k in LANDSCAPE})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.merge(runs[["run_id", "variant", "seed"]], on="run_id") if len(frame) else frame
+
+
+def _col(frame: pd.DataFrame, variant: str, column: str, log: bool = False) -> np.ndarray:
+    v = frame.loc[frame["variant"] == variant, column].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return np.log10(v[v > 0]) if log else v
+
+
+def section(data: PartData) -> Section:
+    title = "8. Internal covariate shift: Santurkar et al. 2018"
+    if data.runs.empty or not data.has("none", "batch"):
+        return empty(title)
+    labels = tuple(x for x in ("none", "batch", NOISY) if data.has(x))
+    sec = Section(title, setup_text(data, (
+        f"The MLP of part 1 without BN, with BN and with noisy BN ({data.budget(*labels)}), each at its own lr. "
+        "After training, on 4 of its training batches and at its initialization and its end: ICS of each layer "
+        "(its gradient before vs after the layers before it take the run's optimizer step, Santurkar et al.'s "
+        "Definition 2.1) and the loss and gradient along the gradient direction at step sizes 0.05 to 0.4.")))
+    sec.notes += edge_notes(data)
+    end, init = per_run(data, labels, "end"), per_run(data, labels, "init")
+    if not end.empty:
+        sec.findings.append(Finding(
+            f"{CLAIM_ICS} (Santurkar et al.'s measure): after training, a layer's gradient changes less when the "
+            "layers before it are updated first (higher cos(G, G'), mean over layers 2..K).",
+            verdict(_col(end, "batch", "ics_cos"), _col(end, "none", "ics_cos"), min_effect=COS_MIN_EFFECT,
+                    what="cos(G, G') at the end")))
+    best = data.best(*labels)
+    if NOISY in labels:
+        sec.findings.append(acc_claim(f"{CLAIM_NOISY} (Santurkar et al. Fig. 2).", best, "batch", NOISY,
+                                      BEST_ACC_LABEL))
+        sec.findings.append(acc_claim(f"{CLAIM_NOISY_NONE}.", best, NOISY, "none", BEST_ACC_LABEL))
+    if not end.empty:
+        for column, claim in LANDSCAPE.items():
+            sec.findings.append(Finding(claim, verdict(
+                _col(end, "batch", column, log=True), _col(end, "none", column, log=True),
+                higher_is_better=False, min_effect=LOG_MIN_EFFECT, what=f"log10 {column.split('/')[1]} at the end")))
+        table = []
+        for where, frame in (("init", init), ("end", end)):
+            if frame.empty:
+                continue
+            for variant, rows in frame.groupby("variant"):
+                table.append({"when": where, "variant": variant,
+                              "cos(G, G')": f"{rows['ics_cos'].mean():.3f}",
+                              "||G - G'||": f"{rows['ics_l2'].mean():.3g}",
+                              **{k.split("/")[1]: f"{rows[k].mean():.3g}" for k in LANDSCAPE}})
+        sec.table = pd.DataFrame(table)
+        sec.measured.append("Table: means over seeds of ICS (layers 2..K) and the landscape numbers, at init "
+                            "and at the end of training.")
+        sec.figures.append(FigureSpec(
+            "ics_cosine", plots.plot_final_accuracy(end[["variant", "ics_cos"]].rename(columns={"ics_cos": "value"}),
+                                                    title="ICS at the end of training", ylabel="cos(G, G')",
+                                                    order=list(labels)),
+            "cos(G_k, G'_k), mean over layers 2..K, per run at the end of training: 1 = no shift."))
+        sec.figures.append(FigureSpec(
+            "ics_beta", plots.plot_final_accuracy(
+                end[["variant", "landscape/beta"]].rename(columns={"landscape/beta": "value"}),
+                title="Effective beta-smoothness at the end", ylabel="max ||dG|| / ||eta g||",
+                order=list(labels)),
+            "Effective beta-smoothness along the gradient (step sizes 0.05-0.4), per run at the end of training."))
+    else:
+        sec.notes.append("ICS and the landscape were not measured (run normlab.study.mechanisms."
+                         "measure_mechanisms on the finished runs).")
+    if data.selection and (sel := selection_table(data)) is not None and sec.table is None:
+        sec.table = sel
+    sec.measured.append(synthesis(sec))
+    return sec
+
+
+def _label(sec: Section, head: str) -> str | None:
+    found = [f.verdict.label for f in sec.findings if f.claim.startswith(head)]
+    return found[0] if found else None
+
+
+def synthesis(sec: Section) -> str:
+    """The verdict on "BN works by reducing internal covariate shift", from the section's own
+    verdicts (call again after the study's p adjustment and use the last sentence)."""
+    ics, noisy, smooth = _label(sec, CLAIM_ICS), _label(sec, CLAIM_NOISY), _label(sec, CLAIM_SMOOTH)
+    if ics is None and noisy is None:
+        return "The ICS explanation could not be judged: neither ICS nor noisy BN was measured."
+    against = [t for t, lab in (("BN did not measurably reduce ICS", ics),
+                                ("noisy BN did not train measurably worse than BN", noisy)) if lab == NOT_SUPPORTED]
+    unclear = [t for t, lab in (("the ICS comparison", ics), ("the noisy-BN comparison", noisy))
+               if lab in (INCONCLUSIVE, None)]
+    smooth_text = {SUPPORTED: "while BN's loss landscape is measurably smoother",
+                   NOT_SUPPORTED: "and BN's loss landscape is not measurably smoother either",
+                   INCONCLUSIVE: "and the smoothness comparison is inconclusive"}.get(smooth or "", "")
+    if ics == SUPPORTED and noisy == SUPPORTED:
+        return ("Verdict on 'BN works by reducing internal covariate shift': consistent with these numbers "
+                "(BN reduced ICS, and added shift hurt), against Santurkar et al.'s finding.")
+    if against:
+        return ("Verdict on 'BN works by reducing internal covariate shift': not supported here: "
+                + "; ".join(against) + (f" ({', '.join(unclear)} inconclusive)" if unclear else "")
+                + (f", {smooth_text}" if smooth_text else "") + ", as Santurkar et al. found.")
+    return ("Verdict on 'BN works by reducing internal covariate shift': inconclusive at these seeds ("
+            + ", ".join(unclear or ["mixed results"]) + ")" + (f", {smooth_text}" if smooth_text else "") + ".")
