@@ -42,7 +42,7 @@ def test_run_study_runs_both_stages_and_writes_the_report(tmp_path, local_fake):
     # every claim has its literature line, with whether this run agrees
     claims = sum(line.startswith(("- **SUPPORTED**", "- **NOT SUPPORTED**", "- **INCONCLUSIVE**"))
                  for line in md.splitlines())
-    assert claims > 15 and md.count("Literature, \u201c") == claims
+    assert claims > 15 and md.count("  *Literature:* ") == claims
     assert stored_study(tmp_path, "study-quick") and not stored_study(tmp_path, "study")
     first = len(local_fake)
     study_run.run_study(quick=True, out=tmp_path)

@@ -143,19 +143,18 @@ def test_train_inference_claim_is_signed():
     assert claim.verdict.label == NOT_SUPPORTED and claim.verdict.test.diff > 0
 
 
-def test_literature_lines_say_whether_this_run_agrees():
+def test_literature_says_whether_this_run_agrees():
     from normlab.analysis.render import Finding, Section
     from normlab.analysis.stats import verdict
-    from normlab.study.common import Literature, literature_lines
+    from normlab.study.common import Literature, attach_literature
 
     up, flat = verdict([1.0, 1.1, 1.2] * 3, [0.0, 0.1, 0.2] * 3, what="x"), verdict([0, 1, 2], [0, 1, 2], what="x")
     section = Section("t", "s", findings=[Finding("A grows", up), Finding("B grows", up), Finding("C grows", flat),
-                                          Finding("D grows", up)])
+                                          Finding("D grows", up), Finding("E grows", up)])
     entries = [Literature("A", "Paper found A.", SUPPORTED), Literature("B", "Paper found no B.", NOT_SUPPORTED),
                Literature("C", "Paper found C.", SUPPORTED), Literature("D", "No clear claim.", None)]
-    lines = literature_lines(section, entries)
-    assert [line.rsplit("; ", 1)[1] for line in lines] == [
-        "this run agrees.", "this run disagrees.", "this run cannot tell (inconclusive).",
-        "no clear prediction to compare with."]
-    assert "Paper found A." in lines[0] and f"Verdict here: {SUPPORTED}" in lines[0]
-
+    attach_literature(section, entries)
+    assert [f.literature for f in section.findings] == [
+        "Paper found A. This run agrees.", "Paper found no B. This run disagrees.",
+        "Paper found C. This run cannot tell (inconclusive).",
+        "No clear claim. No clear prediction to compare this run with.", ""]

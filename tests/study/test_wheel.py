@@ -47,9 +47,11 @@ def test_wheel_ships_and_validates_every_part_file(installed):
     proc = _python(code, env, tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     where, ok = proc.stdout.split()[0], proc.stdout.split()[1:]
-    assert Path(where).is_relative_to(target) and ok == ["ok", "6"]
-    assert sorted(p.name for p in (target / "normlab" / "study" / "configs").glob("*.yaml")) == [
-        "batch_size.yaml", "bn.yaml", "costs.yaml", "ioffe2015.yaml", "lr_init.yaml", "noniid.yaml"]
+    from normlab.study.registry import PARTS
+
+    assert Path(where).is_relative_to(target) and ok == ["ok", str(len(PARTS))]
+    shipped = sorted(p.name for p in (target / "normlab" / "study" / "configs").glob("*.yaml"))
+    assert shipped == sorted(p.name for p in (ROOT / "src" / "normlab" / "study" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.slow

@@ -235,23 +235,20 @@ class Literature:
     expects: str | None
 
 
-def literature_lines(section: Section, entries: list[Literature]) -> list[str]:
-    """One line per finding that an entry matches: what the literature found, and whether this
-    run agrees, from the finding's final verdict (call it after any p adjustment)."""
-    lines = []
+def attach_literature(section: Section, entries: list[Literature]) -> None:
+    """Give each finding that an entry matches what the literature found and whether this run
+    agrees, from the finding's final verdict (call it after the p adjustment)."""
     for finding in section.findings:
         entry = next((e for e in entries if e.claim in finding.claim), None)
         if entry is None:
             continue
         label = finding.verdict.label
         if entry.expects is None:
-            agree = "no clear prediction to compare with"
+            agree = "No clear prediction to compare this run with."
         elif label == INCONCLUSIVE:
-            agree = "this run cannot tell (inconclusive)"
+            agree = "This run cannot tell (inconclusive)."
         elif label == entry.expects:
-            agree = "this run agrees"
+            agree = "This run agrees."
         else:
-            agree = "this run disagrees"
-        short = finding.claim if len(finding.claim) <= 90 else finding.claim[:87] + "..."
-        lines.append(f"Literature, \u201c{short}\u201d: {entry.found} Verdict here: {label}; {agree}.")
-    return lines
+            agree = "This run disagrees."
+        finding.literature = f"{entry.found} {agree}"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab.analysis.render import Report, Section, write_files
-from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from normlab.analysis.render import Report, adjust_report, write_files
+from normlab.analysis.report import METHODS
 from normlab.experiments.errors import StoreError
 from normlab.experiments.store import Store
-from normlab.study.common import PartData, literature_lines
+from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import stored_selection
 from normlab.study.registry import PARTS
 
@@ -65,17 +65,10 @@ def _provenance(store: Store, experiments: list[str], runs: pd.DataFrame) -> lis
     return lines
 
 
-def _summary(sections: list[Section]) -> str:
-    findings = [f for s in sections for f in s.findings]
-    counts = {label: sum(f.verdict.label == label for f in findings)
-              for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
-    return (f"{len(findings)} claims tested: {counts[SUPPORTED]} supported, {counts[NOT_SUPPORTED]} not "
-            f"supported, {counts[INCONCLUSIVE]} inconclusive. Every variant ran at its own learning "
-            "rate, selected on a held-out slice of the training split (never the test split), and "
-            "each run is scored at its best held-out epoch. A claim is supported when the difference "
-            "is significant in the claimed direction and larger than the smallest effect that "
-            "matters; not supported when it is significant the other way or its 95% interval rules "
-            "the effect out; inconclusive otherwise.")
+PROTOCOL = (
+    "Every variant ran at its own learning rate, selected from a half-decade grid on a held-out slice "
+    "of the training split (never the test split), then evaluation seeds; each run is scored at its "
+    "best held-out epoch. ")
 
 
 def study_report(store: Store, name: str) -> Report:
@@ -94,12 +87,16 @@ def study_report(store: Store, name: str) -> Report:
             runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
             metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,
             selection=chosen)))
-    for part, section in zip(PARTS, sections):
-        section.measured.extend(literature_lines(section, part.LITERATURE))
+
     title = f"normlab study: batch normalization, measured ({name})"
     all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
         else pd.DataFrame(columns=["run_id"])
-    return Report(title, _summary(sections), sections, _provenance(store, used, all_runs))
+    report = adjust_report(Report(title, PROTOCOL + METHODS, sections, _provenance(store, used, all_runs)))
+    for part, section in zip(PARTS, report.sections):  # after the adjustment: the final labels
+        attach_literature(section, part.LITERATURE)
+        if hasattr(part, "synthesis") and section.findings:  # a part's verdict composed of its claims'
+            section.measured[-1] = part.synthesis(section)
+    return report
 
 
 def write_study_report(out_dir: str | Path, name: str) -> Path:

@@ -21,10 +21,15 @@ from normlab.study.protocol import (
     selection_runs,
     stored_selection,
 )
+from normlab.study.mechanisms import measure_mechanisms
 from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.registry import PARTS, load_part, protocol_for, study_name
 
-__all__ = ["run_study"]
+__all__ = ["run_study", "MECHANISM_PARTS"]
+
+MECHANISM_PARTS = ("anatomy", "ics")
+"""Parts whose finished evaluation runs are probed after training (`measure_mechanisms`: ICS,
+the loss landscape, the anatomy of a trained BN layer)."""
 
 
 def _check_data(dataset: str) -> None:
@@ -56,6 +61,9 @@ def run_study(
     Returns:
         The report folder (`<out>/reports/<study name>/` with report.html, report.md, PNGs).
 
+    After the runs: `recalibrate_bn` on the BN runs of the parts that list them, and the
+    mechanism probes (`measure_mechanisms`) on the runs of parts 7 and 8.
+
     Example:
         >>> report_dir = run_study(quick=True, out="runs")
         >>> (report_dir / "report.html").exists()
@@ -83,4 +91,7 @@ def run_study(
     recal = {run.run_id: run.config for s in specs for run in evaluate.runs
              if run.group in {group_name(s.key, label) for label in s.recalibrate}}
     recalibrate_runs(evaluate.name, recal, out)
+    probed = {run.run_id: run.config for s in specs if s.key in MECHANISM_PARTS for run in evaluate.runs
+              if run.group.startswith(f"{s.key}/")}
+    measure_mechanisms(evaluate.name, probed, out)
     return report.write_study_report(out, name)
