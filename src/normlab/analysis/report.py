@@ -1,10 +1,11 @@
 """`write_report(out_dir, experiment)`: the store -> report.html, report.md and the PNGs.
 
 The report of an **experiment** (`normlab sweep`): final test accuracy per variant against the
-no-norm (or first) variant, training curves, and a table of every variant; `build_report` is
-what every report (the study's too, `normlab.study.report`) is assembled with: every claim's
-verdict is decided on its p adjusted across all the report's claims (Benjamini-Hochberg). The report is written to `<out_dir>/reports/<experiment>/`
-and reads only the store, so it can be rebuilt anywhere from the results folder, without training.
+no-norm (or first) variant, training curves, and a table of every variant. Every claim's verdict
+is decided on its p adjusted across all the report's claims (Benjamini-Hochberg, `build_report`;
+the study's report, `normlab.study.report`, is adjusted the same way). The report is written to
+`<out_dir>/reports/<experiment>/` and reads only the store, so it can be rebuilt anywhere from
+the results folder, without training.
 """
 
 from __future__ import annotations
