@@ -158,12 +158,14 @@ def section(data: PartData) -> Section:
     order = [v for v in ("none", "batch", "ghost batch 16", "none @ notebook lr", "batch @ notebook lr",
                          "none + weight decay", "batch + weight decay") if data.has(v)]
     sec.figures.append(FigureSpec(
-        "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Each variant at its lr", ylabel=BEST_ACC_LABEL),
+        "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Each variant at its lr", ylabel=BEST_ACC_LABEL,
+                                                  budget=f"at {data.budget('none', 'batch')}"),
         f"Test accuracy at each run's best held-out epoch ({data.budget('none', 'batch')}): "
         "mean, 95% CI and one dot per seed; each variant at its own lr unless it says otherwise."))
     if not hold.empty:
         sec.figures.append(FigureSpec(
-            "bn_holdout_acc", plots.plot_curves(hold, title="Held-out accuracy", ylabel="held-out accuracy"),
+            "bn_holdout_acc", plots.plot_curves(hold, title="Held-out accuracy", ylabel="held-out accuracy",
+                                                budget="batch size 64, each at its own lr"),
             f"Held-out accuracy over optimizer steps ({data.budget('none', 'batch')}): mean over seeds "
             "with the 95% CI band."))
     return sec

@@ -105,7 +105,7 @@ def section(data: PartData) -> Section:
         if rows["value"].notna().any():
             rows = rows.assign(norm=rows["norm"], batch_size=rows["batch_size"])
             sec.figures.append(FigureSpec(
-                name, plots.plot_batch_size(rows, title=f"Test accuracy vs batch size, equal {budget.split()[1]}",
+                name, plots.plot_batch_size(rows, title="Test accuracy vs batch size", budget=f"equal {budget.split()[1]}",
                                          ylabel=BEST_ACC_LABEL),
                 f"Test accuracy at the best held-out epoch vs batch size, each variant at its own lr; "
                 f"equal {budget.split()[1]}: " + "; ".join(data.budget(v) for v in sorted(set(rows["variant"]))
@@ -114,7 +114,8 @@ def section(data: PartData) -> Section:
     if small["value"].notna().any():
         order = [v for v in ("none bs 4", "batch bs 4", "group bs 4", "layer bs 4", "batch_renorm bs 4") if data.has(v)]
         sec.figures.append(FigureSpec(
-            "small_batch_acc", plots.plot_final_accuracy(small, order=order, title="Batch size 4", ylabel=BEST_ACC_LABEL),
+            "small_batch_acc", plots.plot_final_accuracy(small, order=order, title="Batch size 4", ylabel=BEST_ACC_LABEL,
+                                                     budget=f"at {data.budget('batch bs 4')}"),
             f"Test accuracy at batch size 4 ({data.budget('batch bs 4')}), each norm at its own lr: mean, "
             "95% CI, seeds."))
     return sec

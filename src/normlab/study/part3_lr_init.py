@@ -155,9 +155,12 @@ def section(data: PartData) -> Section:
             sec.notes.append(f"{int(stats['censored'].sum())} range-test run(s) never climbed back above "
                              "their starting loss; their end of range is the last lr (a lower bound).")
         sec.figures.append(FigureSpec(
-            "lr_range", plots.plot_lr_range(curves, title="Learning-rate range test"),
+            "lr_range", plots.plot_lr_range(
+                curves, title="Learning-rate range test", budget="lr x10 per 50 steps",
+                marks={k: s.lr for k, s in data.selection.items()
+                       if k in set(curves["variant"]) and s.lr is not None}),
             "Training loss (mean over seeds) as the lr grows x10 per epoch (50 steps); the dot marks "
-            "the lowest loss. The lrs the verdicts of parts 1 and 3 use are the selected lrs in part 1's table: "
+            "the lowest loss, the dashed line each variant's selected lr (stage 1), the one its verdicts use: "
             + ", ".join(f"{k} {s.lr:.0e}" for k, s in data.selection.items() if s.lr is not None and "init" not in k)
             + "."))
 
