@@ -28,7 +28,7 @@ from normlab.train import metrics as M
 PCT = {"scale": 100.0, "unit": "%"}  # accuracies are fractions; the text shows percent
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change we call an effect
 LOSS_MIN_EFFECT = 0.02  # nats: the smallest loss gap we call an effect
-BEST_ACC_LABEL = "test accuracy at the best held-out epoch"
+BEST_ACC_LABEL = "test acc. (best held-out epoch)"
 RECAL_TEST_ACC = "recal_test_acc"
 """Test accuracy (eval mode) after `normlab.layers.recalibrate_bn` on i.i.d. training batches,
 stored by the study (`normlab.study.recalibrate`) at a run's last step."""
@@ -70,6 +70,11 @@ class PartData:
             epochs = f" ({steps / float(spe.iloc[0]):.3g} epochs)" if len(spe) else ""
             texts.append(f"{steps} steps{epochs} at batch size {int(size)}")
         return "; ".join(texts)
+
+    def steps(self, *labels: str) -> str:
+        """"1250 steps": the most steps a run of `labels` took (for a figure's axis)."""
+        runs = self.of(*labels)
+        return f"{int(runs['steps'].max())} steps" if len(runs) and runs["steps"].notna().any() else ""
 
     def lr_of(self, label: str) -> str:
         """"lr 3e-03" (selected, or as run) for a caption."""

@@ -159,7 +159,7 @@ def section(data: PartData) -> Section:
                          "none + weight decay", "batch + weight decay") if data.has(v)]
     sec.figures.append(FigureSpec(
         "bn_final_acc", plots.plot_final_accuracy(acc, order=order, title="Each variant at its lr", ylabel=BEST_ACC_LABEL,
-                                                  budget=f"at {data.budget('none', 'batch')}"),
+                                                  budget=f"at {data.steps('none', 'batch')}"),
         f"Test accuracy at each run's best held-out epoch ({data.budget('none', 'batch')}): "
         "mean, 95% CI and one dot per seed; each variant at its own lr unless it says otherwise."))
     if not hold.empty:

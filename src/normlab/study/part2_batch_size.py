@@ -115,7 +115,7 @@ def section(data: PartData) -> Section:
         order = [v for v in ("none bs 4", "batch bs 4", "group bs 4", "layer bs 4", "batch_renorm bs 4") if data.has(v)]
         sec.figures.append(FigureSpec(
             "small_batch_acc", plots.plot_final_accuracy(small, order=order, title="Batch size 4", ylabel=BEST_ACC_LABEL,
-                                                     budget=f"at {data.budget('batch bs 4')}"),
+                                                     budget=f"at {data.steps('batch bs 4')}"),
             f"Test accuracy at batch size 4 ({data.budget('batch bs 4')}), each norm at its own lr: mean, "
             "95% CI, seeds."))
     return sec

@@ -77,7 +77,7 @@ def section(data: PartData) -> Section:
             sec.table = table[["variant", "n", "ms/step", "ci_low", "ci_high"]]
             sec.measured.append("Table: time per step (ms) per norm; shared-CPU wall time, so compare within this run.")
             sec.figures.append(FigureSpec(
-                "step_time", plots.plot_step_time(ms, title="Time per step", budget=f"at {data.budget('batch, timing')}"),
+                "step_time", plots.plot_step_time(ms, title="Time per step", budget=f"at {data.steps('batch, timing')}"),
                 f"Median wall time per optimizer step per norm: mean over seeds, 95% CI, seeds "
                 f"({data.budget('batch, timing')})."))
 

@@ -88,7 +88,7 @@ def section(data: PartData) -> Section:
     order = [f"{n}, {b}" for b in ("iid",) + GROUPINGS for n in ("none", "batch", "batch_renorm")]
     sec.figures.append(FigureSpec(
         "noniid_acc", plots.plot_final_accuracy(acc, order=[v for v in order if data.has(v)], ylabel=BEST_ACC_LABEL,
-                                                budget=f"at {data.budget('batch, iid')}",
+                                                budget=f"at {data.steps('batch, iid')}",
                                                 title="Non-i.i.d. batches"),
         f"Eval-mode test accuracy at the best held-out epoch per norm and batching ({data.budget('batch, iid')}, "
         "each at its own lr): mean, 95% CI, seeds."))
