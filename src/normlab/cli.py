@@ -21,6 +21,7 @@ from normlab.experiments.config import config_keys, load_experiment
 from normlab.experiments.errors import ConfigError, UserError
 from normlab.experiments.execute import CHECKPOINT_NAME, check_thread_count, torch_threads
 from normlab.experiments.keys import suggest
+from normlab.experiments.paths import open_new, safe_dir
 from normlab.experiments.runner import check_backend, run_experiment
 from normlab.experiments.store import DB_NAME, STATUSES, Store
 
@@ -355,14 +356,18 @@ def export(
             raise ConfigError("--format parquet needs pyarrow: `pip install 'normlab[parquet]'`, or use --format csv") from None
     with Store.open(out, create=False) as store:
         frames = {"runs": store.runs_frame(experiment), "metrics": store.metrics_frame(experiment)}
-    folder = Path(dest) if dest else out / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
+    if dest is not None:  # the user's explicit folder
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = safe_dir(out, "exports")  # inside --out, not through a planted link
     for kind, frame in frames.items():
-        path = folder / f"{experiment}_{kind}.{fmt}"
-        if fmt == "csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
+        path = folder / f"{experiment}_{kind}.{fmt}"  # the store checked the name: one file name
+        with open_new(path, "w" if fmt == "csv" else "wb") as handle:
+            if fmt == "csv":
+                frame.to_csv(handle, index=False)
+            else:
+                frame.to_parquet(handle, index=False)
         typer.echo(str(path))
 
 
@@ -381,14 +386,15 @@ def _export_to_tracker(experiment: str, out: Path, fmt: str, dest: Optional[str]
         with Store.open(out, create=False) as store:
             runs = stored_runs(store, experiment)
         if fmt == "tensorboard":
-            folder = (Path(dest) if dest else out / "exports") / "tensorboard" / experiment
+            # inside --out (not through a planted link) unless the user named a folder
+            folder = Path(dest) / "tensorboard" / experiment if dest else safe_dir(out, "exports", "tensorboard", experiment)
             export_runs(runs, folder)
             typer.echo(f"{len(runs)} run(s) -> {folder}  (view: tensorboard --logdir {folder})")
             return
         if dest and "://" in dest:
             uri = dest
         else:
-            folder = Path(dest) if dest else out / "exports"
+            folder = Path(dest) if dest else safe_dir(out, "exports")
             folder.mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
         written, skipped = export_runs(runs, experiment, uri)

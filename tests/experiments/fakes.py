@@ -1,7 +1,8 @@
 """Fake run functions with the engine's signature, so runner tests never depend on training.
 
-Each behaves like `normlab.train.fit`: `config.epochs` epochs, metrics per epoch, a checkpoint
-(JSON `{"epoch": k}`) rewritten atomically after every epoch and read back to resume. They
+Each behaves like `normlab.train.fit`: `config.epochs` epochs, metrics per epoch committed
+(`on_metrics.commit()`) before a checkpoint (JSON `{"epoch": k}`) rewritten atomically after
+every epoch and read back to resume. They
 log to the run folder: `starts.log` (one line per start, with the epoch it resumed from),
 `completions.log` (one line per completed run) and `pid` (the executing process).
 They live in a module (not a test file) so spawned workers and Ray tasks can import them.
@@ -42,6 +43,8 @@ def fake_fit(config, *, on_metrics, checkpoint_path, sleep_per_epoch: float = 0.
     for epoch in range(first, config.epochs + 1):
         time.sleep(sleep_per_epoch)
         on_metrics(epoch * 10, epoch, {"train_loss": 1.0 / epoch, "test_acc": expected_acc(config) * epoch / config.epochs})
+        if hasattr(on_metrics, "commit"):  # as the engine does: metrics stored before the checkpoint
+            on_metrics.commit()
         tmp = Path(str(checkpoint_path) + ".tmp")
         tmp.write_text(json.dumps({"epoch": epoch}))
         os.replace(tmp, checkpoint_path)
@@ -76,3 +79,15 @@ def slow_flaky_fit(config, *, on_metrics, checkpoint_path):
     if config.seed == 1:
         raise RuntimeError("planted failure for seed 1")
     return slow_fit(config, on_metrics=on_metrics, checkpoint_path=checkpoint_path)
+
+
+def disk_full_fit(config, *, on_metrics, checkpoint_path):
+    """One epoch of metrics, then its checkpoint write fails: the disk is full (ENOSPC), and
+    the temporary it started is removed, as `save_checkpoint` does."""
+    import errno
+
+    on_metrics(10, 1, {"train_loss": 1.0})
+    tmp = Path(str(checkpoint_path) + ".tmp")
+    tmp.write_text("partial")
+    tmp.unlink()
+    raise OSError(errno.ENOSPC, "No space left on device", str(checkpoint_path))

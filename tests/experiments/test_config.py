@@ -216,6 +216,15 @@ def test_experiment_needs_a_name():
         Experiment(name=" ", runs=[])
 
 
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", ".hidden", "x" * 101, "tab\tname", "é", "."])
+def test_an_experiment_name_is_one_safe_character_set(name):
+    with pytest.raises(ConfigError, match="only letters, digits, '.', '_' and '-'"):
+        Experiment(name=name, runs=[])
+    with pytest.raises(ConfigError, match="experiment name"):
+        load_experiment(None, ["seed=0"], name=name)
+    assert Experiment(name="study.bn_2-x", runs=[]).name == "study.bn_2-x"
+
+
 def test_expand_takes_a_dict_spec():
     exp = expand({"name": "d", "sweep": {"seed": [0, 1]}}, {"epochs": [3]})
     assert [r.config.epochs for r in exp.runs] == [3, 3]

@@ -97,13 +97,15 @@ def test_newer_schema_version_is_refused(tmp_path):
 
 
 def test_a_version_1_store_is_upgraded_in_place(tmp_path, experiment):
-    # a v1 results folder (before runs recorded torch_threads) keeps its runs and gains the column
+    # a v1 results folder (before runs recorded torch_threads and data_fingerprint) keeps its
+    # runs and gains the columns
     with Store.open(tmp_path) as store:
         store.add_experiment(experiment)
         first = experiment.runs[0].run_id
         store.mark_running(first, ENV, fresh=True)
     conn = sqlite3.connect(tmp_path / "normlab.db")
     conn.execute("ALTER TABLE runs DROP COLUMN torch_threads")
+    conn.execute("ALTER TABLE runs DROP COLUMN data_fingerprint")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -111,11 +113,12 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path, experiment):
         runs = store.runs_frame("exp")
         assert runs.loc[runs["run_id"] == first, "env.hostname"].item() == "h"  # kept
         assert runs["env.torch_threads"].isna().all()  # unknown for the old runs
+        assert runs["env.data_fingerprint"].isna().all()
         store.mark_running(experiment.runs[1].run_id, {**ENV, "torch_threads": 2}, fresh=True)
         runs = store.runs_frame("exp")
         assert runs.loc[runs["run_id"] == experiment.runs[1].run_id, "env.torch_threads"].item() == 2
     conn = sqlite3.connect(tmp_path / "normlab.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
@@ -175,3 +178,18 @@ def test_registering_again_redefines_the_experiment_unless_appending(tmp_path):
         store.add_experiment(old, append=True)  # `normlab run` accumulates single runs
         assert sorted(store.runs_frame("e")["seed"]) == [0, 1, 2]
         assert store._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # none lost
+
+
+def test_a_resume_drops_the_rows_past_its_checkpoint_step(tmp_path, experiment):
+    run = experiment.runs[0].run_id
+    rows = [(step, 1, "train_loss", float(step)) for step in (0, 10, 20, 30)]
+    with Store.open(tmp_path) as store:
+        store.add_experiment(experiment)
+        store.mark_running(run, ENV, fresh=True)
+        store.add_metrics(run, rows)
+        store.mark_running(run, ENV, fresh=False, keep_through=20)  # checkpoint at step 20
+        assert store.metrics_frame("exp")["step"].tolist() == [0, 10, 20]
+        store.mark_running(run, ENV, fresh=False)  # a checkpoint without a readable step: keep all
+        assert store.metrics_frame("exp")["step"].tolist() == [0, 10, 20]
+        store.mark_running(run, ENV, fresh=True)
+        assert store.metrics_frame("exp").empty

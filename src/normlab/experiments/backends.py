@@ -3,7 +3,8 @@
 - `local`: in this process, one run after another.
 - `process`: a pool of spawned worker processes, one run at a time each; a worker that dies
   (killed, out of memory) costs only its current run, which goes back to 'queued' and resumes
-  from its checkpoint on the next `normlab sweep`; a fresh worker takes over the rest.
+  from its checkpoint on the next `normlab sweep`; a fresh worker takes over the rest. Workers
+  die with the parent (SIGKILL included), so a killed sweep leaves nothing training.
 - `ray`: one Ray task per run (resources per run, retries on lost workers), events streamed
   back through a Ray queue; local Ray by default, an existing cluster by address. On several
   machines the results folder must be on storage they share (checkpoints live there).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import queue as queue_module
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,9 +40,11 @@ class _Worker:
     def __init__(self, ctx: Any, worker_id: int, events: Any, run_fn: Callable | None, threads: int) -> None:
         self.id = worker_id
         self.tasks = ctx.Queue()
+        self.acks = ctx.Queue()  # tokens: "your metrics up to here are stored"
         self.current: RunTask | None = None
         self.process = ctx.Process(
-            target=worker_main, args=(worker_id, self.tasks, events, run_fn, threads), daemon=True,
+            target=worker_main, daemon=True,
+            args=(worker_id, self.tasks, events, run_fn, threads, self.acks, os.getpid()),
             name=f"normlab-worker-{worker_id}",
         )
         self.process.start()
@@ -74,6 +78,10 @@ def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | N
         if event[0] == "idle":
             if event[1] in pool:
                 assign(pool[event[1]])
+        elif event[0] == "sync":  # everything this worker sent before is stored: say so
+            _, _, worker_id, token = event
+            if worker_id in pool:
+                pool[worker_id].acks.put(token)
         else:
             writer.handle(event)
 
@@ -168,24 +176,31 @@ def run_ray(
     pending = collections.deque(tasks)
     limit = workers if workers > 0 else len(pending)
     inflight: dict[Any, RunTask] = {}
+    acks: dict[str, Any] = {}  # run_id -> its task's Queue of commit acknowledgements
 
     def drain() -> None:
         size = events.qsize()
         if size:
             for event in events.get_nowait_batch(size):
-                writer.handle(event)
+                if event[0] == "sync":  # everything the task sent before is stored: say so
+                    if event[1] in acks:
+                        acks[event[1]].put(event[3])
+                else:
+                    writer.handle(event)
 
     try:
         while pending or inflight:
             while pending and len(inflight) < limit:
                 task = pending.popleft()
                 writer.dispatch(task)
-                inflight[remote.remote(task, events, run_fn)] = task
+                acks[task.run_id] = Queue(actor_options={"num_cpus": 0})
+                inflight[remote.remote(task, events, run_fn, acks[task.run_id])] = task
             drain()
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS)
             for ref in done:
                 task = inflight.pop(ref)
                 drain()
+                acks.pop(task.run_id).shutdown()
                 try:
                     ray.get(ref)
                 except Exception as exc:  # the task itself was lost (worker/node died), retries spent

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,11 +53,61 @@ from normlab.experiments.keys import (
     is_text_key,
     none_allowed,
 )
+from normlab.experiments.paths import check_name
 from normlab.train.config import RunConfig
 
 # Keys of an experiment file that are not RunConfig keys.
 _FILE_KEYS = ("name", "description", "sweep", "groups")
 DEFAULT_GROUP = ""
+
+# Bounds on what an experiment file or the command line may ask for (a file is input that
+# may be hostile: a 1 KB YAML file with nested aliases can expand to gigabytes).
+MAX_FILE_BYTES = 1 << 20  # 1 MiB of experiment file
+MAX_NODES = 100_000  # values in the loaded document, every alias use counted in full
+MAX_DEPTH = 32  # nesting of mappings and lists
+MAX_RUNS = 10_000  # runs one experiment may plan
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not 'last wins'."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    # the mapping's own keys only: a key merged in with `<<: *base` may be overridden
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"line {mark.line + 1}: the key {key!r} is given twice in one mapping; "
+                              "keep one (a repeated key would silently override the first)")
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def _check_size(data: Any, where: str) -> None:
+    """ConfigError when the document, with every alias expanded, exceeds MAX_NODES values or
+    MAX_DEPTH levels (walked with a budget, so a 'billion laughs' stops at the limit)."""
+    count = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > MAX_DEPTH:
+            what = f"more than {MAX_NODES} values" if count > MAX_NODES else f"more than {MAX_DEPTH} levels of nesting"
+            raise ConfigError(f"{where}the document expands to {what} (YAML aliases count every "
+                              "time they are used); an experiment file is a config: write it out "
+                              "plainly, or split it into several experiments")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
 
 
 @dataclass(frozen=True)
@@ -93,11 +144,7 @@ class Experiment:
     spec: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(
-                f"experiment name: expected a non-empty string, got {self.name!r}; "
-                "set `name:` in the file or pass --name"
-            )
+        check_name(self.name)  # it names report and export files
         seen: set[tuple[str, str]] = set()
         unique = []
         for run in self.runs:
@@ -161,6 +208,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
                 "`norm=none,batch` to sweep)"
             )
         check_key(key, where="override: ")
+        if key in parsed:
+            raise ConfigError(f"override {item!r}: `{key}` is given twice on the command line; "
+                              f"give it once (a comma list sweeps: `{key}=a,b`)")
         parts = _split_top_level(raw)
         if any(not p.strip() for p in parts) and len(parts) > 1:
             raise ConfigError(f"override {item!r}: empty value in the comma list; remove the extra comma")
@@ -201,10 +251,18 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} does not exist; check the path")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"experiment file {str(path)!r} is {size} bytes; an experiment file "
+                          f"may hold at most {MAX_FILE_BYTES} (check that it is the right file)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"experiment file {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+                          f"{exc.reason}); save it as UTF-8") from None
     try:
         if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
         elif suffix == ".toml":
             data = tomllib.loads(text)
         else:
@@ -212,8 +270,12 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
                 f"experiment file {str(path)!r}: expected a .yaml, .yml or .toml file, "
                 f"got {suffix or 'no extension'!r}"
             )
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"experiment file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"experiment file {str(path)!r}: {exc}") from None
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        detail = " ".join(str(exc).split()) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ConfigError(f"experiment file {str(path)!r} is not valid {suffix[1:].upper()}: {detail}") from None
+    _check_size(data, f"experiment file {str(path)!r}: ")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -279,6 +341,18 @@ def expand(
             for item in items:
                 entries.append((str(group), flatten(item)))
 
+    planned = 0
+    for group, entry in entries:  # count before building: a grid can be astronomically large
+        label = f"{where}groups.{group}: " if group else where
+        sizes = {k: len(v) for k, v in axes.items()}
+        for key, value in entry.items():
+            check_key(key, label)
+            if key not in overrides:
+                sizes[key] = len(_sweep_values(key, value, label, must_be_list=False))
+        planned += math.prod(sizes.values())
+        if planned > MAX_RUNS:
+            raise ConfigError(f"{where}the experiment plans more than {MAX_RUNS} runs; sweep fewer "
+                              "values or split it into several experiments")
     runs: list[PlannedRun] = []
     for group, entry in entries:
         label = f"{where}groups.{group}: " if group else where

@@ -20,8 +20,12 @@ class StoreError(UserError):
     """The results database is missing, foreign, locked, or written by a newer normlab."""
 
 
+class ResourceError(UserError):
+    """The machine lacks what was asked (disk space, cores, memory); the message says what."""
+
+
 class BackendError(UserError):
     """A runner backend cannot be used as asked (e.g. Ray is not installed)."""
 
 
-__all__ = ["BackendError", "ConfigError", "StoreError", "UserError"]
+__all__ = ["BackendError", "ConfigError", "ResourceError", "StoreError", "UserError"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -101,9 +102,13 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             or head in FREE_DICT_FIELDS
         )
         if isinstance(value, dict) and nestable and value:
-            flat.update(flatten(value, prefix=f"{dotted}."))
+            inner = flatten(value, prefix=f"{dotted}.")
         else:
-            flat[dotted] = value
+            inner = {dotted: value}
+        for inner_key, inner_value in inner.items():
+            if inner_key in flat:  # `optim.lr: 1` next to `optim: {lr: 2}`
+                raise ConfigError(f"`{inner_key}` is given twice (dotted and nested); give it once")
+            flat[inner_key] = inner_value
     return flat
 
 
@@ -164,7 +169,27 @@ def build_config(flat: dict[str, Any], where: str = "") -> RunConfig:
                 f"(valid: {', '.join(names)})"
             )
     _check_norm_kwargs(config, where)
+    _check_numbers(config.model_dump(), where)
     return config
+
+
+MAX_SEED = 2**63 - 1
+"""torch's generators take seeds below 2**64; the store's integers end at 2**63 - 1."""
+
+
+def _check_numbers(values: dict[str, Any], where: str, prefix: str = "") -> None:
+    """Every number finite (an infinite lr or init scale is accepted by `> 0` but trains
+    nothing) and the seed in the generators' range."""
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_numbers(value, where, f"{dotted}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}`{dotted}`: expected a finite number, got {value}")
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(f"{where}`{dotted}`: expected finite numbers, got {list(value)}")
+    if not prefix and values.get("seed", 0) > MAX_SEED:
+        raise ConfigError(f"{where}`seed`: expected 0 <= seed <= {MAX_SEED} (2**63 - 1), got {values['seed']}")
 
 
 def _check_norm_kwargs(config: RunConfig, where: str) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +27,10 @@ from pathlib import Path
 
 from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.config import Experiment, load_experiment
-from normlab.experiments.errors import BackendError, ConfigError, StoreError
+from normlab.experiments.errors import BackendError, ConfigError, ResourceError, StoreError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
+from normlab.experiments.paths import safe_dir, write_atomic
+from normlab.experiments.preflight import check_runs
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
 
@@ -97,18 +101,17 @@ def _labels(experiment: Experiment) -> dict[str, str]:
 class Writer:
     """Applies executor events to the store and the progress bar (parent process only)."""
 
-    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str]) -> None:
+    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str],
+                 fingerprints: dict[str, str] | None = None) -> None:
         self.store, self.out_dir, self.progress, self.labels = store, out_dir, progress, labels
+        self.fingerprints = fingerprints or {}  # run_id -> fingerprint of its data
         self.running: set[str] = set()
         self.ended: dict[str, str] = {}
 
     def dispatch(self, task: RunTask) -> None:
         """A run is about to be handed to an executor: write its config next to its checkpoint."""
-        run_dir = Path(task.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "config.json.tmp"
-        tmp.write_text(json.dumps(task.config, indent=2, sort_keys=True))
-        os.replace(tmp, run_dir / "config.json")
+        run_dir = safe_dir(self.out_dir, "runs", Path(task.run_dir).name)  # no planted symlink
+        write_atomic(run_dir / "config.json", json.dumps(task.config, indent=2, sort_keys=True))
 
     def has_ended(self, run_id: str) -> bool:
         return run_id in self.ended
@@ -116,8 +119,9 @@ class Writer:
     def handle(self, event: tuple) -> None:
         kind, run_id = event[0], event[1]
         if kind == "start":
-            _, _, env, resumed = event
-            self.store.mark_running(run_id, env, fresh=not resumed)
+            _, _, env, resumed, resume_step = event
+            env = {**env, "data_fingerprint": self.fingerprints.get(run_id)}
+            self.store.mark_running(run_id, env, fresh=not resumed, keep_through=resume_step)
             self.running.add(run_id)
             self.ended.pop(run_id, None)  # a Ray retry starts the run again
             self.progress.started(run_id, self.labels.get(run_id, run_id))
@@ -133,6 +137,9 @@ class Writer:
             self.running.discard(run_id)
             self.ended[run_id] = status
             self.progress.ended(run_id, status)
+        elif kind == "abort":  # the machine, not the run, failed: stop the sweep, resumable
+            self.interrupt(run_id, event[2])
+            raise ResourceError(event[2])
         else:
             raise ValueError(f"unknown executor event {kind!r}")
 
@@ -149,7 +156,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     """Hold `<out>/.normlab.lock` so that one process at a time writes this results folder."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / LOCK_NAME, "a+")
+        # O_NOFOLLOW: a symlink planted at the lock's name is refused, not truncated through
+        handle = os.fdopen(os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a+")
     except OSError as exc:
         raise StoreError(f"cannot use {str(out_dir)!r} as the results folder ({exc.strerror}); choose another --out") from None
     with handle:
@@ -170,6 +178,28 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop like Ctrl-C (started runs go back to 'queued', resumable)."""
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the body runs, SIGTERM raises `Terminated` in the main thread, so a `kill` ends
+    the sweep through the same clean-up as Ctrl-C instead of mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def check_backend(backend: str, workers: int) -> None:
     """BackendError unless the backend can run as asked (before anything is written)."""
     if backend not in BACKENDS:
@@ -180,32 +210,54 @@ def check_backend(backend: str, workers: int) -> None:
         import_ray()  # a missing extra is a user error, not a traceback mid-sweep
 
 
-def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> None:
-    """ConfigError, before anything is written, when a run that would execute cannot run on
-    this machine: its device is missing (cuda without a GPU) or a GPU-only option (bf16,
-    compile, cuda_graph) is set for a CPU run. Runs with a stored result are not checked."""
+def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> dict[str, str]:
+    """ConfigError (or ResourceError), before anything is written, when a run that would
+    execute cannot run on this machine: its device is missing (cuda without a GPU), a GPU-only
+    option (bf16, compile, cuda_graph) is set for a CPU run, its data cannot be loaded or
+    batched as asked, its model cannot be built or does not fit in memory
+    (`normlab.experiments.preflight`); or when a stored result was trained on other data than
+    the data here (a different fingerprint). Returns run_id -> data fingerprint of the runs
+    that will execute."""
     from normlab.train.engine import check_runnable_here as check_config
 
     stored: dict[str, str] = {}
+    stored_prints: dict[str, str | None] = {}
+    run_ids = [run.run_id for run in experiment.runs]
     if (Path(out_dir) / DB_NAME).exists():
         with Store.open(out_dir, create=False) as store:
-            stored = store.run_status([run.run_id for run in experiment.runs])
+            stored = store.run_status(run_ids)
+            stored_prints = store.data_fingerprints(run_ids)
     problems: dict[str, list[str]] = {}  # message -> run ids
+    todo, done = [], []
     for run in experiment.runs:
         status = stored.get(run.run_id)
         if status in DONE_STATUSES or (status == "failed" and not retry_failed):
+            if status in DONE_STATUSES and stored_prints.get(run.run_id):
+                done.append(run.config)
             continue
+        todo.append(run.config)
         try:
             check_config(run.config)
         except ValueError as err:
             problems.setdefault(str(err), []).append(run.run_id)
     if problems:
-        message, run_ids = next(iter(problems.items()))
+        message, ids = next(iter(problems.items()))
         count = len({rid for ids in problems.values() for rid in ids})
         raise ConfigError(
             f"{count} run(s) of {experiment.name!r} cannot run on this machine (first: run "
-            f"{run_ids[0]}): {message}"
+            f"{ids[0]}): {message}"
         )
+    prints = check_runs(todo)
+    for run_id, now in check_runs(done, data_only=True).items():
+        if now != stored_prints[run_id]:
+            config = next(c for c in done if c.run_id == run_id)
+            raise ConfigError(
+                f"run {run_id} is stored as done, but it was trained on other data: dataset "
+                f"{config.dataset!r} (root {config.data_root or 'default'}) now has fingerprint "
+                f"{now[:19]}..., the run recorded {stored_prints[run_id][:19]}...; restore the data "
+                "it was trained on, or use another --out to train on this data"
+            )
+    return prints
 
 
 def run_experiment(
@@ -256,8 +308,9 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
+    fingerprints: dict[str, str] = {}
     if backend != "ray":  # on Ray the cluster's machines, not this one, run the configs
-        check_runnable_here(experiment, out, retry_failed)
+        fingerprints = check_runnable_here(experiment, out, retry_failed)
     start = time.perf_counter()
     with _exclusive(out), Store.open(out) as store:
         store.add_experiment(experiment, append=append)
@@ -270,8 +323,8 @@ def run_experiment(
         configs = {run.run_id: run.config for run in experiment.runs}
         tasks = [RunTask(rid, configs[rid].resolved(), str(out / "runs" / rid)) for rid in todo]
         view = ProgressView(len(tasks), enabled=progress, title=experiment.name)
-        writer = Writer(store, out, view, _labels(experiment))
-        with view:
+        writer = Writer(store, out, view, _labels(experiment), fingerprints)
+        with view, _sigterm_stops():
             try:
                 if backend == "local":
                     with torch_threads(threads):

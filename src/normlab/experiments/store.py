@@ -1,6 +1,6 @@
 """The results store: one SQLite database per results directory (`<out>/normlab.db`).
 
-Schema (version 2, kept in `PRAGMA user_version`; a version-1 database is upgraded in place
+Schema (version 3, kept in `PRAGMA user_version`; an older database is upgraded in place
 when opened; one from a newer normlab is refused with a clear message rather than misread):
 
     experiments(name TEXT PK, description TEXT, spec_json TEXT, created_at REAL, updated_at REAL)
@@ -12,13 +12,15 @@ when opened; one from a newer normlab is refused with a clear message rather tha
          seconds REAL               -- training wall time reported by the run (s)
          steps INTEGER, attempts INTEGER, final_json TEXT (final metrics)
          python, torch, normlab, git_commit, device, hostname TEXT,  -- where it ran
-         torch_threads INTEGER)     -- v2: intra-op threads (CPU digits depend on them)
+         torch_threads INTEGER,     -- v2: intra-op threads (CPU digits depend on them)
+         data_fingerprint TEXT)     -- v3: sha256 of the dataset arrays it trained on
     experiment_runs(experiment, run_id, grp, position; PK(experiment, run_id, grp))
                                     -- membership: a run (one config) is trained and stored
                                     -- once, and may belong to several experiments / groups;
                                     -- re-registering an experiment redefines its membership
     metrics(run_id, name, step, epoch, value; PK(run_id, name, step))
-                                    -- a resumed run re-emitting a step replaces, never duplicates
+                                    -- a resumed run re-emitting a step replaces, never duplicates;
+                                    -- rows past its checkpoint's step are dropped at resume
     artifacts(run_id, kind, path, created_at; PK(run_id, path))  -- paths relative to <out>
 
 Every write is one transaction (`with self._conn:`), so a process killed at any moment
@@ -30,27 +32,33 @@ The analysis layer reads only through `experiments()`, `runs_frame()` and `metri
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normlab.experiments.errors import StoreError
+from normlab.experiments.paths import check_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from normlab.experiments.config import Experiment
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "normlab.db"
 STATUSES = ("queued", "running", "finished", "failed", "diverged")
 DONE_STATUSES = ("finished", "diverged")
-ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads")
+READ_CHECK_BYTES = 64 * 2**20
+WAL_WAIT_SECONDS = 30.0
+ENV_KEYS = ("python", "torch", "normlab", "git_commit", "device", "hostname", "torch_threads",
+            "data_fingerprint")
 _MIGRATIONS = {  # from version -> SQL to the next version
-    1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER;",
+    1: "ALTER TABLE runs ADD COLUMN torch_threads INTEGER",
+    2: "ALTER TABLE runs ADD COLUMN data_fingerprint TEXT",
 }
 
 _SCHEMA = f"""
@@ -74,7 +82,8 @@ CREATE TABLE runs (
     attempts INTEGER NOT NULL DEFAULT 0,
     final_json TEXT,
     python TEXT, torch TEXT, normlab TEXT, git_commit TEXT, device TEXT, hostname TEXT,
-    torch_threads INTEGER
+    torch_threads INTEGER,
+    data_fingerprint TEXT
 );
 CREATE TABLE experiment_runs (
     experiment TEXT NOT NULL REFERENCES experiments(name),
@@ -100,6 +109,20 @@ CREATE TABLE artifacts (
 );
 CREATE INDEX experiment_runs_by_run ON experiment_runs(run_id);
 """
+
+
+def _sqlite_errors(method: Callable) -> Callable:
+    """Any sqlite error of a store method becomes one StoreError naming the file (a damaged,
+    locked or full database is the user's to fix, not a traceback)."""
+
+    @functools.wraps(method)
+    def guarded(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    return guarded
 
 
 def flatten_config(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -131,10 +154,14 @@ class Store:
         >>> curves = store.metrics_frame("mnist1d-norm-batch", names=["test_acc"])
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool | None = None) -> None:
         self.path = Path(path)
         if self.path.is_dir():  # a results folder: its database
             self.path = self.path / DB_NAME
+        if self.path.is_symlink():  # writes would land wherever the link points
+            raise StoreError(f"{str(self.path)!r} is a symlink; normlab opens only a real "
+                             "database file: remove the link or choose another --out")
+        self.readonly = not create if readonly is None else readonly
         if not self.path.exists():
             if not create:
                 raise StoreError(
@@ -143,44 +170,119 @@ class Store:
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self.readonly:  # a reader cannot change the file, whatever it holds
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 30000")
             self._prepare()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{str(self.path)!r} is not a normlab results database ({exc}); "
-                "choose another --out folder"
-            ) from None
+            self._check_integrity()
+        except sqlite3.Error as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            raise self._error(exc) from None
         self._conn.isolation_level = "DEFERRED"  # `with conn:` = one transaction
 
     @classmethod
-    def open(cls, out_dir: str | Path, *, create: bool = True) -> "Store":
-        """The store of a results directory (`<out_dir>/normlab.db`)."""
-        return cls(Path(out_dir) / DB_NAME, create=create)
+    def open(cls, out_dir: str | Path, *, create: bool = True, readonly: bool | None = None) -> "Store":
+        """The store of a results directory (`<out_dir>/normlab.db`); `create=False` opens it
+        read-only unless `readonly=False`."""
+        return cls(Path(out_dir) / DB_NAME, create=create, readonly=readonly)
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """One message for an sqlite error: the file, what went wrong, what to do."""
+        text = " ".join(str(exc).split())  # one line
+        where = f"results database {str(self.path)!r}"
+        if "locked" in text or "busy" in text:
+            return StoreError(f"the {where} is locked by another process ({text}); wait for it "
+                              "to end and run the command again")
+        if "full" in text:
+            return StoreError(f"no space left for the {where} ({text}); free disk space and run "
+                              "the command again (stored runs are kept, interrupted ones resume)")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"cannot write the {where} ({text}); make it and its folder "
+                              "writable, or choose another --out")
+        return StoreError(
+            f"the {where} is damaged or not a normlab results database ({text}); move it away "
+            "(or restore a backup) and rerun the sweep to train its runs again, or choose another "
+            "--out; `sqlite3 normlab.db .recover` may save its rows"
+        )
+
+    def _check_integrity(self) -> None:
+        """The database is intact (PRAGMA quick_check reads every page: 0.5 s for a 72 MiB
+        store of 1.5 M metric rows, 2-core shared CPU, 2026-12-05); a reader skips it for a
+        file over READ_CHECK_BYTES (sqlite still refuses a page it cannot read, and a writer
+        always checks)."""
+        if self.readonly and self.path.stat().st_size > READ_CHECK_BYTES:
+            return
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(2)")]
+        if problems != ["ok"]:  # one line: sqlite's report spans several
+            raise sqlite3.DatabaseError(f"integrity check: {' '.join(' '.join(problems).split())}")
 
     def _prepare(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{str(self.path)!r} was written by a newer normlab (store schema v{version}; "
                 f"this normlab reads v{SCHEMA_VERSION}); upgrade normlab or use another --out"
             )
-        if version == 0 and tables:
-            raise StoreError(
-                f"{str(self.path)!r} holds tables but no normlab schema version; it is not a "
-                "normlab results database: choose another --out folder"
-            )
+        if version < SCHEMA_VERSION and self.readonly:  # set up or upgrade through a writer
+            Store(self.path, create=False, readonly=False).close()
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            # Two processes may create a new store at once: the first takes the write lock
+            # and creates the tables; the second waits, then finds them and goes on.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = self._conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+                if version == 0 and tables:
+                    raise StoreError(
+                        f"{str(self.path)!r} holds tables but no normlab schema version; it is not "
+                        "a normlab results database: choose another --out folder"
+                    )
+                if version == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    version = SCHEMA_VERSION
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
         while 0 < version < SCHEMA_VERSION:  # upgrade in place, one version per transaction
-            self._conn.executescript(
-                f"BEGIN; {_MIGRATIONS[version]} PRAGMA user_version = {version + 1}; COMMIT;"
-            )
-            version += 1
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:  # read again under the lock: another process may have upgraded it meanwhile
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    self._conn.execute(_MIGRATIONS[version])
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+                    version += 1
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        if not self.readonly:
+            self._use_wal()
+            self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _use_wal(self) -> None:
+        """Switch the database to WAL (once; it stays so). The switch needs the database to
+        itself and sqlite does not wait for that, so a store opened by several processes at
+        once retries for up to WAL_WAIT_SECONDS."""
+        deadline = time.monotonic() + WAL_WAIT_SECONDS
+        while self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked (switching to WAL)")
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._conn.close()
@@ -193,6 +295,7 @@ class Store:
 
     # --- writing (the runner's parent process is the only writer) -------------------------
 
+    @_sqlite_errors
     def add_experiment(self, experiment: "Experiment", *, append: bool = False) -> None:
         """Register an experiment and its runs (new runs as 'queued'; stored runs are kept).
 
@@ -229,11 +332,17 @@ class Store:
                     (experiment.name, run.run_id, run.group, start + i),
                 )
 
-    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool) -> None:
-        """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries."""
+    @_sqlite_errors
+    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool,
+                     keep_through: int | None = None) -> None:
+        """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries;
+        a resume from the checkpoint of step `keep_through` drops the rows past that step
+        (the killed try stored them; the resumed run emits them again)."""
         with self._conn:
             if fresh:
                 self._conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            elif keep_through is not None:
+                self._conn.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, int(keep_through)))
             self._conn.execute(
                 f"UPDATE runs SET status = 'running', error = NULL, started_at = ?, "
                 f"finished_at = NULL, attempts = attempts + 1, "
@@ -241,6 +350,7 @@ class Store:
                 (time.time(), *(env.get(k) for k in ENV_KEYS), run_id),
             )
 
+    @_sqlite_errors
     def add_metrics(self, run_id: str, rows: Iterable[tuple[int, int, str, float]]) -> None:
         """Store (step, epoch, name, value) rows; a re-emitted (name, step) replaces the old value."""
         with self._conn:
@@ -249,6 +359,7 @@ class Store:
                 ((run_id, int(s), int(e), str(n), None if v is None else float(v)) for s, e, n, v in rows),
             )
 
+    @_sqlite_errors
     def finish_run(
         self,
         run_id: str,
@@ -277,6 +388,7 @@ class Store:
                 ),
             )
 
+    @_sqlite_errors
     def add_artifact(self, run_id: str, kind: str, path: str) -> None:
         """Record a file of a run (path relative to the results directory)."""
         with self._conn:
@@ -287,12 +399,15 @@ class Store:
 
     # --- reading --------------------------------------------------------------------------
 
+    @_sqlite_errors
     def experiments(self) -> list[str]:
         """Experiment names, oldest first."""
         rows = self._conn.execute("SELECT name FROM experiments ORDER BY created_at, name")
         return [r[0] for r in rows]
 
+    @_sqlite_errors
     def _check_experiment(self, experiment: str) -> None:
+        check_name(experiment)  # a hostile store's name must not become a path
         if not self._conn.execute("SELECT 1 FROM experiments WHERE name = ?", (experiment,)).fetchone():
             known = self.experiments()
             raise StoreError(
@@ -300,6 +415,7 @@ class Store:
                 f"known: {', '.join(known) if known else 'none yet'}"
             )
 
+    @_sqlite_errors
     def run_rows(self, experiment: str) -> list[dict[str, Any]]:
         """One dict per (run, group) of an experiment, in plan order, config parsed."""
         self._check_experiment(experiment)
@@ -318,6 +434,18 @@ class Store:
             rows.append(row)
         return rows
 
+    @_sqlite_errors
+    def data_fingerprints(self, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """run_id -> the data fingerprint stored with the run (None: not recorded)."""
+        out = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(self._conn.execute(
+                f"SELECT run_id, data_fingerprint FROM runs WHERE run_id IN ({marks})", chunk))
+        return out
+
+    @_sqlite_errors
     def run_status(self, run_ids: Sequence[str]) -> dict[str, str]:
         """run_id -> status for the given runs."""
         out = {}
@@ -327,10 +455,12 @@ class Store:
             out.update(self._conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})", chunk))
         return out
 
+    @_sqlite_errors
     def final_metrics(self, run_id: str) -> dict[str, float]:
         row = self._conn.execute("SELECT final_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
+    @_sqlite_errors
     def status_counts(self, experiment: str) -> dict[str, int]:
         """{status: number of distinct runs} of an experiment."""
         rows = self._conn.execute(
@@ -340,6 +470,7 @@ class Store:
         )
         return dict(rows.fetchall())
 
+    @_sqlite_errors
     def runs_frame(self, experiment: str) -> "pd.DataFrame":
         """One row per (run, group): run_id, experiment, status, group, started_at, finished_at,
         seconds, error, steps, then every resolved config key flattened with dots (`norm`,
@@ -371,6 +502,7 @@ class Store:
         frame = pd.DataFrame.from_records(records)
         return frame if records else pd.DataFrame(columns=head)
 
+    @_sqlite_errors
     def metrics_frame(self, experiment: str, names: Sequence[str] | None = None) -> "pd.DataFrame":
         """Columns run_id, step, epoch, name, value for the runs of an experiment (each run once),
         sorted by run_id, name, step; `names` keeps only those metrics."""

@@ -190,7 +190,9 @@ def fit(
         dataset: a `normlab.data.Dataset`; default `load_dataset(config.dataset,
             root=config.data_root)`. Passing it lets a study load the data once.
         on_metrics: ``on_metrics(step, epoch, values)`` with every measurement; the names
-            are documented in `normlab.train.metrics`. Called by rank 0 only.
+            are documented in `normlab.train.metrics`. Called by rank 0 only. If it has a
+            `commit()` method, that is called before every checkpoint and must return once
+            every value emitted so far is stored (exactly-once metrics across crashes).
         checkpoint_path: if the file exists the run resumes from it (same config required);
             it is rewritten atomically every `checkpoint_every_epochs` epochs and at the end.
         stop: a callable returning True (or an Event that is set) to stop after the current
@@ -335,8 +337,12 @@ def fit(
         if config.cuda_graph else None
 
     def save(epoch: int, outcome: str) -> None:
-        """Rank 0 writes; everyone waits so no process resumes from a half-written state."""
+        """Rank 0 writes; everyone waits so no process resumes from a half-written state.
+        The metrics go first: a checkpoint never claims a step whose values are not stored."""
         if ctx.is_main:
+            commit = getattr(on_metrics, "commit", None)
+            if commit is not None:
+                commit()
             save_checkpoint(checkpoint_path, {
                 "run_id": config.run_id, "status": outcome, "step": step, "epoch": epoch,
                 "seconds": seconds_so_far(), "final": dict(final), "model": model.state_dict(),
