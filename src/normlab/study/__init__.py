@@ -1,9 +1,10 @@
 """`normlab study`: the seed notebook's batch-norm claims, tested fairly, in one folder.
 
-    registry.py    the six parts in order, their files (package data: configs/*.yaml), --quick
+    registry.py    the eight parts in order, their files (package data: configs/*.yaml), --quick
     protocol.py    the shared protocol: each variant at its own lr (held-out selection), seeds
-    part1_bn.py ... part6_noniid.py   one module per part: its claims and report section
-    common.py      what the sections share; recalibrate.py: recalibrate_bn on finished runs
+    part1_bn.py ... part8_ics.py   one module per part: its claims and report section
+    common.py      what the sections share
+    recalibrate.py, mechanisms.py  measurements on finished runs (recalibrate_bn; ICS, landscape)
     run.py         run_study: stage 1, stage 2, recalibration, report
     report.py      the study report from the store
 
