@@ -156,18 +156,24 @@ def test_data_info(tmp_path):
 
 
 def test_study_and_report_delegate(tmp_path, monkeypatch):
+    import normlab.study
     from normlab.analysis import report
-    from normlab.experiments import study
+    from normlab.study import report as study_report
 
     calls = []
-    monkeypatch.setattr(study, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
+    monkeypatch.setattr(normlab.study, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
     monkeypatch.setattr(report, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html")
-    result = invoke("study", "--quick", "--out", tmp_path, "--workers", "2", "--backend", "process")
+    monkeypatch.setattr(study_report, "write_study_report", lambda out, exp: calls.append(("study", exp)) or tmp_path)
+    result = invoke("study", "--quick", "--out", tmp_path)
     assert result.exit_code == 0, result.output
+    # both cores by default: two worker processes
     assert calls[0] == {"dataset": "mnist1d", "quick": True, "out": str(tmp_path), "backend": "process", "workers": 2}
     assert str(tmp_path / "rep" / "report.html") in result.stdout
     result = invoke("report", "exp", "--out", tmp_path)
     assert result.exit_code == 0 and calls[1] == (tmp_path, "exp")
+    monkeypatch.setattr(study_report, "stored_study", lambda out, name: name == "study")
+    result = invoke("report", "study", "--out", tmp_path)
+    assert result.exit_code == 0 and calls[2] == ("study", "study")
 
 
 def test_python_dash_m_normlab_runs_one_real_training_run(tmp_path):

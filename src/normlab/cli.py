@@ -411,14 +411,17 @@ def study(
     dataset: str = typer.Option("mnist1d", "--dataset", help="mnist1d (embedded) or a dataset on disk, e.g. cifar10"),
     quick: bool = typer.Option(False, "--quick", help="a smoke-test sized study (under a minute)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
-    backend: str = typer.Option("local", "--backend", help="local, process or ray"),
-    workers: int = typer.Option(1, "--workers", help="worker processes (process backend)"),
+    backend: str = typer.Option("process", "--backend", help="local, process or ray"),
+    workers: int = typer.Option(2, "--workers", help="worker processes (process backend); one torch thread each"),
 ) -> None:
     """Run the whole batch-norm study and write its report (HTML + Markdown + figures).
 
+    Every variant runs at its own learning rate, selected on held-out training data, then 10
+    evaluation seeds; see docs/study.md.
+
     Example: normlab study --quick --out runs
     """
-    from normlab.experiments.study import run_study
+    from normlab.study import run_study
 
     report_dir = run_study(dataset=dataset, quick=quick, out=str(out), backend=backend, workers=workers)
     typer.echo(f"report: {Path(report_dir) / 'report.html'}")
@@ -430,13 +433,15 @@ def report(
     experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
 ) -> None:
-    """Write the report (report.html, report.md, PNGs) of an experiment from the store.
+    """Write the report (report.html, report.md, PNGs) of an experiment or a study from the store.
 
     Example: normlab report mnist1d-norm-batch --out runs
     """
     from normlab.analysis.report import write_report
+    from normlab.study.report import stored_study, write_study_report
 
-    typer.echo(str(write_report(out, experiment)))
+    study = stored_study(out, experiment)
+    typer.echo(str(write_study_report(out, experiment) if study else write_report(out, experiment)))
 
 
 @data_app.command("info")

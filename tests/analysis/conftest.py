@@ -1,4 +1,4 @@
-"""A study store filled by a synthetic engine with planted effects (no training: fast).
+"""A store filled by a synthetic engine with planted effects (no training: fast).
 
 `fake_fit` has `normlab.train.fit`'s signature and emits the metrics of
 `normlab.train.metrics` for the run's config: BN adds a planted +10 accuracy points and
@@ -58,21 +58,14 @@ def fake_fit(config, *, on_metrics, checkpoint_path=None, **_):
 
 
 @pytest.fixture(scope="session")
-def study_store(tmp_path_factory):
-    """(results folder, study name) of the full study run with `fake_fit`."""
+def sweep_store(tmp_path_factory):
+    """(results folder, experiment name) of a sweep run with `fake_fit`: no norm, BN, GroupNorm
+    and LayerNorm at 3 seeds (BN's +10 points planted; the others differ by noise only)."""
+    from normlab.experiments.config import expand
     from normlab.experiments.runner import run_experiment
-    from normlab.experiments.store import Store
-    from normlab.experiments.study import PARTS, part_experiment, study_name
 
-    out = tmp_path_factory.mktemp("study")
-    for part in PARTS:
-        experiment = part_experiment(part)
-        run_experiment(experiment, out, run_fn=fake_fit, progress=False)
-        if part.recalibrate:  # what recalibrate_runs stores, planted: +3 points for BN runs
-            with Store.open(out) as store:
-                for run in experiment.runs:
-                    if run.config.norm == "batch":
-                        acc = store.final_metrics(run.run_id)[M.TEST_ACC]
-                        noise = NOISE * (run.config.seed - 1)
-                        store.add_metrics(run.run_id, [(1, 1, RECAL_METRIC, acc + PLANTED_RECAL_GAIN + noise)])
-    return out, study_name()
+    out = tmp_path_factory.mktemp("sweep")
+    exp = expand({"epochs": 8, "sweep": {"norm": ["none", "batch", "group", "layer"], "seed": [0, 1, 2]}},
+                 name="planted")
+    run_experiment(exp, out, run_fn=fake_fit, progress=False)
+    return out, "planted"

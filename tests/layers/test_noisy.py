@@ -170,3 +170,13 @@ def test_registered_by_name_with_its_arguments():
 def test_bad_noise_arguments_are_one_clear_error(kwargs):
     with pytest.raises(ValueError, match="noisy batch norm needs mean_max >= 0"):
         NoisyBatchNorm(4, **kwargs)
+
+
+def test_builds_under_the_meta_device_with_the_same_seed_draw():
+    """A shape-only build (`with torch.device("meta")`, as the runner's preflight does) works,
+    and draws its seed from the global CPU generator exactly as a normal build does."""
+    torch.manual_seed(5)
+    with torch.device("meta"):
+        meta = NoisyBatchNorm(4)
+    torch.manual_seed(5)
+    assert NoisyBatchNorm(4).seed == meta.seed and meta.weight.is_meta

@@ -1,9 +1,10 @@
-"""The analysis layer: the store -> statistics over seeds, figures and the study report.
+"""The analysis layer: the store -> statistics over seeds, figures and reports (general-purpose:
+the study's sections live in `normlab.study`, which builds on this layer).
 
 `stats` (means, 95% t-intervals, Welch and permutation tests, verdicts and their
 Benjamini-Hochberg adjustment), `palette` (one colour per variant), `plots` (one function per figure),
-`frames` (tidy frames from the store's tables), `parts` (the six study sections), `render`
-(HTML/Markdown) and `report` (`write_report`). It reads only the store.
+`frames` (tidy frames from the store's tables), `render` (HTML/Markdown) and `report`
+(`write_report`, `build_report`). It reads only the store.
 """
 
 from normlab.analysis.stats import (

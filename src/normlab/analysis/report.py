@@ -1,14 +1,11 @@
 """`write_report(out_dir, experiment)`: the store -> report.html, report.md and the PNGs.
 
-Two kinds of report, chosen by name:
-  - a **study** (`normlab study` stores its parts as experiments "<study>.<part>", e.g.
-    "study.bn"): one section per part (see `normlab.analysis.parts`), each with the seed's
-    claims, the measurements and the verdicts;
-  - any other **experiment** (`normlab sweep`): final test accuracy per variant against the
-    no-norm (or first) variant, training curves, and a table of every variant.
-Either way every claim's verdict is decided on its p adjusted across all the report's claims
-(Benjamini-Hochberg, `build_report`). The report is written to `<out_dir>/reports/<experiment>/`
-and reads only the store, so it can be rebuilt anywhere from the results folder, without training.
+The report of an **experiment** (`normlab sweep`): final test accuracy per variant against the
+no-norm (or first) variant, training curves, and a table of every variant. Every claim's verdict
+is decided on its p adjusted across all the report's claims (Benjamini-Hochberg, `build_report`;
+the study's report, `normlab.study.report`, is adjusted the same way). The report is written to
+`<out_dir>/reports/<experiment>/` and reads only the store, so it can be rebuilt anywhere from
+the results folder, without training.
 """
 
 from __future__ import annotations
@@ -18,28 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab.analysis import parts as P
 from normlab.analysis import plots
 from normlab.analysis.frames import curve_frame, final_frame, label_runs, varying_keys
 from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust_report, write_files
 from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
 
-__all__ = ["write_report", "study_report", "experiment_report", "build_report", "claims_frame", "METHODS",
-           "STUDY_SECTIONS"]
+__all__ = ["write_report", "experiment_report", "build_report", "claims_frame", "METHODS"]
 
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
-
-# part key (experiment suffix, see normlab.experiments.study.PARTS) -> section builder
-STUDY_SECTIONS = {
-    "bn": P.section_with_without,
-    "batch_size": P.section_batch_size,
-    "lr_init": P.section_lr_init,
-    "costs": P.section_costs,
-    "ioffe2015": P.section_ioffe2015,
-    "noniid": P.section_noniid,
-}
-
 
 def _provenance(store, experiments: list[str]) -> list[str]:
     """Where and with what the numbers were made: store, versions, devices, wall time."""
@@ -100,22 +84,6 @@ def build_report(title: str, sections: list[Section], provenance: list[str]) -> 
     return adjust_report(Report(title, METHODS, sections, provenance))
 
 
-def study_report(store, study: str) -> Report:
-    """The report of a study whose parts are the experiments "<study>.<part key>"."""
-    names = store.experiments()
-    sections, used = [], []
-    for key, build in STUDY_SECTIONS.items():
-        name = f"{study}.{key}"
-        if name in names:
-            used.append(name)
-            sections.append(build(store.runs_frame(name), store.metrics_frame(name)))
-        else:  # a part not run (e.g. --quick): the builder's own "not run" section
-            sections.append(build(pd.DataFrame(columns=["run_id", "group"]),
-                                  pd.DataFrame(columns=["run_id", "step", "epoch", "name", "value"])))
-    title = f"normlab study: batch normalization, measured ({study})"
-    return build_report(title, sections, _provenance(store, used))
-
-
 def experiment_report(store, experiment: str) -> Report:
     """A report of any experiment: variants vs the no-norm (or first) variant, curves, table."""
     runs = store.runs_frame(experiment)
@@ -153,20 +121,20 @@ def experiment_report(store, experiment: str) -> Report:
 
 
 def write_report(out_dir: str | Path, experiment: str) -> Path:
-    """Write the report of `experiment` (or of a study) from the store in `out_dir`.
+    """Write the report of `experiment` from the store in `out_dir` (a study's report:
+    `normlab.study.report.write_study_report`; `normlab report` picks the right one).
 
     Args:
         out_dir: the results folder (holding `normlab.db`).
-        experiment: an experiment name, or a study name ("study", "study-quick", ...) whose
-            parts are stored as "<study>.<part>".
+        experiment: an experiment name (see `normlab ls`).
 
     Returns:
         `<out_dir>/reports/<experiment>/`, holding report.html (self-contained), report.md
         and one PNG per figure.
 
     Example:
-        >>> write_report("runs", "study") / "report.html"
-        PosixPath('runs/reports/study/report.html')
+        >>> write_report("runs", "mnist1d-norm-batch") / "report.html"
+        PosixPath('runs/reports/mnist1d-norm-batch/report.html')
     """
     from normlab.experiments.errors import StoreError
     from normlab.experiments.store import Store
@@ -176,8 +144,6 @@ def write_report(out_dir: str | Path, experiment: str) -> Path:
         names = store.experiments()
         if experiment in names:
             report = experiment_report(store, experiment)
-        elif any(n.startswith(f"{experiment}.") and n.split(".", 1)[1] in STUDY_SECTIONS for n in names):
-            report = study_report(store, experiment)
         else:
             raise StoreError(
                 f"no experiment or study {experiment!r} in {str(out)!r}; known experiments: "

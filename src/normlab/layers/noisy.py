@@ -107,7 +107,8 @@ class NoisyBatchNorm(BatchNormBase):
                          dtype, bias=bias, backend=backend)  # fmt: skip
         self.mean_max, self.scale_min, self.scale_max = mean_max, scale_min, scale_max
         if seed is None:  # one draw, at construction, like a weight init
-            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+            # on the CPU explicitly: under `with torch.device("meta")` (a shape-only build) too
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64, device="cpu"))
         self.sample_std, self.seed = sample_std, seed
         self.generator = generator
         self._own_generator = False

@@ -32,15 +32,18 @@ belong to (0 before training) and `values` a flat ``dict[str, float]``. Only ran
 | train_eval_gap             | fraction          | holdout_acc_train_mode - holdout_acc_eval_mode |
 | act/<layer>/mean           | activation units  | every probes.every_steps when probes.activations|
 | act/<layer>/std            | activation units  |   input of each activation module <layer> (the |
-| act/<layer>/u<c>/p15|p50|p85 | activation units|   pre-activation, Ioffe & Szegedy Fig. 1) on   |
-|                            |                   |   the training batch: mean/std over all its    |
+| act/<layer>/u<c>/p15|p50|p85 | activation units|   pre-activation, Ioffe & Szegedy Fig. 1), and |
+|                            |                   |   output of each Linear/Conv <layer> (what its |
+|                            |                   |   norm receives, before normalization), on the |
+|                            |                   |   training batch: mean/std over all its        |
 |                            |                   |   elements, percentiles of tracked channels c  |
 | grad_norm                  | L2                | every probes.every_steps when probes.grad_norms|
 | grad_norm/<param>          | L2                |   total and per parameter, before clipping     |
 | weight_norm/<param>        | L2                | every probes.every_steps when                  |
 |                            |                   |   probes.weight_norms, after the update        |
 
-<layer> is the activation module's qualified name in the model (e.g. ``blocks.0.act``);
+<layer> is the activation's or Linear/Conv's qualified name in the model (e.g. ``blocks.0.act``,
+``blocks.0.linear``);
 <param> a parameter's qualified name (e.g. ``blocks.0.linear.weight``); <c> a channel index
 from `tracked_units`.
 """

@@ -12,6 +12,9 @@ from torch import nn
 from normlab.models.blocks import ACTIVATIONS
 from normlab.train import metrics as M
 
+PRE_NORM_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""Layers whose output is probed too: the input of the norm that follows them."""
+
 
 def tracked_units(num_channels: int, units: int) -> list[int]:
     """`units` channel indices spread evenly over [0, num_channels) (fixed for the run)."""
@@ -24,7 +27,8 @@ def tracked_units(num_channels: int, units: int) -> list[int]:
 
 class ActivationProbe:
     """Statistics of the input of every activation module (the pre-activation x of Ioffe &
-    Szegedy Fig. 1) on the training batch of an armed step.
+    Szegedy Fig. 1) and of the output of every Linear/Conv layer (the input its norm receives,
+    before normalization) on the training batch of an armed step.
 
     For a layer input of shape (N, C, *S): `act/<layer>/mean` and `/std` over all
     N * C * prod(S) elements, and the 15/50/85th percentiles of each tracked channel c over
@@ -44,11 +48,21 @@ class ActivationProbe:
         for name, module in model.named_modules():
             if isinstance(module, act_types):
                 self._handles.append(module.register_forward_pre_hook(self._hook(name)))
+            elif isinstance(module, PRE_NORM_TYPES):
+                # after BN the input of the nonlinearity is normalized by construction; what
+                # shifts (or not) over training is what the norm receives: this layer's output
+                self._handles.append(module.register_forward_hook(self._output_hook(name)))
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: tuple) -> None:
             if self.armed:
                 self._record(name, args[0].detach())
+        return hook
+
+    def _output_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if self.armed:
+                self._record(name, output.detach())
         return hook
 
     def _record(self, name: str, x: torch.Tensor) -> None:

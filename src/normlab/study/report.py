@@ -1,0 +1,114 @@
+"""The study's report: one section per part, from the store only (no training).
+
+`study_report(store, name)` reads the study's two experiments ("<name>.select",
+"<name>.eval"), derives each part's lr selection from the stored selection runs, and asks each
+part's `section` for its claims, verdicts, tables and figures. `write_study_report` writes
+report.html, report.md and the PNGs with `normlab.analysis.render`.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from normlab.analysis.render import Report, adjust_report, write_files
+from normlab.analysis.report import METHODS
+from normlab.experiments.errors import StoreError
+from normlab.experiments.store import Store
+from normlab.study.common import PartData, attach_literature
+from normlab.study.protocol import stored_selection
+from normlab.study.registry import PARTS
+
+__all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
+
+EMPTY_METRICS = pd.DataFrame(columns=["run_id", "step", "epoch", "name", "value"])
+
+
+def is_study(store: Store, name: str) -> bool:
+    """True when `name` is a study stored in `store` (it has "<name>.eval")."""
+    return f"{name}.eval" in store.experiments()
+
+
+def stored_study(out_dir: str | Path, name: str) -> bool:
+    """True when the results folder `out_dir` holds the study `name` (False: no store there)."""
+    from normlab.experiments.store import DB_NAME
+
+    if not (Path(out_dir) / DB_NAME).exists():
+        return False
+    with Store.open(out_dir, create=False) as store:
+        return is_study(store, name)
+
+
+def _split(runs: pd.DataFrame) -> pd.DataFrame:
+    part, _, label = runs["group"].str.partition("/").values.T if len(runs) else ([], [], [])
+    return runs.assign(part=part, variant=label)
+
+
+def _provenance(store: Store, experiments: list[str], runs: pd.DataFrame) -> list[str]:
+    lines = [f"Results store: {store.path}", f"Experiments: {', '.join(experiments)}"]
+    unique = runs.drop_duplicates("run_id")
+    if unique.empty:
+        return lines
+    counts = ", ".join(f"{n} {s}" for s, n in unique["status"].value_counts().items())
+    lines.append(f"Runs: {len(unique)} ({counts}); training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
+    for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
+                       ("env.device", "device"), ("env.hostname", "host"), ("env.torch_threads", "torch threads"),
+                       ("env.git_commit", "git commit")):
+        if key in unique:
+            values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                             for v in unique[key].dropna()})
+            if values:
+                lines.append(f"{label}: {', '.join(values)}")
+    lines.append(f"Report written by normlab on {platform.platform()}")
+    return lines
+
+
+PROTOCOL = (
+    "Every variant ran at its own learning rate, selected from a half-decade grid on a held-out slice "
+    "of the training split (never the test split), then evaluation seeds; each run is scored at its "
+    "best held-out epoch. ")
+
+
+def study_report(store: Store, name: str) -> Report:
+    """The report of the study `name` stored in `store`."""
+    names = store.experiments()
+    used = [e for e in (f"{name}.select", f"{name}.eval") if e in names]
+    runs = _split(store.runs_frame(f"{name}.eval")) if f"{name}.eval" in names else pd.DataFrame()
+    metrics = store.metrics_frame(f"{name}.eval") if f"{name}.eval" in names else EMPTY_METRICS
+    select = store.runs_frame(f"{name}.select") if f"{name}.select" in names else pd.DataFrame()
+    chosen_by_part = stored_selection(store, name)
+    sections = []
+    for part in PARTS:
+        mine = runs[runs["part"] == part.KEY] if len(runs) else runs
+        chosen = chosen_by_part.get(part.KEY, {})
+        sections.append(part.section(PartData(
+            runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
+            metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,
+            selection=chosen)))
+
+    title = f"normlab study: batch normalization, measured ({name})"
+    all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
+        else pd.DataFrame(columns=["run_id"])
+    report = adjust_report(Report(title, PROTOCOL + METHODS, sections, _provenance(store, used, all_runs)))
+    for part, section in zip(PARTS, report.sections):  # after the adjustment: the final labels
+        attach_literature(section, part.LITERATURE)
+        if hasattr(part, "synthesis") and section.findings:  # a part's verdict composed of its claims'
+            section.measured[-1] = part.synthesis(section)
+    return report
+
+
+def write_study_report(out_dir: str | Path, name: str) -> Path:
+    """Write the report of the study `name` from the store in `out_dir`.
+
+    Returns `<out_dir>/reports/<name>/` (report.html, report.md, one PNG per figure).
+    """
+    out = Path(out_dir)
+    with Store.open(out, create=False) as store:
+        if not is_study(store, name):
+            known = store.experiments()
+            raise StoreError(f"no study {name!r} in {str(out)!r}; known experiments: "
+                             f"{', '.join(known) if known else 'none yet'} (run `normlab study` first)")
+        report = study_report(store, name)
+    return write_files(report, out / "reports" / name)

@@ -1,0 +1,83 @@
+"""run_study end to end with a stand-in engine (no training): both stages of every part, the
+selection from held-out data, recalibration skipped without checkpoints, the report; a rerun
+trains nothing; missing data is one error. Plus one real recalibration."""
+
+import pytest
+
+from normlab.experiments import runner
+from normlab.experiments.errors import ConfigError, StoreError
+from normlab.study import run as study_run
+from normlab.study.recalibrate import recalibrate_runs
+from normlab.study.report import stored_study, write_study_report
+from study.fakes import fake_fit
+
+
+@pytest.fixture
+def local_fake(monkeypatch):
+    real = runner.run_experiment
+    trained = []
+
+    def counting(config, **kw):
+        trained.append(config.run_id)
+        return fake_fit(config, **kw)
+
+    def run_experiment(experiment, out, **kw):
+        kw.update(backend="local", workers=1)
+        return real(experiment, out, run_fn=counting, progress=False, **kw)
+
+    monkeypatch.setattr(runner, "run_experiment", run_experiment)
+    return trained
+
+
+def test_run_study_runs_both_stages_and_writes_the_report(tmp_path, local_fake):
+    report_dir = study_run.run_study(quick=True, out=tmp_path)
+    assert report_dir == tmp_path / "reports" / "study-quick"
+    md = (report_dir / "report.md").read_text()
+    for title in ("1. With vs without", "2. Batch size", "3. Learning rate", "4. Costs", "5. Internal", "6. Non-i.i.d."):
+        assert f"## {title}" in md
+    assert "BN makes the network reach a higher test accuracy" in md
+    assert "| variant | 1e-03 | 3e-03 | 1e-02 | selected lr | at edge |" in md
+    assert "| batch | 67.6 | 70.0 | 67.4 | 3e-03 |  |" in md  # the held-out peak is at 3e-3
+    assert (report_dir / "report.html").stat().st_size > 10_000
+    # every claim has its literature line, with whether this run agrees
+    claims = sum(line.startswith(("- **SUPPORTED**", "- **NOT SUPPORTED**", "- **INCONCLUSIVE**"))
+                 for line in md.splitlines())
+    assert claims > 15 and md.count("  *Literature:* ") == claims
+    assert stored_study(tmp_path, "study-quick") and not stored_study(tmp_path, "study")
+    first = len(local_fake)
+    study_run.run_study(quick=True, out=tmp_path)
+    assert len(local_fake) == first  # a rerun trains nothing
+
+
+def test_report_of_a_missing_study_is_one_clear_error(tmp_path, local_fake):
+    study_run.run_study(quick=True, out=tmp_path)
+    with pytest.raises(StoreError, match="no study 'nope'.*study-quick.eval"):
+        write_study_report(tmp_path, "nope")
+
+
+def test_missing_data_is_one_clear_error(tmp_path, monkeypatch, local_fake):
+    import normlab.data
+
+    def missing(name, root=None, **kw):
+        raise ValueError(f"{name}: put cifar-10-binary.tar.gz in {tmp_path}")  # as DatasetError does
+
+    monkeypatch.setattr(normlab.data, "load_dataset", missing)
+    with pytest.raises(ConfigError, match="--dataset cifar10: "):
+        study_run.run_study(dataset="cifar10", quick=True, out=tmp_path / "out")
+    assert local_fake == []  # nothing ran
+
+
+def test_recalibrate_runs_measures_real_bn_runs_once(tmp_path):
+    """One tiny real BN run: recalibrate_bn's test accuracy is stored at the run's last step."""
+    from normlab.experiments.config import expand
+    from normlab.experiments.store import Store
+    from normlab.study.common import RECAL_TEST_ACC
+
+    exp = expand({"norm": "batch", "batch_size": 8, "epochs": 1, "max_steps": 20, "hidden": [16]}, name="recal")
+    runner.run_experiment(exp, tmp_path, progress=False)
+    runs = {r.run_id: r.config for r in exp.runs}
+    assert recalibrate_runs("recal", runs, tmp_path) == 1
+    with Store.open(tmp_path) as store:
+        rows = store.metrics_frame("recal", names=[RECAL_TEST_ACC])
+    assert len(rows) == 1 and rows["step"].iloc[0] == 20 and 0.0 <= rows["value"].iloc[0] <= 1.0
+    assert recalibrate_runs("recal", runs, tmp_path) == 0  # already measured
