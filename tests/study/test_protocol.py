@@ -113,6 +113,7 @@ def _select_on(tmp_path, monkeypatch, poison: bool):
     """Stage 1 of TINY with the real engine; with `poison`, the test split's labels are
     shuffled (the held-out slice comes from the training split and is untouched)."""
     import normlab.data
+    import normlab.train.build
 
     real = normlab.data.load_dataset
 
@@ -123,7 +124,9 @@ def _select_on(tmp_path, monkeypatch, poison: bool):
             data = dataclasses.replace(data, test_y=data.test_y[perm])
         return data
 
+    # every name the run path loads data through (the engine's build imports it by name)
     monkeypatch.setattr(normlab.data, "load_dataset", load)
+    monkeypatch.setattr(normlab.train.build, "load_dataset", load)
     part = P.parse_part("tiny", TINY, PROTO)
     exp = Experiment("s.select", P.selection_runs(part, PROTO))
     runner.run_experiment(exp, tmp_path, progress=False)
