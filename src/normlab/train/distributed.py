@@ -290,6 +290,11 @@ def _worker(rank, nproc, port, backend, timeout, config, fit_kwargs, messages, a
 
         forward = _Relay(messages, acks, timeout) if relay and rank == 0 else None
         result = fit(config, on_metrics=forward, **fit_kwargs)
+        # Leave together: rank 0 may still be committing its last metrics while the others are
+        # done, and gloo aborts a process ("terminate called without an active exception") that
+        # tears its group down while a peer is still connected. (A failing rank skips this; the
+        # parent then stops the others.)
+        dist.barrier()
         if rank == 0:
             messages.put(("result", result))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
