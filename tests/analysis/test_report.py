@@ -150,3 +150,25 @@ def test_report_object_is_adjusted_and_its_claims_frame(sweep_store):
     np.testing.assert_allclose(tested["p_adjusted"], false_discovery_control(tested["p_value"], method="bh"))
     labels = {"supported", "not supported", "inconclusive"}
     assert set(frame["verdict"]) <= labels and (frame["n_a"] >= 2).all()
+
+
+def test_report_never_writes_through_a_planted_symlink(sweep_store, tmp_path):
+    # a results folder from someone else may hold links that point outside it
+    out, experiment = sweep_store
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    reports = copy / "reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.symlink_to(outside, target_is_directory=True)  # the folder itself
+    with pytest.raises(StoreError, match="is a symlink"):
+        report.write_report(copy, experiment)
+    reports.unlink()
+    (reports / experiment).mkdir(parents=True)
+    victim = outside / "victim.html"
+    victim.write_text("keep me")
+    (reports / experiment / "report.html").symlink_to(victim)  # one file of it
+    with pytest.raises(StoreError, match="is a symlink"):
+        report.write_report(copy, experiment)
+    assert victim.read_text() == "keep me" and list(outside.iterdir()) == [victim]

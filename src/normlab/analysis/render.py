@@ -21,6 +21,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, adjust_verdicts
+from normlab.experiments.paths import open_new
 
 __all__ = ["Finding", "FigureSpec", "Section", "Report", "adjust_report", "claims_rows", "claims_markdown",
            "verdict_counts", "CLAIM_COLUMNS", "CLAIMS_CAPTION", "write_files"]
@@ -275,6 +276,7 @@ def write_files(report: Report, out_dir: str | Path) -> Path:
     """Write report.html, report.md and one PNG per figure into `out_dir`; return `out_dir`.
 
     The verdicts are adjusted across every finding of every section first (`adjust_report`).
+    No file is written through a symlink planted at its name (a StoreError names it).
     """
     report = adjust_report(report)
     out = Path(out_dir)
@@ -285,7 +287,12 @@ def write_files(report: Report, out_dir: str | Path) -> Path:
             if spec.name in images:
                 raise ValueError(f"two figures are named {spec.name!r}; figure names must be unique")
             images[spec.name] = _png(spec.figure)
-            (out / f"{spec.name}.png").write_bytes(images[spec.name])
-    (out / "report.html").write_text(_render_html(report, images), encoding="utf-8")
-    (out / "report.md").write_text(_render_md(report), encoding="utf-8")
+            _write(out / f"{spec.name}.png", images[spec.name])
+    _write(out / "report.html", _render_html(report, images).encode("utf-8"))
+    _write(out / "report.md", _render_md(report).encode("utf-8"))
     return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open_new(path, "wb") as handle:
+        handle.write(data)

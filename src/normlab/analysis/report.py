@@ -20,6 +20,7 @@ from normlab.analysis.frames import curve_frame, final_frame, label_runs, varyin
 from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust_report, write_files
 from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
+from normlab.experiments.paths import safe_dir
 
 __all__ = ["write_report", "experiment_report", "build_report", "claims_frame", "METHODS"]
 
@@ -149,4 +150,4 @@ def write_report(out_dir: str | Path, experiment: str) -> Path:
                 f"no experiment or study {experiment!r} in {str(out)!r}; known experiments: "
                 f"{', '.join(names) if names else 'none yet'} (run `normlab study` or `normlab sweep` first)"
             )
-    return write_files(report, out / "reports" / experiment)
+    return write_files(report, safe_dir(out, "reports", experiment))  # no planted link followed

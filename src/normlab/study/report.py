@@ -20,6 +20,7 @@ from normlab.experiments.store import Store
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import stored_selection
 from normlab.study.registry import PARTS
+from normlab.experiments.paths import safe_dir
 
 __all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
 
@@ -111,4 +112,4 @@ def write_study_report(out_dir: str | Path, name: str) -> Path:
             raise StoreError(f"no study {name!r} in {str(out)!r}; known experiments: "
                              f"{', '.join(known) if known else 'none yet'} (run `normlab study` first)")
         report = study_report(store, name)
-    return write_files(report, out / "reports" / name)
+    return write_files(report, safe_dir(out, "reports", name))  # no planted link followed
