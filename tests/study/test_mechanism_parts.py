@@ -79,7 +79,7 @@ def test_anatomy_section_shows_the_layer_and_tests_gamma_beta():
     assert [f.verdict.label for f in sec.findings] == [SUPPORTED]
     assert any("4.0e-16" in line and "seed 0" in line for line in sec.measured)
     assert [f.name for f in sec.figures] == ["anatomy_layer"]
-    assert any("not run" in note for note in sec.notes)  # BN-only needs the trainable option
+    assert any("not run" in note for note in sec.notes)  # no BN-only runs in this store
     # BN-only vs random, when present: random is better here, so the claim is not supported
     both = [part7_anatomy.BN_ONLY, part7_anatomy.RANDOM_MATCHED]
     metrics = pd.DataFrame(_acc({"batch": 0.7, both[0]: 0.3, both[1]: 0.5}), columns=COLUMNS)

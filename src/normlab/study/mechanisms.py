@@ -45,18 +45,15 @@ LANDSCAPE_KEYS = ("landscape/loss_range", "landscape/grad_change", "landscape/be
 
 
 def _build(config: RunConfig, dataset):
-    """The run's model and optimizer exactly as the engine builds them at step 0."""
-    from normlab.models import build_model
-    from normlab.train.engine import model_norm_kwargs, seed_everything
-    from normlab.train.optim import build_optimizer
+    """The run's model and optimizer exactly as the engine builds them at step 0 (its trainable
+    subset included, so a BN-only run's checkpointed optimizer state fits), on the CPU."""
+    import torch
 
-    seed_everything(config.seed)
-    model = build_model(
-        config.model, dataset.input_shape, dataset.num_classes, norm=config.norm,
-        norm_kwargs=model_norm_kwargs(config), norm_position=config.norm_position,
-        activation=config.activation, hidden=config.hidden, init_scale=config.init_scale,
-    )
-    return model, build_optimizer(model, config)
+    from normlab.train.build import build_model_for
+    from normlab.train.parallel import ProcessContext
+
+    model, optimizer, _ = build_model_for(config, dataset, ProcessContext(), torch.device("cpu"))
+    return model, optimizer
 
 
 def _batches(config: RunConfig, dataset) -> list[tuple[Any, Any]]:

@@ -4,8 +4,8 @@
     `normlab.study.mechanisms`): its pre- and post-BN activations, gamma and beta per channel,
     and the identity "gamma = sqrt(var + eps), beta = mean recovers the input", checked in float64;
   - gamma and beta matter: BN with vs without them (affine=False), each at its own lr;
-  - BN-only training (Frankle et al. 2021) vs as many random parameters, when the part's file
-    has those variants (they need the run config's `trainable` option).
+  - BN-only training (Frankle et al. 2021) vs as many random parameters (the run config's
+    `trainable`), each at its own lr.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def section(data: PartData) -> Section:
             "accuracy than training as many randomly chosen other parameters (Frankle et al. 2021).",
             data.best(BN_ONLY, RANDOM_MATCHED), BN_ONLY, RANDOM_MATCHED, BEST_ACC_LABEL))
     else:
-        sec.notes.append("BN-only training vs a matched random subset was not run (the part's file lists "
-                         "it once run configs have the `trainable` option).")
+        sec.notes.append("BN-only training vs a matched random subset was not run (no finished runs of "
+                         f"the variants {BN_ONLY!r} and {RANDOM_MATCHED!r}).")
     sel = selection_table(data)
     if sel is not None:
         sec.table = sel

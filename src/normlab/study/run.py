@@ -91,7 +91,8 @@ def run_study(
     recal = {run.run_id: run.config for s in specs for run in evaluate.runs
              if run.group in {group_name(s.key, label) for label in s.recalibrate}}
     recalibrate_runs(evaluate.name, recal, out)
+    # ICS and the landscape need every layer trainable: BN-only / random-subset runs are not probed
     probed = {run.run_id: run.config for s in specs if s.key in MECHANISM_PARTS for run in evaluate.runs
-              if run.group.startswith(f"{s.key}/")}
+              if run.group.startswith(f"{s.key}/") and run.config.trainable == "all"}
     measure_mechanisms(evaluate.name, probed, out)
     return report.write_study_report(out, name)
