@@ -23,6 +23,7 @@ from normlab.study.protocol import (
 )
 from normlab.study.mechanisms import measure_mechanisms
 from normlab.study.recalibrate import recalibrate_runs
+from normlab.study.timing import time_steps
 from normlab.study.registry import PARTS, load_part, protocol_for, study_name
 
 __all__ = ["run_study", "MECHANISM_PARTS"]
@@ -91,6 +92,8 @@ def run_study(
     recal = {run.run_id: run.config for s in specs for run in evaluate.runs
              if run.group in {group_name(s.key, label) for label in s.recalibrate}}
     recalibrate_runs(evaluate.name, recal, out)
+    timed = {run.run_id: run.config for run in evaluate.runs if run.group.endswith(", timing")}
+    time_steps(evaluate.name, timed, out)  # now that no worker shares the CPU
     # ICS and the landscape need every layer trainable: BN-only / random-subset runs are not probed
     probed = {run.run_id: run.config for s in specs if s.key in MECHANISM_PARTS for run in evaluate.runs
               if run.group.startswith(f"{s.key}/") and run.config.trainable == "all"}
