@@ -22,20 +22,22 @@ from normlab.analysis.stats import aggregate, verdict
 from normlab.train import metrics as M
 from normlab.experiments.paths import safe_dir
 
-__all__ = ["write_report", "experiment_report", "build_report", "claims_frame", "METHODS"]
+__all__ = ["write_report", "experiment_report", "build_report", "claims_frame", "provenance_lines", "METHODS"]
 
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
 
-def _provenance(store, experiments: list[str]) -> list[str]:
-    """Where and with what the numbers were made: store, versions, devices, wall time."""
-    frames = [f for f in (store.runs_frame(e) for e in experiments) if len(f)]
-    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def provenance_lines(store, experiments: list[str], runs: pd.DataFrame | None = None) -> list[str]:
+    """Where and with what the numbers were made: store, versions, devices, wall time. `runs`:
+    the experiments' runs frame when the caller has it (read from the store otherwise)."""
+    if runs is None:
+        frames = [f for f in (store.runs_frame(e) for e in experiments) if len(f)]
+        runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     lines = [f"Results store: {store.path}", f"Experiments: {', '.join(experiments)}"]
     if runs.empty:
         return lines
     unique = runs.drop_duplicates("run_id")
-    lines.append(f"Runs: {len(unique)} ({', '.join(f'{n} {s}' for s, n in unique['status'].value_counts().items())}); "
-                 f"training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
+    counts = ", ".join(f"{n} {s}" for s, n in unique["status"].value_counts().items())
+    lines.append(f"Runs: {len(unique)} ({counts}); training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
     for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
                        ("env.device", "device"), ("env.hostname", "host"), ("env.torch_threads", "torch threads"),
                        ("env.git_commit", "git commit")):
@@ -91,7 +93,7 @@ def experiment_report(store, experiment: str) -> Report:
     metrics = store.metrics_frame(experiment, names=[M.TEST_ACC, M.TRAIN_LOSS, M.TEST_LOSS])
     if runs.empty:
         section = Section(experiment, "The experiment has no runs yet.")
-        return Report(f"normlab report: {experiment}", "No runs.", [section], _provenance(store, [experiment]))
+        return Report(f"normlab report: {experiment}", "No runs.", [section], provenance_lines(store, [experiment]))
     runs = runs.drop_duplicates("run_id")
     keys = varying_keys(runs)
     runs = runs.assign(variant=label_runs(runs, keys))
@@ -118,7 +120,7 @@ def experiment_report(store, experiment: str) -> Report:
             section.figures.append(FigureSpec(
                 name, plots.plot_curves(curves, title=label.capitalize(), ylabel=label, logy=logy),
                 f"{label.capitalize()} over training steps: mean over seeds and 95% CI band."))
-    return build_report(f"normlab report: {experiment}", [section], _provenance(store, [experiment]))
+    return build_report(f"normlab report: {experiment}", [section], provenance_lines(store, [experiment]))
 
 
 def write_report(out_dir: str | Path, experiment: str) -> Path:

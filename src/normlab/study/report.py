@@ -8,13 +8,12 @@ report.html, report.md and the PNGs with `normlab.analysis.render`.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import pandas as pd
 
 from normlab.analysis.render import Report, adjust_report, write_files
-from normlab.analysis.report import METHODS
+from normlab.analysis.report import METHODS, provenance_lines
 from normlab.experiments.errors import StoreError
 from normlab.experiments.store import Store
 from normlab.study.common import PartData, attach_literature
@@ -47,25 +46,6 @@ def _split(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(part=part, variant=label)
 
 
-def _provenance(store: Store, experiments: list[str], runs: pd.DataFrame) -> list[str]:
-    lines = [f"Results store: {store.path}", f"Experiments: {', '.join(experiments)}"]
-    unique = runs.drop_duplicates("run_id")
-    if unique.empty:
-        return lines
-    counts = ", ".join(f"{n} {s}" for s, n in unique["status"].value_counts().items())
-    lines.append(f"Runs: {len(unique)} ({counts}); training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
-    for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
-                       ("env.device", "device"), ("env.hostname", "host"), ("env.torch_threads", "torch threads"),
-                       ("env.git_commit", "git commit")):
-        if key in unique:
-            values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-                             for v in unique[key].dropna()})
-            if values:
-                lines.append(f"{label}: {', '.join(values)}")
-    lines.append(f"Report written by normlab on {platform.platform()}")
-    return lines
-
-
 PROTOCOL = (
     "Every variant ran at its own learning rate, selected from a half-decade grid on a held-out slice "
     "of the training split (never the test split), then evaluation seeds; each run is scored at its "
@@ -92,7 +72,7 @@ def study_report(store: Store, name: str) -> Report:
     title = f"normlab study: batch normalization, measured ({name})"
     all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
         else pd.DataFrame(columns=["run_id"])
-    report = adjust_report(Report(title, PROTOCOL + METHODS, sections, _provenance(store, used, all_runs)))
+    report = adjust_report(Report(title, PROTOCOL + METHODS, sections, provenance_lines(store, used, all_runs)))
     for part, section in zip(PARTS, report.sections):  # after the adjustment: the final labels
         attach_literature(section, part.LITERATURE)
         if hasattr(part, "synthesis") and section.findings:  # a part's verdict composed of its claims'
