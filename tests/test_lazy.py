@@ -1,4 +1,4 @@
-"""normlab._lazy and the packages that re-export lazily (normlab.train, normlab.experiments)."""
+"""normlab._lazy and the packages that re-export lazily (normlab.train, normlab.experiments, normlab.analysis)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from normlab._lazy import lazy_exports
 
-LAZY_PACKAGES = ["normlab.train", "normlab.experiments"]
+LAZY_PACKAGES = ["normlab.train", "normlab.experiments", "normlab.analysis"]
 
 
 def test_a_name_loads_its_module_on_first_use_and_is_cached(monkeypatch):
@@ -46,3 +46,12 @@ def test_type_checkers_see_the_names_that_run(name):
                 if isinstance(child, ast.ImportFrom):
                     seen.update({alias.name: child.module for alias in child.names})
     assert seen == package._LAZY
+
+
+def test_importing_the_analysis_layer_loads_no_scipy_or_matplotlib():
+    import subprocess
+
+    code = ("import sys, normlab.analysis; "
+            "print(sorted(m for m in ('scipy', 'matplotlib', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
