@@ -20,10 +20,12 @@ measured again).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 from normlab.experiments.store import Store
+from normlab.study.finished import build_on_cpu, checkpoint, pending, train_batches, with_data
 from normlab.train.config import RunConfig
 
 STEP_SIZES = (0.05, 0.1, 0.2, 0.4)
@@ -44,32 +46,9 @@ def ics_key(layer: int, stat: str) -> str:
 LANDSCAPE_KEYS = ("landscape/loss_range", "landscape/grad_change", "landscape/beta")
 
 
-def _build(config: RunConfig, dataset):
-    """The run's model and optimizer exactly as the engine builds them at step 0 (its trainable
-    subset included, so a BN-only run's checkpointed optimizer state fits), on the CPU."""
-    import torch
-
-    from normlab.train.build import build_model_for
-    from normlab.train.parallel import ProcessContext
-
-    model, optimizer, _ = build_model_for(config, dataset, ProcessContext(), torch.device("cpu"))
-    return model, optimizer
-
-
 def _batches(config: RunConfig, dataset) -> list[tuple[Any, Any]]:
     """PROBE_BATCHES training batches of the run's batch size, the same for init and end."""
-    from normlab.data import BatchLoader
-    from normlab.train.engine import split_holdout
-
-    train_idx, _ = split_holdout(len(dataset.train_y), config.holdout_fraction)
-    loader = BatchLoader(dataset.train_x[train_idx], dataset.train_y[train_idx], config.batch_size,
-                         shuffle=True, drop_last=True, seed=config.seed, mean=dataset.mean, std=dataset.std)
-    out = []
-    for x, y in loader:
-        out.append((x, y))
-        if len(out) == PROBE_BATCHES:
-            break
-    return out
+    return list(itertools.islice(train_batches(config, dataset, config.batch_size), PROBE_BATCHES))
 
 
 def probe(model, optimizer, batches) -> dict[str, float]:
@@ -124,27 +103,15 @@ def measure_mechanisms(experiment: str, runs: dict[str, RunConfig], out_dir: str
     """For each finished run in `runs` (run_id -> config of the stored `experiment`) not yet
     measured: probe it at init (step 0) and at its checkpoint (its last step); store. Returns
     how many runs were measured."""
-    from normlab.data import load_dataset
-    from normlab.train.checkpoint import load_checkpoint
-
-    out = Path(out_dir)
     measured = 0
-    with Store.open(out) as store:
-        status = store.run_status(list(runs))
-        done = set(store.metrics_frame(experiment, names=[ICS_DONE])["run_id"])
-        datasets: dict[tuple, Any] = {}
-        for run_id, config in runs.items():
-            path = out / "runs" / run_id / "checkpoint.pt"
-            if status.get(run_id) != "finished" or run_id in done or not path.exists():
+    with Store.open(out_dir) as store:
+        for run_id, config, data in with_data(runs, pending(store, experiment, runs, ICS_DONE)):
+            state = checkpoint(Path(out_dir), run_id)
+            if state is None:
                 continue
-            key = (config.dataset, config.data_root)
-            if key not in datasets:
-                datasets[key] = load_dataset(config.dataset, root=config.data_root)
-            data = datasets[key]
             batches = _batches(config, data)
-            model, optimizer = _build(config, data)
+            model, optimizer = build_on_cpu(config, data)
             rows = [(0, 0, k, v) for k, v in probe(model, optimizer, batches).items()]
-            state = load_checkpoint(path, run_id)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             step, epoch = int(state["step"]), int(state["epoch"])

@@ -19,6 +19,7 @@ from typing import Any
 
 from normlab.experiments.execute import torch_threads
 from normlab.experiments.store import Store
+from normlab.study.finished import build_on_cpu, pending, train_batches, with_data
 from normlab.train.config import RunConfig
 
 PAIRED_STEP_MS = "paired_step_ms"
@@ -31,18 +32,10 @@ BLOCKS = 8  # turns per run: 80 timed steps
 
 def _step_fn(config: RunConfig, dataset) -> Any:
     """One optimizer step of the run's freshly built model on its first training batch."""
-    import torch
     import torch.nn.functional as F
 
-    from normlab.data import BatchLoader
-    from normlab.train.build import build_model_for, split_holdout
-    from normlab.train.parallel import ProcessContext
-
-    model, optimizer, _ = build_model_for(config, dataset, ProcessContext(), torch.device("cpu"))
-    train_idx, _ = split_holdout(len(dataset.train_y), config.holdout_fraction)
-    loader = BatchLoader(dataset.train_x[train_idx], dataset.train_y[train_idx], config.batch_size,
-                         shuffle=True, drop_last=True, seed=config.seed, mean=dataset.mean, std=dataset.std)
-    x, y = next(iter(loader))  # (batch_size, *input_shape), (batch_size,)
+    model, optimizer = build_on_cpu(config, dataset)
+    x, y = next(iter(train_batches(config, dataset, config.batch_size)))  # (batch, *input_shape), (batch,)
     model.train()
 
     def step() -> None:
@@ -74,25 +67,15 @@ def time_steps(experiment: str, runs: dict[str, RunConfig], out_dir: str | Path)
     """Time every finished run in `runs` (run_id -> config, runs of the stored `experiment`)
     that has no `paired_step_ms` yet, side by side with the other runs of its seed, and store
     the metric at step 0. Returns how many runs were timed."""
-    from normlab.data import load_dataset
-
     with Store.open(Path(out_dir)) as store:
-        status = store.run_status(list(runs))
-        done = set(store.metrics_frame(experiment, names=[PAIRED_STEP_MS])["run_id"])
-        todo = [rid for rid in runs if status.get(rid) == "finished" and rid not in done]
-        by_seed: dict[int, list[str]] = {}
-        for rid in todo:
-            by_seed.setdefault(runs[rid].seed, []).append(rid)
-        datasets: dict[tuple, Any] = {}
+        todo = pending(store, experiment, runs, PAIRED_STEP_MS)
+        by_seed: dict[int, list[tuple[str, RunConfig, Any]]] = {}
+        ordered = sorted(todo, key=lambda rid: (runs[rid].seed, runs[rid].norm))
+        for rid, config, data in with_data(runs, ordered):
+            by_seed.setdefault(config.seed, []).append((rid, config, data))
         with torch_threads(1):  # as each worker trains
             for seed in sorted(by_seed):
-                steps = {}
-                for rid in sorted(by_seed[seed], key=lambda r: runs[r].norm):
-                    config = runs[rid]
-                    key = (config.dataset, config.data_root)
-                    if key not in datasets:
-                        datasets[key] = load_dataset(config.dataset, root=config.data_root)
-                    steps[rid] = _step_fn(config, datasets[key])
+                steps = {rid: _step_fn(config, data) for rid, config, data in by_seed[seed]}
                 for rid, ms in _time_round_robin(steps).items():
                     store.add_metrics(rid, [(0, 0, PAIRED_STEP_MS, ms)])
     return len(todo)

@@ -1,0 +1,62 @@
+"""study.finished: the pieces the passes after the sweeps share."""
+
+import torch
+
+from normlab.data import Dataset, load_dataset
+from normlab.experiments import runner
+from normlab.experiments.config import Experiment, PlannedRun
+from normlab.experiments.store import Store
+from normlab.study import finished
+from normlab.train.build import build_model_for
+from normlab.train.config import RunConfig
+from normlab.train.parallel import ProcessContext
+
+
+def _configs():
+    return [RunConfig(dataset="mnist1d", hidden=[16], norm=norm, batch_size=32, max_steps=2, epochs=1,
+                      seed=seed, checkpoint_every_epochs=1) for norm in ("none", "batch") for seed in (0, 1)]
+
+
+def test_pending_lists_finished_runs_without_the_marker_and_checkpoints_load(tmp_path):
+    configs = _configs()
+    exp = Experiment("t.eval", [PlannedRun(c, f"g/{c.norm}") for c in configs[:3]])
+    runner.run_experiment(exp, tmp_path, progress=False)
+    runs = {r.run_id: r.config for r in exp.runs}
+    missing = Experiment("t.eval", [PlannedRun(configs[3], "g/batch")]).runs[0]  # never trained
+    runs[missing.run_id] = missing.config
+    with Store.open(tmp_path) as store:
+        assert finished.pending(store, "t.eval", runs, "marker") == [r.run_id for r in exp.runs]
+        first = exp.runs[0].run_id
+        store.add_metrics(first, [(0, 0, "marker", 1.0)])
+        assert first not in finished.pending(store, "t.eval", runs, "marker")
+    state = finished.checkpoint(tmp_path, first)
+    assert state is not None and int(state["step"]) == 2
+    assert finished.checkpoint(tmp_path, missing.run_id) is None
+
+
+def test_each_dataset_is_loaded_once(monkeypatch):
+    import normlab.data
+
+    calls = []
+    real = normlab.data.load_dataset
+
+    def load(name, root=None, **kw):
+        calls.append(name)
+        return real(name, root=root, **kw)
+
+    monkeypatch.setattr(normlab.data, "load_dataset", load)
+    configs = {str(i): c for i, c in enumerate(_configs())}
+    seen = list(finished.with_data(configs, list(configs)))
+    assert calls == ["mnist1d"] and [rid for rid, _, _ in seen] == list(configs)
+    assert all(isinstance(data, Dataset) for _, _, data in seen)
+
+
+def test_build_on_cpu_is_the_engines_initial_model():
+    config = _configs()[1]
+    data = load_dataset("mnist1d")
+    model, optimizer = finished.build_on_cpu(config, data)
+    engine, engine_opt, _ = build_model_for(config, data, ProcessContext(), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), engine.state_dict().values()))
+    assert len(optimizer.param_groups) == len(engine_opt.param_groups)
+    x, y = next(iter(finished.train_batches(config, data, 32)))
+    assert x.shape[0] == 32 and y.shape == (32,)
