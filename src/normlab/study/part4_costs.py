@@ -80,7 +80,7 @@ def section(data: PartData) -> Section:
             sec.measured.append("Table: time per step (ms) per norm, timed side by side; wall time, so compare "
                                 "within this run.")
             sec.figures.append(FigureSpec(
-                "step_time", plots.plot_step_time(ms, title="Time per step", budget="80 timed steps, batch 128"),
+                "step_time", plots.plot_step_time(ms, title="Time per step", budget="at batch 128 (80 timed steps)"),
                 "Median wall time per optimizer step per norm, the norms timed side by side: mean over "
                 "seeds, 95% CI, seeds."))
 
