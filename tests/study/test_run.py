@@ -1,13 +1,12 @@
 """run_study end to end with a stand-in engine (no training): both stages of every part, the
 selection from held-out data, recalibration skipped without checkpoints, the report; a rerun
-trains nothing; missing data is one error. Plus one real recalibration."""
+trains nothing; missing data is one error."""
 
 import pytest
 
 from normlab.experiments import runner
 from normlab.experiments.errors import ConfigError, StoreError
 from normlab.study import run as study_run
-from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.report import stored_study, write_study_report
 from study.fakes import fake_fit
 
@@ -66,18 +65,3 @@ def test_missing_data_is_one_clear_error(tmp_path, monkeypatch, local_fake):
         study_run.run_study(dataset="cifar10", quick=True, out=tmp_path / "out")
     assert local_fake == []  # nothing ran
 
-
-def test_recalibrate_runs_measures_real_bn_runs_once(tmp_path):
-    """One tiny real BN run: recalibrate_bn's test accuracy is stored at the run's last step."""
-    from normlab.experiments.config import expand
-    from normlab.experiments.store import Store
-    from normlab.study.common import RECAL_TEST_ACC
-
-    exp = expand({"norm": "batch", "batch_size": 8, "epochs": 1, "max_steps": 20, "hidden": [16]}, name="recal")
-    runner.run_experiment(exp, tmp_path, progress=False)
-    runs = {r.run_id: r.config for r in exp.runs}
-    assert recalibrate_runs("recal", runs, tmp_path) == 1
-    with Store.open(tmp_path) as store:
-        rows = store.metrics_frame("recal", names=[RECAL_TEST_ACC])
-    assert len(rows) == 1 and rows["step"].iloc[0] == 20 and 0.0 <= rows["value"].iloc[0] <= 1.0
-    assert recalibrate_runs("recal", runs, tmp_path) == 0  # already measured
