@@ -413,17 +413,21 @@ def study(
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
     backend: str = typer.Option("process", "--backend", help="local, process or ray"),
     workers: int = typer.Option(2, "--workers", help="worker processes (process backend); one torch thread each"),
+    tier: str = typer.Option("default", "--tier",
+                             help="default (about 6 min on 2 CPU cores) or full (every part, at most 30 min)"),
 ) -> None:
     """Run the whole batch-norm study and write its report (HTML + Markdown + figures).
 
     Every variant runs at its own learning rate, selected on held-out training data, then 10
-    evaluation seeds; see docs/study.md.
+    evaluation seeds; see docs/study.md. `--tier full` adds the parts the default leaves out
+    (listed at the end of the default report), reusing the default tier's runs.
 
     Example: normlab study --quick --out runs
     """
     from normlab.study import run_study
 
-    report_dir = run_study(dataset=dataset, quick=quick, out=str(out), backend=backend, workers=workers)
+    report_dir = run_study(dataset=dataset, quick=quick, out=str(out), backend=backend, workers=workers,
+                           tier=tier)
     typer.echo(f"report: {Path(report_dir) / 'report.html'}")
 
 

@@ -58,6 +58,26 @@ def test_parts_measure_what_they_claim():
 def test_study_names():
     assert registry.study_name() == "study" and registry.study_name(quick=True) == "study-quick"
     assert registry.study_name("cifar10") == "study-cifar10"
+    assert registry.study_name(tier="full") == "study-full"
+    assert registry.study_name("cifar10", quick=True, tier="full") == "study-quick-full-cifar10"
+    for dataset in ("mnist1d", "cifar10"):
+        for quick in (False, True):
+            for tier in registry.TIERS:
+                assert registry.tier_of_study(registry.study_name(dataset, quick, tier)) == tier
+
+
+def test_tiers_select_parts(monkeypatch):
+    assert registry.parts_for("full") == registry.PARTS
+    default = registry.parts_for("default")
+    assert all(registry.tier_of(p) == "default" for p in default)
+    assert [p for p in registry.PARTS if p not in default] == [
+        p for p in registry.PARTS if registry.tier_of(p) == "full"]
+    monkeypatch.setattr(registry.PARTS[-1], "TIER", "full", raising=False)
+    assert registry.PARTS[-1] not in registry.parts_for("default")
+    with pytest.raises(ConfigError, match="--tier: expected one of default, full, got 'all'"):
+        registry.parts_for("all")
+    with pytest.raises(ConfigError, match="--tier"):
+        registry.study_name(tier="everything")
     spec = registry.load_part(registry.PARTS[0], dataset="synthetic")
     assert all(v.config.dataset == "synthetic" for v in spec.variants)
 

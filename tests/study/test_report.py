@@ -21,7 +21,7 @@ def report_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "run_experiment", lambda e, o, **kw: real(
             e, o, **{**kw, "backend": "local", "workers": 1}, run_fn=fake_fit, progress=False))
-        return study_run.run_study(quick=True, out=out)
+        return study_run.run_study(quick=True, out=out, tier="full")  # every part's figures
 
 
 def test_every_figure_is_embedded_and_linked(report_dir):
@@ -35,7 +35,8 @@ def test_every_figure_is_embedded_and_linked(report_dir):
     for png in pngs:
         assert f"]({png})" in md
         assert base64.b64encode((report_dir / png).read_bytes()).decode() in html
-    assert len(re.findall(r"^## \d\. ", md, flags=re.MULTILINE)) == len(PARTS)
+    assert len(re.findall(r"^## \d+\. ", md, flags=re.MULTILINE)) == len(PARTS)
+    assert "Not run in this tier" not in md
     assert md.count("| selected lr | at edge |") >= 3  # stage 1's table in parts 1, 5, 6 (and 7, 8)
 
 

@@ -48,6 +48,25 @@ def test_run_study_runs_both_stages_and_writes_the_report(tmp_path, local_fake):
     assert len(local_fake) == first  # a rerun trains nothing
 
 
+def test_default_tier_lists_the_full_tier_and_full_reuses_its_runs(tmp_path, local_fake, monkeypatch):
+    from normlab.study import part8_ics
+    from normlab.study.registry import read_spec
+
+    monkeypatch.setattr(part8_ics, "TIER", "full", raising=False)  # stand-in for a full-tier part
+    md = (study_run.run_study(quick=True, out=tmp_path) / "report.md").read_text()
+    title = read_spec(part8_ics)["title"]
+    assert f"## {title}" not in md
+    assert "## Not run in this tier" in md and title in md and "normlab study --tier full" in md
+    default_runs = set(local_fake)
+    full_dir = study_run.run_study(quick=True, out=tmp_path, tier="full")
+    assert full_dir == tmp_path / "reports" / "study-quick-full"
+    full_md = (full_dir / "report.md").read_text()
+    assert f"## {title}" in full_md and "Not run in this tier" not in full_md
+    new = set(local_fake[len(default_runs):])
+    assert new and not new & default_runs  # only part 8's own runs trained; shared ones reused
+    assert len(local_fake) == len(set(local_fake))  # nothing trained twice
+
+
 def test_report_of_a_missing_study_is_one_clear_error(tmp_path, local_fake):
     study_run.run_study(quick=True, out=tmp_path)
     with pytest.raises(StoreError, match="no study 'nope'.*study-quick.eval"):

@@ -1,8 +1,13 @@
-"""The study's parts in order, their files (package data) and the `--quick` shrink.
+"""The study's parts in order, their files (package data), their tier and the `--quick` shrink.
 
-Each part is a module `normlab.study.part<n>_<key>` with KEY, FILE, QUICK and `section`; its
-file is `normlab/study/configs/<FILE>`, read with `importlib.resources`, so the study runs from
-an installed wheel as from a source checkout.
+Each part is a module `normlab.study.part<n>_<key>` with KEY, FILE, QUICK and `section`, and
+optionally TIER ("default" when absent, or "full"); its file is `normlab/study/configs/<FILE>`,
+read with `importlib.resources`, so the study runs from an installed wheel as from a source
+checkout.
+
+Tiers: `normlab study` runs the default parts (about 6 minutes on a 2-core CPU);
+`normlab study --tier full` runs every part (at most 30 minutes there) as the study
+"study-full", reusing every run the default tier already stored (same config, same run id).
 """
 
 from __future__ import annotations
@@ -37,6 +42,26 @@ PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part
     6 noniid      class-grouped batches (2 classes; 8 classes x 4), Batch Renorm
     7 anatomy     what BN computes on a trained layer; gamma and beta (affine off)
     8 ics         internal covariate shift as Santurkar et al. 2018 measure it; noisy BN; smoothness"""
+
+TIERS = ("default", "full")
+FULL_TIER_COMMAND = "normlab study --tier full"
+
+
+def tier_of(part: ModuleType) -> str:
+    return getattr(part, "TIER", "default")
+
+
+def parts_for(tier: str = "default") -> tuple[ModuleType, ...]:
+    """The parts a study of `tier` runs: the default ones, or all of them."""
+    check_tier(tier)
+    return PARTS if tier == "full" else tuple(p for p in PARTS if tier_of(p) == "default")
+
+
+def check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise ConfigError(f"--tier: expected one of {', '.join(TIERS)}, got {tier!r} "
+                          f"(default: the default parts; full: every part)")
+
 
 QUICK_PROTOCOL = Protocol(lr_grid=(1.0e-3, 3.0e-3, 1.0e-2), selection_seeds=(1000,), eval_seeds=(0, 1))
 """`--quick`: 3 lrs, 1 selection seed, 2 evaluation seeds (a smoke test, not evidence)."""
@@ -95,7 +120,15 @@ def protocol_for(quick: bool) -> Protocol:
     return QUICK_PROTOCOL if quick else DEFAULT_PROTOCOL
 
 
-def study_name(dataset: str = "mnist1d", quick: bool = False) -> str:
-    """"study", "study-quick", "study-cifar10", "study-quick-cifar10"."""
-    name = "study-quick" if quick else "study"
+def study_name(dataset: str = "mnist1d", quick: bool = False, tier: str = "default") -> str:
+    """"study", "study-quick", "study-full", "study-quick-full-cifar10", ...: the smoke test, the
+    full tier and another dataset never mix into the default study's report."""
+    check_tier(tier)
+    name = "study" + ("-quick" if quick else "") + ("-full" if tier == "full" else "")
     return name if dataset == "mnist1d" else f"{name}-{dataset}"
+
+
+def tier_of_study(name: str) -> str:
+    """The tier a study name was made for (`study_name`'s inverse on that one word)."""
+    words = name.split("-")
+    return "full" if "full" in words[1:3] else "default"

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab.analysis.render import Report, adjust_report, write_files
+from normlab.analysis.render import Report, Section, adjust_report, write_files
 from normlab.analysis.report import METHODS, provenance_lines
 from normlab.experiments.errors import StoreError
 from normlab.experiments.store import Store
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import stored_selection
-from normlab.study.registry import PARTS
+from normlab.study.part7_anatomy import BN_TEXT
+from normlab.study.registry import FULL_TIER_COMMAND, PARTS, parts_for, read_spec, tier_of_study
 from normlab.experiments.paths import safe_dir
 
 __all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
@@ -60,8 +61,9 @@ def study_report(store: Store, name: str) -> Report:
     metrics = store.metrics_frame(f"{name}.eval") if f"{name}.eval" in names else EMPTY_METRICS
     select = store.runs_frame(f"{name}.select") if f"{name}.select" in names else pd.DataFrame()
     chosen_by_part = stored_selection(store, name)
+    parts = parts_for(tier_of_study(name))
     sections = []
-    for part in PARTS:
+    for part in parts:
         mine = runs[runs["part"] == part.KEY] if len(runs) else runs
         chosen = chosen_by_part.get(part.KEY, {})
         sections.append(part.section(PartData(
@@ -72,12 +74,27 @@ def study_report(store: Store, name: str) -> Report:
     title = f"normlab study: batch normalization, measured ({name})"
     all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
         else pd.DataFrame(columns=["run_id"])
-    report = adjust_report(Report(title, PROTOCOL + METHODS, sections, provenance_lines(store, used, all_runs)))
-    for part, section in zip(PARTS, report.sections):  # after the adjustment: the final labels
+    summary = f"What BN computes: {BN_TEXT} (Part 7 shows it on a trained layer.) {PROTOCOL}{METHODS}"
+    report = adjust_report(Report(title, summary, sections, provenance_lines(store, used, all_runs)))
+    if skipped := [p for p in PARTS if p not in parts]:
+        report.sections.append(not_run_section(skipped))
+    for part, section in zip(parts, report.sections):  # after the adjustment: the final labels
         attach_literature(section, part.LITERATURE)
         if hasattr(part, "synthesis") and section.findings:  # a part's verdict composed of its claims'
             section.measured[-1] = part.synthesis(section)
     return report
+
+
+def not_run_section(parts: list) -> Section:
+    """The parts of the full tier, listed (by their titles) in a default-tier report with the
+    command that runs them: a reader sees what was not measured instead of nothing."""
+    titles = [str(read_spec(part).get("title", part.KEY)) for part in parts]
+    return Section(
+        "Not run in this tier",
+        f"These parts are in the study's full tier and were not run here: `{FULL_TIER_COMMAND}` runs every "
+        "part (at most 30 minutes on a 2-core CPU; the default tier's runs are reused, not trained again), "
+        "and `normlab report study-full` rebuilds its report.",
+        notes=titles)
 
 
 def write_study_report(out_dir: str | Path, name: str) -> Path:

@@ -24,7 +24,7 @@ from normlab.study.protocol import (
 from normlab.study.mechanisms import measure_mechanisms
 from normlab.study.recalibrate import recalibrate_runs
 from normlab.study.timing import time_steps
-from normlab.study.registry import PARTS, load_part, protocol_for, study_name
+from normlab.study.registry import load_part, parts_for, protocol_for, study_name
 
 __all__ = ["run_study", "MECHANISM_PARTS"]
 
@@ -49,6 +49,7 @@ def run_study(
     out: str | Path = "runs",
     backend: str = "process",
     workers: int = 2,
+    tier: str = "default",
 ) -> Path:
     """Run every part of the study (both stages), recalibrate, then write the report.
 
@@ -58,6 +59,8 @@ def run_study(
         out: the results folder (store, checkpoints, reports); reruns skip finished runs.
         backend, workers: as for `normlab sweep`; default two worker processes, one torch
             thread each (both cores of a 2-core CPU).
+        tier: "default" (the default parts) or "full" (every part, as the study "study-full";
+            runs the default tier stored already are reused).
 
     Returns:
         The report folder (`<out>/reports/<study name>/` with report.html, report.md, PNGs).
@@ -74,9 +77,9 @@ def run_study(
 
     if not isinstance(dataset, str) or not dataset:
         raise ConfigError(f"--dataset: expected a dataset name such as 'mnist1d', got {dataset!r}")
-    name = study_name(dataset, quick)
+    name = study_name(dataset, quick, tier)
     protocol = protocol_for(quick)
-    specs = [load_part(part, dataset, quick) for part in PARTS]  # validate every file first
+    specs = [load_part(part, dataset, quick) for part in parts_for(tier)]  # validate every file first
     _check_data(dataset)
 
     select = Experiment(f"{name}.select", [r for s in specs for r in selection_runs(s, protocol)],
