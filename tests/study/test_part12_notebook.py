@@ -166,7 +166,7 @@ def test_part_is_registered_and_its_file_is_valid_on_both_datasets():
 def test_quick_is_cheap():
     spec = load_part(nb, "mnist1d", quick=True)
     runs = evaluation_runs(spec, QUICK_PROTOCOL, {})
-    assert len(runs) == 16 and all(r.config.max_steps == 10 for r in runs)
+    assert len(runs) == 12 and all(r.config.max_steps == 5 for r in runs)
     assert {"none", "batch", "none bs 32", "batch bs 128"} <= {v.label for v in spec.variants}
 
 

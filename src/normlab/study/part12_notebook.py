@@ -48,13 +48,12 @@ from normlab.train.optim import ForeignOptimizerError, build_optimizer, check_op
 
 KEY = "notebook"
 FILE = "notebook.yaml"
-TIER = "full"
-"""The part costs ~150 single-thread CPU s on MNIST-1D (configs/notebook.yaml), above the
-default tier's 120 s for a new part."""
-QUICK = {"keep": ["none", "batch", "none, train-split stats", "batch, train-split stats",
-                  "none bs 32", "batch bs 32", "none bs 128", "batch bs 128"],
-         "set": {"epochs": 1, "max_steps": 10}}
-"""`--quick`: 10 steps per run, the 2-epoch rows and the batch sizes 32 and 128 (16 runs)."""
+TIER = "default"
+"""All 100 runs cost 94.6 single-thread CPU s on MNIST-1D (measured; configs/notebook.yaml):
+within the 120 s a new part may add to the default tier."""
+QUICK = {"keep": ["none", "batch", "none bs 32", "batch bs 32", "none bs 128", "batch bs 128"],
+         "set": {"epochs": 1, "max_steps": 5}}
+"""`--quick`: 5 steps per run, the 2-epoch rows and the batch sizes 32 and 128 (12 runs)."""
 
 BATCH_SIZES = (32, 64, 128)
 NOTEBOOK_ACC = {"none": 0.512, "batch": 0.0881}
@@ -63,6 +62,7 @@ with BN, the BN model being untrained (mistake (a))."""
 NOTEBOOK_HIDDEN = (512, 256)
 CIFAR_SHAPE = (3, 32, 32)
 INPUT_SIZE = {"cifar10": "3072 values", "mnist1d": "40 values"}
+DATASET_NAME = {"cifar10": "CIFAR-10", "mnist1d": "MNIST-1D"}
 STUDY_COMMAND = "normlab study --dataset cifar10" + (" --tier full" if TIER == "full" else "")
 
 LITERATURE = [
@@ -125,7 +125,7 @@ def cifar10_note(dataset: str, root: str | Path | None = None) -> str | None:
              f"{dataset}. To replay it on CIFAR-10: `normlab data info cifar10` (where to put the "
              f"archive and its SHA-256), then `{STUDY_COMMAND}`.") if missing else (
              f"CIFAR-10 is on disk: `{STUDY_COMMAND}` replays this part on the notebook's own data "
-             f"(this run used {dataset}).")
+             f"(this run used {DATASET_NAME.get(dataset, dataset)}).")
     return where
 
 
@@ -146,7 +146,7 @@ def section(data: PartData) -> Section:
     runs = data.of(*labels)
     dataset = str(runs["dataset"].iloc[0]) if "dataset" in runs else "mnist1d"
     sec = Section(title, setup_text(data, (
-        f"The seed notebook's protocol as it ran, on {dataset}: its MLP (hidden {hidden_text(runs)}; input: "
+        f"The seed notebook's protocol as it ran, on {DATASET_NAME.get(dataset, dataset)}: its MLP (hidden {hidden_text(runs)}; input: "
         f"the flattened sample, {INPUT_SIZE.get(dataset, 'its size')}), Adam at {data.lr_of('none')} for both "
         f"networks, {data.budget('none', 'batch')}; inputs normalized as the notebook did (mean 0.5, std 0.5 "
         "per channel) unless a label says 'train-split stats' (the training split's own per-channel mean and "
@@ -193,7 +193,7 @@ def section(data: PartData) -> Section:
     _mistakes(data, sec, dataset, acc)
     _figures(data, sec, acc, sizes)
     table = aggregate(acc.assign(pct=100 * acc["value"]), "variant", "pct")
-    sec.table = table[["variant", "n", "mean", "ci_low", "ci_high"]].rename(
+    sec.table = table[["variant", "n", "mean", "ci_low", "ci_high"]].round(2).rename(
         columns={"mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"})
     sec.measured.append("Table: test accuracy (%) after the last epoch per variant, all at the notebook's lr.")
     return sec
