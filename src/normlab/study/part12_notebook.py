@@ -143,7 +143,7 @@ def section(data: PartData) -> Section:
     title = "12. The notebook, replayed"
     if data.runs.empty or not data.has("none", "batch"):
         return empty(title, "Not run: this part needs the variants 'none' and 'batch'.")
-    labels = [v for v in data.runs["variant"].unique()]
+    labels = list(data.runs["variant"].unique())
     runs = data.of(*labels)
     dataset = str(runs["dataset"].iloc[0]) if "dataset" in runs else "mnist1d"
     sec = Section(title, setup_text(data, (
@@ -221,11 +221,12 @@ def _mistakes(data: PartData, sec: Section, dataset: str, acc: pd.DataFrame) -> 
           if data.has(v)]
     diff = eval_minus_train(data, bn)
     notebook_bn = diff.loc[diff["variant"] == "batch", "value"].dropna().to_numpy(dtype=float)
-    sec.findings.append(paired_claim(
-        "Mistake (b), evaluating in training mode: model.eval() raises BN's accuracy: in eval mode (running "
-        "statistics) the held-out accuracy is higher than in train mode (each held-out batch's own "
-        f"statistics, as the notebook evaluated), {data.budget('batch')}.", notebook_bn,
-        "held-out accuracy, eval mode minus train mode (BN, the notebook's setting)"))
+    if notebook_bn.size:  # a run without a held-out slice has no train-mode accuracy
+        sec.findings.append(paired_claim(
+            "Mistake (b), evaluating in training mode: model.eval() raises BN's accuracy: in eval mode (running "
+            "statistics) the held-out accuracy is higher than in train mode (each held-out batch's own "
+            f"statistics, as the notebook evaluated), {data.budget('batch')}.", notebook_bn,
+            "held-out accuracy, eval mode minus train mode (BN, the notebook's setting)"))
     plain = eval_minus_train(data, [v for v in ("none",) + tuple(f"none bs {b}" for b in BATCH_SIZES) if data.has(v)])
     if plain["value"].notna().any():
         largest = float(np.nanmax(np.abs(plain["value"].to_numpy(dtype=float))))
