@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
-from normlab.data import INPUT_NORMS, cifar, input_stats, load_dataset
+from normlab.data import cifar, load_dataset
 from normlab.models import build_model
 from normlab.study import part12_notebook as nb
 from normlab.study.common import PartData
@@ -170,19 +170,6 @@ def test_quick_is_cheap():
     runs = evaluation_runs(spec, QUICK_PROTOCOL, {})
     assert len(runs) == 12 and all(r.config.max_steps == 5 for r in runs)
     assert {"none", "batch", "none bs 32", "batch bs 128"} <= {v.label for v in spec.variants}
-
-
-def test_input_stats_half_and_train_split():
-    ds = load_dataset("synthetic", shape=(3, 4, 4), train_size=20, test_size=4)
-    mean, std = input_stats(ds, "half")
-    assert mean.tolist() == [0.5] * 3 and std.tolist() == [0.5] * 3
-    assert input_stats(ds, "train_split")[0] is ds.mean
-    with pytest.raises(ValueError, match="must be one of"):
-        input_stats(ds, "imagenet")
-    field = RunConfig.model_fields["input_norm"].annotation
-    assert set(field.__args__) == set(INPUT_NORMS)
-    assert RunConfig().run_id == "6dadc7f59ae8c2d4"  # the default keeps every stored run's id
-    assert RunConfig(input_norm="half").run_id != RunConfig().run_id
 
 
 def _tiny_cifar10(root, monkeypatch, per_file=20):
