@@ -146,8 +146,9 @@ def section(data: PartData) -> Section:
     labels = list(data.runs["variant"].unique())
     runs = data.of(*labels)
     dataset = str(runs["dataset"].iloc[0]) if "dataset" in runs else "mnist1d"
+    shown = DATASET_NAME.get(dataset, dataset)
     sec = Section(title, setup_text(data, (
-        f"The seed notebook's protocol as it ran, on {DATASET_NAME.get(dataset, dataset)}: its MLP (hidden {hidden_text(runs)}; input: "
+        f"The seed notebook's protocol as it ran, on {shown}: its MLP (hidden {hidden_text(runs)}; input: "
         f"the flattened sample, {INPUT_SIZE.get(dataset, 'its size')}), Adam at {data.lr_of('none')} for both "
         f"networks, {data.budget('none', 'batch')}; inputs normalized as the notebook did (mean 0.5, std 0.5 "
         "per channel) unless a label says 'train-split stats' (the training split's own per-channel mean and "
