@@ -14,7 +14,7 @@ from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
 from normlab.data import cifar, load_dataset
 from normlab.models import build_model
 from normlab.study import part12_notebook as nb
-from normlab.study.common import PartData
+from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import Protocol, _with, evaluation_runs
 from normlab.study.registry import PARTS, QUICK_PROTOCOL, load_part
 from normlab.train.build import build
@@ -93,6 +93,8 @@ def test_section_verdicts_follow_the_numbers(no_cifar):
     assert any("largest difference over 40 runs without BN is 0.00 points" in m for m in section.measured)
     assert {f.name for f in section.figures} == {"notebook_final_acc", "notebook_batch_size",
                                                  "notebook_eval_minus_train"}
+    attach_literature(section, nb.LITERATURE)  # every claim says what the literature found
+    assert all(f.literature for f in section.findings), [f.claim for f in section.findings if not f.literature]
 
 
 def test_verdicts_turn_when_the_numbers_do(no_cifar):
