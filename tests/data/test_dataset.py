@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from normlab.data import Dataset, DatasetError, channel_stats
+from normlab.data import INPUT_NORMS, Dataset, DatasetError, channel_stats, input_stats, load_dataset
 
 
 def _reference_stats(x: torch.Tensor):
@@ -57,3 +57,14 @@ def test_dataset_checks_its_fields_and_has_a_short_repr():
 def test_dataset_error_is_a_value_error():
     # The CLI maps ValueError to a user error (exit code 2).
     assert issubclass(DatasetError, ValueError)
+
+
+def test_input_stats_are_the_train_splits_or_the_notebooks_half():
+    ds = load_dataset("synthetic", shape=(3, 4, 4), train_size=20, test_size=4)
+    mean, std = input_stats(ds, "half")  # transforms.Normalize((0.5,)*3, (0.5,)*3)
+    assert mean.tolist() == [0.5] * 3 and std.tolist() == [0.5] * 3 and mean.dtype == torch.float32
+    train_mean, train_std = input_stats(ds, "train_split")
+    assert train_mean is ds.mean and train_std is ds.std
+    assert INPUT_NORMS == ("train_split", "half")
+    with pytest.raises(ValueError, match=r"must be one of \['train_split', 'half'\], got 'imagenet'"):
+        input_stats(ds, "imagenet")

@@ -60,3 +60,15 @@ def test_build_on_cpu_is_the_engines_initial_model():
     assert len(optimizer.param_groups) == len(engine_opt.param_groups)
     x, y = next(iter(finished.train_batches(config, data, 32)))
     assert x.shape[0] == 32 and y.shape == (32,)
+
+
+def test_train_batches_are_normalized_as_the_run_asks():
+    """input_norm half: (x - 0.5) / 0.5 per channel, as the seed notebook normalized."""
+    data = load_dataset("synthetic", shape=(3, 4, 4), train_size=40, test_size=4)
+    config = RunConfig(dataset="synthetic", input_norm="half", holdout_fraction=0.0)
+    loader = finished.train_batches(config, data, 8)
+    idx = torch.arange(8)
+    x, _ = loader.make_batch(idx)
+    torch.testing.assert_close(x, (data.train_x[idx].float() - 0.5) / 0.5)
+    x, _ = finished.train_batches(config.model_copy(update={"input_norm": "train_split"}), data, 8).make_batch(idx)
+    torch.testing.assert_close(x, (data.train_x[idx].float() - data.mean.view(1, 3, 1, 1)) / data.std.view(1, 3, 1, 1))

@@ -3,6 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
+from normlab.data import INPUT_NORMS
 from normlab.train.config import RunConfig
 
 
@@ -79,3 +80,12 @@ def test_trainable_all_keeps_the_run_ids_stored_before_the_field_existed():
     subset = RunConfig(trainable="bn_only")
     assert subset.resolved()["trainable"] == "bn_only"
     assert RunConfig(**subset.resolved()).run_id == subset.run_id
+
+
+def test_input_norm_default_keeps_stored_run_ids_and_matches_the_data_layer():
+    assert RunConfig().run_id == "6dadc7f59ae8c2d4"  # computed before RunConfig had `input_norm`
+    assert RunConfig(input_norm="train_split").run_id == RunConfig().run_id
+    assert RunConfig(input_norm="half").run_id != RunConfig().run_id
+    assert set(RunConfig.model_fields["input_norm"].annotation.__args__) == set(INPUT_NORMS)
+    with pytest.raises(ValidationError, match="input_norm"):
+        RunConfig(input_norm="imagenet")

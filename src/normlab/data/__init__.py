@@ -6,12 +6,13 @@ target device. `describe_data(name)` reports what is on disk (`normlab data info
 """
 
 from normlab.data.augment import crop_flip, draw_crop_flip
-from normlab.data.dataset import Dataset, DatasetError, channel_stats
+from normlab.data.dataset import INPUT_NORMS, Dataset, DatasetError, channel_stats, input_stats
 from normlab.data.loader import BatchLoader
 from normlab.data.registry import dataset_names, describe_data, load_dataset
 from normlab.data.storage import data_root
 
 __all__ = [
+    "INPUT_NORMS",
     "BatchLoader",
     "Dataset",
     "DatasetError",
@@ -21,5 +22,6 @@ __all__ = [
     "dataset_names",
     "describe_data",
     "draw_crop_flip",
+    "input_stats",
     "load_dataset",
 ]

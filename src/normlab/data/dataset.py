@@ -82,6 +82,23 @@ class Dataset:
                 f"num_classes={self.num_classes}, input_shape={self.input_shape})")
 
 
+INPUT_NORMS = ("train_split", "half")
+"""How inputs are normalized per channel: "train_split", by the training split's own mean and
+std (`Dataset.mean/std`); "half", by mean 0.5 and std 0.5 (the seed notebook's
+`transforms.Normalize((0.5,)*3, (0.5,)*3)`, which maps pixel/255 in [0, 1] to [-1, 1])."""
+
+
+def input_stats(dataset: Dataset, how: str = "train_split") -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel `(mean, std)`, float32 `(C,)` each, that the loader normalizes `dataset`
+    with, chosen by `how` (one of INPUT_NORMS)."""
+    if how == "train_split":
+        return dataset.mean, dataset.std
+    if how == "half":
+        half = torch.full((dataset.num_channels,), 0.5, dtype=torch.float32)
+        return half, half.clone()
+    raise ValueError(f"input normalization must be one of {list(INPUT_NORMS)}, got {how!r}")
+
+
 def channel_stats(x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and population std of `x` `(N, C, ...)`, float32 `(C,)` each.
 

@@ -53,12 +53,13 @@ def build_on_cpu(config: RunConfig, dataset) -> tuple[Any, Any]:
 def train_batches(config: RunConfig, dataset, batch_size: int):
     """Shuffled batches (seeded by the run's seed) of the run's training split, its held-out
     slice left out, normalized as the engine normalizes them."""
-    from normlab.data import BatchLoader
+    from normlab.data import BatchLoader, input_stats
     from normlab.train.build import split_holdout
 
     train_idx, _ = split_holdout(len(dataset.train_y), config.holdout_fraction)
+    mean, std = input_stats(dataset, config.input_norm)
     return BatchLoader(dataset.train_x[train_idx], dataset.train_y[train_idx], batch_size,
-                       shuffle=True, drop_last=True, seed=config.seed, mean=dataset.mean, std=dataset.std)
+                       shuffle=True, drop_last=True, seed=config.seed, mean=mean, std=std)
 
 
 def checkpoint(out_dir: Path, run_id: str) -> dict[str, Any] | None:

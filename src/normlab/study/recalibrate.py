@@ -24,7 +24,7 @@ def recalibrate_runs(experiment: str, runs: dict[str, RunConfig], out_dir: str |
     mode, store. Returns how many were measured."""
     import torch
 
-    from normlab.data import BatchLoader
+    from normlab.data import BatchLoader, input_stats
     from normlab.layers import recalibrate_bn
     from normlab.train.evaluate import accuracy_and_loss
 
@@ -38,8 +38,8 @@ def recalibrate_runs(experiment: str, runs: dict[str, RunConfig], out_dir: str |
             model, _ = build_on_cpu(config, data)
             model.load_state_dict(state["model"])
             recalibrate_bn(model, (x for x, _ in train_batches(config, data, RECAL_BATCH_SIZE)))
-            test = BatchLoader(data.test_x, data.test_y, 1000, shuffle=False, drop_last=False,
-                               mean=data.mean, std=data.std)
+            mean, std = input_stats(data, config.input_norm)
+            test = BatchLoader(data.test_x, data.test_y, 1000, shuffle=False, drop_last=False, mean=mean, std=std)
             with torch.no_grad():
                 acc, _ = accuracy_and_loss(model, test)
             store.add_metrics(run_id, [(int(state["step"]), int(state["epoch"]), RECAL_TEST_ACC, acc)])

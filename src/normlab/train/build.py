@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from normlab.data import BatchLoader, Dataset, load_dataset
+from normlab.data import BatchLoader, Dataset, input_stats, load_dataset
 from normlab.device import resolve_device
 from normlab.layers import norm_kwargs
 from normlab.models import build_model
@@ -195,7 +195,8 @@ def build(config: RunConfig, dataset: Dataset | None, ctx: ProcessContext) -> Bu
 
     # train minus a held-out slice, test, held out
     train_idx, hold_idx = split_holdout(len(dataset.train_y), config.holdout_fraction)
-    norm_stats = dict(device=device, mean=dataset.mean, std=dataset.std)
+    mean, std = input_stats(dataset, config.input_norm)
+    norm_stats = dict(device=device, mean=mean, std=std)
     loader = BatchLoader(
         dataset.train_x[train_idx], dataset.train_y[train_idx], config.batch_size, shuffle=True,
         drop_last=True, seed=config.seed, augment=config.augment, batching=config.batching,

@@ -80,6 +80,11 @@ class RunConfig(_Section):
         "random", description="class_grouped: non-i.i.d. batches of few classes (Ioffe 2017)"
     )
     classes_per_batch: int = Field(4, ge=1, description="classes per batch (class_grouped)")
+    # per-channel input normalization (normlab.data.input_stats): the training split's mean and
+    # std, or the seed notebook's fixed 0.5 and 0.5
+    input_norm: Literal["train_split", "half"] = Field(
+        "train_split", description="train_split (its per-channel mean/std) or half (mean 0.5, std 0.5)"
+    )
     holdout_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="train slice held out for the train/eval-mode gap"
     )
@@ -166,5 +171,5 @@ class RunConfig(_Section):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-HASHED_WHEN_SET = {"trainable": "all"}
+HASHED_WHEN_SET = {"trainable": "all", "input_norm": "train_split"}
 """Fields added after runs were stored, with the default that leaves them out of the run id."""
