@@ -16,6 +16,7 @@ from normlab.study import mechanisms, part7_anatomy, part8_ics
 from normlab.study.common import PartData
 from normlab.study.registry import load_part
 from normlab.train import metrics as M
+from normlab.train.ics_probe import measure_shift
 
 COLUMNS = ["run_id", "step", "epoch", "name", "value"]
 
@@ -50,7 +51,7 @@ def test_probe_and_anatomy_on_a_real_model(norm):
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(32, 1, 12, generator=g), torch.randint(0, 4, (32,), generator=g)) for _ in range(2)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    values = mechanisms.probe(model, opt, batches)
+    values = measure_shift(model, opt, batches)
     assert set(values) == {"ics/2/l2", "ics/2/cos", "ics/3/l2", "ics/3/cos", *mechanisms.LANDSCAPE_KEYS}
     assert all(np.isfinite(v) for v in values.values())
     assert -1 <= values["ics/2/cos"] <= 1 and values["landscape/beta"] > 0
