@@ -79,3 +79,14 @@ def test_trainable_all_keeps_the_run_ids_stored_before_the_field_existed():
     subset = RunConfig(trainable="bn_only")
     assert subset.resolved()["trainable"] == "bn_only"
     assert RunConfig(**subset.resolved()).run_id == subset.run_id
+
+
+def test_the_ics_probe_keeps_run_ids_at_its_default_and_refuses_what_it_cannot_measure():
+    assert RunConfig(probes={"ics_every_epochs": 0}).run_id == RunConfig().run_id == "6dadc7f59ae8c2d4"
+    probed = RunConfig(probes={"ics_every_epochs": 5})
+    assert probed.run_id != RunConfig().run_id
+    assert RunConfig(**probed.resolved()).run_id == probed.run_id
+    with pytest.raises(ValueError, match="cuda_graph=true cannot be combined with probes.ics_every_epochs"):
+        RunConfig(cuda_graph=True, probes={"ics_every_epochs": 5})
+    with pytest.raises(ValueError, match="set nproc=1 or probes.ics_every_epochs=0"):
+        RunConfig(nproc=2, probes={"ics_every_epochs": 5})

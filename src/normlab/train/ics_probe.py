@@ -82,7 +82,7 @@ def measure_shift(model: nn.Module, optimizer: torch.optim.Optimizer, batches: l
         with held_noise(twin):
             for x, y in batches:
                 def loss_fn(m: nn.Module, x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-                    return F.cross_entropy(m(x).float(), y)
+                    return F.cross_entropy(m(x), y)
 
                 deltas = optimizer_deltas(twin, twin_opt, loss_fn)
                 layers = internal_covariate_shift(twin, loss_fn, deltas=deltas)
