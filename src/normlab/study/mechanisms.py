@@ -82,15 +82,15 @@ def trace(config: RunConfig, dataset, state: dict[str, Any]) -> list[tuple[int, 
         rows.extend((step, epoch, k, v) for k, v in values.items() if k.startswith(("ics/", "landscape/")))
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # both sides of the comparison: a BN reduction's sum order depends on it
     try:
         result = fit(replay, dataset=dataset, on_metrics=keep)
+        model, optimizer = build_on_cpu(config, dataset)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        expected = measure_shift(model, optimizer, _batches(config, dataset))
     finally:
         torch.set_num_threads(threads)
-    model, optimizer = build_on_cpu(config, dataset)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    expected = measure_shift(model, optimizer, _batches(config, dataset))
     step = int(state["step"])
     at_end = {name: value for s, _, name, value in rows if s == step}
     if result.steps != step or not _same(at_end, expected):
