@@ -160,7 +160,8 @@ def section(data: PartData) -> Section:
     inside = _inside(trace)
     between = ""
     if not inside.empty:
-        between = (f", and over training at steps {', '.join(str(int(p)) for p in sorted(inside['step'].unique()))} "
+        steps = sorted(inside["step"].unique())
+        between = (f", and over training at step{'s' if len(steps) > 1 else ''} {', '.join(str(int(p)) for p in steps)} "
                    "(each run trained again from its seed with the engine's probe on, kept only where its "
                    "end-of-training numbers equal its checkpoint's bit for bit)")
     sec = Section(title, setup_text(data, (
@@ -250,9 +251,10 @@ def _trace_figures(sec: Section, trace: pd.DataFrame) -> None:
     for name, column, ylabel, logy, what in (
             ("ics_over_training", "ics_cos", "cos(G, G')", False, "cos(G_k, G'_k) (1 = no shift)"),
             ("ics_l2_over_training", "ics_l2", "||G - G'||", True, "||G_k - G'_k|| (0 = no shift; log scale)")):
-        frame = trace[["variant", "seed", "step", column]].rename(columns={column: "value"})
+        frame = trace[["variant", "seed", "step", column]].rename(columns={column: "value", "step": "training step"})
         sec.figures.append(FigureSpec(
-            name, plots.plot_curves(frame, title=f"ICS over training: {ylabel}", ylabel=ylabel, logy=logy),
+            name, plots.plot_curves(frame, x="training step", title=f"ICS over training: {ylabel}", ylabel=ylabel,
+                                    logy=logy),
             f"{what}, mean over layers 2..K, at init, the measuring points of training and the end: the mean "
             "over seeds and its 95% band (Santurkar et al. Fig. 3)."))
 
