@@ -152,7 +152,8 @@ def test_ics_over_training_section():
     for variant, cos in (("none", 0.9), ("batch", 0.5), (part8_ics.NOISY, 0.4)):
         rows += _ics_rows(variant, cos, 1.0, 0) + _ics_rows(variant, cos, 1.0, 300)
         rows += _ics_rows(variant, cos - 0.1, 1.0, 100) + _ics_rows(variant, cos - 0.2, 1.0, 200)
-    rows += [(f"{part8_ics.NOISY}-0", 300, 3, mechanisms.TRACE_DONE, 0.0), ("batch-0", 300, 3, mechanisms.TRACE_DONE, 1.0)]
+    rows += [(f"{part8_ics.NOISY}-0", 300, 3, mechanisms.TRACE_DONE, 0.0),
+             ("batch-0", 300, 3, mechanisms.TRACE_DONE, 1.0)]
     data = PartData(_runs(["none", "batch", part8_ics.NOISY]), pd.DataFrame(rows, columns=COLUMNS))
     trace = part8_ics.over_training(data, ("none", "batch"))
     assert sorted(trace["step"].unique()) == [0, 100, 200, 300]

@@ -160,8 +160,8 @@ def section(data: PartData) -> Section:
     inside = _inside(trace)
     between = ""
     if not inside.empty:
-        steps = sorted(inside["step"].unique())
-        between = (f", and over training at step{'s' if len(steps) > 1 else ''} {', '.join(str(int(p)) for p in steps)} "
+        steps = [str(int(p)) for p in sorted(inside["step"].unique())]
+        between = (f", and over training at step{'s' if len(steps) > 1 else ''} {', '.join(steps)} "
                    "(each run trained again from its seed with the engine's probe on, kept only where its "
                    "end-of-training numbers equal its checkpoint's bit for bit)")
     sec = Section(title, setup_text(data, (
