@@ -11,11 +11,13 @@ import torch
 pytest.importorskip("normlab.study.common", reason="the study package (normlab.study) is not in this tree")
 
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from normlab.data import load_dataset
 from normlab.models import build_model
 from normlab.study import mechanisms, part7_anatomy, part8_ics
 from normlab.study.common import PartData
 from normlab.study.registry import load_part
 from normlab.train import metrics as M
+from normlab.train.ics_probe import measure_shift
 
 COLUMNS = ["run_id", "step", "epoch", "name", "value"]
 
@@ -50,7 +52,7 @@ def test_probe_and_anatomy_on_a_real_model(norm):
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(32, 1, 12, generator=g), torch.randint(0, 4, (32,), generator=g)) for _ in range(2)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    values = mechanisms.probe(model, opt, batches)
+    values = measure_shift(model, opt, batches)
     assert set(values) == {"ics/2/l2", "ics/2/cos", "ics/3/l2", "ics/3/cos", *mechanisms.LANDSCAPE_KEYS}
     assert all(np.isfinite(v) for v in values.values())
     assert -1 <= values["ics/2/cos"] <= 1 and values["landscape/beta"] > 0
@@ -143,23 +145,83 @@ def test_ics_synthesis_follows_the_verdicts():
     assert "inconclusive at these seeds" in part8_ics.synthesis(sec(INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE))
 
 
+def test_ics_over_training_section():
+    """Points between init and end: a curve per variant, a table row per point, and the claim
+    on the mean over the points after init (BN's cosine lower here: not supported)."""
+    rows = _acc({"none": 0.60, "batch": 0.70, part8_ics.NOISY: 0.70})
+    for variant, cos in (("none", 0.9), ("batch", 0.5), (part8_ics.NOISY, 0.4)):
+        rows += _ics_rows(variant, cos, 1.0, 0) + _ics_rows(variant, cos, 1.0, 300)
+        rows += _ics_rows(variant, cos - 0.1, 1.0, 100) + _ics_rows(variant, cos - 0.2, 1.0, 200)
+    rows += [(f"{part8_ics.NOISY}-0", 300, 3, mechanisms.TRACE_DONE, 0.0),
+             ("batch-0", 300, 3, mechanisms.TRACE_DONE, 1.0)]
+    data = PartData(_runs(["none", "batch", part8_ics.NOISY]), pd.DataFrame(rows, columns=COLUMNS))
+    trace = part8_ics.over_training(data, ("none", "batch"))
+    assert sorted(trace["step"].unique()) == [0, 100, 200, 300]
+    point = trace.set_index(["run_id", "step"]).loc[("batch-3", 200)]
+    assert point["ics_cos"] == pytest.approx(0.3) and point["ics_l2"] == pytest.approx(2.0)
+    assert point["landscape/beta"] == pytest.approx(1.03)
+    sec = part8_ics.section(data)
+    (found,) = [f for f in sec.findings if f.claim.startswith(part8_ics.CLAIM_ICS_TRACE)]
+    assert "3 measuring points after init (steps 100, 200, 300)" in found.claim
+    assert found.verdict.label == NOT_SUPPORTED
+    assert found.verdict.effect == pytest.approx(0.5 - 0.9)  # batch - none, mean of (c - 0.1, c - 0.2, c)
+    assert [f.claim for f in sec.findings].count(found.claim) == 1
+    assert {"ics_over_training", "ics_l2_over_training"} <= {f.name for f in sec.figures}
+    table = sec.table.set_index(["when", "variant"])
+    assert list(dict.fromkeys(sec.table["when"])) == ["init", "step 100", "step 200", "end"]
+    assert table.loc[("step 100", "none"), "cos(G, G')"] == "0.800"
+    assert "at steps 100, 200 " in sec.setup
+    assert any("1 run(s) could not be replayed" in n for n in sec.notes)
+    # without the points between: no such claim, figure or rows, and a note saying so
+    plain = PartData(data.runs, data.metrics[~data.metrics["step"].isin([100, 200])])
+    sec = part8_ics.section(plain)
+    assert not [f for f in sec.findings if f.claim.startswith(part8_ics.CLAIM_ICS_TRACE)]
+    assert "ics_over_training" not in {f.name for f in sec.figures}
+    assert any("not measured between init and the end" in n for n in sec.notes)
+
+
+def test_trace_every_gives_about_six_points():
+    assert mechanisms.trace_every(25) == 5  # 0, 5, 10, 15, 20, 25
+    assert mechanisms.trace_every(2) == 1 and mechanisms.trace_every(1) == 1
+
+
 def test_measure_mechanisms_on_finished_runs_once(tmp_path):
     from normlab.experiments import runner
     from normlab.experiments.config import Experiment, PlannedRun
     from normlab.experiments.store import Store
+    from normlab.study.finished import checkpoint
     from normlab.train.config import RunConfig
 
-    runs = [PlannedRun(RunConfig(model="mlp", hidden=[16, 16], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
-                                 epochs=1, max_steps=20, holdout_fraction=0.2, checkpoint_every_epochs=1, seed=0),
+    runs = [PlannedRun(RunConfig(model="mlp", hidden=[100, 100], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
+                                 epochs=3, holdout_fraction=0.8, checkpoint_every_epochs=1, seed=0),
                        group=f"ics/{norm}") for norm in ("none", "noisy_batch")]
     runner.run_experiment(Experiment("t.eval", runs), tmp_path, backend="local", workers=1)
     configs = {r.run_id: r.config for r in runs}
-    assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 2
-    assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 0  # stored: not measured again
+    traced = runs[0].run_id
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the study's main process may use more threads than its workers (1)
+    try:
+        assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path, traced={traced}) == 2
+    finally:
+        torch.set_num_threads(threads)
     with Store.open(tmp_path) as store:
         m = store.metrics_frame("t.eval")
     for run in runs:
         mine = m[(m["run_id"] == run.run_id) & (m["name"] == "ics/2/cos")]
-        assert sorted(mine["step"]) == [0, 20]  # at init and at the checkpoint
+        # at init and at the checkpoint; the traced run every epoch between (12 steps per epoch)
+        assert sorted(mine["step"]) == ([0, 12, 24, 36] if run.run_id == traced else [0, 36])
         identity = m[(m["run_id"] == run.run_id) & (m["name"] == "anatomy/identity_error")]
         assert len(identity) == (run.config.norm != "none")
+    done = m[m["name"] == mechanisms.TRACE_DONE]
+    assert list(done["run_id"]) == [traced] and list(done["value"]) == [1.0]
+    # again, every run traced: nothing is measured twice, the other run gets its points
+    assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 0
+    with Store.open(tmp_path) as store:
+        again = store.metrics_frame("t.eval")
+    assert len(again[again["run_id"] == traced]) == len(m[m["run_id"] == traced])
+    noisy = again[(again["run_id"] == runs[1].run_id) & (again["name"] == "ics/2/cos")]
+    assert sorted(noisy["step"]) == [0, 12, 24, 36]
+    # a replay that does not end where the checkpoint is contributes no points
+    state = checkpoint(tmp_path, traced)
+    state["model"]["blocks.0.linear.weight"] += 1e-6
+    assert mechanisms.trace(runs[0].config, load_dataset("mnist1d"), state) == [(36, 3, mechanisms.TRACE_DONE, 0.0)]

@@ -89,3 +89,14 @@ def test_input_norm_default_keeps_stored_run_ids_and_matches_the_data_layer():
     assert set(RunConfig.model_fields["input_norm"].annotation.__args__) == set(INPUT_NORMS)
     with pytest.raises(ValidationError, match="input_norm"):
         RunConfig(input_norm="imagenet")
+
+
+def test_the_ics_probe_keeps_run_ids_at_its_default_and_refuses_what_it_cannot_measure():
+    assert RunConfig(probes={"ics_every_epochs": 0}).run_id == RunConfig().run_id == "6dadc7f59ae8c2d4"
+    probed = RunConfig(probes={"ics_every_epochs": 5})
+    assert probed.run_id != RunConfig().run_id
+    assert RunConfig(**probed.resolved()).run_id == probed.run_id
+    with pytest.raises(ValueError, match="cuda_graph=true cannot be combined with probes.ics_every_epochs"):
+        RunConfig(cuda_graph=True, probes={"ics_every_epochs": 5})
+    with pytest.raises(ValueError, match="set nproc=1 or probes.ics_every_epochs=0"):
+        RunConfig(nproc=2, probes={"ics_every_epochs": 5})

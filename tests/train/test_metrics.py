@@ -3,10 +3,10 @@ from normlab.train import metrics as M
 
 def test_every_name_is_documented_in_the_table():
     names = [v for k, v in vars(M).items() if k.isupper() and isinstance(v, str)]
-    assert len(names) == 16
+    assert len(names) == 19
     for name in names:
         assert f"| {name} " in M.__doc__, f"{name} missing from the metrics table"
-    for prefix in ("act/<layer>/mean", "grad_norm/<param>", "weight_norm/<param>"):
+    for prefix in ("act/<layer>/mean", "grad_norm/<param>", "weight_norm/<param>", "ics/<k>/l2", "ics/<k>/cos"):
         assert prefix in M.__doc__
 
 

@@ -1,14 +1,17 @@
 """`measure_mechanisms`: the measurements of the "what BN does" and "internal covariate shift"
 parts, taken on finished runs (like `recalibrate`) and stored as ordinary metrics.
 
-For each finished run, on a fixed set of its training batches, at two points of its training:
+For each finished run, on a fixed set of its training batches (`normlab.train.ics_probe`), at
 its initialization (step 0: the model rebuilt exactly as the engine builds it, from the run's
-seed) and its end (its checkpoint, with the optimizer's state):
+seed) and its end (its checkpoint, with the optimizer's state), and for the runs asked for at
+about TRACE_POINTS - 2 points between (`trace`: the run trained again with the engine's
+probe on, kept only if it reproduces the checkpoint's measurement bit for bit):
 
 - ICS per layer k (Santurkar et al. 2018, Def. 2.1), with the step the run's own optimizer
   takes (`optimizer_deltas`): `ics/<k>/l2` and `ics/<k>/cos`, means over the batches;
-- the landscape along the gradient (Santurkar et al. Sec. 3.1) at step sizes `STEP_SIZES`:
-  `landscape/loss_range`, `landscape/grad_change`, `landscape/beta`, means over the batches;
+- the landscape along the gradient (Santurkar et al. Sec. 3.1) at step sizes
+  `metrics.LANDSCAPE_STEP_SIZES`: `landscape/loss_range`, `landscape/grad_change`,
+  `landscape/beta`, means over the batches;
 - on BN runs, the anatomy of the first BN layer at the end (`anatomy/...`): histograms of its
   pre- and post-BN activations, gamma and beta per channel, and the error of the identity
   "gamma = sqrt(var + eps), beta = mean recovers the input".
@@ -21,29 +24,25 @@ measured again).
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from normlab.experiments.store import Store
 from normlab.study.finished import build_on_cpu, checkpoint, pending, train_batches, with_data
+from normlab.train import metrics as M
 from normlab.train.config import RunConfig
 
-STEP_SIZES = (0.05, 0.1, 0.2, 0.4)
-"""Santurkar et al.'s step sizes along the gradient (Fig. 4), the same for every network."""
-PROBE_BATCHES = 4  # training batches each measurement averages over
+PROBE_BATCHES = M.ICS_PROBE_BATCHES  # training batches each measurement averages over
 HIST_BINS = 40
 ICS_DONE = "ics/2/cos"  # present once a run has been measured (layer 1 has no ICS)
+TRACE_DONE = "ics_trace/reproduced"  # 1.0: the replay reproduced the run; 0.0: it did not
+TRACE_POINTS = 6  # measuring points over training: init, the end and evenly between
 ANATOMY_LAYER = "blocks.0.norm"  # the first hidden layer's norm in normlab's MLP
 
 BN_NORMS = ("batch", "noisy_batch", "ghost_batch", "batch_renorm")
-
-
-def ics_key(layer: int, stat: str) -> str:
-    """"ics/<k>/l2" or "ics/<k>/cos" for layer k (1 = the first Linear)."""
-    return f"ics/{layer}/{stat}"
-
-
-LANDSCAPE_KEYS = ("landscape/loss_range", "landscape/grad_change", "landscape/beta")
+ics_key, LANDSCAPE_KEYS = M.ics_key, M.LANDSCAPE_KEYS
 
 
 def _batches(config: RunConfig, dataset) -> list[tuple[Any, Any]]:
@@ -51,32 +50,52 @@ def _batches(config: RunConfig, dataset) -> list[tuple[Any, Any]]:
     return list(itertools.islice(train_batches(config, dataset, config.batch_size), PROBE_BATCHES))
 
 
-def probe(model, optimizer, batches) -> dict[str, float]:
-    """ICS per layer and the landscape numbers, means over `batches` (model in training mode)."""
+def trace_every(epochs: int) -> int:
+    """Epochs between measuring points so that a run of `epochs` has about TRACE_POINTS of them
+    (step 0, every so many epochs, the last epoch): 25 epochs -> every 5."""
+    return max(1, round(epochs / (TRACE_POINTS - 1)))
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal keys and bit-equal values (NaN equal to NaN: a cosine of a zero gradient)."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+def trace(config: RunConfig, dataset, state: dict[str, Any]) -> list[tuple[int, int, str, float]]:
+    """The run trained again from its seed with the mechanism probe on (`probes.ics_every_epochs`
+    = `trace_every(config.epochs)`, on copies, so the training is the run's own), one torch
+    thread as the study's workers train: its (step, epoch, name, value) rows of the points
+    strictly between init and the end, and TRACE_DONE. The replay counts as the run only if
+    its end-of-training probe equals the probe of the run's checkpoint `state` bit for bit
+    (same weights, same optimizer state); otherwise only TRACE_DONE = 0 is returned."""
     import torch
 
-    from normlab.layers.noisy import held_noise
-    from normlab.train.ics import internal_covariate_shift, optimizer_deltas
-    from normlab.train.landscape import landscape_probe
+    from normlab.train.engine import fit
+    from normlab.train.ics_probe import measure_shift
 
-    model.train()
-    sums: dict[str, float] = {}
-    for x, y in batches:
-        def loss_fn(m, x=x, y=y):
-            return torch.nn.functional.cross_entropy(m(x), y)
+    resolved = config.resolved()
+    replay = RunConfig.model_validate({**resolved, "probes": {
+        **resolved["probes"], "ics_every_epochs": trace_every(config.epochs)}})
+    rows: list[tuple[int, int, str, float]] = []
 
-        with held_noise(model):
-            deltas = optimizer_deltas(model, optimizer, loss_fn)
-            layers = internal_covariate_shift(model, loss_fn, deltas=deltas)
-            land = landscape_probe(model, loss_fn, STEP_SIZES)
-        values = {LANDSCAPE_KEYS[0]: land.loss_range, LANDSCAPE_KEYS[1]: land.max_grad_change,
-                  LANDSCAPE_KEYS[2]: land.beta_smoothness}
-        for k, res in enumerate(layers[1:], start=2):  # layer 1 has no layer before it
-            values[ics_key(k, "l2")] = res.l2
-            values[ics_key(k, "cos")] = res.cosine
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + value / len(batches)
-    return sums
+    def keep(step: int, epoch: int, values: dict[str, float]) -> None:
+        rows.extend((step, epoch, k, v) for k, v in values.items() if k.startswith(("ics/", "landscape/")))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both sides of the comparison: a BN reduction's sum order depends on it
+    try:
+        result = fit(replay, dataset=dataset, on_metrics=keep)
+        model, optimizer = build_on_cpu(config, dataset)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        expected = measure_shift(model, optimizer, _batches(config, dataset))
+    finally:
+        torch.set_num_threads(threads)
+    step = int(state["step"])
+    at_end = {name: value for s, _, name, value in rows if s == step}
+    if result.steps != step or not _same(at_end, expected):
+        return [(step, int(state["epoch"]), TRACE_DONE, 0.0)]
+    return [r for r in rows if 0 < r[0] < step] + [(step, int(state["epoch"]), TRACE_DONE, 1.0)]
 
 
 def anatomy(model, x) -> dict[str, float]:
@@ -99,10 +118,14 @@ def anatomy(model, x) -> dict[str, float]:
     return values
 
 
-def measure_mechanisms(experiment: str, runs: dict[str, RunConfig], out_dir: str | Path) -> int:
+def measure_mechanisms(experiment: str, runs: dict[str, RunConfig], out_dir: str | Path,
+                       traced: Collection[str] | None = None) -> int:
     """For each finished run in `runs` (run_id -> config of the stored `experiment`) not yet
-    measured: probe it at init (step 0) and at its checkpoint (its last step); store. Returns
-    how many runs were measured."""
+    measured: probe it at init (step 0) and at its checkpoint (its last step), and for those of
+    `traced` (run ids; None: every run) between them too (`trace`); store. Returns how many
+    runs were measured at init and end."""
+    from normlab.train.ics_probe import measure_shift
+
     measured = 0
     with Store.open(out_dir) as store:
         for run_id, config, data in with_data(runs, pending(store, experiment, runs, ICS_DONE)):
@@ -111,13 +134,18 @@ def measure_mechanisms(experiment: str, runs: dict[str, RunConfig], out_dir: str
                 continue
             batches = _batches(config, data)
             model, optimizer = build_on_cpu(config, data)
-            rows = [(0, 0, k, v) for k, v in probe(model, optimizer, batches).items()]
+            rows = [(0, 0, k, v) for k, v in measure_shift(model, optimizer, batches).items()]
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             step, epoch = int(state["step"]), int(state["epoch"])
-            rows += [(step, epoch, k, v) for k, v in probe(model, optimizer, batches).items()]
+            rows += [(step, epoch, k, v) for k, v in measure_shift(model, optimizer, batches).items()]
             if config.norm in BN_NORMS:
                 rows += [(step, epoch, k, v) for k, v in anatomy(model, batches[0][0]).items()]
             store.add_metrics(run_id, rows)
             measured += 1
+        over_training = {rid: c for rid, c in runs.items() if traced is None or rid in traced}
+        for run_id, config, data in with_data(over_training, pending(store, experiment, over_training, TRACE_DONE)):
+            state = checkpoint(Path(out_dir), run_id)
+            if state is not None:
+                store.add_metrics(run_id, trace(config, data, state))
     return measured

@@ -100,5 +100,6 @@ def run_study(
     # ICS and the landscape need every layer trainable: BN-only / random-subset runs are not probed
     probed = {run.run_id: run.config for s in specs if s.key in MECHANISM_PARTS for run in evaluate.runs
               if run.group.startswith(f"{s.key}/") and run.config.trainable == "all"}
-    measure_mechanisms(evaluate.name, probed, out)
+    traced = {run.run_id for run in evaluate.runs if run.group.startswith("ics/")}  # ICS over training
+    measure_mechanisms(evaluate.name, probed, out, traced)
     return report.write_study_report(out, name)

@@ -67,6 +67,11 @@ class ProbeConfig(_Section):
     step_time: bool = Field(True, description="wall time per optimizer step (ms)")
     every_steps: int = Field(50, ge=1, description="probe period in optimizer steps")
     units: int = Field(3, ge=1, description="units per layer tracked for percentiles")
+    # Measured on copies of the model and the optimizer: training is bit-identical with it on
+    # or off (normlab.train.ics_probe). E > 0: at step 0, every E epochs and at the last epoch.
+    ics_every_epochs: int = Field(
+        0, ge=0, description="ICS and loss-landscape probe every N epochs, at init and at the end (0: off)"
+    )
 
 
 class RunConfig(_Section):
@@ -139,6 +144,11 @@ class RunConfig(_Section):
             raise ValueError("sync_bn=true needs nproc > 1 (it synchronizes across processes)")
         if self.cuda_graph:
             self._check_cuda_graph()
+        if self.probes.ics_every_epochs and self.nproc > 1:
+            raise ValueError(
+                f"probes.ics_every_epochs={self.probes.ics_every_epochs} measures one process's "
+                f"model, but nproc={self.nproc}; set nproc=1 or probes.ics_every_epochs=0"
+            )
         return self
 
     def _check_cuda_graph(self) -> None:
@@ -150,6 +160,9 @@ class RunConfig(_Section):
             clashes.append(f"nproc={self.nproc} (DDP's gradient buckets are not captured)")
         if self.probes.activations or self.probes.grad_norms:
             clashes.append("probes.activations/grad_norms (their hooks run on the host mid-step)")
+        if self.probes.ics_every_epochs:
+            clashes.append("probes.ics_every_epochs (its trial steps copy the optimizer state the "
+                           "captured step updates in place)")
         if clashes:
             raise ValueError(
                 "cuda_graph=true cannot be combined with " + "; ".join(clashes)
@@ -165,11 +178,18 @@ class RunConfig(_Section):
         """Stable 16-hex-digit id: sha256 of the resolved config as canonical JSON, without
         the fields of HASHED_WHEN_SET that hold their default (so adding such a field kept
         every existing run's id)."""
-        hashed = {k: v for k, v in self.resolved().items()
-                  if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
+        hashed = self.resolved()
+        for dotted, default in HASHED_WHEN_SET.items():
+            *path, key = dotted.split(".")
+            section = hashed
+            for part in path:
+                section = section[part]
+            if section[key] == default:
+                del section[key]
         canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-HASHED_WHEN_SET = {"trainable": "all", "input_norm": "train_split"}
-"""Fields added after runs were stored, with the default that leaves them out of the run id."""
+HASHED_WHEN_SET = {"trainable": "all", "input_norm": "train_split", "probes.ics_every_epochs": 0}
+"""Fields added after runs were stored ("section.field" for a nested one), with the default
+that leaves them out of the run id."""

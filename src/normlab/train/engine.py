@@ -4,8 +4,9 @@ Read `fit` top to bottom: build the run (`normlab.train.build`: model, optimizer
 loaders), resume it from its checkpoint or emit its start values, then the epoch loop: train
 steps (`normlab.train.step`: eager or CUDA-graphed, one interface), a train_loss window every
 TRAIN_LOG_EVERY steps, probes; per epoch the evaluation (test split in eval mode; held-out
-train slice in train and eval mode), the stop decision and the checkpoint. The hot loop
-touches the host only at window ends (one `.item()` per window).
+train slice in train and eval mode), the ICS/landscape probe (on copies of the model and the
+optimizer), the stop decision and the checkpoint. The hot loop touches the host only at window
+ends (one `.item()` per window).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from normlab.train.build import (
 from normlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normlab.train.config import RunConfig
 from normlab.train.evaluate import accuracy_and_loss, train_mode_accuracy
+from normlab.train.ics_probe import first_batches, measure_shift
 from normlab.train.optim import lr_tensors_to
 from normlab.train.parallel import ProcessContext
 from normlab.train.probes import ActivationProbe, weight_norms
@@ -218,6 +220,10 @@ def fit(
     log = MetricLog(on_metrics, ctx)
     checkpointing = checkpoint_path is not None and config.checkpoint_every_epochs > 0
 
+    # the mechanism probe's fixed batches (the first of epoch 1), taken before any resume
+    shift_every = config.probes.ics_every_epochs
+    shift_batches = first_batches(run.loader) if shift_every else []
+
     # --- resume from the checkpoint, or start ------------------------------------------------
     step, start_epoch, seconds_before = 0, 1, 0.0
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -228,6 +234,8 @@ def fit(
             return RunResult(state["status"], dict(log.final), step, seconds_before)
     else:
         log.emit(0, 0, start_values(config, run, ctx))
+        if shift_every:
+            log.emit(0, 0, measure_shift(run.model, run.optimizer, shift_batches))
 
     train_step = make_step(config, run, ctx)
     probes = config.probes
@@ -280,6 +288,8 @@ def fit(
         if epoch % config.eval_every_epochs == 0 or last:
             epoch_values.update(evaluate(run, ctx))
         log.emit(step, epoch, epoch_values)
+        if shift_every and (epoch % shift_every == 0 or last):
+            log.emit(step, epoch, measure_shift(run.model, run.optimizer, shift_batches))
 
         # every process must agree, or the ones going on wait for the stopped ones forever
         stopping = ctx.any_process(not last and _stop_requested(stop), run.device)

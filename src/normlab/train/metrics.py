@@ -41,9 +41,18 @@ belong to (0 before training) and `values` a flat ``dict[str, float]``. Only ran
 | grad_norm/<param>          | L2                |   total and per parameter, before clipping     |
 | weight_norm/<param>        | L2                | every probes.every_steps when                  |
 |                            |                   |   probes.weight_norms, after the update        |
+| ics/<k>/l2                 | L2 (grad units)   | when probes.ics_every_epochs = E: at step 0,   |
+| ics/<k>/cos                | cosine -1..1      |   every E epochs and at the last epoch: layer  |
+|                            |                   |   k's ||G - G'|| and cos(G, G') (Santurkar et  |
+|                            |                   |   al. 2018 Def. 2.1), k = 2..K, mean over      |
+|                            |                   |   ICS_PROBE_BATCHES fixed training batches     |
+| landscape/loss_range       | nats (CE)         |   same points: along the gradient, at          |
+| landscape/grad_change      | L2 (grad units)   |   LANDSCAPE_STEP_SIZES, the loss's max - min,  |
+| landscape/beta             | 1 / param units   |   the largest gradient change, the effective   |
+|                            |                   |   beta-smoothness (Santurkar et al. Fig. 4)    |
 
 <layer> is the activation's or Linear/Conv's qualified name in the model (e.g. ``blocks.0.act``,
-``blocks.0.linear``);
+``blocks.0.linear``); <k> a Linear/Conv layer's position, 1 = the first (input) layer;
 <param> a parameter's qualified name (e.g. ``blocks.0.linear.weight``); <c> a channel index
 from `tracked_units`.
 """
@@ -74,6 +83,15 @@ TRAIN_EVAL_GAP = "train_eval_gap"
 # probes
 GRAD_NORM = "grad_norm"
 PERCENTILES = (15, 50, 85)
+ICS_PROBE_BATCHES = 4
+"""Training batches (the first of epoch 1) each ICS/landscape measurement averages over."""
+LANDSCAPE_STEP_SIZES = (0.05, 0.1, 0.2, 0.4)
+"""Step sizes along the gradient of the landscape probe (Santurkar et al. Fig. 4), the same for
+every network."""
+LANDSCAPE_LOSS_RANGE = "landscape/loss_range"
+LANDSCAPE_GRAD_CHANGE = "landscape/grad_change"
+LANDSCAPE_BETA = "landscape/beta"
+LANDSCAPE_KEYS = (LANDSCAPE_LOSS_RANGE, LANDSCAPE_GRAD_CHANGE, LANDSCAPE_BETA)
 
 
 def act_key(layer: str, stat: str) -> str:
@@ -94,6 +112,11 @@ def grad_norm_key(param: str) -> str:
 def weight_norm_key(param: str) -> str:
     """``weight_norm/<param>``."""
     return f"weight_norm/{param}"
+
+
+def ics_key(layer: int, stat: str) -> str:
+    """``ics/<k>/l2`` or ``ics/<k>/cos`` for layer k (1 = the first Linear/Conv)."""
+    return f"ics/{layer}/{stat}"
 
 
 def parse_key(name: str) -> dict[str, str | int | None]:
