@@ -152,7 +152,7 @@ def test_measure_mechanisms_on_finished_runs_once(tmp_path):
     runs = [PlannedRun(RunConfig(model="mlp", hidden=[16, 16], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
                                  epochs=1, max_steps=20, holdout_fraction=0.2, checkpoint_every_epochs=1, seed=0),
                        group=f"ics/{norm}") for norm in ("none", "noisy_batch")]
-    runner.run_experiment(Experiment("t.eval", runs), tmp_path, backend="local", workers=1)
+    runner.run_experiment(Experiment("t.eval", runs), tmp_path, executor="local", workers=1)
     configs = {r.run_id: r.config for r in runs}
     assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 2
     assert mechanisms.measure_mechanisms("t.eval", configs, tmp_path) == 0  # stored: not measured again

@@ -48,6 +48,7 @@ from normlab.experiments.keys import (
     build_config,
     check_key,
     config_keys,
+    current_key,
     flatten,
     is_sequence_key,
     is_text_key,
@@ -201,7 +202,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
     parsed: dict[str, list[Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        key = key.strip()
+        key = current_key(key.strip())
         if not sep or not key:
             raise ConfigError(
                 f"override {item!r}: expected key=value (e.g. `batch_size=32` or "
