@@ -55,6 +55,9 @@ TORCH_FREE = [
     "normlab.experiments.config",
     "normlab.analysis",
     "normlab.analysis.report",
+    "normlab.study.report",  # `normlab report`
+    "normlab.commands.ls",
+    "normlab.commands.report",
 ]
 
 
@@ -73,8 +76,8 @@ def modules() -> dict[str, Path]:
 _WORKERS_AND_PARENT = ("the runner, and so a sweep's parent process and a worker that runs another "
                        "run_fn, loads no torch: only the process that trains imports the engine")
 _TRITON = "Triton is an optional extra, imported only when its kernels run (after TRITON_INTERPRET is set)"
-_STUDY = ("the study's post-training passes load torch when they run; these modules are being "
-          "changed on other branches this session: make them top-level after the merge")
+_STUDY = ("`normlab report` rebuilds a stored study's report without torch, and `normlab.study` "
+          "imports run_study: the passes after the sweeps load torch when they run")
 IN_FUNCTION: dict[str, dict[str, str]] = {
     "normlab.kernels": {"normlab.kernels.op": _TRITON},
     "normlab.layers.implementations": {"normlab.kernels": _TRITON},
