@@ -17,19 +17,17 @@ import multiprocessing
 import os
 import queue as queue_module
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from normlab.experiments.errors import ExecutorError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, execute_run, ray_task, worker_main
-
-if TYPE_CHECKING:
-    from normlab.experiments.runner import Writer
+from normlab.experiments.writer import Writer
 
 EXECUTORS = ("local", "process", "ray")
 POLL_SECONDS = 0.2
 
 
-def run_local(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | None) -> None:
+def run_local(tasks: Sequence[RunTask], writer: Writer, run_fn: Callable | None) -> None:
     """Execute the runs one by one in this process."""
     for task in tasks:
         writer.dispatch(task)
@@ -50,7 +48,7 @@ class _Worker:
         self.process.start()
 
 
-def run_process(tasks: Sequence[RunTask], writer: "Writer", run_fn: Callable | None, workers: int,
+def run_process(tasks: Sequence[RunTask], writer: Writer, run_fn: Callable | None, workers: int,
                 threads: int = DEFAULT_THREADS) -> None:
     """Execute the runs on `workers` spawned processes with `threads` torch threads each (0:
     torch's one per core); the parent writes every result."""
@@ -145,7 +143,7 @@ def import_ray() -> Any:
 
 def run_ray(
     tasks: Sequence[RunTask],
-    writer: "Writer",
+    writer: Writer,
     run_fn: Callable | None,
     *,
     workers: int = 0,
