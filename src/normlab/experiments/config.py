@@ -33,7 +33,6 @@ one), wrong type, out-of-range value, unknown norm/model/dataset name.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import tomllib
 from collections.abc import Sequence
@@ -55,7 +54,7 @@ from normlab.experiments.keys import (
     none_allowed,
 )
 from normlab.experiments.paths import check_name
-from normlab.train.config import RunConfig
+from normlab.train.config import RunConfig, canonical_json
 
 # Keys of an experiment file that are not RunConfig keys.
 _FILE_KEYS = ("name", "description", "sweep", "groups")
@@ -394,7 +393,7 @@ def load_experiment(
 
 def config_json(config: RunConfig) -> str:
     """Canonical JSON of a resolved config (what the store keeps)."""
-    return json.dumps(config.resolved(), sort_keys=True, separators=(",", ":"))
+    return canonical_json(config.resolved())
 
 
 __all__ = [

@@ -178,8 +178,7 @@ class RunConfig(_Section):
         every existing run's id)."""
         hashed = {HASHED_AS.get(k, k): v for k, v in self.resolved().items()
                   if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
-        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return hashlib.sha256(canonical_json(hashed).encode()).hexdigest()[:16]
 
 
 HASHED_WHEN_SET = {"trainable": "all"}
@@ -190,6 +189,11 @@ RENAMED_KEYS = {"bn_backend": "bn_impl"}
 
 HASHED_AS = {new: old for old, new in RENAMED_KEYS.items()}
 """A renamed field enters the run id under its old name, so every stored run keeps its id."""
+
+
+def canonical_json(values: dict[str, Any]) -> str:
+    """One text per config: keys sorted, no spaces (what run ids hash and the store keeps)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
 def with_current_keys(values: dict[str, Any]) -> dict[str, Any]:
