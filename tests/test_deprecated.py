@@ -7,6 +7,7 @@ torch.distributed's process groups.
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 
 import pytest
@@ -63,6 +64,14 @@ def test_batch_norm_backend_argument_is_impl(cls, args):
         cls(3, *args, impl="torch", backend="reference")
     with pytest.warns(RenamedWarning), pytest.raises(ValueError, match="unknown batch norm implementation 'fast'"):
         cls(3, *args, backend="fast")
+
+
+def test_a_module_pickled_with_the_old_attribute_loads():
+    bn = BatchNorm2d(3, impl="reference")
+    bn.__dict__["backend"] = bn.__dict__.pop("impl")  # as pickled before the rename
+    loaded = pickle.loads(pickle.dumps(bn))
+    assert loaded.impl == "reference" and "backend" not in vars(loaded)
+    loaded(torch.randn(4, 3, 2, 2))
 
 
 def test_old_layer_module_path_and_names():

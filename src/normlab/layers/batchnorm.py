@@ -126,6 +126,13 @@ class BatchNormBase(_BatchNorm):
         warn_renamed("BatchNorm.backend", "BatchNorm.impl")
         return self.impl
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a whole module pickled (torch.save(model)) when `impl` was called `backend`
+        if "backend" in state and "impl" not in state:
+            state = {**state, "impl": state["backend"]}
+            del state["backend"]
+        super().__setstate__(state)
+
     # --- modes ----------------------------------------------------------------------------
     def freeze(self) -> BatchNormBase:
         """Use the running statistics and stop updating them, even in training mode."""
