@@ -54,7 +54,8 @@ def test_every_command_has_complete_help_with_an_example(command):
         (["sweep", "missing.yaml"], ["does not exist"]),
         (["sweep", "seed=0", "stray"], ["argument 'stray'", "expected key=value"]),
         (["run", "seed=0,1"], ["`run` trains one run, got 2", "normlab sweep"]),
-        (["sweep", "--backend", "gpu"], ["local, process, ray", "'gpu'"]),
+        (["sweep", "--executor", "gpu"], ["local, process, ray", "'gpu'"]),
+        (["sweep", "--backend", "local", "--executor", "ray"], ["--backend is the deprecated name of --executor"]),
         (["sweep", "--workers", "0"], ["--workers"]),
     ],
 )
@@ -76,7 +77,7 @@ def test_read_commands_on_a_missing_folder_or_experiment(tmp_path, fake_engine):
 
 def test_missing_ray_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    assert_user_error(invoke("sweep", "--backend", "ray", "--out", tmp_path), "pip install 'normlab[ray]'")
+    assert_user_error(invoke("sweep", "--executor", "ray", "--out", tmp_path), "pip install 'normlab[ray]'")
     assert not (tmp_path / "normlab.db").exists()
 
 
@@ -156,22 +157,22 @@ def test_data_info(tmp_path):
 
 
 def test_study_and_report_delegate(tmp_path, monkeypatch):
-    import normlab.study
-    from normlab.analysis import report
-    from normlab.study import report as study_report
+    from normlab.commands import report as report_command
+    from normlab.commands import study as study_command
 
     calls = []
-    monkeypatch.setattr(normlab.study, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
-    monkeypatch.setattr(report, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html")
-    monkeypatch.setattr(study_report, "write_study_report", lambda out, exp: calls.append(("study", exp)) or tmp_path)
+    monkeypatch.setattr(study_command, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
+    monkeypatch.setattr(report_command, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html")
+    monkeypatch.setattr(report_command, "write_study_report", lambda out, exp: calls.append(("study", exp)) or tmp_path)
     result = invoke("study", "--quick", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     # both cores by default: two worker processes
-    assert calls[0] == {"dataset": "mnist1d", "quick": True, "out": str(tmp_path), "backend": "process", "workers": 2}
+    assert calls[0] == {"dataset": "mnist1d", "quick": True, "out": str(tmp_path), "executor": "process", "workers": 2,
+                        "tier": "default"}
     assert str(tmp_path / "rep" / "report.html") in result.stdout
     result = invoke("report", "exp", "--out", tmp_path)
     assert result.exit_code == 0 and calls[1] == (tmp_path, "exp")
-    monkeypatch.setattr(study_report, "stored_study", lambda out, name: name == "study")
+    monkeypatch.setattr(report_command, "stored_study", lambda out, name: name == "study")
     result = invoke("report", "study", "--out", tmp_path)
     assert result.exit_code == 0 and calls[2] == ("study", "study")
 
@@ -266,7 +267,7 @@ def test_run_threads_sets_the_count_for_the_run_and_restores_it(tmp_path, thread
     assert "--threads" in invoke("run", "--help").output
 
 
-def test_sweep_threads_for_the_local_backend(tmp_path, threads_seen):
+def test_sweep_threads_for_the_local_executor(tmp_path, threads_seen):
     import torch
 
     assert invoke("sweep", "seed=0,2", "--threads", "2", "--out", tmp_path, "-q").exit_code == 0

@@ -8,6 +8,10 @@
   lazy re-exports are mirrored there, see tests/test_lazy.py) but not for cycles (they never
   run).
 
+- An import of a normlab module inside a function is allowed only where it must be lazy
+  (IN_FUNCTION, each with its reason); the CLI itself has none (its one lazy import,
+  `normlab.cli._command`, goes through importlib).
+
 `python tests/test_imports.py` prints the graph between layers.
 """
 
@@ -34,6 +38,7 @@ LAYERS = [
     ["experiments"],
     ["analysis", "bench", "trackers"],  # each reads the store or runs the engine
     ["study"],
+    ["commands"],  # what each CLI command does
     ["cli", "__main__"],
 ]
 RANK = {layer: rank for rank, names in enumerate(LAYERS) for layer in names}
@@ -50,6 +55,9 @@ TORCH_FREE = [
     "normlab.experiments.config",
     "normlab.analysis",
     "normlab.analysis.report",
+    "normlab.study.report",  # `normlab report`
+    "normlab.commands.ls",
+    "normlab.commands.report",
 ]
 
 
@@ -62,6 +70,37 @@ def modules() -> dict[str, Path]:
             parts.pop()
         found[".".join(parts)] = path
     return found
+
+
+# module -> {imported module: why it is imported inside a function, not at the top}
+_WORKERS_AND_PARENT = ("the runner, and so a sweep's parent process and a worker that runs another "
+                       "run_fn, loads no torch: only the process that trains imports the engine")
+_TRITON = "Triton is an optional extra, imported only when its kernels run (after TRITON_INTERPRET is set)"
+_STUDY = ("`normlab report` rebuilds a stored study's report without torch, and `normlab.study` "
+          "imports run_study: the passes after the sweeps load torch when they run")
+IN_FUNCTION: dict[str, dict[str, str]] = {
+    "normlab.kernels": {"normlab.kernels.op": _TRITON},
+    "normlab.layers.implementations": {"normlab.kernels": _TRITON},
+    "normlab.experiments.execute": {m: _WORKERS_AND_PARENT for m in (
+        "normlab.train", "normlab.train.checkpoint", "normlab.train.distributed")},
+    "normlab.experiments.runner": {"normlab.train.engine": _WORKERS_AND_PARENT},
+    "normlab.experiments.preflight": {m: _WORKERS_AND_PARENT for m in (
+        "normlab.data", "normlab.data.fingerprint", "normlab.models", "normlab.train.engine")},
+    "normlab.experiments.keys": {m: "the run config is torch-free; the registries it checks names "
+                                    "against load torch, so only when a config is built"
+                                 for m in ("normlab.layers", "normlab.models", "normlab.data")},
+    "normlab.bench.kernels.run": {m: _TRITON for m in (
+        "normlab.bench.kernels.tuning", "normlab.bench.kernels.matrix", "normlab.bench.kernels.timing",
+        "normlab.bench.kernels.resources")},
+    "normlab.commands.export": {m: "each tracker is an optional extra, and MLflow takes seconds to import"
+                                for m in ("normlab.trackers.tensorboard", "normlab.trackers.mlflow")},
+    "normlab.study.finished": {m: _STUDY for m in (
+        "normlab.data", "normlab.train.build", "normlab.train.parallel", "normlab.train.checkpoint")},
+    "normlab.study.recalibrate": {m: _STUDY for m in ("normlab.data", "normlab.layers", "normlab.train.evaluate")},
+    "normlab.study.run": {"normlab.data": _STUDY},
+    "normlab.study.mechanisms": {m: _STUDY for m in (
+        "normlab.layers.noisy", "normlab.train.ics", "normlab.train.landscape", "normlab.train.bn_anatomy")},
+}
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -86,6 +125,28 @@ def imported(path: Path, known: set[str], type_checking: bool = False) -> set[st
                     full = f"{child.module}.{alias.name}"
                     out.add(full if full in known else child.module)
             stack.append(child)
+    return {name for name in out if name in known}
+
+
+def in_function(path: Path, known: set[str]) -> set[str]:
+    """The normlab modules a file imports inside a function (at any depth), as `imported`
+    names them; imports under `if TYPE_CHECKING:` never run and do not count."""
+    out: set[str] = set()
+
+    def visit(node: ast.AST, inside: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _is_type_checking(child):
+                continue
+            nested = inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if nested and isinstance(child, ast.Import):
+                out.update(alias.name for alias in child.names)
+            elif nested and isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                for alias in child.names:
+                    full = f"{child.module}.{alias.name}"
+                    out.add(full if full in known else child.module)
+            visit(child, nested)
+
+    visit(ast.parse(path.read_text(), str(path)), False)
     return {name for name in out if name in known}
 
 
@@ -149,6 +210,31 @@ def test_no_module_imports_from_a_layer_above_its_own():
 
 def test_no_import_cycles():
     assert cycles(graph()) == []
+
+
+def test_normlab_imports_sit_at_the_top_but_where_they_must_be_lazy():
+    found = modules()
+    lazy = {name: targets for name, path in found.items() if (targets := in_function(path, set(found)))}
+    unexpected = [f"{m} imports {t} inside a function: move it to the top of the file, or add it to "
+                  "IN_FUNCTION with the reason it must be lazy"
+                  for m, targets in sorted(lazy.items()) for t in sorted(targets - set(IN_FUNCTION.get(m, {})))]
+    stale = [f"IN_FUNCTION lists {m} -> {t}, which is no longer imported inside a function there"
+             for m, allowed in sorted(IN_FUNCTION.items()) for t in sorted(set(allowed) - lazy.get(m, set()))]
+    assert not unexpected + stale, "\n".join(unexpected + stale)
+    assert "normlab.cli" not in IN_FUNCTION
+
+
+def test_in_function_sees_nested_imports_and_skips_type_checking(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from normlab.train import metrics\n"
+        "if TYPE_CHECKING:\n    from normlab.experiments.runner import Writer\n"
+        "class C:\n    def f(self):\n        if True:\n            import normlab.train.engine\n"
+        "g = lambda: __import__('x')\n"
+    )
+    known = {"normlab.train", "normlab.train.metrics", "normlab.train.engine", "normlab.experiments.runner"}
+    assert in_function(source, known) == {"normlab.train.engine"}
 
 
 def test_the_checks_see_a_cycle_and_an_upward_import():

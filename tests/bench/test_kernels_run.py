@@ -125,6 +125,8 @@ def test_cli_dry_run_fails_with_exit_code_1_when_the_results_are_wrong(tmp_path,
     def broken(**kwargs):
         raise run.DryRunFailed("dry run FAILED: 0 failed entries [], worst relative error 1.0e+00")
 
-    monkeypatch.setattr(run, "bench_kernels", broken)
+    from normlab.commands import bench as bench_command
+
+    monkeypatch.setattr(bench_command, "bench_kernels", broken)
     result = cli_runner.invoke(cli.app, ["bench", "kernels", "--dry-run"])
     assert result.exit_code == 1 and "worst relative error 1.0e+00" in result.stderr

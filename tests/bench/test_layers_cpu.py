@@ -49,18 +49,18 @@ def test_main_quick_writes_the_documented_json(tmp_path, capsys):
 
 def test_step_times_ms_times_every_layer_repeats_times():
     x = torch.randn(8, 4, requires_grad=True)
-    layers = {b: BatchNorm(4, backend=b) for b in layers_cpu.BACKENDS}
+    layers = {b: BatchNorm(4, impl=b) for b in layers_cpu.IMPLS}
     times = layers_cpu.step_times_ms(layers, x, torch.randn(8, 4), repeats=3)
-    assert set(times) == set(layers_cpu.BACKENDS)
+    assert set(times) == set(layers_cpu.IMPLS)
     assert all(len(t) == 3 and min(t) > 0 for t in times.values())
 
 
 def test_check_agree_catches_a_wrong_result(monkeypatch):
     assert layers_cpu.check_agree((16, 4)) < 1e-5
 
-    def off_by_one(num_features, backend):
-        layer = BatchNorm(num_features, backend=backend)
-        if backend == "reference":
+    def off_by_one(num_features, impl):
+        layer = BatchNorm(num_features, impl=impl)
+        if impl == "reference":
             layer.register_forward_hook(lambda module, inputs, y: y + 1.0)
         return layer
 

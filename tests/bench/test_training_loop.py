@@ -49,7 +49,6 @@ def test_main_times_both_loops_and_writes_the_documented_json(tmp_path, capsys):
 
 def test_cuda_graph_reaches_the_engines_config(monkeypatch):
     """--cuda-graph is passed through to RunConfig (fit itself refuses it on CPU)."""
-    import normlab.train
     from normlab.data import load_dataset
 
     seen = []
@@ -58,7 +57,7 @@ def test_cuda_graph_reaches_the_engines_config(monkeypatch):
         seen.append(config)
         on_metrics(1, 1, {"epoch_seconds": 0.5})
 
-    monkeypatch.setattr(normlab.train, "fit", fake_fit)
+    monkeypatch.setattr(training_loop, "fit", fake_fit)
     data = load_dataset("synthetic", shape=(3, 32, 32), train_size=64, test_size=8, uint8=True)
     epoch_s, fit_s = training_loop.engine_epoch(data, "none", torch.device("cpu"), cuda_graph=True)
     assert seen[0].cuda_graph is True and seen[0].norm == "none" and epoch_s == 0.5 and fit_s > 0

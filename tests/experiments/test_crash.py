@@ -20,17 +20,17 @@ ARGS = ["dataset=synthetic", "epochs=6", "seed=0,1", "norm=none,batch"]
 TIMED = ("step_ms", "epoch_seconds")  # wall-clock metrics: compared by presence, not value
 
 
-def start_sweep(out: Path, backend: str, args=ARGS) -> subprocess.Popen:
+def start_sweep(out: Path, executor: str, args=ARGS) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    extra = ["--workers", "2"] if backend == "process" else []
+    extra = ["--workers", "2"] if executor == "process" else []
     return subprocess.Popen(
-        [sys.executable, "-m", "normlab", "sweep", *args, "--out", str(out), "-q", "--backend", backend, *extra],
+        [sys.executable, "-m", "normlab", "sweep", *args, "--out", str(out), "-q", "--executor", executor, *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
-def finish_sweep(out: Path, backend: str) -> None:
-    proc = start_sweep(out, backend)
+def finish_sweep(out: Path, executor: str) -> None:
+    proc = start_sweep(out, executor)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
 
@@ -119,12 +119,12 @@ def test_a_killed_process_sweep_leaves_no_process_and_its_rerun_stores_every_row
 def test_sweeps_killed_at_random_moments_store_what_an_uninterrupted_sweep_stores(tmp_path, reference):
     chooser = random.Random(20261205)
     moments = []
-    for backend in ("local", "process"):
-        out = tmp_path / backend
+    for executor in ("local", "process"):
+        out = tmp_path / executor
         for _ in range(6):
-            proc = start_sweep(out, backend)
+            proc = start_sweep(out, executor)
             moment = chooser.uniform(0.5, 7.0)  # from start-up (imports, store) to the last epochs
-            moments.append((backend, round(moment, 2)))
+            moments.append((executor, round(moment, 2)))
             try:
                 proc.wait(timeout=moment)
             except subprocess.TimeoutExpired:
@@ -134,5 +134,5 @@ def test_sweeps_killed_at_random_moments_store_what_an_uninterrupted_sweep_store
                 assert wait_gone(family) == set(), moments
             else:
                 proc.communicate()
-        finish_sweep(out, backend)
+        finish_sweep(out, executor)
         assert_same_store(out, reference), moments

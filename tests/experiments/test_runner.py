@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from normlab.experiments.config import load_experiment
-from normlab.experiments.errors import BackendError, StoreError
+from normlab.experiments.errors import ExecutorError, StoreError
 from normlab.experiments.runner import LOCK_NAME, run_experiment
 from normlab.experiments.store import Store
 
@@ -79,7 +79,7 @@ def test_a_diverged_run_is_a_result_not_a_failure(tmp_path):
 
 
 def test_ray_is_not_started_when_every_run_already_has_a_result(tmp_path, monkeypatch):
-    from normlab.experiments import backends, runner
+    from normlab.experiments import executors, runner
 
     exp = load_experiment(None, ["seed=0,1"], name="done")
     assert run_experiment(exp, tmp_path, run_fn=fakes.fake_fit, progress=False).ok
@@ -88,17 +88,17 @@ def test_ray_is_not_started_when_every_run_already_has_a_result(tmp_path, monkey
         raise AssertionError("Ray started with nothing to run")
 
     monkeypatch.setattr(runner, "import_ray", lambda: None)  # the up-front "is Ray installed" check
-    monkeypatch.setattr(backends, "import_ray", no_ray)
-    again = run_experiment(exp, tmp_path, backend="ray", run_fn=fakes.fake_fit, progress=False)
+    monkeypatch.setattr(executors, "import_ray", no_ray)
+    again = run_experiment(exp, tmp_path, executor="ray", run_fn=fakes.fake_fit, progress=False)
     assert again.ok and again.skipped == 2
 
 
-def test_bad_backend_and_workers_are_clear_errors(tmp_path):
+def test_bad_executor_and_workers_are_clear_errors(tmp_path):
     exp = load_experiment(None, [])
-    with pytest.raises(BackendError, match="local, process, ray.*'gpu'"):
-        run_experiment(exp, tmp_path, backend="gpu")
-    with pytest.raises(BackendError, match="--workers"):
-        run_experiment(exp, tmp_path, backend="process", workers=0)
+    with pytest.raises(ExecutorError, match="local, process, ray.*'gpu'"):
+        run_experiment(exp, tmp_path, executor="gpu")
+    with pytest.raises(ExecutorError, match="--workers"):
+        run_experiment(exp, tmp_path, executor="process", workers=0)
     assert not (tmp_path / "normlab.db").exists()
 
 
@@ -217,21 +217,21 @@ def test_device_checks_are_left_to_the_cluster_on_ray(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(runner, "import_ray", lambda: None)
     monkeypatch.setattr(runner, "run_ray", lambda tasks, *a, **k: ran.append(len(tasks)))
-    run_experiment(load_experiment(None, ["seed=5"], name="ray"), tmp_path, backend="ray",
+    run_experiment(load_experiment(None, ["seed=5"], name="ray"), tmp_path, executor="ray",
                    run_fn=fakes.fake_fit, progress=False)
     assert ran == [1] and len(calls) == 1  # Ray: the cluster's machines run it, not checked here
 
 
-@pytest.mark.parametrize("backend", ["local", "process"])
-def test_each_run_trains_with_the_asked_threads_on_every_backend(tmp_path, backend):
-    # one default on every backend (1): a config's CPU numbers do not depend on the backend
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_each_run_trains_with_the_asked_threads_on_every_executor(tmp_path, executor):
+    # one default on every executor (1): a config's CPU numbers do not depend on the executor
     import torch
 
     before = torch.get_num_threads()
     exp = load_experiment(None, ["seed=0,1"], name="t")
-    assert run_experiment(exp, tmp_path, backend=backend, run_fn=fakes.fake_fit, progress=False).ok
+    assert run_experiment(exp, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False).ok
     more = load_experiment(None, ["seed=2"], name="t2")
-    assert run_experiment(more, tmp_path, backend=backend, run_fn=fakes.fake_fit, progress=False,
+    assert run_experiment(more, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False,
                           threads=2).ok
     assert torch.get_num_threads() == before  # restored
     with Store.open(tmp_path) as store:

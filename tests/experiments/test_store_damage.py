@@ -98,18 +98,18 @@ def test_a_full_disk_while_storing_is_one_message_and_the_store_stays_consistent
     assert invoke("sweep", "seed=0,1", "--out", tmp_path, "-q").exit_code == 0
 
 
-@pytest.mark.parametrize("backend", ["local", "process"])
-def test_a_full_disk_while_checkpointing_stops_the_sweep_with_one_message(tmp_path, backend):
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_a_full_disk_while_checkpointing_stops_the_sweep_with_one_message(tmp_path, executor):
     exp = load_experiment(None, ["dataset=synthetic", "epochs=2", "seed=0,1", "hidden=[16]"], name="full")
     with pytest.raises(Exception) as err:
-        run_experiment(exp, tmp_path, backend=backend, run_fn=fakes.disk_full_fit, progress=False)
+        run_experiment(exp, tmp_path, executor=executor, run_fn=fakes.disk_full_fit, progress=False)
     assert type(err.value).__name__ == "ResourceError"
     assert "no space left on the device" in str(err.value) and "resumes" in str(err.value)
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]  # temporaries removed
     with Store.open(tmp_path) as store:
         statuses = store.run_status([r.run_id for r in exp.runs])
         assert "failed" not in statuses.values() and "running" not in statuses.values()
-    summary = run_experiment(exp, tmp_path, backend=backend, run_fn=fakes.fake_fit, progress=False)
+    summary = run_experiment(exp, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False)
     assert summary.ok
 
 

@@ -51,13 +51,13 @@ def _run_sequence(ours, theirs, shape, dtype, modes):
         torch.testing.assert_close(dict(ours.named_buffers())[name], buf, **TOL[dtype])
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("impl", ["reference", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("track", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("rank", [2, 3, 4, 5])
-def test_parity_with_torch(rank, momentum, affine, track, dtype, backend):
+def test_parity_with_torch(rank, momentum, affine, track, dtype, impl):
     ours_cls, torch_cls = PAIRS[rank]
     for shape in [s for s in _random_shapes(2) if len(s) == rank]:
         c = shape[1]
@@ -67,7 +67,7 @@ def test_parity_with_torch(rank, momentum, affine, track, dtype, backend):
             with torch.no_grad():
                 theirs.weight.uniform_(0.5, 1.5)
                 theirs.bias.uniform_(-1, 1)
-        for ours in (ours_cls(c, backend=backend, **kw), BatchNorm(c, backend=backend, **kw)):
+        for ours in (ours_cls(c, impl=impl, **kw), BatchNorm(c, impl=impl, **kw)):
             ours.load_state_dict(theirs.state_dict())
             reference = copy.deepcopy(theirs)
             _run_sequence(ours, reference, shape, dtype, ["train", "train", "eval", "train"])
@@ -132,8 +132,8 @@ def test_wrong_channels_and_single_value_messages():
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="unknown batch norm backend 'cuda'"):
-        BatchNorm(3, backend="cuda")
+    with pytest.raises(ValueError, match="unknown batch norm implementation 'cuda'"):
+        BatchNorm(3, impl="cuda")
     with pytest.raises(ValueError, match="momentum must be in"):
         BatchNorm(3, momentum=1.5)
     with pytest.raises(ValueError, match="num_features must be a positive int"):
@@ -147,7 +147,7 @@ def test_eval_without_running_stats_uses_batch_stats():
 
 
 def test_freeze_is_a_mode_that_survives_train():
-    bn = BatchNorm(3, backend="reference")
+    bn = BatchNorm(3, impl="reference")
     bn(torch.randn(8, 3) + 2)  # non-trivial running statistics
     before = {k: v.clone() for k, v in bn.state_dict().items()}
     bn.freeze().train()
@@ -185,7 +185,7 @@ def test_batch_stats_hook_matches_torch(momentum):
 
 def test_half_and_bfloat16_inputs():
     for dtype in (torch.bfloat16, torch.float16):
-        bn = BatchNorm(3, backend="reference")
+        bn = BatchNorm(3, impl="reference")
         x = torch.randn(8, 3, 4)
         y = bn(x.to(dtype))
         assert y.dtype == dtype

@@ -2,7 +2,7 @@
 
 `torch.testing._internal.common_modules.module_db` is what torch's test suite runs its modules
 on. Each sample (constructor arguments + input) goes through torch's class and normlab's, on
-every dtype torch tests and both CPU backends, in training and eval mode: outputs, input and
+every dtype torch tests and both CPU implementations, in training and eval mode: outputs, input and
 parameter gradients, buffers after the step, and state dicts both ways must agree. Each error
 sample must raise torch's exception type, matching torch's message, at the same moment
 (construction or forward).
@@ -31,11 +31,11 @@ def test_module_db_has_the_batchnorm_samples():
 
 def _cases():
     return [
-        pytest.param(info, dtype, training, backend, id=f"{info.name}-{dtype}-{training}-{backend}")
+        pytest.param(info, dtype, training, impl, id=f"{info.name}-{dtype}-{training}-{impl}")
         for info in INFOS
         for dtype in info.dtypes
         for training in (True, False)
-        for backend in ("reference", "torch")
+        for impl in ("reference", "torch")
     ]
 
 
@@ -52,8 +52,8 @@ def _randomize(module: nn.Module, seed: int) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=g))
 
 
-@pytest.mark.parametrize("info, dtype, training, backend", _cases())
-def test_samples_match_torch(info, dtype, training, backend):
+@pytest.mark.parametrize("info, dtype, training, impl", _cases())
+def test_samples_match_torch(info, dtype, training, impl):
     samples = info.module_inputs_func(
         info, device="cpu", dtype=dtype, requires_grad=True, training=training
     )
@@ -62,7 +62,7 @@ def test_samples_match_torch(info, dtype, training, backend):
         args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
         theirs = info.module_cls(*args, **kwargs).to(dtype).train(training)
         _randomize(theirs, index)
-        ours = OURS[info.module_cls](*args, **kwargs, backend=backend).to(dtype)
+        ours = OURS[info.module_cls](*args, **kwargs, impl=impl).to(dtype)
         ours.train(training)
         assert list(ours.state_dict()) == list(theirs.state_dict()), sample.desc
         ours.load_state_dict(theirs.state_dict())  # torch -> normlab

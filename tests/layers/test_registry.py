@@ -61,7 +61,7 @@ def test_every_name_builds_and_takes_every_rank(name):
 def test_kwargs_reach_the_norm():
     assert create_norm("group", 8, num_groups=2).num_groups == 2
     assert create_norm("ghost_batch", 8, virtual_batch_size=16).virtual_batch_size == 16
-    assert create_norm("batch", 8, momentum=None, backend="reference").momentum is None
+    assert create_norm("batch", 8, momentum=None, impl="reference").momentum is None
     assert create_norm("batch_renorm", 8, r_max=2.0).r_max == 2.0
     assert create_norm("layer", 8, eps=1e-3).eps == 1e-3
     assert create_norm("BATCH", 8).num_features == 8  # case-insensitive

@@ -204,7 +204,7 @@ def test_convert_torch_bn_to_normlab_batch_keeps_everything():
     model = _train_a_bit(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), (8, 3))
     x = torch.randn(5, 3)
     want = model(x)
-    converted = convert_norm(model, to="batch", backend="reference")
+    converted = convert_norm(model, to="batch", impl="reference")
     assert type(converted[1]) is BatchNorm and not converted[1].training
     torch.testing.assert_close(converted(x), want)
 

@@ -200,7 +200,7 @@ def _mixed_model() -> nn.Sequential:
         nn.Conv2d(2, 4, 3),
         nn.BatchNorm2d(4, momentum=0.2),
         nn.ReLU(),
-        nn.Sequential(nn.Conv2d(4, 4, 1), BatchNorm2d(4, eps=1e-3, backend="reference")),
+        nn.Sequential(nn.Conv2d(4, 4, 1), BatchNorm2d(4, eps=1e-3, impl="reference")),
         nn.Flatten(),
         nn.Linear(4 * 4 * 4, 5),
         nn.BatchNorm1d(5, affine=False),
@@ -254,11 +254,11 @@ def test_a_root_batchnorm_and_a_direct_syncbatchnorm_convert_and_revert():
     torch_sync = convert_sync_batchnorm(nn.SyncBatchNorm(2, momentum=None))
     assert type(torch_sync) is SyncBatchNorm and torch_sync.momentum is None
     assert type(revert_sync_batchnorm(torch_sync)) is nn.SyncBatchNorm
-    frozen = BatchNorm2d(2, backend="reference").freeze()
+    frozen = BatchNorm2d(2, impl="reference").freeze()
     synced = convert_sync_batchnorm(frozen)
-    assert synced.frozen and synced.backend == "reference"
+    assert synced.frozen and synced.impl == "reference"
     back = revert_sync_batchnorm(synced)
-    assert type(back) is BatchNorm2d and back.frozen and back.backend == "reference"
+    assert type(back) is BatchNorm2d and back.frozen and back.impl == "reference"
     direct = SyncBatchNorm(2)
     assert convert_sync_batchnorm(direct) is direct
     plain = revert_sync_batchnorm(direct)

@@ -1,7 +1,7 @@
 """normlab's BatchNorm1d/2d/3d under torch's own tools and transforms, against torch's BN.
 
 Each tool runs on a normlab layer and on torch's layer with the same state; the results must
-agree (or both fail the same way), on both normlab backends that run on CPU.
+agree (or both fail the same way), on both normlab implementations that run on CPU.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from torch.optim.swa_utils import update_bn
 from normlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, functional
 from normlab.layers.surgery import FUSER_METHODS
 
-BACKENDS = ["reference", "torch"]
+IMPLS = ["reference", "torch"]
 F64 = torch.float64
 CLOSE = dict(rtol=1e-10, atol=1e-10)
 
 
-def _pair(backend, channels=3, **kw):
+def _pair(impl, channels=3, **kw):
     """(normlab BatchNorm2d, torch BatchNorm2d) with the same non-trivial state, float64."""
     theirs = nn.BatchNorm2d(channels, dtype=F64, **kw)
     g = torch.Generator().manual_seed(0)
@@ -35,7 +35,7 @@ def _pair(backend, channels=3, **kw):
         if theirs.running_mean is not None:
             theirs.running_mean.copy_(torch.randn(channels, generator=g, dtype=F64))
             theirs.running_var.copy_(torch.rand(channels, generator=g, dtype=F64) + 0.5)
-    ours = BatchNorm2d(channels, dtype=F64, backend=backend, **kw)
+    ours = BatchNorm2d(channels, dtype=F64, impl=impl, **kw)
     ours.load_state_dict(theirs.state_dict())
     return ours, theirs
 
@@ -64,9 +64,9 @@ def test_subclasses_of_torch_classes():
         assert isinstance(ours(4), nn.modules.batchnorm._BatchNorm)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_swa_update_bn_recomputes_running_stats(backend):
-    ours, theirs = _pair(backend)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_swa_update_bn_recomputes_running_stats(impl):
+    ours, theirs = _pair(impl)
     loader = [_x(seed=s) for s in range(3)]
     update_bn(loader, nn.Sequential(ours))
     update_bn(loader, nn.Sequential(theirs))
@@ -75,9 +75,9 @@ def test_swa_update_bn_recomputes_running_stats(backend):
     assert ours.num_batches_tracked.item() == 3 and ours.momentum == 0.1  # restored
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_fuse_modules_folds_conv_and_bn(backend):
-    ours, theirs = _pair(backend)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fuse_modules_folds_conv_and_bn(impl):
+    ours, theirs = _pair(impl)
     conv = nn.Conv2d(2, 3, 3, dtype=F64)
     model = nn.Sequential(copy.deepcopy(conv), ours, nn.ReLU()).eval()
     reference = nn.Sequential(copy.deepcopy(conv), theirs, nn.ReLU()).eval()
@@ -90,19 +90,19 @@ def test_fuse_modules_folds_conv_and_bn(backend):
     torch.testing.assert_close(fused(x), model(x), **CLOSE)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_convert_sync_batchnorm_converts_them(backend):
-    ours, _ = _pair(backend)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_torch_convert_sync_batchnorm_converts_them(impl):
+    ours, _ = _pair(impl)
     model = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 3, 1), ours))
     assert type(model[1]) is nn.SyncBatchNorm
     for key, value in ours.state_dict().items():
         assert torch.equal(model[1].state_dict()[key], value), key
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_replace_all_batch_norm_modules_then_vmap(backend):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_replace_all_batch_norm_modules_then_vmap(impl):
     # Per-sample gradients in training mode: torch's recipe drops the running statistics.
-    ours, theirs = _pair(backend)
+    ours, theirs = _pair(impl)
     for bn in (ours, theirs):
         replace_all_batch_norm_modules_(bn)
     assert ours.running_mean is None and not ours.track_running_stats
@@ -122,11 +122,11 @@ def test_replace_all_batch_norm_modules_then_vmap(backend):
 # --- torch.func transforms --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["eval", "train_no_stats"])
-def test_grad_vmap_and_functional_call_match_torch(backend, mode):
+def test_grad_vmap_and_functional_call_match_torch(impl, mode):
     kw = {} if mode == "eval" else {"track_running_stats": False}
-    ours, theirs = _pair(backend, **kw)
+    ours, theirs = _pair(impl, **kw)
     ours.train(mode != "eval")
     theirs.train(mode != "eval")
     x = _x()
@@ -154,11 +154,11 @@ def test_grad_vmap_and_functional_call_match_torch(backend, mode):
         _assert_trees_close(got[key], want[key])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_training_with_running_stats_under_transforms_fails_as_torch(backend):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_training_with_running_stats_under_transforms_fails_as_torch(impl):
     # The in-place running-statistics update cannot run under grad or vmap, in torch's BN as
     # in ours: both refuse with a RuntimeError (never a silently wrong buffer).
-    ours, theirs = _pair(backend)
+    ours, theirs = _pair(impl)
     x = _x()
     for bn in (ours, theirs):
         with pytest.raises(RuntimeError):
@@ -169,7 +169,7 @@ def test_training_with_running_stats_under_transforms_fails_as_torch(backend):
 
 
 def test_reference_vmap_refusal_names_the_fix():
-    bn = BatchNorm2d(3, backend="reference")
+    bn = BatchNorm2d(3, impl="reference")
     with pytest.raises(RuntimeError, match="replace_all_batch_norm_modules_"):
         vmap(lambda xi: bn(xi.unsqueeze(0)))(torch.randn(4, 3, 2, 2))
 
@@ -177,12 +177,12 @@ def test_reference_vmap_refusal_names_the_fix():
 # --- torch's constructor, zero-size batches, errors --------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bias_false_like_torch(backend):
-    ours, theirs = _pair(backend, bias=False)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bias_false_like_torch(impl):
+    ours, theirs = _pair(impl, bias=False)
     assert ours.bias is None and ours.weight is not None
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    assert repr(ours).replace(f", backend='{backend}'", "") == repr(theirs)
+    assert repr(ours).replace(f", impl='{impl}'", "") == repr(theirs)
     x = _x().requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     ours(x).sin().sum().backward()
@@ -191,10 +191,10 @@ def test_bias_false_like_torch(backend):
     torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, **CLOSE)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", [(0, 3, 2, 2), (2, 3, 0, 2)])
-def test_zero_size_batch_like_torch(backend, shape):
-    ours, theirs = _pair(backend)
+def test_zero_size_batch_like_torch(impl, shape):
+    ours, theirs = _pair(impl)
     for mode in (True, False):
         ours.train(mode)
         theirs.train(mode)
@@ -238,11 +238,11 @@ def test_error_types_and_moments_like_torch(training):
             bn.eval()(torch.randn(1, 3, 1, 1))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_module_gradgradcheck(backend, training, affine):
-    ours, _ = _pair(backend, affine=affine)
+def test_module_gradgradcheck(impl, training, affine):
+    ours, _ = _pair(impl, affine=affine)
     ours.train(training)
     params = list(ours.parameters())
 

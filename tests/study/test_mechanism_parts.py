@@ -195,7 +195,7 @@ def test_measure_mechanisms_on_finished_runs_once(tmp_path):
     runs = [PlannedRun(RunConfig(model="mlp", hidden=[100, 100], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
                                  epochs=3, holdout_fraction=0.8, checkpoint_every_epochs=1, seed=0),
                        group=f"ics/{norm}") for norm in ("none", "noisy_batch")]
-    runner.run_experiment(Experiment("t.eval", runs), tmp_path, backend="local", workers=1)
+    runner.run_experiment(Experiment("t.eval", runs), tmp_path, executor="local", workers=1)
     configs = {r.run_id: r.config for r in runs}
     traced = runs[0].run_id
     threads = torch.get_num_threads()

@@ -20,7 +20,7 @@ def report_dir(tmp_path_factory):
     real = runner.run_experiment
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "run_experiment", lambda e, o, **kw: real(
-            e, o, **{**kw, "backend": "local", "workers": 1}, run_fn=fake_fit, progress=False))
+            e, o, **{**kw, "executor": "local", "workers": 1}, run_fn=fake_fit, progress=False))
         return study_run.run_study(quick=True, out=out, tier="full")  # every part's figures
 
 

@@ -21,7 +21,7 @@ def local_fake(monkeypatch):
         return fake_fit(config, **kw)
 
     def run_experiment(experiment, out, **kw):
-        kw.update(backend="local", workers=1)
+        kw.update(executor="local", workers=1)
         return real(experiment, out, run_fn=counting, progress=False, **kw)
 
     monkeypatch.setattr(runner, "run_experiment", run_experiment)

@@ -29,9 +29,9 @@ def test_holdout_is_fixed_and_disjoint():
     assert len(split_holdout(5, 0.01)[1]) == 1 and len(split_holdout(5, 0.0)[1]) == 0
 
 
-def test_bn_backend_reaches_batch_norms_only():
-    assert model_norm_kwargs(_config(bn_backend="reference")) == {"backend": "reference"}
-    assert model_norm_kwargs(_config(bn_backend="reference", norm="group")) == {}
+def test_bn_impl_reaches_batch_norms_only():
+    assert model_norm_kwargs(_config(bn_impl="reference")) == {"impl": "reference"}
+    assert model_norm_kwargs(_config(bn_impl="reference", norm="group")) == {}
     assert model_norm_kwargs(_config()) == {}
 
 

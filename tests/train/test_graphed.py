@@ -218,7 +218,7 @@ def test_engine_graph_path_resumes_from_a_checkpoint(data, graphs_on_cpu, tmp_pa
 def test_cuda_graph_on_gpu_matches_eager(data, optimizer):
     # an lr float32 holds exactly and no schedule: the graph's float32 lr tensor is then the
     # eager run's lr, and the same kernels run in the same order
-    kw = dict(device="cuda", optimizer=optimizer, norm="batch", bn_backend="torch", lr=2.0**-6,
+    kw = dict(device="cuda", optimizer=optimizer, norm="batch", bn_impl="torch", lr=2.0**-6,
               schedule={"name": "constant"})
     plain, plain_rows = _rows(_config(**kw), data)
     with warnings.catch_warnings():
@@ -234,7 +234,7 @@ def test_cuda_graph_on_gpu_matches_eager(data, optimizer):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_captures_a_compiled_model_on_gpu(data):
-    kw = dict(device="cuda", norm="batch", bn_backend="torch", compile=True, precision="bf16")
+    kw = dict(device="cuda", norm="batch", bn_impl="torch", compile=True, precision="bf16")
     plain = fit(_config(**{**kw, "compile": False}), dataset=data)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*could not be captured.*")  # no fallback
@@ -248,7 +248,7 @@ def test_cuda_graph_captures_a_compiled_model_on_gpu(data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_on_gpu_falls_back_for_a_host_reading_layer(data):
     # momentum=None averages with 1 / num_batches_tracked, read on the host: not capturable
-    config = _config(device="cuda", cuda_graph=True, bn_backend="torch",
+    config = _config(device="cuda", cuda_graph=True, bn_impl="torch",
                      norm_kwargs={"momentum": None})
     with pytest.warns(RuntimeWarning, match="could not be captured"):
         result = fit(config, dataset=data)

@@ -19,8 +19,10 @@ from normlab.analysis import plots
 from normlab.analysis.frames import curve_frame, final_frame, label_runs, varying_keys
 from normlab.analysis.render import FigureSpec, Finding, Report, Section, adjust_report, write_files
 from normlab.analysis.stats import aggregate, verdict
-from normlab.train import metrics as M
+from normlab.experiments.errors import StoreError
 from normlab.experiments.paths import safe_dir
+from normlab.experiments.store import Store
+from normlab.train import metrics as M
 
 __all__ = ["write_report", "experiment_report", "build_report", "claims_frame", "provenance_lines", "METHODS"]
 
@@ -139,9 +141,6 @@ def write_report(out_dir: str | Path, experiment: str) -> Path:
         >>> write_report("runs", "mnist1d-norm-batch") / "report.html"
         PosixPath('runs/reports/mnist1d-norm-batch/report.html')
     """
-    from normlab.experiments.errors import StoreError
-    from normlab.experiments.store import Store
-
     out = Path(out_dir)
     with Store.open(out, create=False) as store:
         names = store.experiments()

@@ -1,8 +1,8 @@
 """BatchNorm forward+backward on CPU: normlab's reference (PyTorch ops) vs torch's native kernel.
 
 For each shape, times one training step of the layer (forward in training mode with the running
-statistics updated, then backward for dx, dgamma, dbeta) for `backend="reference"` and
-`backend="torch"`, interleaved, and reports the median over repeats (ms), the ratio
+statistics updated, then backward for dx, dgamma, dbeta) for `impl="reference"` and
+`impl="torch"`, interleaved, and reports the median over repeats (ms), the ratio
 reference / torch of medians and of minimums (target: <= 1.5). Also checks that the two
 outputs agree, so a fast wrong result cannot pass.
 Prints a table and writes JSON with the machine, versions and thread count.
@@ -38,7 +38,7 @@ SHAPES = [
     (128, 32, 16, 16),  # small CNN on a large batch
 ]
 QUICK_SHAPES = [(64, 256), (8, 32, 16, 16)]
-BACKENDS = ("reference", "torch")
+IMPLS = ("reference", "torch")
 WARMUP = 3  # untimed rounds: allocator, thread pool
 COLUMNS = [
     Column("shape", "shape", 20, fmt=""),
@@ -55,7 +55,7 @@ def step_times_ms(
     layers: dict[str, torch.nn.Module], x: torch.Tensor, dy: torch.Tensor, repeats: int
 ) -> dict[str, list[float]]:
     """Wall times (ms) of forward + backward per layer, interleaved so that load from other
-    processes hits every backend alike; WARMUP rounds dropped."""
+    processes hits every implementation alike; WARMUP rounds dropped."""
     times: dict[str, list[float]] = {name: [] for name in layers}
     for i in range(repeats + WARMUP):
         for name, layer in layers.items():
@@ -73,9 +73,9 @@ def check_agree(shape: tuple[int, ...]) -> float:
     x = torch.randn(shape, requires_grad=True)
     dy = torch.randn(shape)
     results = []
-    for backend in BACKENDS:
+    for impl in IMPLS:
         x.grad = None
-        y = BatchNorm(shape[1], backend=backend)(x)
+        y = BatchNorm(shape[1], impl=impl)(x)
         y.backward(dy)
         results.append((y.detach(), x.grad.clone()))
     (y1, g1), (y2, g2) = results
@@ -83,10 +83,10 @@ def check_agree(shape: tuple[int, ...]) -> float:
 
 
 def time_shape(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
-    """One table row: median / minimum ms per backend, their ratios and the max difference."""
+    """One table row: median / minimum ms per implementation, their ratios and the max difference."""
     x = torch.randn(shape, requires_grad=True)
     dy = torch.randn(shape)
-    layers = {b: BatchNorm(shape[1], backend=b) for b in BACKENDS}
+    layers = {b: BatchNorm(shape[1], impl=b) for b in IMPLS}
     times = step_times_ms(layers, x, dy, repeats)
     ref, tor = statistics.median(times["reference"]), statistics.median(times["torch"])
     return {
@@ -108,7 +108,7 @@ def bench_layers_cpu(*, threads: int | None = None, repeats: int = 20, quick: bo
 
     Args:
         threads: torch intra-op threads during the benchmark (None: unchanged); restored after.
-        repeats: timed steps per shape and backend (the median is reported).
+        repeats: timed steps per shape and implementation (the median is reported).
         quick: two small shapes instead of five (a smoke test).
         out: the JSON file.
 

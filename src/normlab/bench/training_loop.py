@@ -36,7 +36,12 @@ from normlab.bench.common import (
     Column, check_out, check_threads, print_table, provenance, resolve_device, torch_threads,
     write_json,
 )
+from normlab.data import load_dataset
 from normlab.experiments.errors import ConfigError, UserError
+from normlab.layers import norm_names
+from normlab.models import build_model
+from normlab.train import fit
+from normlab.train.config import RunConfig
 
 BATCH_SIZE = 64  # the seed notebook's batch
 PRECISIONS = ("fp32", "bf16")
@@ -72,8 +77,6 @@ def sync(device: torch.device) -> None:
 
 def seed_style_epoch(data: Any, norm: str, device: torch.device, workers: int) -> float:
     """Seconds for one epoch of the seed notebook's loop."""
-    from normlab.models import build_model
-
     torch.manual_seed(0)
     model = build_model("mlp", (3, 32, 32), 10, norm=norm).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -97,8 +100,6 @@ def seed_style_epoch(data: Any, norm: str, device: torch.device, workers: int) -
 def engine_epoch(data: Any, norm: str, device: torch.device, compile_model: bool = False,
                  precision: str = "fp32", cuda_graph: bool = False) -> tuple[float, float]:
     """(epoch_seconds, whole fit seconds) of normlab's engine on the same workload."""
-    from normlab.train import RunConfig, fit
-
     config = RunConfig(dataset=data.name, model="mlp", norm=norm, batch_size=BATCH_SIZE, epochs=1,
                        lr=1e-3, optimizer="adam", holdout_fraction=0.0, device=str(device),
                        checkpoint_every_epochs=0, probes={"step_time": False},
@@ -114,8 +115,6 @@ def check_options(device: str, samples: int, repeats: int, workers: int, norms: 
                   compile_model: bool, precision: str, cuda_graph: bool,
                   threads: int | None) -> torch.device:
     """Every option checked before anything is timed; returns the device. Raises ConfigError."""
-    from normlab.layers import norm_names
-
     if samples < BATCH_SIZE:
         raise ConfigError(f"--samples: expected >= {BATCH_SIZE} (one batch), got {samples}")
     if repeats < 1:
@@ -172,8 +171,6 @@ def bench_training_loop(*, device: str = "auto", samples: int = 50_000, repeats:
     resolved = check_options(device, samples, repeats, workers, norms, compile_model, precision,
                              cuda_graph, threads)
     out_path = check_out(out)
-    from normlab.data import load_dataset
-
     with torch_threads(threads):
         data = load_dataset("synthetic", shape=(3, 32, 32), num_classes=10, train_size=samples,
                             test_size=1000, uint8=True)

@@ -1,8 +1,8 @@
-"""Experiments: config files and sweeps, the SQLite results store, and the runner backends.
+"""Experiments: config files and sweeps, the SQLite results store, and the sweep executors.
 
     >>> from normlab.experiments import load_experiment, run_experiment, Store
     >>> exp = load_experiment("configs/mnist1d_norm_batch.yaml", ["epochs=2"])
-    >>> summary = run_experiment(exp, "runs", backend="process", workers=2)
+    >>> summary = run_experiment(exp, "runs", executor="process", workers=2)
     >>> Store.open("runs").runs_frame(exp.name)
 
 The error types are imported here; every other name loads its module on first use, so
@@ -12,8 +12,9 @@ needs.
 
 from typing import TYPE_CHECKING
 
+from normlab._deprecated import moved_module
 from normlab._lazy import lazy_exports
-from normlab.experiments.errors import BackendError, ConfigError, StoreError, UserError
+from normlab.experiments.errors import ConfigError, ExecutorError, StoreError, UserError
 
 _LAZY = {
     "Experiment": "normlab.experiments.config",
@@ -29,7 +30,10 @@ _LAZY = {
     "SCHEMA_VERSION": "normlab.experiments.store",
     "Store": "normlab.experiments.store",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
+# the old name of ExecutorError, with a DeprecationWarning; the other names load lazily
+__getattr__ = moved_module(__name__, "normlab.experiments.errors", {"BackendError": "ExecutorError"},
+                           fallback=_lazy_getattr)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; _LAZY is what runs
     from normlab.experiments.config import (
@@ -45,8 +49,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; _LAZY is what runs
     from normlab.experiments.store import SCHEMA_VERSION, Store
 
 __all__ = [
-    "BackendError",
     "ConfigError",
+    "ExecutorError",
     "Experiment",
     "PlannedRun",
     "RunConfig",

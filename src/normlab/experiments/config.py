@@ -33,7 +33,6 @@ one), wrong type, out-of-range value, unknown norm/model/dataset name.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import tomllib
 from collections.abc import Sequence
@@ -48,13 +47,14 @@ from normlab.experiments.keys import (
     build_config,
     check_key,
     config_keys,
+    current_key,
     flatten,
     is_sequence_key,
     is_text_key,
     none_allowed,
 )
 from normlab.experiments.paths import check_name
-from normlab.train.config import RunConfig
+from normlab.train.config import RunConfig, canonical_json
 
 # Keys of an experiment file that are not RunConfig keys.
 _FILE_KEYS = ("name", "description", "sweep", "groups")
@@ -201,7 +201,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
     parsed: dict[str, list[Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        key = key.strip()
+        key = current_key(key.strip())
         if not sep or not key:
             raise ConfigError(
                 f"override {item!r}: expected key=value (e.g. `batch_size=32` or "
@@ -393,7 +393,7 @@ def load_experiment(
 
 def config_json(config: RunConfig) -> str:
     """Canonical JSON of a resolved config (what the store keeps)."""
-    return json.dumps(config.resolved(), sort_keys=True, separators=(",", ":"))
+    return canonical_json(config.resolved())
 
 
 __all__ = [

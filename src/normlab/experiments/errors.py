@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from normlab._deprecated import moved_module
+
 
 class UserError(Exception):
     """Bad input from the user (a file, a key, an argument): the message is the whole story."""
@@ -24,8 +26,11 @@ class ResourceError(UserError):
     """The machine lacks what was asked (disk space, cores, memory); the message says what."""
 
 
-class BackendError(UserError):
-    """A runner backend cannot be used as asked (e.g. Ray is not installed)."""
+class ExecutorError(UserError):
+    """A sweep executor cannot be used as asked (e.g. Ray is not installed)."""
 
 
-__all__ = ["BackendError", "ConfigError", "ResourceError", "StoreError", "UserError"]
+# the old name of ExecutorError, with a DeprecationWarning
+__getattr__ = moved_module(__name__, __name__, {"BackendError": "ExecutorError"})
+
+__all__ = ["ConfigError", "ExecutorError", "ResourceError", "StoreError", "UserError"]

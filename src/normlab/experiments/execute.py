@@ -1,4 +1,4 @@
-"""Executing one run, in whatever process a backend puts it (in-process, a worker, a Ray task).
+"""Executing one run, in whatever process an executor puts it (in-process, a worker, a Ray task).
 
 The executor never touches the store: it reports what happens as small picklable events that
 the runner's parent process (the single writer) applies:
@@ -40,6 +40,7 @@ from typing import Any
 
 from normlab.experiments.errors import ConfigError
 from normlab.provenance import environment
+from normlab.train.config import RunConfig
 
 Event = tuple
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -130,8 +131,6 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
     `sync()` returns once the parent has applied every event emitted before it (None: `emit`
     applies events before it returns, as in-process).
     """
-    from normlab.train.config import RunConfig
-
     run_fn = run_fn or default_run_fn
     config = RunConfig.model_validate(task.config)
     Path(task.run_dir).mkdir(parents=True, exist_ok=True)
@@ -162,10 +161,10 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
 
 
 DEFAULT_THREADS = 1
-"""torch intra-op threads per run unless asked otherwise, on every backend: small models run
+"""torch intra-op threads per run unless asked otherwise, on every executor: small models run
 several times faster on one thread than with a thread per core (measured on a 2-core CPU), and
 on CPU the last float digits depend on the count, so one default keeps a config's numbers the
-same whichever backend trains it."""
+same whichever executor trains it."""
 
 
 def usable_cores() -> int:

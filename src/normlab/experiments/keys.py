@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from normlab._deprecated import warn_renamed
 from normlab.experiments.errors import ConfigError
-from normlab.train.config import RunConfig
+from normlab.train.config import RENAMED_KEYS, RunConfig
 
 # Dict-valued RunConfig fields whose sub-keys are free (passed through to the norm).
 FREE_DICT_FIELDS = ("norm_kwargs",)
@@ -61,6 +62,14 @@ def suggest(key: str, choices: Iterable[str]) -> str:
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
+def current_key(key: str) -> str:
+    """The key's current name: a renamed key (`RENAMED_KEYS`) warns and gives its new name."""
+    if key in RENAMED_KEYS:
+        warn_renamed(f"config key `{key}`", f"`{RENAMED_KEYS[key]}`")
+        return RENAMED_KEYS[key]
+    return key
+
+
 def check_key(key: str, where: str = "") -> None:
     """Raise ConfigError if `key` (dotted) is not a RunConfig key."""
     head, _, rest = key.partition(".")
@@ -95,7 +104,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in mapping.items():
         if not isinstance(key, str):
             raise ConfigError(f"config keys must be strings, got {key!r} ({type(key).__name__})")
-        dotted = f"{prefix}{key}"
+        dotted = current_key(f"{prefix}{key}")
         head = dotted.partition(".")[0]
         nestable = head in RunConfig.model_fields and (
             _section_model(RunConfig.model_fields[head].annotation) is not None
@@ -241,6 +250,7 @@ __all__ = [
     "build_config",
     "check_key",
     "config_keys",
+    "current_key",
     "field_annotation",
     "flatten",
     "is_sequence_key",

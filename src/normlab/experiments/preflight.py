@@ -113,7 +113,7 @@ def check_runs(configs: Sequence[Any], *, data_only: bool = False) -> dict[str, 
         batches = (source, config.holdout_fraction, config.batch_size, config.batching,
                    config.classes_per_batch, config.augment)
         model = (source, config.model, config.norm, repr(config.norm_kwargs), config.norm_position,
-                 config.activation, repr(config.hidden), config.init_scale, config.bn_backend, config.device)
+                 config.activation, repr(config.hidden), config.init_scale, config.bn_impl, config.device)
         try:
             if batches not in checked:
                 _check_batches(config, data)

@@ -1,4 +1,4 @@
-"""Run an experiment: plan against the store, execute through a backend, write every result.
+"""Run an experiment: plan against the store, execute through an executor, write every result.
 
 The parent process is the only writer of `<out>/normlab.db` (a file lock keeps a second
 `normlab sweep` off the same folder). Each run gets `<out>/runs/<run_id>/` with its resolved
@@ -15,7 +15,6 @@ A run that raises is stored as 'failed' with its traceback and the others go on.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import threading
@@ -25,14 +24,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normlab.experiments.backends import BACKENDS, import_ray, run_local, run_process, run_ray
+from normlab._deprecated import renamed_argument, warn_renamed
 from normlab.experiments.config import Experiment, load_experiment
-from normlab.experiments.errors import BackendError, ConfigError, ResourceError, StoreError
+from normlab.experiments.errors import ConfigError, ExecutorError, StoreError
 from normlab.experiments.execute import DEFAULT_THREADS, RunTask, check_thread_count, torch_threads
-from normlab.experiments.paths import safe_dir, write_atomic
+from normlab.experiments.executors import EXECUTORS, import_ray, run_local, run_process, run_ray
 from normlab.experiments.preflight import check_runs
 from normlab.experiments.progress import ProgressView
 from normlab.experiments.store import DB_NAME, DONE_STATUSES, Store, flatten_config
+from normlab.experiments.writer import Writer
 
 LOCK_NAME = ".normlab.lock"
 
@@ -98,59 +98,6 @@ def _labels(experiment: Experiment) -> dict[str, str]:
     return labels
 
 
-class Writer:
-    """Applies executor events to the store and the progress bar (parent process only)."""
-
-    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str],
-                 fingerprints: dict[str, str] | None = None) -> None:
-        self.store, self.out_dir, self.progress, self.labels = store, out_dir, progress, labels
-        self.fingerprints = fingerprints or {}  # run_id -> fingerprint of its data
-        self.running: set[str] = set()
-        self.ended: dict[str, str] = {}
-
-    def dispatch(self, task: RunTask) -> None:
-        """A run is about to be handed to an executor: write its config next to its checkpoint."""
-        run_dir = safe_dir(self.out_dir, "runs", Path(task.run_dir).name)  # no planted symlink
-        write_atomic(run_dir / "config.json", json.dumps(task.config, indent=2, sort_keys=True))
-
-    def has_ended(self, run_id: str) -> bool:
-        return run_id in self.ended
-
-    def handle(self, event: tuple) -> None:
-        kind, run_id = event[0], event[1]
-        if kind == "start":
-            _, _, env, resumed, resume_step = event
-            env = {**env, "data_fingerprint": self.fingerprints.get(run_id)}
-            self.store.mark_running(run_id, env, fresh=not resumed, keep_through=resume_step)
-            self.running.add(run_id)
-            self.ended.pop(run_id, None)  # a Ray retry starts the run again
-            self.progress.started(run_id, self.labels.get(run_id, run_id))
-        elif kind == "metrics":
-            self.store.add_metrics(run_id, event[2])
-            self.progress.metrics(run_id, event[2])
-        elif kind == "end":
-            _, _, status, final, steps, seconds, error = event
-            self.store.finish_run(run_id, status, final=final, steps=steps, seconds=seconds, error=error)
-            checkpoint = self.out_dir / "runs" / run_id / "checkpoint.pt"
-            if checkpoint.exists():
-                self.store.add_artifact(run_id, "checkpoint", str(checkpoint.relative_to(self.out_dir)))
-            self.running.discard(run_id)
-            self.ended[run_id] = status
-            self.progress.ended(run_id, status)
-        elif kind == "abort":  # the machine, not the run, failed: stop the sweep, resumable
-            self.interrupt(run_id, event[2])
-            raise ResourceError(event[2])
-        else:
-            raise ValueError(f"unknown executor event {kind!r}")
-
-    def interrupt(self, run_id: str, reason: str) -> None:
-        """A run stopped without an end event: back to 'queued', resumable from its checkpoint."""
-        self.store.finish_run(run_id, "queued", error=reason)
-        self.running.discard(run_id)
-        self.ended[run_id] = "queued"
-        self.progress.ended(run_id, "interrupted")
-
-
 @contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
     """Hold `<out>/.normlab.lock` so that one process at a time writes this results folder."""
@@ -200,14 +147,20 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def check_backend(backend: str, workers: int) -> None:
-    """BackendError unless the backend can run as asked (before anything is written)."""
-    if backend not in BACKENDS:
-        raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+def check_executor(executor: str, workers: int) -> None:
+    """ExecutorError unless the executor can run as asked (before anything is written)."""
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
-        raise BackendError(f"--workers: expected a number >= 1, got {workers}")
-    if backend == "ray":
+        raise ExecutorError(f"--workers: expected a number >= 1, got {workers}")
+    if executor == "ray":
         import_ray()  # a missing extra is a user error, not a traceback mid-sweep
+
+
+def check_backend(backend: str, workers: int) -> None:
+    """The deprecated name of `check_executor`; warns."""
+    warn_renamed("check_backend", "check_executor")
+    check_executor(backend, workers)
 
 
 def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_failed: bool = False) -> dict[str, str]:
@@ -264,7 +217,7 @@ def run_experiment(
     experiment: Experiment | str | Path,
     out_dir: str | Path = "runs",
     *,
-    backend: str = "local",
+    executor: str = "local",
     workers: int = 1,
     address: str | None = None,
     retry_failed: bool = False,
@@ -275,13 +228,15 @@ def run_experiment(
     max_retries: int = 2,
     append: bool = False,
     threads: int = DEFAULT_THREADS,
+    backend: str | None = None,
 ) -> SweepSummary:
     """Execute every run of an experiment that has no result yet and store what happens.
 
     Args:
         experiment: an Experiment, or the path of an experiment file.
         out_dir: the results folder (`normlab.db`, `runs/<run_id>/`).
-        backend: "local" (in-process), "process" (`workers` processes) or "ray".
+        executor: where the runs execute: "local" (in this process, one after another),
+            "process" (`workers` processes) or "ray".
         workers: processes for "process"; runs in flight for "ray" (1 or less: Ray decides).
         address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one.
         retry_failed: execute runs stored as failed again.
@@ -293,8 +248,9 @@ def run_experiment(
         max_retries: Ray retries of a run whose worker or node was lost.
         append: add these runs to the experiment's earlier ones (`normlab run` does) instead of
             redefining the experiment as exactly these runs.
-        threads: torch intra-op threads per run, local and process backends (0: torch's one
+        threads: torch intra-op threads per run, local and process executors (0: torch's one
             per core); restored afterwards. Not part of the run id; each run records it.
+        backend: the deprecated name of `executor`; warns.
 
     Returns:
         A SweepSummary (`str()` is a one-line report).
@@ -303,13 +259,15 @@ def run_experiment(
         >>> summary = run_experiment(load_experiment("configs/mnist1d_norm_batch.yaml"), "runs")
         >>> print(summary)
     """
-    check_backend(backend, workers)
+    executor = renamed_argument("backend", backend, "executor", executor, default="local",
+                                where="run_experiment")
+    check_executor(executor, workers)
     check_thread_count(threads)
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     out = Path(out_dir)
     fingerprints: dict[str, str] = {}
-    if backend != "ray":  # on Ray the cluster's machines, not this one, run the configs
+    if executor != "ray":  # on Ray the cluster's machines, not this one, run the configs
         fingerprints = check_runnable_here(experiment, out, retry_failed)
     start = time.perf_counter()
     with _exclusive(out), Store.open(out) as store:
@@ -326,10 +284,10 @@ def run_experiment(
         writer = Writer(store, out, view, _labels(experiment), fingerprints)
         with view, _sigterm_stops():
             try:
-                if backend == "local":
+                if executor == "local":
                     with torch_threads(threads):
                         run_local(tasks, writer, run_fn)
-                elif backend == "process":
+                elif executor == "process":
                     run_process(tasks, writer, run_fn, workers, threads)
                 else:
                     devices = {c.device for c in configs.values()}
@@ -359,4 +317,5 @@ def run_experiment(
     return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
 
 
-__all__ = ["RunOutcome", "SweepSummary", "check_backend", "check_runnable_here", "run_experiment"]
+__all__ = ["RunOutcome", "SweepSummary", "check_backend", "check_executor", "check_runnable_here",
+           "run_experiment"]

@@ -40,14 +40,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from normlab.experiments.config import Experiment, config_json
 from normlab.experiments.errors import StoreError
 from normlab.experiments.paths import check_name
 from normlab.provenance import RUN_KEYS
+from normlab.train.config import with_current_keys
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from normlab.experiments.config import Experiment
 
 SCHEMA_VERSION = 3
 DB_NAME = "normlab.db"
@@ -303,8 +303,6 @@ class Store:
         mixes stale variants into its results; the old runs stay stored and are reused if the
         file goes back); `append=True` adds the runs to the existing ones instead.
         """
-        from normlab.experiments.config import config_json
-
         now = time.time()
         with self._conn:
             if not append:
@@ -428,7 +426,7 @@ class Store:
         rows = []
         for values in cur.fetchall():
             row = dict(zip(names, values))
-            row["config"] = json.loads(row.pop("config_json"))
+            row["config"] = with_current_keys(json.loads(row.pop("config_json")))
             final = row.pop("final_json")
             row["final"] = json.loads(final) if final else {}
             rows.append(row)

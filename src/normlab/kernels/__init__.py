@@ -39,7 +39,7 @@ def _check(x, running_mean, running_var, weight, bias, training) -> None:
     if not triton_available():
         raise RuntimeError(
             "normlab.kernels.batch_norm needs Triton, which is not installed; "
-            "install it with `pip install 'normlab[gpu]'` or use backend='torch' or 'reference'."
+            "install it with `pip install 'normlab[gpu]'` or use impl='torch' or 'reference'."
         )
     if not isinstance(x, Tensor):
         raise TypeError(f"batch_norm expected x to be a torch.Tensor, got {type(x).__name__}")
@@ -56,7 +56,7 @@ def _check(x, running_mean, running_var, weight, bias, training) -> None:
         raise RuntimeError(
             f"normlab.kernels.batch_norm runs on CUDA tensors, got a tensor on {x.device}; "
             "move it to a GPU, set TRITON_INTERPRET=1 (before importing triton) to run CPU "
-            "tensors in Triton's interpreter, or use backend='torch'"
+            "tensors in Triton's interpreter, or use impl='torch'"
         )
     C = x.shape[1]
     if x.numel() == 0:

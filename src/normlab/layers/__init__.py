@@ -4,8 +4,9 @@ Imports only torch. `BatchNorm1d/2d/3d` are drop-ins for torch's; `BatchNorm` ta
 `create_norm(name, C)` builds every registered norm by name.
 """
 
+from normlab._deprecated import moved_module
 from normlab.layers import functional
-from normlab.layers.backends import BACKENDS
+from normlab.layers.implementations import IMPLS
 from normlab.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
 from normlab.layers.norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normlab.layers.registry import create_norm, norm_kwargs, norm_names, register_norm
@@ -21,7 +22,7 @@ from normlab.layers.sync import SyncBatchNorm, convert_sync_batchnorm, revert_sy
 from normlab.layers.variants import BatchRenorm, GhostBatchNorm
 
 __all__ = [
-    "BACKENDS",
+    "IMPLS",
     "BatchNorm",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -48,3 +49,6 @@ __all__ = [
     "revert_sync_batchnorm",
     "unfreeze_bn",
 ]
+
+# the old name of IMPLS, with a DeprecationWarning
+__getattr__ = moved_module(__name__, "normlab.layers.implementations", {"BACKENDS": "IMPLS"})

@@ -4,7 +4,7 @@ Every class here is a subclass of torch's `_BatchNorm` (and BatchNorm1d/2d/3d of
 BatchNorm1d/2d/3d), so torch's tools treat them as batch norm: `swa_utils.update_bn`,
 `SyncBatchNorm.convert_sync_batchnorm`, `torch.func.replace_all_batch_norm_modules_`. They keep
 torch's constructor, parameters, buffers, state-dict keys and train/eval semantics, override
-`forward` and the input check, and add a `backend` switch (see `normlab.layers.backends`), a
+`forward` and the input check, and add an `impl` switch (see `normlab.layers.implementations`), a
 real frozen mode (`freeze()`: running statistics in training mode too, no updates) and a
 `momentum=None` that compiles with `torch.compile(fullgraph=True)`.
 """
@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from normlab.layers import functional
-from normlab.layers.backends import check_backend, dispatch_batch_norm, resolve_backend
+from normlab._deprecated import renamed_argument, warn_renamed
+from normlab.layers.implementations import check_impl, dispatch_batch_norm, resolve_impl
 
 __all__ = ["BatchNormBase", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -48,8 +49,9 @@ class BatchNormBase(_BatchNorm):
             are used in eval mode too and no buffers exist.
         device, dtype: of the parameters and buffers.
         bias (keyword-only): with affine, learn beta too; False: gamma only, as torch 2.13.
-        backend (keyword-only): "auto" | "reference" | "torch" | "triton" (see
-            `normlab.layers.backends`).
+        impl (keyword-only): which implementation computes it: "auto" | "reference" |
+            "torch" | "triton" (see `normlab.layers.implementations`).
+        backend (keyword-only): the deprecated name of `impl`; warns.
 
     Shape: (N, C, *) -> same; the subclasses restrict the rank (BatchNorm2d: 4D, ...). N may be
     0: training then returns an empty output and counts the batch, as torch.
@@ -62,7 +64,7 @@ class BatchNormBase(_BatchNorm):
     affine parameters or running statistics (where torch's kernel has nothing to check it with).
 
     Example:
-        >>> bn = BatchNorm2d(16, momentum=None, backend="reference")
+        >>> bn = BatchNorm2d(16, momentum=None, impl="reference")
         >>> y = bn(torch.randn(8, 16, 4, 4))  # training: batch statistics, running ones updated
         >>> y = bn.eval()(torch.randn(1, 16, 4, 4))  # eval: running statistics
 
@@ -70,7 +72,7 @@ class BatchNormBase(_BatchNorm):
     - `batch_stats(x) -> (mean, var, count)`: the training-mode statistics (e.g. reduced
       across processes). When a subclass overrides it, training-mode forward normalizes with
       those statistics through autograd (so gradients flow through whatever `batch_stats` did)
-      instead of a fused backend, and updates the running statistics from them.
+      instead of a fused implementation, and updates the running statistics from them.
     - `forward_train(x, momentum)`: the whole training-mode computation (Ghost BN, Batch
       Renorm); `momentum` is the resolved running-average factor, None when not updating.
     - `forward(x)` with the helpers `uses_batch_stats()`, `_check_input_dim(x)` and
@@ -91,7 +93,8 @@ class BatchNormBase(_BatchNorm):
         dtype: torch.dtype | None = None,
         *,
         bias: bool = True,
-        backend: str = "auto",
+        impl: str = "auto",
+        backend: str | None = None,
     ) -> None:
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
@@ -99,22 +102,36 @@ class BatchNormBase(_BatchNorm):
             raise ValueError(
                 f"momentum must be in [0, 1] or None (cumulative average), got {momentum!r}"
             )
-        backend = check_backend(backend)
+        impl = check_impl(renamed_argument("backend", backend, "impl", impl, default="auto",
+                                          where=type(self).__name__))
         extra = {"bias": bias} if _TORCH_TAKES_BIAS else {}
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, **extra
         )
         if affine and not bias and not _TORCH_TAKES_BIAS:
             self.register_parameter("bias", None)
-        self.backend = backend
+        self.impl = impl
         # Frozen: normalize with the running statistics and never update them, in train mode too.
         self.frozen = False
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
-        if self.backend != "auto":
-            text += f", backend={self.backend!r}"
+        if self.impl != "auto":
+            text += f", impl={self.impl!r}"
         return text + (", frozen=True" if self.frozen else "")
+
+    @property
+    def backend(self) -> str:
+        """The deprecated name of `impl`; warns."""
+        warn_renamed("BatchNorm.backend", "BatchNorm.impl")
+        return self.impl
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a whole module pickled (torch.save(model)) when `impl` was called `backend`
+        if "backend" in state and "impl" not in state:
+            state = {**state, "impl": state["backend"]}
+            del state["backend"]
+        super().__setstate__(state)
 
     # --- modes ----------------------------------------------------------------------------
     def freeze(self) -> BatchNormBase:
@@ -184,9 +201,9 @@ class BatchNormBase(_BatchNorm):
         batch_stats = self.uses_batch_stats()
         functional.check_batch_norm_input(x, self.num_features, batch_stats, self.eps)
         if not batch_stats:
-            backend = resolve_backend(self.backend, x)
+            impl = resolve_impl(self.impl, x)
             return dispatch_batch_norm(
-                backend, x, self.running_mean, self.running_var, self.weight, self.bias,
+                impl, x, self.running_mean, self.running_var, self.weight, self.bias,
                 False, 0.0, self.eps,
             )  # fmt: skip
         momentum = self._momentum_factor() if self.updates_running_stats() else None
@@ -198,10 +215,10 @@ class BatchNormBase(_BatchNorm):
         """Normalize with batch statistics; update the running ones unless momentum is None."""
         if type(self).batch_stats is not BatchNormBase.batch_stats:
             return self._forward_with_stats_hook(x, momentum)
-        backend = resolve_backend(self.backend, x)
+        impl = resolve_impl(self.impl, x)
         updating = momentum is not None
         return dispatch_batch_norm(
-            backend, x,
+            impl, x,
             self.running_mean if updating else None,
             self.running_var if updating else None,
             self.weight, self.bias, True, momentum if updating else 0.0, self.eps,
@@ -248,7 +265,7 @@ class BatchNorm1d(BatchNormBase, nn.BatchNorm1d):
     """Drop-in for (and a subclass of) `torch.nn.BatchNorm1d`: (N, C) or (N, C, L) input.
 
     Example:
-        >>> bn = BatchNorm1d(16, backend="reference")
+        >>> bn = BatchNorm1d(16, impl="reference")
         >>> bn(torch.randn(8, 16, 10)).shape
         torch.Size([8, 16, 10])
     """

@@ -464,7 +464,7 @@ def batch_norm(
         raise RuntimeError(
             f"normlab's reference batch norm under torch.compile needs torch >= 2.13, got "
             f"{torch.__version__}: this torch's compiler computes zero gradients through it; "
-            f"use backend='torch' or 'triton' with torch.compile, or upgrade torch"
+            f"use impl='torch' or 'triton' with torch.compile, or upgrade torch"
         )
     if x.numel() == 0:  # as torch: an empty output, the running statistics untouched
         return empty_batch_norm(x, weight, bias)

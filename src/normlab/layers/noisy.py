@@ -62,7 +62,7 @@ class NoisyBatchNorm(BatchNormBase):
         seed: seeds the layer's own generator when `generator` is None; None: drawn from
             torch's global generator at construction.
         generator: a torch.Generator to draw from instead.
-        eps, momentum, affine, track_running_stats, device, dtype, backend, bias: as BatchNorm.
+        eps, momentum, affine, track_running_stats, device, dtype, impl, bias, backend: as BatchNorm.
 
     Attributes (for inspection and tests, updated by each noisy forward):
         last_params: (mu (C,), nu (C,)) of the last step.
@@ -93,9 +93,10 @@ class NoisyBatchNorm(BatchNormBase):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
-        backend: str = "auto",
+        impl: str = "auto",
         *,
         bias: bool = True,
+        backend: str | None = None,
     ) -> None:
         if not mean_max >= 0 or not 0 <= scale_min <= scale_max or not sample_std >= 0:
             raise ValueError(
@@ -104,7 +105,7 @@ class NoisyBatchNorm(BatchNormBase):
                 f"scale_max={scale_max!r}, sample_std={sample_std!r}"
             )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
-                         dtype, bias=bias, backend=backend)  # fmt: skip
+                         dtype, bias=bias, impl=impl, backend=backend)  # fmt: skip
         self.mean_max, self.scale_min, self.scale_max = mean_max, scale_min, scale_max
         if seed is None:  # one draw, at construction, like a weight init
             # on the CPU explicitly: under `with torch.device("meta")` (a shape-only build) too

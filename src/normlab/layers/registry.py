@@ -65,7 +65,7 @@ def register_norm(name: str, factory: NormFactory, *, replace: bool = False) -> 
             config's `norm_kwargs` may set.
         replace: allow replacing a name registered before (never a built-in one).
 
-    Registration lives in this process: a sweep on the process or Ray backend runs in fresh
+    Registration lives in this process: a sweep on the process or Ray executor runs in fresh
     workers, so register in a module those workers import too.
 
     Example:

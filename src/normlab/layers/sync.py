@@ -152,7 +152,8 @@ class SyncBatchNorm(BatchNormBase):
         track_running_stats: keep running_mean/running_var for eval mode. Default True.
         process_group: the group to synchronize over; None: the default (world) group.
         device, dtype: of the parameters and buffers.
-        backend: kernel backend of the single-process path (see `BatchNormBase`).
+        impl: the implementation of the single-process path (see `BatchNormBase`).
+        backend (keyword-only): the deprecated name of `impl`; warns.
         bias (keyword-only): with affine, learn beta too (torch 2.13's `bias`).
 
     Shape:
@@ -175,13 +176,14 @@ class SyncBatchNorm(BatchNormBase):
         process_group: Any = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
-        backend: str = "auto",
+        impl: str = "auto",
         *,
         bias: bool = True,
+        backend: str | None = None,
     ) -> None:
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device=device,
-            dtype=dtype, bias=bias, backend=backend,
+            dtype=dtype, bias=bias, impl=impl, backend=backend,
         )
         self.process_group = process_group
 
@@ -258,7 +260,7 @@ def _copy_state(src: nn.Module, dst: nn.Module) -> None:
 def convert_sync_batchnorm(model: nn.Module, process_group: Any = None) -> nn.Module:
     """Replace every BatchNorm in `model` (torch's or normlab's) by a SyncBatchNorm, state kept.
 
-    Parameters (the same objects), buffers, hyper-parameters, normlab's `backend` and
+    Parameters (the same objects), buffers, hyper-parameters, normlab's `impl` and
     `frozen`, and train/eval mode are kept; the original class is remembered so that
     `revert_sync_batchnorm` restores it. A BN with behaviour of its own (normlab's
     GhostBatchNorm or BatchRenorm, a user subclass of a BN class, a lazy BN) is refused with
@@ -277,10 +279,10 @@ def _convert(module: nn.Module, process_group: Any, name: str) -> nn.Module:
     if isinstance(module, SyncBatchNorm):
         return module
     if type(module) in _PLAIN_BATCHNORMS:
-        backend = getattr(module, "backend", "auto")
+        impl = getattr(module, "impl", "auto")
         sync = SyncBatchNorm(
             module.num_features, module.eps, module.momentum, module.affine,
-            module.track_running_stats, process_group, backend=backend,
+            module.track_running_stats, process_group, impl=impl,
             **_factory_kwargs(module),
         )  # fmt: skip
         _copy_state(module, sync)
@@ -314,8 +316,8 @@ def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
     """
     if isinstance(model, SyncBatchNorm):
         cls = getattr(model, "_reverts_to", BatchNorm)
-        # normlab's layers take `backend`; torch's do not.
-        extra = {"backend": model.backend} if issubclass(cls, BatchNormBase) else {}
+        # normlab's layers take `impl`; torch's do not.
+        extra = {"impl": model.impl} if issubclass(cls, BatchNormBase) else {}
         bn = cls(
             model.num_features, eps=model.eps, momentum=model.momentum, affine=model.affine,
             track_running_stats=model.track_running_stats, **_factory_kwargs(model), **extra,

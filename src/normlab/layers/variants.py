@@ -31,7 +31,7 @@ class GhostBatchNorm(BatchNormBase):
     Args:
         num_features: C.
         virtual_batch_size: samples per ghost batch (>= 2); a batch no larger is plain BN.
-        eps, momentum, affine, track_running_stats, device, dtype, backend, bias: as BatchNorm.
+        eps, momentum, affine, track_running_stats, device, dtype, impl, bias, backend: as BatchNorm.
 
     Example:
         >>> gbn = GhostBatchNorm(16, virtual_batch_size=8)
@@ -49,9 +49,10 @@ class GhostBatchNorm(BatchNormBase):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
-        backend: str = "auto",
+        impl: str = "auto",
         *,
         bias: bool = True,
+        backend: str | None = None,
     ) -> None:
         if not isinstance(virtual_batch_size, int) or virtual_batch_size < 2:
             raise ValueError(
@@ -60,7 +61,7 @@ class GhostBatchNorm(BatchNormBase):
             )
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype,
-            bias=bias, backend=backend,
+            bias=bias, impl=impl, backend=backend,
         )  # fmt: skip
         self.virtual_batch_size = virtual_batch_size
 
@@ -118,7 +119,7 @@ class BatchRenorm(BatchNormBase):
         r_max: >= 1, limit of the scale correction r.
         d_max: >= 0, limit of the shift correction d (in running-std units).
         warmup_steps: batches over which the limits ramp up; 0: full limits at once.
-        eps, momentum, affine, device, dtype, backend, bias: as BatchNorm (running statistics are
+        eps, momentum, affine, device, dtype, impl, bias, backend: as BatchNorm (running statistics are
             required: Batch Renorm is defined by them).
 
     Shape: (N, C, *) -> same.
@@ -140,9 +141,10 @@ class BatchRenorm(BatchNormBase):
         affine: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
-        backend: str = "auto",
+        impl: str = "auto",
         *,
         bias: bool = True,
+        backend: str | None = None,
     ) -> None:
         if not r_max >= 1.0:
             raise ValueError(f"r_max must be >= 1 (r is clipped to [1/r_max, r_max]), got {r_max}")
@@ -151,7 +153,7 @@ class BatchRenorm(BatchNormBase):
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         super().__init__(
-            num_features, eps, momentum, affine, True, device, dtype, bias=bias, backend=backend
+            num_features, eps, momentum, affine, True, device, dtype, bias=bias, impl=impl, backend=backend
         )
         self.r_max = float(r_max)
         self.d_max = float(d_max)

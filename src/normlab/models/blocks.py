@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from normlab.layers import create_norm
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 NORM_POSITIONS = ("before_act", "after_act")
 
@@ -25,9 +27,7 @@ def make_activation(name: str) -> nn.Module:
 
 
 def make_norm(norm: str, num_features: int, norm_kwargs: dict[str, Any] | None) -> nn.Module:
-    """`create_norm(norm, num_features, **norm_kwargs)`; imported here so models stay lazy."""
-    from normlab.layers import create_norm
-
+    """`create_norm(norm, num_features, **norm_kwargs)`."""
     return create_norm(norm, num_features, **(norm_kwargs or {}))
 
 

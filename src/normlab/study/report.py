@@ -15,7 +15,7 @@ import pandas as pd
 from normlab.analysis.render import Report, Section, adjust_report, write_files
 from normlab.analysis.report import METHODS, provenance_lines
 from normlab.experiments.errors import StoreError
-from normlab.experiments.store import Store
+from normlab.experiments.store import DB_NAME, Store
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import stored_selection
 from normlab.study.part7_anatomy import BN_TEXT
@@ -34,8 +34,6 @@ def is_study(store: Store, name: str) -> bool:
 
 def stored_study(out_dir: str | Path, name: str) -> bool:
     """True when the results folder `out_dir` holds the study `name` (False: no store there)."""
-    from normlab.experiments.store import DB_NAME
-
     if not (Path(out_dir) / DB_NAME).exists():
         return False
     with Store.open(out_dir, create=False) as store:

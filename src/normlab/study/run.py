@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from normlab._deprecated import renamed_argument
+from normlab.experiments import runner
 from normlab.experiments.config import Experiment
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.store import Store
@@ -47,9 +49,11 @@ def run_study(
     dataset: str = "mnist1d",
     quick: bool = False,
     out: str | Path = "runs",
-    backend: str = "process",
+    executor: str = "process",
     workers: int = 2,
     tier: str = "default",
+    *,
+    backend: str | None = None,
 ) -> Path:
     """Run every part of the study (both stages), recalibrate, then write the report.
 
@@ -57,10 +61,11 @@ def run_study(
         dataset: a registered dataset name; MNIST-1D (embedded, offline) by default.
         quick: the smoke-test study (3 lrs, 1 selection seed, 2 evaluation seeds, a few steps).
         out: the results folder (store, checkpoints, reports); reruns skip finished runs.
-        backend, workers: as for `normlab sweep`; default two worker processes, one torch
+        executor, workers: as for `normlab sweep`; default two worker processes, one torch
             thread each (both cores of a 2-core CPU).
         tier: "default" (the default parts) or "full" (every part, as the study "study-full";
             runs the default tier stored already are reused).
+        backend: the deprecated name of `executor`; warns.
 
     Returns:
         The report folder (`<out>/reports/<study name>/` with report.html, report.md, PNGs).
@@ -73,8 +78,8 @@ def run_study(
         >>> (report_dir / "report.html").exists()
         True
     """
-    from normlab.experiments import runner
-
+    executor = renamed_argument("backend", backend, "executor", executor, default="process",
+                                where="run_study")
     if not isinstance(dataset, str) or not dataset:
         raise ConfigError(f"--dataset: expected a dataset name such as 'mnist1d', got {dataset!r}")
     name = study_name(dataset, quick, tier)
@@ -84,13 +89,13 @@ def run_study(
 
     select = Experiment(f"{name}.select", [r for s in specs for r in selection_runs(s, protocol)],
                         description="normlab study, stage 1: each variant over the lr grid (selection seeds)")
-    print(runner.run_experiment(select, out, backend=backend, workers=workers))
+    print(runner.run_experiment(select, out, executor=executor, workers=workers))
     with Store.open(out) as store:
         chosen = stored_selection(store, name)
     evaluate = Experiment(
         f"{name}.eval", [r for s in specs for r in evaluation_runs(s, protocol, chosen.get(s.key, {}))],
         description="normlab study, stage 2: each variant at its selected lr (evaluation seeds)")
-    print(runner.run_experiment(evaluate, out, backend=backend, workers=workers))
+    print(runner.run_experiment(evaluate, out, executor=executor, workers=workers))
 
     recal = {run.run_id: run.config for s in specs for run in evaluate.runs
              if run.group in {group_name(s.key, label) for label in s.recalibrate}}

@@ -113,10 +113,10 @@ def check_execution(config: RunConfig, device: torch.device, ctx: ProcessContext
 
 
 def model_norm_kwargs(config: RunConfig) -> dict[str, Any]:
-    """norm_kwargs plus `backend=config.bn_backend` for norms that take a backend."""
+    """norm_kwargs plus `impl=config.bn_impl` for norms that take an implementation."""
     kwargs = dict(config.norm_kwargs)
-    if config.bn_backend != "auto" and "backend" in norm_kwargs(config.norm):
-        kwargs.setdefault("backend", config.bn_backend)
+    if config.bn_impl != "auto" and "impl" in norm_kwargs(config.norm):
+        kwargs.setdefault("impl", config.bn_impl)
     return kwargs
 
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from normlab._deprecated import warn_renamed
+
 
 class _Section(BaseModel):
     # forbid: an unknown key is an error that names the key, never silently ignored.
@@ -101,7 +103,9 @@ class RunConfig(_Section):
     norm_position: Literal["before_act", "after_act"] = "before_act"
     activation: Literal["relu", "sigmoid", "gelu"] = "relu"
     init_scale: float = Field(1.0, gt=0.0, description="multiply initial weights by this")
-    bn_backend: Literal["auto", "reference", "torch", "triton"] = "auto"
+    bn_impl: Literal["auto", "reference", "torch", "triton"] = Field(
+        "auto", description="which implementation computes batch norm (normlab.layers.implementations)"
+    )
     # --- optimization -------------------------------------------------------------------------
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
@@ -130,6 +134,18 @@ class RunConfig(_Section):
     eval_every_epochs: int = Field(1, ge=1)
     checkpoint_every_epochs: int = Field(1, ge=0, description="0: no checkpoints")
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, values: Any) -> Any:
+        """Accept a key's old name (RENAMED_KEYS), with a DeprecationWarning."""
+        if isinstance(values, dict) and any(old in values for old in RENAMED_KEYS):
+            values = dict(values)
+            for old, new in RENAMED_KEYS.items():
+                if old in values:
+                    warn_renamed(f"config key `{old}`", f"`{new}`", stacklevel=2)
+                    values.setdefault(new, values.pop(old))
+        return values
 
     @field_validator("dataset", "model", "norm")
     @classmethod
@@ -186,10 +202,27 @@ class RunConfig(_Section):
                 section = section[part]
             if section[key] == default:
                 del section[key]
-        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        hashed = {HASHED_AS.get(k, k): v for k, v in hashed.items()}
+        return hashlib.sha256(canonical_json(hashed).encode()).hexdigest()[:16]
 
 
 HASHED_WHEN_SET = {"trainable": "all", "input_norm": "train_split", "probes.ics_every_epochs": 0}
 """Fields added after runs were stored ("section.field" for a nested one), with the default
 that leaves them out of the run id."""
+
+RENAMED_KEYS = {"bn_backend": "bn_impl"}
+"""Old key -> its new name. The old one is still accepted (configs, overrides, stored runs)."""
+
+HASHED_AS = {new: old for old, new in RENAMED_KEYS.items()}
+"""A renamed field enters the run id under its old name, so every stored run keeps its id."""
+
+
+def canonical_json(values: dict[str, Any]) -> str:
+    """One text per config: keys sorted, no spaces (what run ids hash and the store keeps)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def with_current_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (a stored run's, say) with renamed keys under their current names,
+    so runs stored before and after a rename read alike."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in values.items()}

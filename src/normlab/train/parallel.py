@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from normlab.layers.sync import convert_sync_batchnorm
+
 
 @dataclass(frozen=True)
 class ProcessContext:
@@ -70,8 +72,6 @@ def prepare_model(model: nn.Module, ctx: ProcessContext, sync_bn: bool) -> nn.Mo
     """Convert BN to SyncBatchNorm when asked and distributed (before the optimizer is built:
     conversion replaces the norm modules and so their parameters)."""
     if ctx.distributed and sync_bn:
-        from normlab.layers.sync import convert_sync_batchnorm
-
         model = convert_sync_batchnorm(model)
     return model
 

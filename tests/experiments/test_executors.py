@@ -1,4 +1,4 @@
-"""Backends: a process pool of 2 workers (and one killed mid-run), Ray on a local 2-CPU instance."""
+"""Sweep executors: a process pool of 2 workers (and one killed mid-run), Ray on a local 2-CPU instance."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from normlab.experiments.backends import import_ray
+from normlab.experiments.executors import import_ray
 from normlab.experiments.config import load_experiment
-from normlab.experiments.errors import BackendError
+from normlab.experiments.errors import ExecutorError
 from normlab.experiments.runner import run_experiment
 from normlab.experiments.store import Store
 
@@ -19,7 +19,7 @@ from . import fakes
 from .test_runner import checkpoint_epoch, lines, wait_for
 
 
-def test_process_backend_two_workers_crash_isolation_and_sigkill_of_a_worker(tmp_path):
+def test_process_executor_two_workers_crash_isolation_and_sigkill_of_a_worker(tmp_path):
     """4 runs on 2 workers: seed 1 raises, one worker is SIGKILLed mid-run and replaced; the
     rerun resumes the killed run from its checkpoint and every run completes exactly once."""
     exp = load_experiment(None, ["seed=0,1,2,3", "epochs=4"], name="pool")
@@ -39,7 +39,7 @@ def test_process_backend_two_workers_crash_isolation_and_sigkill_of_a_worker(tmp
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    summary = run_experiment(exp, tmp_path, backend="process", workers=2, run_fn=fakes.slow_flaky_fit, progress=False)
+    summary = run_experiment(exp, tmp_path, executor="process", workers=2, run_fn=fakes.slow_flaky_fit, progress=False)
     thread.join(timeout=60)
     assert len(killed) == 1
     victim = exp.runs[killed[0]].run_id
@@ -68,10 +68,10 @@ def test_process_backend_two_workers_crash_isolation_and_sigkill_of_a_worker(tmp
 
 def test_missing_ray_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    with pytest.raises(BackendError, match=r"pip install 'normlab\[ray\]'"):
+    with pytest.raises(ExecutorError, match=r"pip install 'normlab\[ray\]'"):
         import_ray()
-    with pytest.raises(BackendError, match="normlab\\[ray\\]"):
-        run_experiment(load_experiment(None, []), tmp_path, backend="ray", progress=False)
+    with pytest.raises(ExecutorError, match="normlab\\[ray\\]"):
+        run_experiment(load_experiment(None, []), tmp_path, executor="ray", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,9 @@ def local_ray():
         os.environ["PYTHONPATH"] = old
 
 
-def test_ray_backend_on_a_local_two_cpu_instance(local_ray, tmp_path):
+def test_ray_executor_on_a_local_two_cpu_instance(local_ray, tmp_path):
     exp = load_experiment(None, ["seed=0,1", "epochs=2"], name="ray")
-    summary = run_experiment(exp, tmp_path, backend="ray", run_fn=fakes.flaky_fit, progress=False)
+    summary = run_experiment(exp, tmp_path, executor="ray", run_fn=fakes.flaky_fit, progress=False)
     assert [o.status for o in summary.outcomes] == ["finished", "failed"]
     assert local_ray.is_initialized()  # a Ray the caller started is left running
     with Store.open(tmp_path) as store:
