@@ -50,6 +50,7 @@ TORCH_FREE = [
     "normlab.provenance",
     "normlab.cli",
     "normlab.train",  # RunConfig and the metric names
+    "normlab.data",  # its names load their modules on first use
     "normlab.experiments",
     "normlab.experiments.store",
     "normlab.experiments.config",
@@ -98,8 +99,10 @@ IN_FUNCTION: dict[str, dict[str, str]] = {
         "normlab.data", "normlab.train.build", "normlab.train.parallel", "normlab.train.checkpoint")},
     "normlab.study.recalibrate": {m: _STUDY for m in ("normlab.data", "normlab.layers", "normlab.train.evaluate")},
     "normlab.study.run": {"normlab.data": _STUDY},
+    "normlab.study.part12_notebook": {m: _STUDY for m in (
+        "normlab.models", "normlab.train.optim", "normlab.data.cifar", "normlab.data.storage")},
     "normlab.study.mechanisms": {m: _STUDY for m in (
-        "normlab.layers.noisy", "normlab.train.ics", "normlab.train.landscape", "normlab.train.bn_anatomy")},
+        "normlab.train.engine", "normlab.train.ics_probe", "normlab.train.bn_anatomy")},
 }
 
 

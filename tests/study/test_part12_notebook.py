@@ -19,6 +19,7 @@ from normlab.study.protocol import Protocol, _with, evaluation_runs
 from normlab.study.registry import PARTS, QUICK_PROTOCOL, load_part
 from normlab.train.build import build
 from normlab.train.config import RunConfig
+from normlab.train import optim
 from normlab.train.optim import ForeignOptimizerError, build_optimizer, check_optimizer_owns_model
 from normlab.train.parallel import ProcessContext
 from normlab.train import metrics as M
@@ -124,10 +125,10 @@ def test_the_message_is_produced_when_the_report_is_written(no_cifar, monkeypatc
     def refuses(model, optimizer):
         raise ForeignOptimizerError("refused, as this stand-in says")
 
-    monkeypatch.setattr(nb, "check_optimizer_owns_model", refuses)
+    monkeypatch.setattr(optim, "check_optimizer_owns_model", refuses)  # looked up when called
     section = nb.section(_frames(BASE))
     assert any("refused, as this stand-in says" in m for m in section.measured)
-    monkeypatch.setattr(nb, "check_optimizer_owns_model", lambda model, optimizer: None)
+    monkeypatch.setattr(optim, "check_optimizer_owns_model", lambda model, optimizer: None)
     with pytest.raises(RuntimeError, match="accepted another model's optimizer"):
         nb.foreign_optimizer_message()
 

@@ -29,9 +29,6 @@ from normlab.analysis import plots
 from normlab.analysis.frames import final_frame
 from normlab.analysis.render import FigureSpec, Section
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED, aggregate, summarize
-from normlab.data.cifar import CIFAR10
-from normlab.data.storage import data_root
-from normlab.models import build_model
 from normlab.study.common import (
     Literature,
     PartData,
@@ -44,7 +41,6 @@ from normlab.study.common import (
 )
 from normlab.train import metrics as M
 from normlab.train.config import RunConfig
-from normlab.train.optim import ForeignOptimizerError, build_optimizer, check_optimizer_owns_model
 
 KEY = "notebook"
 FILE = "notebook.yaml"
@@ -98,6 +94,9 @@ def foreign_optimizer_message(hidden: tuple[int, ...] = NOTEBOOK_HIDDEN, input_s
                               num_classes: int = 10) -> str:
     """The library's own refusal of the notebook's mistake (a): the optimizer built for the MLP
     without BN, handed to the MLP with BN (both `input_shape` -> hidden -> `num_classes`)."""
+    from normlab.models import build_model  # torch: only this demonstration needs it (see _STUDY)
+    from normlab.train.optim import ForeignOptimizerError, build_optimizer, check_optimizer_owns_model
+
     with_bn = build_model("mlp", input_shape, num_classes, norm="batch", hidden=list(hidden))
     without = build_model("mlp", input_shape, num_classes, norm="none", hidden=list(hidden))
     optimizer = build_optimizer(without, RunConfig(norm="none", hidden=list(hidden), lr=1e-3))
@@ -108,9 +107,15 @@ def foreign_optimizer_message(hidden: tuple[int, ...] = NOTEBOOK_HIDDEN, input_s
     raise RuntimeError("check_optimizer_owns_model accepted another model's optimizer")  # a bug
 
 
+CIFAR10_NAME = "cifar10"  # the registered name of the notebook's dataset
+
+
 def cifar10_missing(root: str | Path | None = None) -> Path | None:
     """The CIFAR-10 data directory when neither its extracted files nor its archive are there
     (nothing to replay the notebook's data on), else None. Reads nothing but file names."""
+    from normlab.data.cifar import CIFAR10  # torch (the data package): see _STUDY
+    from normlab.data.storage import data_root
+
     directory = data_root(root) / CIFAR10.name
     files = CIFAR10.paths(directory)
     if all(p.exists() for p in files) or (directory / CIFAR10.archive.name).exists():
@@ -120,7 +125,7 @@ def cifar10_missing(root: str | Path | None = None) -> Path | None:
 
 def cifar10_note(dataset: str, root: str | Path | None = None) -> str | None:
     """What to do to replay this part on the notebook's own data, off CIFAR-10."""
-    if dataset == CIFAR10.name:
+    if dataset == CIFAR10_NAME:
         return None
     missing = cifar10_missing(root)
     where = (f"CIFAR-10, the notebook's data, is not on disk here ({missing}), so this part ran on "
@@ -213,7 +218,7 @@ def _mistakes(data: PartData, sec: Section, dataset: str, acc: pd.DataFrame) -> 
         f"from BN. normlab refuses such an optimizer: check_optimizer_owns_model on the notebook's two MLPs "
         f"(3072-{'-'.join(str(h) for h in hidden)}-10, the BN one given the other's optimizer) raises "
         f"ForeignOptimizerError: \"{message}\"")
-    if dataset == CIFAR10.name:
+    if dataset == CIFAR10_NAME:
         mine = summarize(acc.loc[acc["variant"] == "none", "value"].to_numpy(dtype=float))
         sec.measured.append(
             f"The notebook printed {NOTEBOOK_ACC['none']:.1%} for its network without BN; this replay's runs "
