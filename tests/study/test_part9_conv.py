@@ -24,7 +24,7 @@ def test_file_has_every_norm_at_both_ends_and_equal_steps():
     cells = {(v.config.norm, v.config.batch_size): v.config for v in spec.variants}
     for norm in part.NORMS:
         assert (norm, part.SMALL) in cells and (norm, part.LARGE) in cells
-    for norm in ("batch", "batch_renorm", "group"):  # the curves of Wu & He's Fig. 1
+    for norm in ("batch", "group"):  # the curves of Wu & He's Fig. 1
         assert {b for n, b in cells if n == norm} == {2, 8, 32, 128}
     assert {c.model for c in cells.values()} == {"cnn"}
     assert {c.max_steps for c in cells.values()} == {STEP}  # equal steps at every batch size
@@ -173,7 +173,7 @@ def test_fold_check_is_computed_from_the_stored_numbers(rows, passed):
 
 def test_full_grid_gives_a_table_a_figure_and_a_literature_line_per_claim():
     acc = {(n, b): 0.5 + 0.002 * b ** 0.5 for n in part.NORMS for b in (2, 128)}
-    acc.update({(n, b): 0.6 for n in ("batch", "group", "batch_renorm") for b in (8, 32)})
+    acc.update({(n, b): 0.6 for n in ("batch", "group") for b in (8, 32)})
     data = _data(acc)
     sec = part.section(data)
     assert len(sec.table) == len(acc) and set(sec.table["norm"]) == set(part.NORMS)
