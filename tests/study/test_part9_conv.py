@@ -124,7 +124,7 @@ def test_inference_mismatch_is_signed_and_compared_across_batch_sizes():
     small = _claim(sec, "inference on the CNN (batch size 2)").verdict
     assert small.label == NOT_SUPPORTED and small.test.diff > 0
     assert _claim(sec, "inference on the CNN (batch size 128)").verdict.label == SUPPORTED
-    assert _claim(sec, "more at batch size 2 than at 128").verdict.label == NOT_SUPPORTED
+    assert _claim(sec, "against train mode at batch size 2 than at 128").verdict.label == NOT_SUPPORTED
 
 
 def test_recalibration_claim_reads_after_minus_before_on_the_same_runs():
