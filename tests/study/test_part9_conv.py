@@ -164,7 +164,7 @@ def _fold_rows(change=0.0, error=2e-6, scale=12.0, left=0.0, bad_run=None):
 def test_fold_check_is_computed_from_the_stored_numbers(rows, passed):
     data = _data({("batch", 2): 0.4, ("batch", 128): 0.9})
     data.metrics = pd.concat([data.metrics, rows], ignore_index=True)
-    sentence, ok = part.fold_check(data, ["batch bs 2", "batch bs 128"])
+    sentence, ok = part.fold_summary(data, ["batch bs 2", "batch bs 128"])
     assert ok is passed and "20 trained BN CNNs" in sentence
     sec = part.section(data)
     assert any(m.startswith("fold_batchnorm on 20") for m in sec.measured)

@@ -155,7 +155,7 @@ def conv_figure(table: pd.DataFrame, budget: str, grid: list[float]) -> Figure:
     return fig
 
 
-def fold_check(data: PartData, labels: list[str]) -> tuple[str, bool] | None:
+def fold_summary(data: PartData, labels: list[str]) -> tuple[str, bool] | None:
     """The fold_batchnorm check on every measured run of `labels`: (sentence, passed); None
     when no run of `labels` was measured."""
     rows = []
@@ -275,7 +275,7 @@ def section(data: PartData) -> Section:
             "Left: test accuracy at the best held-out epoch per norm and batch size, each cell at its own lr "
             "(mean over seeds, 95% CI); right: the lr each cell selected on held-out data. Every batch size "
             f"ran {budget or 'the same steps'}."))
-    fold = fold_check(data, [v for v in (cell("batch", SMALL), cell("batch", LARGE)) if data.has(v)])
+    fold = fold_summary(data, [v for v in (cell("batch", SMALL), cell("batch", LARGE)) if data.has(v)])
     if fold is not None:
         sec.measured.append(fold[0])
         if not fold[1]:
