@@ -255,7 +255,7 @@ def section(data: PartData) -> Section:
     sec = Section(title, setup_text(data, (
         "The MNIST-1D paper's 1-D CNN (three conv layers of 25 channels, kernels 5/3/3, stride 2, ReLU; "
         "a norm after each conv; GroupNorm with 5 groups of 5 channels), Adam. Cells (norm at batch sizes): "
-        f"{cells}; every batch size at the same number of optimizer steps. Budgets as run: "
+        f"{cells}. Budgets as run (the design gives every batch size the same optimizer steps): "
         f"{data.budget(*labels)}.")))
     sec.notes += edge_notes(data)
     acc = data.best(*labels)
