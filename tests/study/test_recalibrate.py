@@ -7,8 +7,8 @@ from normlab.data import BatchLoader, load_dataset
 from normlab.experiments import runner
 from normlab.experiments.config import expand
 from normlab.experiments.store import Store
-from normlab.study.common import RECAL_TEST_ACC
 from normlab.models import build_model
+from normlab.study.common import RECAL_TEST_ACC
 from normlab.study.recalibrate import (
     FOLD_ACC_CHANGE,
     FOLD_LEFT,
