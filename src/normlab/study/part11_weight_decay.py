@@ -375,12 +375,11 @@ def synthesis(sec: Section) -> str:
     if helps == SUPPORTED and shared == SUPPORTED and mech == NOT_SUPPORTED:
         return (head + f"weight decay helps BN, but not (only) through the effective lr: the equivalent "
                 f"exponential lr did not recover most of its gain ({eff_text}).")
-    parts = [("the accuracy gain at each variant's own lr", helps), ("the effective lr", eff),
-             ("the exponential-lr test", mech)]
+    parts = [("the accuracy gain at each variant's own lr", helps), ("the exponential-lr test", mech)]
     if _label(sec, CLAIM_ACC_SHARED) is not None:
-        parts.insert(2, ("the gain at the shared lr", shared))
-    unclear = [text for text, label in parts if label != SUPPORTED]
+        parts.insert(1, ("the gain at the shared lr", shared))
+    rest = "; ".join(f"{text}: {label or 'not run'}" for text, label in parts if label != SUPPORTED)
     if shared == NOT_SUPPORTED:
         return (head + "not tested: at the shared lr weight decay gave no measurable gain for the exponential lr "
-                f"to recover ({eff_text}; not settled: {', '.join(unclear)}).")
-    return head + f"inconclusive at these seeds (not settled: {', '.join(unclear)}; {eff_text})."
+                f"to recover ({eff_text}; {rest}).")
+    return head + f"inconclusive at these seeds ({eff_text}; {rest})."
