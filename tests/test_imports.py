@@ -51,6 +51,7 @@ TORCH_FREE = [
     "normlab.cli",
     "normlab.train",  # RunConfig and the metric names
     "normlab.data",  # its names load their modules on first use
+    "normlab.train.schedule",  # lr_factor: a report recomputes a stored run's schedule
     "normlab.experiments",
     "normlab.experiments.store",
     "normlab.experiments.config",

@@ -1,12 +1,18 @@
-"""Learning-rate schedules as a multiplier of the peak lr, stepped once per optimizer step."""
+"""Learning-rate schedules as a multiplier of the peak lr, stepped once per optimizer step.
+
+`lr_factor` is plain arithmetic and this module loads torch only to build a scheduler, so a
+report can recompute a stored run's schedule without torch.
+"""
 
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from normlab.train.config import ScheduleConfig
+
+if TYPE_CHECKING:
+    import torch
 
 ONECYCLE_WARMUP_FRACTION = 0.3
 """One-cycle: share of the steps spent rising (Smith & Topin 2019; torch's pct_start)."""
@@ -50,6 +56,8 @@ def lr_factor(step: int, schedule: ScheduleConfig, total_steps: int, steps_per_e
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, total_steps: int,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR over `lr_factor`; its state_dict (the step count) goes into checkpoints."""
+    import torch  # here, not at the top: see the module docstring
+
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, schedule, total_steps, steps_per_epoch)
     )
