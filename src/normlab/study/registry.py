@@ -24,11 +24,12 @@ from normlab.study import (
     part6_noniid,
     part7_anatomy,
     part8_ics,
+    part10_depth,
 )
 from normlab.study.protocol import PartSpec, Protocol, parse_part
 
 PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part4_costs, part5_ioffe2015,
-                                 part6_noniid, part7_anatomy, part8_ics)
+                                 part6_noniid, part7_anatomy, part8_ics, part10_depth)
 """    1 bn          with vs without BN; convergence; regularization (ghost batches, weight decay)
     2 batch_size  16/64/256 at equal epochs and equal steps; batch size 4 with GN/LN/BRN
     3 lr_init     LR range test; init x5; gradient flow over depth 2-16
@@ -36,7 +37,8 @@ PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part
     5 ioffe2015   Ioffe & Szegedy 2015 Fig. 1 with the probe before normalization
     6 noniid      class-grouped batches (2 classes; 8 classes x 4), Batch Renorm
     7 anatomy     what BN computes on a trained layer; gamma and beta (affine off)
-    8 ics         internal covariate shift as Santurkar et al. 2018 measure it; noisy BN; smoothness"""
+    8 ics         internal covariate shift as Santurkar et al. 2018 measure it; noisy BN; smoothness
+   10 depth       (full tier) depth 2-16 x none/batch at own lrs; gradients at init and in training; init scale"""
 
 QUICK_PROTOCOL = Protocol(lr_grid=(1.0e-3, 3.0e-3, 1.0e-2), selection_seeds=(1000,), eval_seeds=(0, 1))
 """`--quick`: 3 lrs, 1 selection seed, 2 evaluation seeds (a smoke test, not evidence)."""
