@@ -205,7 +205,7 @@ def test_init_scale_claim_compares_the_spread_over_scales(flat, label):
         for scale, drop in ((0.5, 0.05), (1.0, 0.0), (2.0, 0.01), (5.0, 0.15)):
             means[part10_depth.label(norm, 8, scale)] = 0.6 - (0.0 if norm == flat else drop)
     sec, found = _section(list(means), _acc_rows(means))
-    claim = _claim(found, "BN makes a 8-layer MLP less sensitive to the initialization scale")
+    claim = _claim(found, "BN makes an MLP with 8 hidden layers less sensitive to the initialization scale")
     assert claim.verdict.label == label
     assert abs(claim.verdict.effect) == pytest.approx(0.15, abs=0.01)
     assert "depth_init_scale" in [f.name for f in sec.figures]

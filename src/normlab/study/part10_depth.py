@@ -145,10 +145,11 @@ def range_over_scales(acc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["norm", "seed", "value"])
 
 
-def _log2_x(figure, values) -> None:
+def _log2_x(figure, values, xlabel: str) -> None:
     """Put the figure's x axis on a log2 scale with a tick at each value (depths, init scales)."""
     ax = figure.axes[0]
     ax.set_xscale("log", base=2)
+    ax.set_xlabel(f"{xlabel} (log2 axis)")
     ax.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
 
 
@@ -176,7 +177,7 @@ def _accuracy(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
         columns={"mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"})
     sec.measured.append("Table: test accuracy (%) at the best held-out epoch per depth and norm, and the selected lr.")
     figure = plots.plot_curves(acc, x="depth", group="norm", title="Accuracy vs depth", ylabel=BEST_ACC_LABEL)
-    _log2_x(figure, both)
+    _log2_x(figure, both, "hidden layers")
     sec.figures.append(FigureSpec(
         "depth_accuracy", figure,
         f"Test accuracy at the best held-out epoch vs the number of hidden layers (100 units each; log2 axis), "
@@ -193,7 +194,7 @@ def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     deepest = int(init["depth"].max())
     none0 = init[(init["norm"] == "none") & (init["depth"] == deepest)]["value"]
     bn0 = init[(init["norm"] == "batch") & (init["depth"] == deepest)]["value"]
-    where = f"in a {deepest}-layer MLP"
+    where = f"in an MLP with {deepest} hidden layers"
     if len(none0):
         sec.findings.append(Finding(
             f"Without BN the gradient vanishes toward the input at initialization {where}: the first hidden "
@@ -216,7 +217,7 @@ def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
         for d in per_depth.index) + " (0 = even; +1 = the input side's gradient 10x the last layer's).")
     figure = plots.plot_curves(init, x="depth", group="norm", title="Gradient ratio at initialization vs depth",
                                ylabel=RATIO_WHAT)
-    _log2_x(figure, init["depth"].unique())
+    _log2_x(figure, init["depth"].unique(), "hidden layers")
     sec.figures.append(FigureSpec(
         "depth_grad_ratio_init", figure,
         f"{RATIO_WHAT} at the first step (the gradient at initialization) vs depth, mean over seeds and 95% CI; "
@@ -249,7 +250,7 @@ def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
                                ylabel="gradient norm of the layer's weight")
     sec.figures.append(FigureSpec(
         "depth_grad_layers", figure,
-        f"Gradient norm of each hidden Linear weight of the {deepest}-layer MLP (x: layer index, input side "
+        f"Gradient norm of each hidden Linear weight of the MLP with {deepest} hidden layers (x: layer index, input side "
         "first; log scale), mean over seeds and 95% CI: at initialization"
         + (f" and at step {step} of the runs at each norm's own lr" if step is not None else "") + "."))
 
@@ -266,7 +267,7 @@ def _init_scale(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     ranges = range_over_scales(acc)
     if ranges["norm"].nunique() == 2 and len(scales) > 1:
         sec.findings.append(Finding(
-            f"BN makes a {depth}-layer MLP less sensitive to the initialization scale (weights x"
+            f"BN makes an MLP with {depth} hidden layers less sensitive to the initialization scale (weights x"
             f"{', x'.join(f'{s:g}' for s in scales)}): per seed, the range of its test accuracy over the scales "
             "is smaller than without BN (each at its own lr).",
             verdict(ranges.loc[ranges["norm"] == "batch", "value"], ranges.loc[ranges["norm"] == "none", "value"],
@@ -278,25 +279,42 @@ def _init_scale(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
         for n in sorted(acc["norm"].unique())) + ".")
     figure = plots.plot_curves(acc, x="scale", group="norm", title=f"Accuracy vs initialization scale, depth {depth}",
                                ylabel=BEST_ACC_LABEL)
-    _log2_x(figure, scales)
+    _log2_x(figure, scales, "initial weight scale")
     sec.figures.append(FigureSpec(
         "depth_init_scale", figure,
         f"Test accuracy at the best held-out epoch vs the factor every initial Linear weight was multiplied by "
         f"(log2 axis), {depth} hidden layers, mean over seeds and 95% CI, each scale and norm at its own lr."))
 
 
+def _and(items) -> str:
+    """[2, 4, 8] -> "2, 4 and 8"."""
+    words = [str(x) for x in items]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
+def _probe_period(data: PartData, kinds: pd.DataFrame) -> str:
+    """"every 100 steps": how often the tuned runs recorded their gradient norms, as they ran."""
+    probed = data.of(*kinds.loc[~kinds["at_init"], "label"])
+    if "probes.grad_norms" not in probed or "probes.every_steps" not in probed:
+        return "at the probed steps"
+    periods = sorted({int(p) for p in probed.loc[probed["probes.grad_norms"].astype(bool), "probes.every_steps"]})
+    return f"every {' or '.join(map(str, periods))} steps" if periods else "at the probed steps"
+
+
 def section(data: PartData) -> Section:
     title = "10. Depth: BN's benefit, gradient flow and the initialization scale"
     if data.runs.empty:
         return empty(title)
-    sec = Section(title, setup_text(data, (
-        "MLPs of 2, 4, 8 and 16 hidden layers of 100 units (MNIST-1D, Adam, batch size 64), with and without "
-        "BN. Gradient norms are those of each hidden Linear weight: at initialization from the first step of "
-        "part 3's depth sweep (the same seed gives the same initial weights and first batch whatever the lr), "
-        f"during training every 100 steps of the runs at each variant's own lr. With Adam a layer's step does "
-        "not shrink with its gradient, so a vanishing gradient need not stall it as it would with SGD.")))
-    sec.notes += edge_notes(data)
     kinds = variants_of(data)
+    depths = sorted(set(kinds["depth"]))
+    sec = Section(title, setup_text(data, (
+        f"MLPs of {_and(depths)} hidden layers of 100 units (MNIST-1D, Adam, batch size 64), with "
+        "and without BN. Gradient norms are those of each hidden Linear weight: at initialization from the first "
+        "step of part 3's depth sweep (the same seed gives the same initial weights and first batch whatever the "
+        f"lr), during training {_probe_period(data, kinds)} of the runs at each variant's own lr. With Adam a "
+        "layer's step does not shrink with its gradient, so a vanishing gradient need not stall it as it would "
+        "with SGD.")))
+    sec.notes += edge_notes(data)
     _accuracy(sec, data, kinds)
     _gradients(sec, data, kinds)
     _init_scale(sec, data, kinds)
