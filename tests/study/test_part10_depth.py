@@ -12,7 +12,7 @@ import pytest
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
 from normlab.study import part1_bn, part3_lr_init, part10_depth
 from normlab.study.common import PartData, attach_literature
-from normlab.study.protocol import evaluation_runs, selection_runs
+from normlab.study.protocol import Selection, evaluation_runs, selection_runs
 from normlab.study.registry import PARTS, load_part, protocol_for
 from normlab.train import metrics as M
 
@@ -98,9 +98,8 @@ def test_shared_runs_are_part_1s_and_part_3s_so_they_train_once(quick):
     runs as written)."""
     protocol = protocol_for(quick)
     mine, p1 = load_part(part10_depth, quick=quick), load_part(part1_bn, quick=quick)
-    ids = lambda spec: {r.config.run_id for r in selection_runs(spec, protocol)}
     depth2 = {r.config.run_id for r in selection_runs(mine, protocol) if r.group.endswith(", depth 2")}
-    assert depth2 and depth2 <= ids(p1)
+    assert depth2 and depth2 <= {r.config.run_id for r in selection_runs(p1, protocol)}
     fixed3 = {v.label: v.config.run_id for v in load_part(part3_lr_init).variants if v.kind == "fixed"}
     mine_fixed = [v for v in mine.variants if v.kind == "fixed"]
     assert mine_fixed and all(v.config.run_id == fixed3[v.label.removesuffix(", at init")] for v in mine_fixed)
@@ -132,14 +131,6 @@ def test_log_ratio_is_first_over_last_hidden_layer_at_the_step():
     assert part10_depth.later_step(grads.assign(step=grads["step"] * 0 + 250)) == 250
     assert part10_depth.later_step(pd.DataFrame({"step": [1, 100, 200, 400, 500]})) == 200  # tie: earlier
     assert part10_depth.later_step(pd.DataFrame({"step": [1]})) is None
-
-
-def test_range_over_scales_is_per_seed_and_skips_incomplete_seeds():
-    acc = pd.DataFrame([{"norm": "none", "seed": s, "scale": sc, "value": v}
-                        for s, vals in ((0, (0.5, 0.6, 0.4)), (1, (0.5, 0.5, 0.5))) for sc, v in zip((0.5, 1.0, 5.0), vals)]
-                       + [{"norm": "none", "seed": 2, "scale": 1.0, "value": 0.9}])
-    out = part10_depth.range_over_scales(acc).set_index("seed")["value"]
-    assert out.to_dict() == {0: pytest.approx(0.2), 1: 0.0}
 
 
 @pytest.mark.parametrize(("deep_gain", "label"), [(0.08, SUPPORTED), (-0.04, NOT_SUPPORTED)])
@@ -196,19 +187,47 @@ def test_dynamic_range_in_training_is_read_at_step_300_against_the_same_seed_at_
     assert {f.name for f in sec.figures} == {"depth_grad_ratio_init", "depth_grad_layers"}
 
 
+def _selection(scores: dict[str, float]) -> dict[str, Selection]:
+    """Stage 1 as stored: one lr per variant, its mean held-out accuracy `score`."""
+    return {v: Selection(v, pd.DataFrame({"lr": [3e-3], "n": [2], "diverged": [0], "failed": [0], "score": [s]}),
+                         3e-3, False) for v, s in scores.items()}
+
+
+def _scale_means(flat: str, drops: dict[float, float]) -> dict[str, float]:
+    return {part10_depth.label(norm, 8, scale): 0.6 - (0.0 if norm == flat else drop)
+            for norm in ("none", "batch") for scale, drop in drops.items()}
+
+
 @pytest.mark.parametrize(("flat", "label"), [("batch", SUPPORTED), ("none", NOT_SUPPORTED)])
-def test_init_scale_claim_compares_the_spread_over_scales(flat, label):
-    """One network's accuracy is flat over x0.5-x5; the other's drops 15 points at x5 and 5 at
-    x0.5: the claim (BN is flatter) holds only when BN is the flat one."""
-    means = {}
-    for norm in ("none", "batch"):
-        for scale, drop in ((0.5, 0.05), (1.0, 0.0), (2.0, 0.01), (5.0, 0.15)):
-            means[part10_depth.label(norm, 8, scale)] = 0.6 - (0.0 if norm == flat else drop)
-    sec, found = _section(list(means), _acc_rows(means))
-    claim = _claim(found, "BN makes an MLP with 8 hidden layers less sensitive to the initialization scale")
+def test_init_scale_claim_compares_the_drop_to_the_worst_scale(flat, label):
+    """One network's accuracy is flat over x0.5-x5; the other's drops 15 points at x5 (its worst
+    scale in stage 1 too): the claim (BN loses less) holds only when BN is the flat one."""
+    means = _scale_means(flat, {0.5: 0.05, 1.0: 0.0, 2.0: 0.01, 5.0: 0.15})
+    rows = _acc_rows(means)
+    data = PartData(_runs(list(means)), pd.DataFrame(rows, columns=COLUMNS), _selection(means))
+    sec = part10_depth.section(data)
+    claim = next(f for f in sec.findings if "less sensitive to the initialization scale" in f.claim)
     assert claim.verdict.label == label
-    assert abs(claim.verdict.effect) == pytest.approx(0.15, abs=0.01)
+    assert claim.verdict.effect == pytest.approx(0.15 if flat == "batch" else -0.15, abs=0.01)
     assert "depth_init_scale" in [f.name for f in sec.figures]
+
+
+def test_the_worst_scale_is_picked_on_the_selection_runs_not_on_the_evaluation_seeds():
+    """Stage 1 says no-norm's worst scale is x0.5 (a 5-point drop); on the evaluation seeds x5
+    looks worse (15 points). The claim measures x1 -> x0.5: picking the worst on the evaluation
+    seeds would select on their noise."""
+    means = _scale_means("batch", {0.5: 0.05, 1.0: 0.0, 2.0: 0.01, 5.0: 0.15})
+    stage1 = {**means, part10_depth.label("none", 8, 5.0): 0.6, part10_depth.label("batch", 8, 2.0): 0.59}
+    assert part10_depth.worst_scale(_selection(stage1), "none", 8, (0.5, 1.0, 2.0, 5.0)) == 0.5
+    assert part10_depth.worst_scale(_selection(stage1), "batch", 8, (0.5, 1.0, 2.0, 5.0)) == 2.0
+    assert part10_depth.worst_scale({}, "none", 8, (0.5, 1.0)) is None
+    data = PartData(_runs(list(means)), pd.DataFrame(_acc_rows(means), columns=COLUMNS), _selection(stage1))
+    claim = next(f for f in part10_depth.section(data).findings if "initialization scale" in f.claim)
+    assert "no norm x0.5" in claim.claim and "BN x2" in claim.claim
+    assert claim.verdict.effect == pytest.approx(0.05, abs=0.01)
+    no_stage1 = part10_depth.section(PartData(data.runs, data.metrics))
+    assert not any("initialization scale" in f.claim for f in no_stage1.findings)
+    assert any("needs stage 1" in n for n in no_stage1.notes)
 
 
 def test_every_claim_has_a_literature_line():
@@ -218,7 +237,7 @@ def test_every_claim_has_a_literature_line():
     means = {v: 0.6 for v in variants if "at init" not in v}
     rows = _acc_rows(means) + _grad_rows(variants[4], DEEP, -0.3) + _grad_rows(variants[5], DEEP, 0.07)
     rows += _grad_rows(part10_depth.label("batch", DEEP), DEEP, 0.01, steps=(300,))
-    sec, _ = _section(variants, rows)
+    sec = part10_depth.section(PartData(_runs(variants), pd.DataFrame(rows, columns=COLUMNS), _selection(means)))
     attach_literature(sec, part10_depth.LITERATURE)
     assert len(sec.findings) == 6
     assert all(f.literature for f in sec.findings), [f.claim for f in sec.findings if not f.literature]
