@@ -19,13 +19,12 @@ def _runs(part, quick=False):
 def test_every_part_file_validates_and_keeps_the_protocol(part):
     spec, select, evaluate = _runs(part)
     assert registry.config_text(part).startswith("# normlab study, part")
-    grid = tuple(spec.spec.get("tune", {}).get("lr") or P.ADAM_LR_GRID)  # a part may narrow its grid
-    assert spec.lr_grid == grid
+    assert spec.lr_grid == P.ADAM_LR_GRID
     assert {r.config.seed for r in select} == set(P.SELECTION_SEEDS)
     assert {r.config.seed for r in evaluate} == set(range(10))
     assert not set(P.SELECTION_SEEDS) & set(P.EVAL_SEEDS)
     for v in spec.tuned():  # every tuned variant over the whole grid
-        assert {r.config.lr for r in select if r.group == f"{part.KEY}/{v.label}"} == set(grid)
+        assert {r.config.lr for r in select if r.group == f"{part.KEY}/{v.label}"} == set(P.ADAM_LR_GRID)
     assert all(r.config.dataset == "mnist1d" and r.config.holdout_fraction > 0 for r in select + evaluate)
 
 
