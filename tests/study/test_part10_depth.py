@@ -133,6 +133,18 @@ def test_log_ratio_is_first_over_last_hidden_layer_at_the_step():
     assert part10_depth.later_step(pd.DataFrame({"step": [1]})) is None
 
 
+def test_per_layer_growth_and_late_gains_by_hand():
+    # r = log10(first / last) = 1.5 over 15 layer-to-layer steps: x10**0.1 per layer in norm,
+    # x10**0.2 = 1.585 in squared norm
+    assert part10_depth.per_layer_growth(1.5, 16) == pytest.approx(10 ** 0.2)
+    curves = {"flat": [0.5, 0.6, 0.6, 0.6, 0.6, 0.59], "rising": [0.3, 0.4, 0.5, 0.55, 0.6, 0.65]}
+    rows = [(f"{v}-0", 50 * (i + 1), i + 1, M.HOLDOUT_ACC_EVAL_MODE, acc) for v, accs in curves.items()
+            for i, acc in enumerate(accs)]
+    data = PartData(_runs(list(curves), seeds=[0]), pd.DataFrame(rows, columns=COLUMNS))
+    gains = part10_depth.late_gains(data, ["flat", "rising"])
+    assert gains == {"flat": pytest.approx(0.0), "rising": pytest.approx(0.65 - 0.55)}  # last 2 of 6 vs first 4
+
+
 @pytest.mark.parametrize(("deep_gain", "label"), [(0.08, SUPPORTED), (-0.04, NOT_SUPPORTED)])
 def test_depth_interaction_has_the_sign_of_bns_gain_at_depth_16_minus_at_2(deep_gain, label):
     """BN's gain is 2 points at depth 2 and `deep_gain` at depth 16; both networks lose accuracy
@@ -162,6 +174,9 @@ def test_gradients_at_init_vanish_without_bn_and_explode_toward_the_input_with_i
     assert yang.verdict.effect == pytest.approx(1.05, abs=0.05)
     assert prevents.verdict.effect == pytest.approx(1.05 + 4.5, abs=0.05)
     assert any("depth 16: batch +1.0" in line and "none -4.5" in line for line in sec.measured)
+    line = next(line for line in sec.measured if "squared gradient norm grows" in line)
+    growth = float(re.search(r"grows x([\d.]+) per layer", line).group(1))
+    assert growth == pytest.approx(10 ** (2 * 0.07), abs=0.02) and "batch size 64" in line  # 10**0.07 in norm
 
 
 def test_bn_gradients_that_shrink_toward_the_input_do_not_support_yang():

@@ -38,6 +38,7 @@ from normlab.study.common import (
 )
 from normlab.study.part3_lr_init import layer_grad_frame
 from normlab.study.protocol import Selection
+from normlab.train import metrics as M
 
 KEY = "depth"
 FILE = "depth.yaml"
@@ -52,6 +53,9 @@ LATER_STEP = 300
 """'After a few hundred steps': the probed step (every 100) read for the gradients in training."""
 LOG_RATIO_MIN_EFFECT = 0.1
 """log10 gradient-norm ratio: a factor of 1.26, the smallest change we call an effect."""
+LATE_GAIN = 0.01
+"""A variant whose best held-out accuracy still rose this much (1 point) in the last third of
+training is listed as not converged."""
 RATIO_WHAT = "log10(first / last hidden layer's gradient norm)"
 
 LITERATURE = [
@@ -125,6 +129,12 @@ def log_ratios(grads: pd.DataFrame, step: int) -> pd.DataFrame:
         rows.append({"run_id": run_id, "variant": run["variant"].iloc[0], "seed": run["seed"].iloc[0],
                      "value": float(np.log10(first[0] / last[0]))})
     return pd.DataFrame(rows, columns=["run_id", "variant", "seed", "value"])
+
+
+def per_layer_growth(log_ratio: float, depth: int) -> float:
+    """The growth of the squared gradient norm per layer, from r = log10(first / last) over the
+    depth - 1 steps between the first and the last hidden layer: 10 ** (2 r / (depth - 1))."""
+    return float(10 ** (2 * log_ratio / (depth - 1)))
 
 
 def later_step(grads: pd.DataFrame, target: int = LATER_STEP) -> int | None:
@@ -216,6 +226,11 @@ def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     sec.measured.append(f"Mean {RATIO_WHAT} at initialization (step 1), per depth: " + "; ".join(
         f"depth {d}: " + ", ".join(f"{n} {per_depth.loc[d, n]:+.2f}" for n in per_depth.columns)
         for d in per_depth.index) + " (0 = even; +1 = the input side's gradient 10x the last layer's).")
+    if len(bn0):
+        sec.measured.append(
+            f"With BN at depth {deepest} the squared gradient norm grows x{per_layer_growth(bn0.mean(), deepest):.2f} "
+            f"per layer toward the input (Yang et al.'s ReLU rate, wide and large-batch limit: pi/(pi-1) = "
+            f"{np.pi / (np.pi - 1):.2f}; here batch size {_batch_sizes(data)}).")
     figure = plots.plot_curves(init, x="depth", group="norm", title="Gradient ratio at initialization vs depth",
                                ylabel=RATIO_WHAT)
     _log2_x(figure, init["depth"].unique(), "hidden layers")
@@ -291,6 +306,27 @@ def _init_scale(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
         f"(log2 axis), {depth} hidden layers, mean over seeds and 95% CI, each scale and norm at its own lr."))
 
 
+def _batch_sizes(data: PartData) -> str:
+    sizes = sorted({int(b) for b in data.runs["batch_size"].dropna()}) if "batch_size" in data.runs else []
+    return " or ".join(map(str, sizes)) if sizes else "as run"
+
+
+def late_gains(data: PartData, labels) -> dict[str, float]:
+    """Per variant: the mean over its runs of the best held-out accuracy of the last third of its
+    evaluations minus the best of the first two thirds (`plateau_note`'s budget check, per variant)."""
+    hold = data.metrics[data.metrics["name"] == M.HOLDOUT_ACC_EVAL_MODE]
+    out = {}
+    for name in labels:
+        gains = []
+        for _, run in hold[hold["run_id"].isin(data.of(name)["run_id"])].groupby("run_id"):
+            v = run.sort_values("step")["value"].to_numpy(dtype=float)
+            if v.size >= 3:
+                gains.append(np.nanmax(v) - np.nanmax(v[:max(1, (2 * v.size) // 3)]))
+        if gains:
+            out[name] = float(np.mean(gains))
+    return out
+
+
 def _and(items) -> str:
     """[2, 4, 8] -> "2, 4 and 8"."""
     words = [str(x) for x in items]
@@ -323,9 +359,15 @@ def section(data: PartData) -> Section:
     _accuracy(sec, data, kinds)
     _gradients(sec, data, kinds)
     _init_scale(sec, data, kinds)
-    note = plateau_note(data, list(kinds.loc[~kinds["at_init"], "label"]))
+    tuned = list(kinds.loc[~kinds["at_init"], "label"])
+    note = plateau_note(data, tuned)
     if note:
         sec.notes.append(note)
+    rising = {k: v for k, v in late_gains(data, tuned).items() if v >= LATE_GAIN}
+    if rising:
+        sec.notes.append(f"Still rising (best held-out accuracy gained >= {100 * LATE_GAIN:.0f} point in the last "
+                         "third of training): " + "; ".join(f"{k} +{100 * v:.1f}" for k, v in
+                                                          sorted(rising.items(), key=lambda kv: -kv[1])) + ".")
     sel = selection_table(data)
     if sel is not None:
         sec.measured.append("Stage 1 selected lrs: " + "; ".join(
