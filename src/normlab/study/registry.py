@@ -30,13 +30,15 @@ from normlab.study import (
     part7_anatomy,
     part8_ics,
     part9_conv,
+    part10_depth,
     part11_weight_decay,
     part12_notebook,
 )
 from normlab.study.protocol import PartSpec, Protocol, parse_part
 
 PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part4_costs, part5_ioffe2015,
-                                 part6_noniid, part7_anatomy, part8_ics, part9_conv, part11_weight_decay,
+                                 part6_noniid, part7_anatomy, part8_ics, part9_conv, part10_depth,
+                                 part11_weight_decay,
                                  part12_notebook)
 """    1 bn          with vs without BN; convergence; regularization (ghost batches, weight decay)
     2 batch_size  16/64/256 at equal epochs and equal steps; batch size 4 with GN/LN/BRN
@@ -47,6 +49,7 @@ PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part
     7 anatomy     what BN computes on a trained layer; gamma and beta (affine off)
     8 ics         internal covariate shift as Santurkar et al. 2018 measure it; noisy BN; smoothness
     9 conv        the 1-D CNN: none/batch/group/layer/instance/batch_renorm, batch 2 to 128; fold, recalibrate
+   10 depth       (full tier) depth 2-16 x none/batch at own lrs; gradients at init and in training; init scale
    11 weight_decay  (full tier) weight decay through the effective lr lr/||W||^2; Li & Arora's exponential lr
    12 notebook    the seed notebook's protocol as it ran (Adam 1e-3, 2 epochs; batch 32/64/128), its mistakes"""
 
