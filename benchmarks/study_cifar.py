@@ -1,4 +1,4 @@
-"""CPU time of study part 12 (the notebook, replayed) on a full-size CIFAR-10, without CIFAR-10.
+"""CPU time of study part 9 (the notebook, replayed) on a full-size CIFAR-10, without CIFAR-10.
 
 CIFAR-10 cannot be downloaded here, so this builds a fake one of the real size in the real
 binary format (random bytes: 5 training batches of 10,000 records and a test batch, each record
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from normlab.data import cifar, load_dataset
-from normlab.study import part12_notebook
+from normlab.study import part9_notebook
 from normlab.study.protocol import EVAL_SEEDS, _with
 from normlab.study.registry import load_part
 from normlab.train.build import build
@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the study's workers run
 
-    spec = load_part(part12_notebook, "cifar10")
+    spec = load_part(part9_notebook, "cifar10")
     rows, whole = [], None
     with tempfile.TemporaryDirectory(prefix="normlab-fake-cifar10-") as root:
         t = cpu()
@@ -114,7 +114,7 @@ def main() -> None:
         if args.whole:
             variant = next((v for v in spec.variants if v.label == args.whole), None)
             if variant is None:
-                raise SystemExit(f"--whole: expected a variant of part 12, one of {[v.label for v in spec.variants]}, "
+                raise SystemExit(f"--whole: expected a variant of part 9, one of {[v.label for v in spec.variants]}, "
                                  f"got {args.whole!r}")
             t = cpu()
             result = fit(_with(variant.config, seed=0, data_root=root), dataset=dataset)

@@ -100,7 +100,7 @@ IN_FUNCTION: dict[str, dict[str, str]] = {
         "normlab.data", "normlab.train.build", "normlab.train.parallel", "normlab.train.checkpoint")},
     "normlab.study.recalibrate": {m: _STUDY for m in ("normlab.data", "normlab.layers", "normlab.train.evaluate")},
     "normlab.study.run": {"normlab.data": _STUDY},
-    "normlab.study.part12_notebook": {m: _STUDY for m in (
+    "normlab.study.part9_notebook": {m: _STUDY for m in (
         "normlab.models", "normlab.train.optim", "normlab.data.cifar", "normlab.data.storage")},
     "normlab.study.mechanisms": {m: _STUDY for m in (
         "normlab.train.engine", "normlab.train.ics_probe", "normlab.train.bn_anatomy")},

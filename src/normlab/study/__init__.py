@@ -1,8 +1,8 @@
 """`normlab study`: the seed notebook's batch-norm claims, tested fairly, in one folder.
 
-    registry.py    the eight parts in order, their files (package data: configs/*.yaml), --quick
+    registry.py    the parts in order and their tiers, their files (package data: configs/*.yaml), --quick
     protocol.py    the shared protocol: each variant at its own lr (held-out selection), seeds
-    part1_bn.py ... part8_ics.py   one module per part: its claims and report section
+    part1_bn.py ... part12_weight_decay.py   one module per part: its claims, tier and report section
     common.py      what the sections share
     recalibrate.py, mechanisms.py  measurements on finished runs (recalibrate_bn; ICS, landscape)
     run.py         run_study: stage 1, stage 2, recalibration, report

@@ -41,7 +41,7 @@ LITERATURE = [
                "2 with BN.", SUPPORTED),
     Literature("group norm avoids",
                "Wu & He (2018): GroupNorm stays near 24.1% at every batch size on a conv net (ImageNet "
-               "ResNet-50); theirs is a claim about conv nets, which part 9 tests on the 1-D CNN, not about "
+               "ResNet-50); theirs is a claim about conv nets, which part 10 tests on the 1-D CNN, not about "
                "an MLP like this one.",
                SUPPORTED),
     Literature("layer norm avoids", "Wu & He (2018): LayerNorm is batch-independent but below BN and GN on "

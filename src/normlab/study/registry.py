@@ -29,29 +29,30 @@ from normlab.study import (
     part6_noniid,
     part7_anatomy,
     part8_ics,
-    part9_conv,
-    part10_depth,
-    part11_weight_decay,
-    part12_notebook,
+    part9_notebook,
+    part10_conv,
+    part11_depth,
+    part12_weight_decay,
 )
 from normlab.study.protocol import PartSpec, Protocol, parse_part
 
 PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part4_costs, part5_ioffe2015,
-                                 part6_noniid, part7_anatomy, part8_ics, part9_conv, part10_depth,
-                                 part11_weight_decay,
-                                 part12_notebook)
-"""    1 bn          with vs without BN; convergence; regularization (ghost batches, weight decay)
-    2 batch_size  16/64/256 at equal epochs and equal steps; batch size 4 with GN/LN/BRN
-    3 lr_init     LR range test; init x5; gradient flow over depth 2-16
-    4 costs       time per step; eval-mode minus train-mode accuracy; recalibrate_bn
-    5 ioffe2015   Ioffe & Szegedy 2015 Fig. 1 with the probe before normalization
-    6 noniid      class-grouped batches (2 classes; 8 classes x 4), Batch Renorm
-    7 anatomy     what BN computes on a trained layer; gamma and beta (affine off)
-    8 ics         internal covariate shift as Santurkar et al. 2018 measure it; noisy BN; smoothness
-    9 conv        the 1-D CNN: none/batch/group/layer/instance/batch_renorm, batch 2 to 128; fold, recalibrate
-   10 depth       (full tier) depth 2-16 x none/batch at own lrs; gradients at init and in training; init scale
-   11 weight_decay  (full tier) weight decay through the effective lr lr/||W||^2; Li & Arora's exponential lr
-   12 notebook    the seed notebook's protocol as it ran (Adam 1e-3, 2 epochs; batch 32/64/128), its mistakes"""
+                                 part6_noniid, part7_anatomy, part8_ics, part9_notebook, part10_conv,
+                                 part11_depth, part12_weight_decay)
+"""    1 bn            with vs without BN; convergence; regularization (ghost batches, weight decay)
+    2 batch_size    16/64/256 at equal epochs and equal steps; batch size 4 with GN/LN/BRN
+    3 lr_init       LR range test; init x5; gradient flow over depth 2-16
+    4 costs         time per step; eval-mode minus train-mode accuracy; recalibrate_bn
+    5 ioffe2015     Ioffe & Szegedy 2015 Fig. 1 with the probe before normalization
+    6 noniid        class-grouped batches (2 classes; 8 classes x 4), Batch Renorm
+    7 anatomy       what BN computes on a trained layer; gamma and beta (affine off)
+    8 ics           internal covariate shift as Santurkar et al. 2018 measure it, over training; noisy BN;
+                    smoothness
+    9 notebook      the seed notebook's protocol as it ran (Adam 1e-3, 2 epochs; batch 32/64/128), its mistakes
+   full tier:
+   10 conv          the 1-D CNN: none/batch/group/layer/instance/batch_renorm, batch 2 to 128; fold, recalibrate
+   11 depth         depth 2-16 x none/batch at own lrs; gradients at init and in training; init scale
+   12 weight_decay  weight decay through the effective lr lr/||W||^2; Li & Arora's exponential lr"""
 
 TIERS = ("default", "full")
 FULL_TIER_COMMAND = "normlab study --tier full"

@@ -1,4 +1,4 @@
-"""Part 11: BN and weight decay. Does weight decay help BN networks through the effective lr?
+"""Part 12: BN and weight decay. Does weight decay help BN networks through the effective lr?
 
 With BN after a hidden Linear, the layer's output does not depend on ||W||, so an SGD step
 turns W's direction by about lr ||g|| / ||W||: the effective learning rate is lr / ||W||^2
@@ -208,7 +208,7 @@ def gamma_check(data: PartData) -> tuple[bool, str] | None:
 
 
 def section(data: PartData) -> Section:
-    title = "11. BN and weight decay"
+    title = "12. BN and weight decay"
     if data.runs.empty or not data.has(BN, BN_WD):
         return empty(title, "Not run: this part needs the variants 'batch' and 'batch + weight decay'.")
     present = tuple(v for v in (*TUNED, SHARED, SHARED_WD, SHARED_EXP) if data.has(v))

@@ -1,4 +1,4 @@
-"""Part 12, the notebook replayed: its section on hand-made frames with known answers, the
+"""Part 9, the notebook replayed: its section on hand-made frames with known answers, the
 library's own refusal of the notebook's foreign optimizer, the note when CIFAR-10 is absent,
 its file on MNIST-1D and CIFAR-10, and the inputs normalized as the notebook did through the
 real CIFAR-10 loader."""
@@ -13,7 +13,7 @@ import torch
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
 from normlab.data import cifar, load_dataset
 from normlab.models import build_model
-from normlab.study import part12_notebook as nb
+from normlab.study import part9_notebook as nb
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import Protocol, _with, evaluation_runs
 from normlab.study.registry import PARTS, QUICK_PROTOCOL, load_part

@@ -1,4 +1,4 @@
-"""Part 12: the seed notebook's own protocol, replayed as it ran, and its two mistakes named.
+"""Part 9: the seed notebook's own protocol, replayed as it ran, and its two mistakes named.
 
 The notebook trained its MLP (3072-512-256-10 on CIFAR-10) with and without BN at Adam lr 1e-3,
 batch size 64, for 2 epochs, then at batch sizes 32, 64 and 128 for 10 epochs, its inputs
@@ -146,7 +146,7 @@ def eval_minus_train(data: PartData, labels: list[str]) -> pd.DataFrame:
 
 
 def section(data: PartData) -> Section:
-    title = "12. The notebook, replayed"
+    title = "9. The notebook, replayed"
     if data.runs.empty or not data.has("none", "batch"):
         return empty(title, "Not run: this part needs the variants 'none' and 'batch'.")
     labels = list(data.runs["variant"].unique())

@@ -1,4 +1,4 @@
-"""Part 10 (depth): its file, its --quick shrink, and its section on hand-made stored numbers with
+"""Part 11 (depth): its file, its --quick shrink, and its section on hand-made stored numbers with
 known answers (the sign of the depth interaction, the gradient ratios at init and in training,
 the spread over init scales)."""
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
-from normlab.study import part1_bn, part3_lr_init, part10_depth
+from normlab.study import part1_bn, part3_lr_init, part11_depth
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import Selection, evaluation_runs, selection_runs
 from normlab.study.registry import PARTS, load_part, protocol_for
@@ -51,7 +51,7 @@ def _grad_rows(variant: str, depth: int, log_slope: float, steps=(1,), noise: fl
 
 
 def _section(variants, rows):
-    sec = part10_depth.section(PartData(_runs(variants), pd.DataFrame(rows, columns=COLUMNS)))
+    sec = part11_depth.section(PartData(_runs(variants), pd.DataFrame(rows, columns=COLUMNS)))
     return sec, {f.claim.split(":")[0]: f for f in sec.findings}
 
 
@@ -63,27 +63,27 @@ def _claim(findings, start):
 
 
 def test_the_part_is_registered_in_the_full_tier():
-    assert part10_depth in PARTS and part10_depth.TIER == "full"
+    assert part11_depth in PARTS and part11_depth.TIER == "full"
 
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_label_says_what_its_config_is(quick):
-    spec = load_part(part10_depth, quick=quick)
+    spec = load_part(part11_depth, quick=quick)
     for v in spec.variants:
-        meta = part10_depth.parse_label(v.label)
+        meta = part11_depth.parse_label(v.label)
         assert meta is not None, v.label
-        assert part10_depth.label(meta["norm"], meta["depth"], meta["scale"], meta["at_init"]) == v.label
+        assert part11_depth.label(meta["norm"], meta["depth"], meta["scale"], meta["at_init"]) == v.label
         assert (v.config.norm, len(v.config.hidden), v.config.init_scale) == (meta["norm"], meta["depth"], meta["scale"])
         assert v.kind == ("fixed" if meta["at_init"] else "tuned")
         if meta["at_init"]:  # the first step's gradient is recorded
             assert v.config.probes.grad_norms and v.config.probes.every_steps == 1
         elif meta["depth"] > 2:  # the later gradients: LATER_STEP is a probed step
-            assert v.config.probes.grad_norms and part10_depth.LATER_STEP % v.config.probes.every_steps == 0
+            assert v.config.probes.grad_norms and part11_depth.LATER_STEP % v.config.probes.every_steps == 0
 
 
 def test_the_default_file_runs_depths_2_to_16_and_four_init_scales_with_and_without_bn():
-    spec = load_part(part10_depth)
-    metas = [part10_depth.parse_label(v.label) for v in spec.tuned()]
+    spec = load_part(part11_depth)
+    metas = [part11_depth.parse_label(v.label) for v in spec.tuned()]
     assert {(m["norm"], m["depth"]) for m in metas if m["scale"] == 1.0} == {
         (n, d) for n in ("none", "batch") for d in (2, 4, 8, 16)}
     assert {(m["norm"], m["scale"]) for m in metas if m["depth"] == 8} == {
@@ -96,7 +96,7 @@ def test_shared_runs_are_part_1s_and_part_3s_so_they_train_once(quick):
     """Depth 2 = part 1's none/batch (in --quick too); the gradients at init = part 3's depth
     sweep (same run ids, so `run_study` trains each once)."""
     protocol = protocol_for(quick)
-    mine, p1 = load_part(part10_depth, quick=quick), load_part(part1_bn, quick=quick)
+    mine, p1 = load_part(part11_depth, quick=quick), load_part(part1_bn, quick=quick)
     depth2 = {r.config.run_id for r in selection_runs(mine, protocol) if r.group.endswith(", depth 2")}
     assert depth2 and depth2 <= {r.config.run_id for r in selection_runs(p1, protocol)}
     if not quick:
@@ -108,14 +108,14 @@ def test_shared_runs_are_part_1s_and_part_3s_so_they_train_once(quick):
 
 def test_quick_is_a_few_cheap_runs_that_reach_the_depth_and_gradient_claims():
     protocol = protocol_for(True)
-    spec = load_part(part10_depth, quick=True)
+    spec = load_part(part11_depth, quick=True)
     fake_lrs = {v.label: type("S", (), {"lr": 1e-3})() for v in spec.tuned()}
     runs = selection_runs(spec, protocol) + evaluation_runs(spec, protocol, fake_lrs)
     steps = [min(r.config.epochs * 50, r.config.max_steps or 10**9) for r in runs]  # 50 steps per epoch
     new = [r for r in runs if not r.group.endswith(", depth 2")]  # depth 2 is part 1's quick runs
     assert len(new) <= 14 and max(steps) <= 100
     assert [s for r, s in zip(runs, steps) if r.group.endswith(", at init")] == [1] * 4  # the first step only
-    metas = [part10_depth.parse_label(v.label) for v in spec.variants]
+    metas = [part11_depth.parse_label(v.label) for v in spec.variants]
     assert {m["depth"] for m in metas if not m["at_init"]} == {2, 8}  # the interaction
     assert any(m["at_init"] and m["depth"] == 8 for m in metas)
 
@@ -128,23 +128,23 @@ def test_log_ratio_is_first_over_last_hidden_layer_at_the_step():
             ("z", 1, 1, 0, 0.0), ("z", 1, 1, 2, 1.0)]  # z: a zero gradient has no finite log
     grads = pd.DataFrame([{"run_id": r, "step": s, "variant": "v", "seed": 0, "layer": k, "value": v}
                           for r, s, _, k, v in rows])
-    at1 = part10_depth.log_ratios(grads, 1).set_index("run_id")["value"]
+    at1 = part11_depth.log_ratios(grads, 1).set_index("run_id")["value"]
     assert at1.to_dict() == {"r": pytest.approx(np.log10(2.0 / 0.02))}
-    assert part10_depth.log_ratios(grads, 9)["value"].tolist() == [0.0]
-    assert part10_depth.later_step(grads.assign(step=grads["step"] * 0 + 250)) == 250
-    assert part10_depth.later_step(pd.DataFrame({"step": [1, 100, 200, 400, 500]})) == 200  # tie: earlier
-    assert part10_depth.later_step(pd.DataFrame({"step": [1]})) is None
+    assert part11_depth.log_ratios(grads, 9)["value"].tolist() == [0.0]
+    assert part11_depth.later_step(grads.assign(step=grads["step"] * 0 + 250)) == 250
+    assert part11_depth.later_step(pd.DataFrame({"step": [1, 100, 200, 400, 500]})) == 200  # tie: earlier
+    assert part11_depth.later_step(pd.DataFrame({"step": [1]})) is None
 
 
 def test_per_layer_growth_and_late_gains_by_hand():
     # r = log10(first / last) = 1.5 over 15 layer-to-layer steps: x10**0.1 per layer in norm,
     # x10**0.2 = 1.585 in squared norm
-    assert part10_depth.per_layer_growth(1.5, 16) == pytest.approx(10 ** 0.2)
+    assert part11_depth.per_layer_growth(1.5, 16) == pytest.approx(10 ** 0.2)
     curves = {"flat": [0.5, 0.6, 0.6, 0.6, 0.6, 0.59], "rising": [0.3, 0.4, 0.5, 0.55, 0.6, 0.65]}
     rows = [(f"{v}-0", 50 * (i + 1), i + 1, M.HOLDOUT_ACC_EVAL_MODE, acc) for v, accs in curves.items()
             for i, acc in enumerate(accs)]
     data = PartData(_runs(list(curves), seeds=[0]), pd.DataFrame(rows, columns=COLUMNS))
-    gains = part10_depth.late_gains(data, ["flat", "rising"])
+    gains = part11_depth.late_gains(data, ["flat", "rising"])
     assert gains == {"flat": pytest.approx(0.0), "rising": pytest.approx(0.65 - 0.55)}  # last 2 of 6 vs first 4
 
 
@@ -167,7 +167,7 @@ def test_depth_interaction_has_the_sign_of_bns_gain_at_depth_16_minus_at_2(deep_
 def test_gradients_at_init_vanish_without_bn_and_explode_toward_the_input_with_it():
     """No norm: each layer's gradient 10^0.3 smaller toward the input (ratio 10^-4.5 at depth 16);
     BN: 10^0.07 larger (10^+1.05): every gradient claim is supported, with the hand-made ratios."""
-    variants = [part10_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
+    variants = [part11_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
     rows = _grad_rows(variants[0], DEEP, -0.3) + _grad_rows(variants[1], DEEP, 0.07)
     sec, found = _section(variants, rows)
     vanish, prevents, yang = (_claim(found, s) for s in ("Without BN the gradient vanishes", "BN prevents vanishing",
@@ -183,7 +183,7 @@ def test_gradients_at_init_vanish_without_bn_and_explode_toward_the_input_with_i
 
 
 def test_bn_gradients_that_shrink_toward_the_input_do_not_support_yang():
-    variants = [part10_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
+    variants = [part11_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
     rows = _grad_rows(variants[0], DEEP, -0.3) + _grad_rows(variants[1], DEEP, -0.05)
     _, found = _section(variants, rows)
     assert _claim(found, "With BN the gradient grows toward the input").verdict.label == NOT_SUPPORTED
@@ -194,8 +194,8 @@ def test_bn_gradients_that_shrink_toward_the_input_do_not_support_yang():
 def test_dynamic_range_in_training_is_read_at_step_300_against_the_same_seed_at_init(later_slope, label):
     """BN at init: |log ratio| 1.05; at step 300 of the tuned runs 0.15 (shrinks) or 1.8 (grows).
     Steps 100 and 500 carry a decoy ratio that the claim must not read."""
-    init = part10_depth.label("batch", DEEP, at_init=True)
-    tuned = part10_depth.label("batch", DEEP)
+    init = part11_depth.label("batch", DEEP, at_init=True)
+    tuned = part11_depth.label("batch", DEEP)
     rows = (_grad_rows(init, DEEP, 0.07) + _grad_rows(tuned, DEEP, later_slope, steps=(300,))
             + _grad_rows(tuned, DEEP, 0.5, steps=(100, 500)))
     sec, found = _section([init, tuned], rows)
@@ -212,7 +212,7 @@ def _selection(scores: dict[str, float]) -> dict[str, Selection]:
 
 
 def _scale_means(flat: str, drops: dict[float, float]) -> dict[str, float]:
-    return {part10_depth.label(norm, 8, scale): 0.6 - (0.0 if norm == flat else drop)
+    return {part11_depth.label(norm, 8, scale): 0.6 - (0.0 if norm == flat else drop)
             for norm in ("none", "batch") for scale, drop in drops.items()}
 
 
@@ -223,7 +223,7 @@ def test_init_scale_claim_compares_the_drop_to_the_worst_scale(flat, label):
     means = _scale_means(flat, {0.5: 0.05, 1.0: 0.0, 2.0: 0.01, 5.0: 0.15})
     rows = _acc_rows(means)
     data = PartData(_runs(list(means)), pd.DataFrame(rows, columns=COLUMNS), _selection(means))
-    sec = part10_depth.section(data)
+    sec = part11_depth.section(data)
     claim = next(f for f in sec.findings if "less sensitive to the initialization scale" in f.claim)
     assert claim.verdict.label == label
     assert claim.verdict.effect == pytest.approx(0.15 if flat == "batch" else -0.15, abs=0.01)
@@ -235,27 +235,27 @@ def test_the_worst_scale_is_picked_on_the_selection_runs_not_on_the_evaluation_s
     looks worse (15 points). The claim measures x1 -> x0.5: picking the worst on the evaluation
     seeds would select on their noise."""
     means = _scale_means("batch", {0.5: 0.05, 1.0: 0.0, 2.0: 0.01, 5.0: 0.15})
-    stage1 = {**means, part10_depth.label("none", 8, 5.0): 0.6, part10_depth.label("batch", 8, 2.0): 0.59}
-    assert part10_depth.worst_scale(_selection(stage1), "none", 8, (0.5, 1.0, 2.0, 5.0)) == 0.5
-    assert part10_depth.worst_scale(_selection(stage1), "batch", 8, (0.5, 1.0, 2.0, 5.0)) == 2.0
-    assert part10_depth.worst_scale({}, "none", 8, (0.5, 1.0)) is None
+    stage1 = {**means, part11_depth.label("none", 8, 5.0): 0.6, part11_depth.label("batch", 8, 2.0): 0.59}
+    assert part11_depth.worst_scale(_selection(stage1), "none", 8, (0.5, 1.0, 2.0, 5.0)) == 0.5
+    assert part11_depth.worst_scale(_selection(stage1), "batch", 8, (0.5, 1.0, 2.0, 5.0)) == 2.0
+    assert part11_depth.worst_scale({}, "none", 8, (0.5, 1.0)) is None
     data = PartData(_runs(list(means)), pd.DataFrame(_acc_rows(means), columns=COLUMNS), _selection(stage1))
-    claim = next(f for f in part10_depth.section(data).findings if "initialization scale" in f.claim)
+    claim = next(f for f in part11_depth.section(data).findings if "initialization scale" in f.claim)
     assert "no norm x0.5" in claim.claim and "BN x2" in claim.claim
     assert claim.verdict.effect == pytest.approx(0.05, abs=0.01)
-    no_stage1 = part10_depth.section(PartData(data.runs, data.metrics))
+    no_stage1 = part11_depth.section(PartData(data.runs, data.metrics))
     assert not any("initialization scale" in f.claim for f in no_stage1.findings)
     assert any("needs stage 1" in n for n in no_stage1.notes)
 
 
 def test_every_claim_has_a_literature_line():
-    variants = [part10_depth.label(n, d) for n in ("none", "batch") for d in (2, DEEP)]
-    variants += [part10_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
-    variants += [part10_depth.label(n, 8, s) for n in ("none", "batch") for s in (1.0, 5.0)]
+    variants = [part11_depth.label(n, d) for n in ("none", "batch") for d in (2, DEEP)]
+    variants += [part11_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
+    variants += [part11_depth.label(n, 8, s) for n in ("none", "batch") for s in (1.0, 5.0)]
     means = {v: 0.6 for v in variants if "at init" not in v}
     rows = _acc_rows(means) + _grad_rows(variants[4], DEEP, -0.3) + _grad_rows(variants[5], DEEP, 0.07)
-    rows += _grad_rows(part10_depth.label("batch", DEEP), DEEP, 0.01, steps=(300,))
-    sec = part10_depth.section(PartData(_runs(variants), pd.DataFrame(rows, columns=COLUMNS), _selection(means)))
-    attach_literature(sec, part10_depth.LITERATURE)
+    rows += _grad_rows(part11_depth.label("batch", DEEP), DEEP, 0.01, steps=(300,))
+    sec = part11_depth.section(PartData(_runs(variants), pd.DataFrame(rows, columns=COLUMNS), _selection(means)))
+    attach_literature(sec, part11_depth.LITERATURE)
     assert len(sec.findings) == 6
     assert all(f.literature for f in sec.findings), [f.claim for f in sec.findings if not f.literature]

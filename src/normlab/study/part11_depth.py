@@ -1,4 +1,4 @@
-"""Part 10 (full tier): depth. MLPs of 2-16 hidden layers with and without BN, each at its own lr.
+"""Part 11 (full tier): depth. MLPs of 2-16 hidden layers with and without BN, each at its own lr.
 
 Claims and how each is measured:
   - BN's benefit grows with depth: BN minus no-norm test accuracy at the deepest network minus
@@ -344,7 +344,7 @@ def _probe_period(data: PartData, kinds: pd.DataFrame) -> str:
 
 
 def section(data: PartData) -> Section:
-    title = "10. Depth: BN's benefit, gradient flow and the initialization scale"
+    title = "11. Depth: BN's benefit, gradient flow and the initialization scale"
     if data.runs.empty:
         return empty(title)
     kinds = variants_of(data)

@@ -1,4 +1,4 @@
-"""Part 9: normalization in a convolutional network, from batch size 2 to 128.
+"""Part 10: normalization in a convolutional network, from batch size 2 to 128.
 
 The MNIST-1D paper's 1-D CNN with no norm, BN, GroupNorm, LayerNorm, InstanceNorm and Batch
 Renorm; every batch size at the same number of optimizer steps, each (norm, batch size) cell at
@@ -244,7 +244,7 @@ def _inference_claims(sec: Section, data: PartData) -> None:
 
 
 def section(data: PartData) -> Section:
-    title = "9. Convolutional networks: BN, GroupNorm, LayerNorm, InstanceNorm, Batch Renorm"
+    title = "10. Convolutional networks: BN, GroupNorm, LayerNorm, InstanceNorm, Batch Renorm"
     if data.runs.empty:
         return empty(title)
     labels = list(data.runs["variant"].unique())

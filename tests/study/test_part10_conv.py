@@ -1,4 +1,4 @@
-"""Part 9 (conv): its file keeps the design (cells, equal steps, own lrs), --quick is cheap, and
+"""Part 10 (conv): its file keeps the design (cells, equal steps, own lrs), --quick is cheap, and
 its section gives the verdicts hand-made numbers imply: GroupNorm's small-batch advantage as an
 interaction with its sign, the signed train/inference mismatch, recalibration, the fold check."""
 
@@ -8,7 +8,7 @@ import pytest
 
 from normlab.analysis.render import Section
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
-from normlab.study import part9_conv as part
+from normlab.study import part10_conv as part
 from normlab.study import protocol as P
 from normlab.study import registry
 from normlab.study.common import RECAL_TEST_ACC, PartData, attach_literature

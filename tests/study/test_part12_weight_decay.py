@@ -1,4 +1,4 @@
-"""Part 11 (BN and weight decay): the effective-lr trace against a hand computation, Li & Arora's
+"""Part 12 (BN and weight decay): the effective-lr trace against a hand computation, Li & Arora's
 equivalence on a scale-invariant toy, the section's verdicts on hand-made frames, its files."""
 
 import math
@@ -11,7 +11,7 @@ import torch
 
 from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
 from normlab.models.mlp import MLP
-from normlab.study import part11_weight_decay as P
+from normlab.study import part12_weight_decay as P
 from normlab.study import protocol
 from normlab.study.common import PartData
 from normlab.study.registry import PARTS, load_part, protocol_for, read_spec
