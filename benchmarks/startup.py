@@ -61,11 +61,25 @@ def bench_startup(repeats: int) -> dict:
             for name, argv in argvs.items():
                 times[name].append(time_once(argv, env))
     torch_s = statistics.median(times["import torch"])
-    rows = [{"command": name, "median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
-             "vs_torch": statistics.median(ts) / torch_s, "times_s": ts} for name, ts in times.items()]
+    rows = [
+        {
+            "command": name,
+            "median_s": statistics.median(ts),
+            "min_s": min(ts),
+            "max_s": max(ts),
+            "vs_torch": statistics.median(ts) / torch_s,
+            "times_s": ts,
+        }
+        for name, ts in times.items()
+    ]
     met = all(row["vs_torch"] < TARGET for row in rows if row["command"].startswith("normlab"))
-    return {"provenance": provenance(torch.device("cpu")), "repeats": repeats,
-            "target": f"normlab --help and ls < {TARGET} x import torch", "met": met, "rows": rows}
+    return {
+        "provenance": provenance(torch.device("cpu")),
+        "repeats": repeats,
+        "target": f"normlab --help and ls < {TARGET} x import torch",
+        "met": met,
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats: expected a positive count, got {args.repeats}")
     out = check_out(args.out)
     result = bench_startup(args.repeats)
-    print_table([Column("command", "command", 16, "", align="<"), Column("median", "median_s", 8, ".3f", " s"),
-                 Column("min", "min_s", 8, ".3f", " s"), Column("max", "max_s", 8, ".3f", " s"),
-                 Column("/ torch", "vs_torch", 8, ".2f")], result["rows"])
+    print_table(
+        [
+            Column("command", "command", 16, "", align="<"),
+            Column("median", "median_s", 8, ".3f", " s"),
+            Column("min", "min_s", 8, ".3f", " s"),
+            Column("max", "max_s", 8, ".3f", " s"),
+            Column("/ torch", "vs_torch", 8, ".2f"),
+        ],
+        result["rows"],
+    )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     write_json(result, out)
     return 0

@@ -33,15 +33,18 @@ from pathlib import Path
 TARGET_S = {"quick": 60.0, "default": 600.0, "quick-full": 60.0, "full": 1800.0}
 
 
-def time_study(quick: bool, dataset: str, keep: str | None = None, tier: str = "default",
-               on: str | None = None) -> dict:
+def time_study(
+    quick: bool, dataset: str, keep: str | None = None, tier: str = "default", on: str | None = None
+) -> dict:
     """Run the study in a child process on an empty folder; wall and CPU seconds. `keep`: a
     new folder to run in and keep (store and report), instead of a temporary one; `on`: a
     folder that may hold a store already (its runs are reused: an incremental time)."""
     if keep is not None and Path(keep).exists() and any(Path(keep).iterdir()):
         raise SystemExit(f"--keep {keep}: expected a new or empty folder (every run must train), got a non-empty one")
     folder = keep or on
-    with (contextlib.nullcontext(folder) if folder else tempfile.TemporaryDirectory(prefix="normlab-study-bench-")) as out:
+    with (
+        contextlib.nullcontext(folder) if folder else tempfile.TemporaryDirectory(prefix="normlab-study-bench-")
+    ) as out:
         code = (
             "from normlab.study import run_study; "
             f"print(run_study(dataset={dataset!r}, quick={quick}, out={out!r}, tier={tier!r}))"
@@ -58,11 +61,22 @@ def time_study(quick: bool, dataset: str, keep: str | None = None, tier: str = "
             raise SystemExit(f"the study printed {proc.stdout!r} but wrote no report.html")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         parts = [line for line in proc.stdout.splitlines() if " runs " in line]
-    mode = {(True, "default"): "quick", (False, "default"): "default",
-            (True, "full"): "quick-full", (False, "full"): "full"}[quick, tier]
-    return {"mode": mode, "wall_s": wall, "cpu_s": cpu, "target_s": TARGET_S[mode],
-            "within_target": wall <= TARGET_S[mode], "incremental": on is not None and not quick,
-            "parts": parts, "load_avg_1m_after": os.getloadavg()[0]}
+    mode = {
+        (True, "default"): "quick",
+        (False, "default"): "default",
+        (True, "full"): "quick-full",
+        (False, "full"): "full",
+    }[quick, tier]
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "target_s": TARGET_S[mode],
+        "within_target": wall <= TARGET_S[mode],
+        "incremental": on is not None and not quick,
+        "parts": parts,
+        "load_avg_1m_after": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -83,14 +97,21 @@ def main() -> None:
     print(f"{'mode':<11} {'wall s':>8} {'cpu s':>8} {'cpu s / 2':>10} {'target s':>9}  ok  (load avg after)")
     for row in rows:
         mode = row["mode"] + (" (+)" if row["incremental"] else "")
-        print(f"{mode:<11} {row['wall_s']:8.1f} {row['cpu_s']:8.1f} {row['cpu_s'] / 2:10.1f} "
-              f"{row['target_s']:9.0f}  {'yes' if row['within_target'] else 'NO '} ({row['load_avg_1m_after']:.1f})")
+        print(
+            f"{mode:<11} {row['wall_s']:8.1f} {row['cpu_s']:8.1f} {row['cpu_s'] / 2:10.1f} "
+            f"{row['target_s']:9.0f}  {'yes' if row['within_target'] else 'NO '} ({row['load_avg_1m_after']:.1f})"
+        )
         for line in row["parts"]:
             print(f"    {line}")
-    provenance = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                  "python": platform.python_version(), "machine": platform.machine(),
-                  "processor": platform.processor(), "cpus": os.cpu_count(),
-                  "load_avg_1m": os.getloadavg()[0], "dataset": args.dataset}
+    provenance = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "dataset": args.dataset,
+    }
     try:
         import torch
 

@@ -78,14 +78,25 @@ def time_variant(config, dataset, steps: int) -> dict:
     evaluate(run, ctx)
     eval_s = cpu() - t
     run_s = build_s + run.total_steps * step_s + config.epochs * eval_s
-    return {"build_s": build_s, "step_ms": 1000 * step_s, "eval_s": eval_s, "total_steps": run.total_steps,
-            "epochs": config.epochs, "run_s": run_s}
+    return {
+        "build_s": build_s,
+        "step_ms": 1000 * step_s,
+        "eval_s": eval_s,
+        "total_steps": run.total_steps,
+        "epochs": config.epochs,
+        "run_s": run_s,
+    }
 
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -114,33 +125,63 @@ def main() -> None:
         if args.whole:
             variant = next((v for v in spec.variants if v.label == args.whole), None)
             if variant is None:
-                raise SystemExit(f"--whole: expected a variant of part 9, one of {[v.label for v in spec.variants]}, "
-                                 f"got {args.whole!r}")
+                raise SystemExit(
+                    f"--whole: expected a variant of part 9, one of {[v.label for v in spec.variants]}, "
+                    f"got {args.whole!r}"
+                )
             t = cpu()
             result = fit(_with(variant.config, seed=0, data_root=root), dataset=dataset)
-            whole = {"variant": args.whole, "measured_s": cpu() - t, "steps": result.steps,
-                     "extrapolated_s": next(r["run_s"] for r in rows if r["variant"] == args.whole)}
+            whole = {
+                "variant": args.whole,
+                "measured_s": cpu() - t,
+                "steps": result.steps,
+                "extrapolated_s": next(r["run_s"] for r in rows if r["variant"] == args.whole),
+            }
 
     seeds = len(EVAL_SEEDS)
     part_s = seeds * sum(r["run_s"] for r in rows)
     print(f"\nfake full-size CIFAR-10: written in {write_s:.1f} s, loaded in {load_s:.1f} s (CPU)")
     print(f"{'variant':<26} {'steps':>6} {'ms/step':>8} {'eval s':>7} {'build s':>8} {'run s':>8}")
     for r in rows:
-        print(f"{r['variant']:<26} {r['total_steps']:6d} {r['step_ms']:8.2f} {r['eval_s']:7.2f} "
-              f"{r['build_s']:8.2f} {r['run_s']:8.1f}")
-    print(f"whole part: {seeds} seeds x {len(rows)} variants = {seeds * len(rows)} runs, {part_s:.0f} CPU s "
-          f"({part_s / 3600:.2f} h on one core; / 2 on the study's two workers)")
+        print(
+            f"{r['variant']:<26} {r['total_steps']:6d} {r['step_ms']:8.2f} {r['eval_s']:7.2f} "
+            f"{r['build_s']:8.2f} {r['run_s']:8.1f}"
+        )
+    print(
+        f"whole part: {seeds} seeds x {len(rows)} variants = {seeds * len(rows)} runs, {part_s:.0f} CPU s "
+        f"({part_s / 3600:.2f} h on one core; / 2 on the study's two workers)"
+    )
     if whole:
-        print(f"check: {whole['variant']} trained whole by fit: {whole['measured_s']:.1f} CPU s, extrapolated "
-              f"{whole['extrapolated_s']:.1f} s")
-    provenance = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": commit(),
-                  "python": platform.python_version(), "torch": torch.__version__,
-                  "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                  "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
-                  "timed_steps": args.steps}
+        print(
+            f"check: {whole['variant']} trained whole by fit: {whole['measured_s']:.1f} CPU s, extrapolated "
+            f"{whole['extrapolated_s']:.1f} s"
+        )
+    provenance = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "commit": commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],
+        "timed_steps": args.steps,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"provenance": provenance, "write_s": write_s, "load_s": load_s,
-                                          "rows": rows, "part_s": part_s, "whole": whole}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "provenance": provenance,
+                "write_s": write_s,
+                "load_s": load_s,
+                "rows": rows,
+                "part_s": part_s,
+                "whole": whole,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

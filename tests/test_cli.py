@@ -162,13 +162,21 @@ def test_study_and_report_delegate(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(study_command, "run_study", lambda **kw: calls.append(kw) or tmp_path / "rep")
-    monkeypatch.setattr(report_command, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html")
+    monkeypatch.setattr(
+        report_command, "write_report", lambda out, exp: calls.append((out, exp)) or tmp_path / "r.html"
+    )
     monkeypatch.setattr(report_command, "write_study_report", lambda out, exp: calls.append(("study", exp)) or tmp_path)
     result = invoke("study", "--quick", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     # both cores by default: two worker processes
-    assert calls[0] == {"dataset": "mnist1d", "quick": True, "out": str(tmp_path), "executor": "process", "workers": 2,
-                        "tier": "default"}
+    assert calls[0] == {
+        "dataset": "mnist1d",
+        "quick": True,
+        "out": str(tmp_path),
+        "executor": "process",
+        "workers": 2,
+        "tier": "default",
+    }
     assert str(tmp_path / "rep" / "report.html") in result.stdout
     result = invoke("report", "exp", "--out", tmp_path)
     assert result.exit_code == 0 and calls[1] == (tmp_path, "exp")
@@ -181,9 +189,22 @@ def test_python_dash_m_normlab_runs_one_real_training_run(tmp_path):
     """End to end through the real engine: a few optimizer steps of the seed's MLP."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "normlab", "run", "max_steps=3", "epochs=1", "dataset=synthetic",
-         "--json", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "normlab",
+            "run",
+            "max_steps=3",
+            "epochs=1",
+            "dataset=synthetic",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
@@ -198,7 +219,10 @@ def test_run_nproc_trains_one_data_parallel_run_stored_once(tmp_path):
     args = ["max_steps=3", "epochs=1", "dataset=synthetic", "batch_size=16", "sync_bn=true"]
     proc = subprocess.run(
         [sys.executable, "-m", "normlab", "run", *args, "--nproc", "2", "--json", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
@@ -221,9 +245,23 @@ def test_torchrun_trains_one_run_and_a_rerun_returns_on_every_rank(tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "normlab", "run",
-           "max_steps=2", "epochs=1", "dataset=synthetic", "batch_size=16", "nproc=2",
-           "--json", "--out", str(tmp_path)]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "normlab",
+        "run",
+        "max_steps=2",
+        "epochs=1",
+        "dataset=synthetic",
+        "batch_size=16",
+        "nproc=2",
+        "--json",
+        "--out",
+        str(tmp_path),
+    ]
     for _ in range(2):  # the second is a rerun: every rank must return
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -47,8 +47,22 @@ def test_layers_writes_its_json_in_the_current_folder_by_default(tmp_path, monke
 
 def test_loop_tiny_real_run(tmp_path):
     out = tmp_path / "loop.json"
-    result = invoke("bench", "loop", "--device", "cpu", "--samples", "64", "--repeats", "1",
-                    "--norms", "batch", "--threads", "1", "--out", out)
+    result = invoke(
+        "bench",
+        "loop",
+        "--device",
+        "cpu",
+        "--samples",
+        "64",
+        "--repeats",
+        "1",
+        "--norms",
+        "batch",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "mlp norm=batch" in result.stdout and "ratio fit" in result.stdout
     row = json.loads(out.read_text())["rows"][0]
@@ -59,7 +73,10 @@ def test_loop_tiny_real_run(tmp_path):
     "args, texts",
     [
         (["loop", "--samples", "10"], ["--samples: expected >= 64", "got 10"]),
-        (["loop", "--device", "cuda"], ["--device: 'cuda' asks for a GPU, but CUDA is not available", "use cpu or auto"]),
+        (
+            ["loop", "--device", "cuda"],
+            ["--device: 'cuda' asks for a GPU, but CUDA is not available", "use cpu or auto"],
+        ),
         (["loop", "--device", "npu"], ["--device: expected cpu, cuda, cuda:N or auto", "'npu'"]),
         (["loop", "--device", "cpu", "--cuda-graph"], ["--cuda-graph is a GPU option", "--device cuda"]),
         (["loop", "--norms", "bn"], ["unknown norm 'bn'", "batch"]),

@@ -12,7 +12,9 @@ from normlab import cli
 # "took 0.13 s", "2.3-14 s on 2", "1.96 TB/s", "issue 4", "was 180", "(session 2)"
 MEASUREMENT_OR_HISTORY = re.compile(
     r"\btook\b|\d(\.\d+)?(-\d+(\.\d+)?)? ?(s|ms|us|TB/s|GB/s) (on|per|vs)\b|"
-    r"\bissue \d|\bwas \d|\bsession \d", re.IGNORECASE)
+    r"\bissue \d|\bwas \d|\bsession \d",
+    re.IGNORECASE,
+)
 
 
 def _commands(group, prefix=()):

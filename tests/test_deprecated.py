@@ -41,7 +41,9 @@ def test_renamed_argument_new_old_or_both():
 
 def test_moved_module_warns_per_name_and_refuses_unknown_ones():
     getattr_ = _deprecated.moved_module("old.place", "normlab.layers.implementations", {"OLD": "IMPLS"})
-    with pytest.warns(RenamedWarning, match=r"old\.place\.OLD is deprecated; use normlab\.layers\.implementations\.IMPLS"):
+    with pytest.warns(
+        RenamedWarning, match=r"old\.place\.OLD is deprecated; use normlab\.layers\.implementations\.IMPLS"
+    ):
         assert getattr_("OLD") is implementations.IMPLS
     with pytest.raises(AttributeError, match="has no attribute 'other'"):
         getattr_("other")
@@ -78,8 +80,11 @@ def test_old_layer_module_path_and_names():
     from normlab import layers
     from normlab.layers import backends
 
-    with pytest.warns(RenamedWarning, match=r"normlab\.layers\.backends\.resolve_backend is deprecated; "
-                                            r"use normlab\.layers\.implementations\.resolve_impl"):
+    with pytest.warns(
+        RenamedWarning,
+        match=r"normlab\.layers\.backends\.resolve_backend is deprecated; "
+        r"use normlab\.layers\.implementations\.resolve_impl",
+    ):
         assert backends.resolve_backend is implementations.resolve_impl
     with pytest.warns(RenamedWarning, match="check_impl"):
         assert backends.check_backend is implementations.check_impl
@@ -114,8 +119,10 @@ def test_a_run_stored_with_the_old_key_reads_as_the_new_one(tmp_path):
     with Store.open(tmp_path) as store:
         store.add_experiment(exp)
     with sqlite3.connect(tmp_path / "normlab.db") as db:  # as a store written before the rename
-        db.execute("UPDATE runs SET config_json = replace(config_json, '\"bn_impl\"', '\"bn_backend\"') "
-                   "WHERE run_id = ?", (exp.runs[0].run_id,))
+        db.execute(
+            "UPDATE runs SET config_json = replace(config_json, '\"bn_impl\"', '\"bn_backend\"') WHERE run_id = ?",
+            (exp.runs[0].run_id,),
+        )
         stored = db.execute("SELECT config_json FROM runs WHERE run_id = ?", (exp.runs[0].run_id,)).fetchone()[0]
     assert '"bn_backend"' in stored
     with Store.open(tmp_path) as store:
@@ -131,20 +138,27 @@ def test_a_run_stored_with_the_old_key_reads_as_the_new_one(tmp_path):
 
 def test_run_experiment_backend_is_executor(tmp_path):
     exp = experiment_config.load_experiment(None, ["seed=0"], name="old")
-    with pytest.warns(RenamedWarning, match=r"run_experiment\(backend=\) is deprecated; use run_experiment\(executor=\)"):
+    with pytest.warns(
+        RenamedWarning, match=r"run_experiment\(backend=\) is deprecated; use run_experiment\(executor=\)"
+    ):
         summary = runner.run_experiment(exp, tmp_path, backend="local", run_fn=fakes.fake_fit, progress=False)
     assert summary.ok
     with pytest.raises(TypeError, match="deprecated name of executor"):
         runner.run_experiment(exp, tmp_path, backend="local", executor="ray")
-    with pytest.warns(RenamedWarning, match="check_backend is deprecated; use check_executor"), \
-            pytest.raises(errors.ExecutorError, match="--executor: expected one of local, process, ray"):
+    with (
+        pytest.warns(RenamedWarning, match="check_backend is deprecated; use check_executor"),
+        pytest.raises(errors.ExecutorError, match="--executor: expected one of local, process, ray"),
+    ):
         runner.check_backend("gpu", 1)
 
 
 def test_run_study_backend_is_executor():
     from normlab.study import run_study
 
-    with pytest.warns(RenamedWarning, match=r"run_study\(backend=\)"), pytest.raises(errors.ConfigError, match="--dataset"):
+    with (
+        pytest.warns(RenamedWarning, match=r"run_study\(backend=\)"),
+        pytest.raises(errors.ConfigError, match="--dataset"),
+    ):
         run_study(dataset="", backend="local")  # warns, then stops at the bad dataset: nothing runs
 
 
@@ -162,11 +176,14 @@ def test_old_executor_module_path_and_error_name():
 
 
 def test_cli_backend_option_and_key_warn_in_one_line_each(tmp_path):
-    result = CliRunner().invoke(cli.app, ["sweep", "bn_backend=torch", "--backend", "local", "--dry-run",
-                                          "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli.app, ["sweep", "bn_backend=torch", "--backend", "local", "--dry-run", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert warnings == ["normlab: warning: --backend is deprecated; use --executor",
-                        "normlab: warning: config key `bn_backend` is deprecated; use `bn_impl`"]
+    assert warnings == [
+        "normlab: warning: --backend is deprecated; use --executor",
+        "normlab: warning: config key `bn_backend` is deprecated; use `bn_impl`",
+    ]
     assert '"bn_impl": "torch"' in result.stdout
     assert "--backend" not in CliRunner().invoke(cli.app, ["sweep", "--help"]).output  # hidden

@@ -20,8 +20,11 @@ def test_anything_else_is_one_message(bad):
 def test_cuda_on_a_machine_without_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for name in ("cuda", "cuda:0", torch.device("cuda", 1)):
-        with pytest.raises(ValueError, match=r"asks for a GPU, but CUDA is not available on this machine "
-                                             r"\(torch .*, no GPU visible\); use cpu or auto"):
+        with pytest.raises(
+            ValueError,
+            match=r"asks for a GPU, but CUDA is not available on this machine "
+            r"\(torch .*, no GPU visible\); use cpu or auto",
+        ):
             resolve_device(name)
     assert resolve_device("auto") == torch.device("cpu")
 

@@ -75,35 +75,55 @@ def modules() -> dict[str, Path]:
 
 
 # module -> {imported module: why it is imported inside a function, not at the top}
-_WORKERS_AND_PARENT = ("the runner, and so a sweep's parent process and a worker that runs another "
-                       "run_fn, loads no torch: only the process that trains imports the engine")
+_WORKERS_AND_PARENT = (
+    "the runner, and so a sweep's parent process and a worker that runs another "
+    "run_fn, loads no torch: only the process that trains imports the engine"
+)
 _TRITON = "Triton is an optional extra, imported only when its kernels run (after TRITON_INTERPRET is set)"
-_STUDY = ("`normlab report` rebuilds a stored study's report without torch, and `normlab.study` "
-          "imports run_study: the passes after the sweeps load torch when they run")
+_STUDY = (
+    "`normlab report` rebuilds a stored study's report without torch, and `normlab.study` "
+    "imports run_study: the passes after the sweeps load torch when they run"
+)
 IN_FUNCTION: dict[str, dict[str, str]] = {
     "normlab.kernels": {"normlab.kernels.op": _TRITON},
     "normlab.layers.implementations": {"normlab.kernels": _TRITON},
-    "normlab.experiments.execute": {m: _WORKERS_AND_PARENT for m in (
-        "normlab.train", "normlab.train.checkpoint", "normlab.train.distributed")},
+    "normlab.experiments.execute": {
+        m: _WORKERS_AND_PARENT for m in ("normlab.train", "normlab.train.checkpoint", "normlab.train.distributed")
+    },
     "normlab.experiments.runner": {"normlab.train.engine": _WORKERS_AND_PARENT},
-    "normlab.experiments.preflight": {m: _WORKERS_AND_PARENT for m in (
-        "normlab.data", "normlab.data.fingerprint", "normlab.models", "normlab.train.engine")},
-    "normlab.experiments.keys": {m: "the run config is torch-free; the registries it checks names "
-                                    "against load torch, so only when a config is built"
-                                 for m in ("normlab.layers", "normlab.models", "normlab.data")},
-    "normlab.bench.kernels.run": {m: _TRITON for m in (
-        "normlab.bench.kernels.tuning", "normlab.bench.kernels.matrix", "normlab.bench.kernels.timing",
-        "normlab.bench.kernels.resources")},
-    "normlab.commands.export": {m: "each tracker is an optional extra, and MLflow takes seconds to import"
-                                for m in ("normlab.trackers.tensorboard", "normlab.trackers.mlflow")},
-    "normlab.study.finished": {m: _STUDY for m in (
-        "normlab.data", "normlab.train.build", "normlab.train.parallel", "normlab.train.checkpoint")},
+    "normlab.experiments.preflight": {
+        m: _WORKERS_AND_PARENT
+        for m in ("normlab.data", "normlab.data.fingerprint", "normlab.models", "normlab.train.engine")
+    },
+    "normlab.experiments.keys": {
+        m: "the run config is torch-free; the registries it checks names "
+        "against load torch, so only when a config is built"
+        for m in ("normlab.layers", "normlab.models", "normlab.data")
+    },
+    "normlab.bench.kernels.run": {
+        m: _TRITON
+        for m in (
+            "normlab.bench.kernels.tuning",
+            "normlab.bench.kernels.matrix",
+            "normlab.bench.kernels.timing",
+            "normlab.bench.kernels.resources",
+        )
+    },
+    "normlab.commands.export": {
+        m: "each tracker is an optional extra, and MLflow takes seconds to import"
+        for m in ("normlab.trackers.tensorboard", "normlab.trackers.mlflow")
+    },
+    "normlab.study.finished": {
+        m: _STUDY for m in ("normlab.data", "normlab.train.build", "normlab.train.parallel", "normlab.train.checkpoint")
+    },
     "normlab.study.recalibrate": {m: _STUDY for m in ("normlab.data", "normlab.layers", "normlab.train.evaluate")},
     "normlab.study.run": {"normlab.data": _STUDY},
-    "normlab.study.part9_notebook": {m: _STUDY for m in (
-        "normlab.models", "normlab.train.optim", "normlab.data.cifar", "normlab.data.storage")},
-    "normlab.study.mechanisms": {m: _STUDY for m in (
-        "normlab.train.engine", "normlab.train.ics_probe", "normlab.train.bn_anatomy")},
+    "normlab.study.part9_notebook": {
+        m: _STUDY for m in ("normlab.models", "normlab.train.optim", "normlab.data.cifar", "normlab.data.storage")
+    },
+    "normlab.study.mechanisms": {
+        m: _STUDY for m in ("normlab.train.engine", "normlab.train.ics_probe", "normlab.train.bn_anatomy")
+    },
 }
 
 
@@ -206,9 +226,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_from_a_layer_above_its_own():
-    upward = [f"{a} ({layer(a)}) imports {b} ({layer(b)})"
-              for a, targets in graph(type_checking=True).items() for b in sorted(targets)
-              if RANK[layer(b)] > RANK[layer(a)]]
+    upward = [
+        f"{a} ({layer(a)}) imports {b} ({layer(b)})"
+        for a, targets in graph(type_checking=True).items()
+        for b in sorted(targets)
+        if RANK[layer(b)] > RANK[layer(a)]
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -219,11 +242,17 @@ def test_no_import_cycles():
 def test_normlab_imports_sit_at_the_top_but_where_they_must_be_lazy():
     found = modules()
     lazy = {name: targets for name, path in found.items() if (targets := in_function(path, set(found)))}
-    unexpected = [f"{m} imports {t} inside a function: move it to the top of the file, or add it to "
-                  "IN_FUNCTION with the reason it must be lazy"
-                  for m, targets in sorted(lazy.items()) for t in sorted(targets - set(IN_FUNCTION.get(m, {})))]
-    stale = [f"IN_FUNCTION lists {m} -> {t}, which is no longer imported inside a function there"
-             for m, allowed in sorted(IN_FUNCTION.items()) for t in sorted(set(allowed) - lazy.get(m, set()))]
+    unexpected = [
+        f"{m} imports {t} inside a function: move it to the top of the file, or add it to "
+        "IN_FUNCTION with the reason it must be lazy"
+        for m, targets in sorted(lazy.items())
+        for t in sorted(targets - set(IN_FUNCTION.get(m, {})))
+    ]
+    stale = [
+        f"IN_FUNCTION lists {m} -> {t}, which is no longer imported inside a function there"
+        for m, allowed in sorted(IN_FUNCTION.items())
+        for t in sorted(set(allowed) - lazy.get(m, set()))
+    ]
     assert not unexpected + stale, "\n".join(unexpected + stale)
     assert "normlab.cli" not in IN_FUNCTION
 
@@ -265,11 +294,9 @@ def test_imports_under_type_checking_and_in_functions(tmp_path):
 
 def _loads_torch(code: str, cwd: Path) -> list[str]:
     """The heavy modules in sys.modules after running `code` in a fresh interpreter."""
-    probe = (f"{code}\nimport sys\n"
-             "print('loaded:', *(m for m in ('torch', 'triton') if m in sys.modules))")
+    probe = f"{code}\nimport sys\nprint('loaded:', *(m for m in ('torch', 'triton') if m in sys.modules))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()[-1].split()[1:]
 

@@ -51,7 +51,8 @@ def test_type_checkers_see_the_names_that_run(name):
 def test_importing_the_analysis_layer_loads_no_scipy_or_matplotlib():
     import subprocess
 
-    code = ("import sys, normlab.analysis; "
-            "print(sorted(m for m in ('scipy', 'matplotlib', 'pandas') if m in sys.modules))")
+    code = (
+        "import sys, normlab.analysis; print(sorted(m for m in ('scipy', 'matplotlib', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -28,8 +28,7 @@ def test_the_version_is_written_once_in_pyproject():
 
 
 def test_normlab_dash_dash_version():
-    proc = subprocess.run([sys.executable, "-m", "normlab", "--version"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "normlab", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"normlab {normlab.__version__}\n"
 
@@ -42,8 +41,11 @@ def test_the_declared_python_floor_has_every_stdlib_module_we_import():
     needs = {}
     for path in (REPO / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            )
             for name in names:
                 if name.split(".")[0] in since:
                     needs[path.name] = since[name.split(".")[0]]
@@ -57,9 +59,23 @@ def test_the_wheel_ships_py_typed_and_the_license_and_runs_installed(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                           "-w", str(tmp_path / "dist"), str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "dist").glob("normlab-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -74,14 +90,21 @@ def test_the_wheel_ships_py_typed_and_the_license_and_runs_installed(tmp_path):
     # Installed (without dependencies: this interpreter has them) and run from elsewhere: the
     # version comes from the wheel's metadata, and outside a checkout there is no commit.
     target = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                           str(wheel)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    code = ("import normlab, normlab.provenance as p, sys; from normlab.cli import main; "
-            "print(normlab.__file__, p.environment()['git_commit']); sys.argv = ['normlab', '--version']; main()")
+    code = (
+        "import normlab, normlab.provenance as p, sys; from normlab.cli import main; "
+        "print(normlab.__file__, p.environment()['git_commit']); sys.argv = ['normlab', '--version']; main()"
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     first, version = proc.stdout.splitlines()
     where, commit = first.split()

@@ -23,14 +23,14 @@ SRC = Path(normlab.__file__).resolve().parents[1]
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _python(code: str, cwd: Path, pythonpath: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -89,8 +89,10 @@ def test_environment_reports_versions_commit_device_and_threads():
 
 
 def test_without_torch_loaded_no_thread_count_and_no_torch_import(tmp_path):
-    code = ("import sys; from normlab.provenance import environment; env = environment('cpu'); "
-            "print(env['torch_threads'], 'torch' in sys.modules)")
+    code = (
+        "import sys; from normlab.provenance import environment; env = environment('cpu'); "
+        "print(env['torch_threads'], 'torch' in sys.modules)"
+    )
     assert _python(code, tmp_path, SRC) == "None False"
 
 

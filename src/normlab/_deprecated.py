@@ -32,8 +32,9 @@ def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
     warnings.warn(f"{old} is deprecated; use {new}", RenamedWarning, stacklevel=stacklevel)
 
 
-def renamed_argument(old_name: str, old_value: T | None, new_name: str, new_value: T, *,
-                     default: T, where: str, stacklevel: int = 4) -> T:
+def renamed_argument(
+    old_name: str, old_value: T | None, new_name: str, new_value: T, *, default: T, where: str, stacklevel: int = 4
+) -> T:
     """The value of an argument that is now `new_name`: `new_value`, or `old_value` (with a
     warning) when the caller passed the old name (`where`: the function, for the message;
     "" for a command-line option).
@@ -51,8 +52,9 @@ def renamed_argument(old_name: str, old_value: T | None, new_name: str, new_valu
     return old_value
 
 
-def moved_module(module: str, target: str, names: Mapping[str, str],
-                 fallback: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
+def moved_module(
+    module: str, target: str, names: Mapping[str, str], fallback: Callable[[str], Any] | None = None
+) -> Callable[[str], Any]:
     """A module `__getattr__` for `module`, whose names now live in `target`: each old name
     in `names` (old -> new) warns and returns `target`'s attribute `new`; other names go to
     `fallback` (the module's lazy exports, say), else raise AttributeError."""

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -49,8 +49,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: what is on disk and what is missing.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 bench_app = typer.Typer(
-    help="Benchmarks: each prints a table and writes JSON with its provenance (versions, "
-    "device, threads, commit).",
+    help="Benchmarks: each prints a table and writes JSON with its provenance (versions, device, threads, commit).",
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
@@ -70,6 +69,7 @@ def _options(
 ) -> None:
     pass
 
+
 OUT_HELP = "results folder (holds normlab.db and runs/<run_id>/)"
 ARGS_HELP = (
     "an optional experiment file (.yaml/.toml) first, then key=value overrides; dotted keys "
@@ -83,8 +83,9 @@ THREADS_HELP = (
 )
 
 
-def _show_renamed(message: Any, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_renamed(
+    message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+) -> None:
     """warnings.showwarning for the CLI: a renamed name is one line on stderr."""
     if issubclass(category, RenamedWarning):
         typer.echo(f"normlab: warning: {message}", err=True)
@@ -119,8 +120,10 @@ def _executor_option(backend: str | None, executor: str, default: str) -> str:
     try:
         return renamed_argument("--backend", backend, "--executor", executor, default=default, where="")
     except TypeError:
-        fail(f"--backend {backend} and --executor {executor}: --backend is the deprecated name of "
-             "--executor; give --executor only")
+        fail(
+            f"--backend {backend} and --executor {executor}: --backend is the deprecated name of "
+            "--executor; give --executor only"
+        )
 
 
 def _keys_epilog() -> str:
@@ -130,12 +133,12 @@ def _keys_epilog() -> str:
 @app.command(epilog=_keys_epilog())
 @_user_errors
 def run(
-    args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG] [KEY=VALUE]..."),
+    args: list[str] | None = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG] [KEY=VALUE]..."),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
-    name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: the file's name, or 'run')"),
+    name: str | None = typer.Option(None, "--name", help="experiment name (default: the file's name, or 'run')"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-    nproc: Optional[int] = typer.Option(
+    nproc: int | None = typer.Option(
         None, "--nproc", min=1, help="data-parallel processes for this run (same as nproc=N)"
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="train again a config stored as failed"),
@@ -161,14 +164,14 @@ def run(
 @app.command(epilog=_keys_epilog())
 @_user_errors
 def sweep(
-    args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[EXPERIMENT] [KEY=VALUE]..."),
+    args: list[str] | None = typer.Argument(None, help=ARGS_HELP, metavar="[EXPERIMENT] [KEY=VALUE]..."),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
-    name: Optional[str] = typer.Option(None, "--name", help="experiment name (default: the file's `name:`, or 'sweep')"),
+    name: str | None = typer.Option(None, "--name", help="experiment name (default: the file's `name:`, or 'sweep')"),
     executor: str = typer.Option("local", "--executor", help="local (in-process), process (--workers N) or ray"),
     workers: int = typer.Option(1, "--workers", help="worker processes (process) or runs in flight (ray)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs reserved per run"),
-    gpus_per_run: Optional[float] = typer.Option(
+    gpus_per_run: float | None = typer.Option(
         None, "--gpus-per-run", help="Ray: GPUs per run (default 1 for device=cuda, or auto on a GPU cluster)"
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run again the runs stored as failed"),
@@ -180,7 +183,7 @@ def sweep(
     threads: int = typer.Option(
         1, "--threads", help=THREADS_HELP + "; per worker with --executor process (Ray: the cluster's setting)"
     ),
-    backend: Optional[str] = typer.Option(None, "--backend", hidden=True, help="the deprecated name of --executor"),
+    backend: str | None = typer.Option(None, "--backend", hidden=True, help="the deprecated name of --executor"),
 ) -> None:
     """Run every combination of an experiment; finished runs are skipped, interrupted ones resume.
 
@@ -190,14 +193,27 @@ def sweep(
     Example: normlab sweep configs/mnist1d_norm_batch.yaml seed=0,1,2 --executor process --workers 2
     """
     executor = _executor_option(backend, executor, "local")
-    _command("runs").sweep(args, out, name, executor, workers, address, cpus_per_run, gpus_per_run,
-                           retry_failed, append, dry_run, quiet, threads)
+    _command("runs").sweep(
+        args,
+        out,
+        name,
+        executor,
+        workers,
+        address,
+        cpus_per_run,
+        gpus_per_run,
+        retry_failed,
+        append,
+        dry_run,
+        quiet,
+        threads,
+    )
 
 
 @app.command("ls")
 @_user_errors
 def ls(
-    experiment: Optional[str] = typer.Argument(None, help="list this experiment's runs instead"),
+    experiment: str | None = typer.Argument(None, help="list this experiment's runs instead"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
@@ -228,8 +244,10 @@ def export(
     experiment: str = typer.Argument(..., help="experiment name (see `normlab ls`)"),
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
     fmt: str = typer.Option("csv", "--format", help="csv, parquet, tensorboard or mlflow"),
-    dest: Optional[str] = typer.Option(
-        None, "--dest", help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db"
+    dest: str | None = typer.Option(
+        None,
+        "--dest",
+        help="folder for the files (default: <out>/exports); for mlflow a tracking URI or a folder for mlflow.db",
     ),
 ) -> None:
     """Write an experiment's runs and metrics tables to <dest>/<experiment>_{runs,metrics}.<format>,
@@ -251,9 +269,10 @@ def study(
     out: Path = typer.Option(Path("runs"), "--out", help=OUT_HELP),
     executor: str = typer.Option("process", "--executor", help="local, process or ray"),
     workers: int = typer.Option(2, "--workers", help="worker processes (process executor); one torch thread each"),
-    tier: str = typer.Option("default", "--tier",
-                             help="default (about 6 min on 2 CPU cores) or full (every part, at most 30 min)"),
-    backend: Optional[str] = typer.Option(None, "--backend", hidden=True, help="the deprecated name of --executor"),
+    tier: str = typer.Option(
+        "default", "--tier", help="default (about 6 min on 2 CPU cores) or full (every part, at most 30 min)"
+    ),
+    backend: str | None = typer.Option(None, "--backend", hidden=True, help="the deprecated name of --executor"),
 ) -> None:
     """Run the whole batch-norm study and write its report (HTML + Markdown + figures).
 
@@ -284,7 +303,7 @@ def report(
 @_user_errors
 def data_info(
     name: str = typer.Argument(..., help="dataset name, e.g. mnist1d or cifar10"),
-    root: Optional[Path] = typer.Option(None, "--root", help="data folder (default $NORMLAB_DATA)"),
+    root: Path | None = typer.Option(None, "--root", help="data folder (default $NORMLAB_DATA)"),
     out: Path = typer.Option(Path("runs"), "--out", help="unused; accepted like every command"),
 ) -> None:
     """Show what is on disk for a dataset and what is missing (never downloads).
@@ -301,14 +320,16 @@ BENCH_THREADS_HELP = "torch intra-op threads during the benchmark, restored afte
 @_user_errors
 def bench_loop(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when there is one)"),
-    samples: int = typer.Option(50_000, "--samples", help="training images per epoch (50,000 = CIFAR-10's train split)"),
+    samples: int = typer.Option(
+        50_000, "--samples", help="training images per epoch (50,000 = CIFAR-10's train split)"
+    ),
     repeats: int = typer.Option(3, "--repeats", help="alternating timed repetitions per norm (the median is shown)"),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes of the seed-style loop"),
     norms: str = typer.Option("batch,none", "--norms", help="comma-separated norms, one table row each"),
     compile_model: bool = typer.Option(False, "--compile", help="engine: torch.compile (GPU)"),
     precision: str = typer.Option("fp32", "--precision", help="engine: fp32, or bf16 autocast (GPU)"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="engine: replay each step as one CUDA graph (GPU)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
+    threads: int | None = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
     out: Path = typer.Option(Path("training_loop.json"), "--out", help="the JSON result file"),
 ) -> None:
     """The seed notebook's training loop vs normlab's engine: seconds per epoch and their ratio.
@@ -322,14 +343,13 @@ def bench_loop(
 
     Example: normlab bench loop --device cuda --cuda-graph --out training_loop_graph.json
     """
-    _command("bench").loop(device, samples, repeats, workers, norms, compile_model, precision, cuda_graph,
-                           threads, out)
+    _command("bench").loop(device, samples, repeats, workers, norms, compile_model, precision, cuda_graph, threads, out)
 
 
 @bench_app.command("layers")
 @_user_errors
 def bench_layers(
-    threads: Optional[int] = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
+    threads: int | None = typer.Option(None, "--threads", help=BENCH_THREADS_HELP),
     repeats: int = typer.Option(20, "--repeats", help="timed steps per shape and implementation (the median is shown)"),
     quick: bool = typer.Option(False, "--quick", help="two small shapes instead of five (a smoke test)"),
     out: Path = typer.Option(Path("layers_cpu.json"), "--out", help="the JSON result file"),
@@ -351,12 +371,16 @@ def bench_kernels(
     quick: bool = typer.Option(False, "--quick", help="float32 and bfloat16 rows only"),
     v4: bool = typer.Option(False, "--v4", help="then time the candidate knobs over the whole matrix"),
     sweep: bool = typer.Option(False, "--sweep", help="then time each candidate change alone on the rows >= 16 MB"),
-    budget_s: Optional[float] = typer.Option(
-        None, "--budget-s", help="skip the remaining --v4 rows and --sweep entries after this many seconds "
-        "(listed as skipped in the JSON)"),
+    budget_s: float | None = typer.Option(
+        None,
+        "--budget-s",
+        help="skip the remaining --v4 rows and --sweep entries after this many seconds (listed as skipped in the JSON)",
+    ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="no GPU: every phase on CPU in Triton's interpreter, tiny shapes (checks "
-        "results, measures nothing)"),
+        False,
+        "--dry-run",
+        help="no GPU: every phase on CPU in Triton's interpreter, tiny shapes (checks results, measures nothing)",
+    ),
     out: Path = typer.Option(Path("bn_kernels.json"), "--out", help="the JSON result file"),
 ) -> None:
     """normlab's Triton BatchNorm vs torch on a CUDA GPU: GPU time, TB/s, % of copy bandwidth.

@@ -33,14 +33,17 @@ def resolve_device(name: str | torch.device, *, local_rank: int | None = None) -
     if device.type == "cpu":
         return device
     if not torch.cuda.is_available():
-        raise ValueError(f"{str(name)!r} asks for a GPU, but CUDA is not available on this machine "
-                         f"(torch {torch.__version__}, no GPU visible); use cpu or auto")
+        raise ValueError(
+            f"{str(name)!r} asks for a GPU, but CUDA is not available on this machine "
+            f"(torch {torch.__version__}, no GPU visible); use cpu or auto"
+        )
     count = torch.cuda.device_count()
     if device.index is None:
         device = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
     if device.index >= count:
-        raise ValueError(f"{str(name)!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1}); "
-                         "pick one of those")
+        raise ValueError(
+            f"{str(name)!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1}); pick one of those"
+        )
     return device
 
 

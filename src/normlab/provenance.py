@@ -41,8 +41,9 @@ MACHINE_KEYS = ("platform", "cpu_count", "load_avg_1min", "time")
 def _git(*args: str) -> str | None:
     """stdout of `git -C <checkout> args`, None when git is missing, fails or hangs."""
     try:
-        out = subprocess.run(["git", "-C", str(CHECKOUT_ROOT), *args], capture_output=True,
-                             text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(CHECKOUT_ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -121,5 +122,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-__all__ = ["CHECKOUT_ROOT", "MACHINE_KEYS", "PACKAGE_DIR", "RUN_KEYS", "cpu_name", "device_name",
-           "environment", "git_commit", "machine"]
+__all__ = [
+    "CHECKOUT_ROOT",
+    "MACHINE_KEYS",
+    "PACKAGE_DIR",
+    "RUN_KEYS",
+    "cpu_name",
+    "device_name",
+    "environment",
+    "git_commit",
+    "machine",
+]

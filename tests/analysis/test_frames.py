@@ -9,22 +9,25 @@ from normlab.analysis import frames
 
 
 def _runs():
-    return pd.DataFrame({
-        "run_id": ["a", "b", "c", "d"],
-        "status": ["finished"] * 4,
-        "group": [""] * 4,
-        "seed": [0, 1, 0, 1],
-        "norm": ["none", "none", "batch", "batch"],
-        "batch_size": [64, 64, 64, 64],
-        "hidden": ["[100,100]"] * 4,
-        "final.test_acc": [0.1, 0.2, 0.3, 0.4],
-        "env.torch": ["2.13"] * 4,
-    })
+    return pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "status": ["finished"] * 4,
+            "group": [""] * 4,
+            "seed": [0, 1, 0, 1],
+            "norm": ["none", "none", "batch", "batch"],
+            "batch_size": [64, 64, 64, 64],
+            "hidden": ["[100,100]"] * 4,
+            "final.test_acc": [0.1, 0.2, 0.3, 0.4],
+            "env.torch": ["2.13"] * 4,
+        }
+    )
 
 
 def _metrics():
-    rows = [(rid, step, 1, "test_acc", v + step / 100)
-            for rid, v in zip("abcd", (0.5, 0.6, 0.7, 0.8)) for step in (10, 20)]
+    rows = [
+        (rid, step, 1, "test_acc", v + step / 100) for rid, v in zip("abcd", (0.5, 0.6, 0.7, 0.8)) for step in (10, 20)
+    ]
     rows += [("a", 20, 1, "step_ms", float("inf"))]
     return pd.DataFrame(rows, columns=["run_id", "step", "epoch", "name", "value"])
 

@@ -20,8 +20,9 @@ def _curves_frame():
     for variant, offset in (("none", 0.0), ("batch", 0.1)):
         for seed in range(3):
             for step in (10, 20, 30):
-                rows.append({"variant": variant, "seed": seed, "step": step,
-                             "value": 0.5 + offset + 0.01 * seed + step / 1000})
+                rows.append(
+                    {"variant": variant, "seed": seed, "step": step, "value": 0.5 + offset + 0.01 * seed + step / 1000}
+                )
     return pd.DataFrame(rows)
 
 
@@ -51,8 +52,7 @@ def test_plot_curves_rejects_missing_column():
 
 
 def test_plot_final_accuracy_dots_and_t_intervals_no_bars():
-    frame = pd.DataFrame({"variant": ["none"] * 3 + ["batch"] * 3,
-                          "value": [0.80, 0.82, 0.81, 0.90, 0.93, 0.91]})
+    frame = pd.DataFrame({"variant": ["none"] * 3 + ["batch"] * 3, "value": [0.80, 0.82, 0.81, 0.90, 0.93, 0.91]})
     fig = plots.plot_final_accuracy(frame, order=["none", "batch"])
     ax = fig.axes[0]
     assert len(ax.patches) == 0  # no bars: the axis may fit the data without cutting one
@@ -71,8 +71,7 @@ def test_plot_final_accuracy_dots_and_t_intervals_no_bars():
 
 def test_bars_start_at_zero_on_an_axis_that_includes_zero():
     # Step times of 10.0 vs 10.5 ms: a cut axis would draw a 5% difference as a 10x one.
-    frame = pd.DataFrame({"variant": ["none"] * 3 + ["batch"] * 3,
-                          "value": [10.0, 10.1, 9.9, 10.5, 10.6, 10.4]})
+    frame = pd.DataFrame({"variant": ["none"] * 3 + ["batch"] * 3, "value": [10.0, 10.1, 9.9, 10.5, 10.6, 10.4]})
     for fig in (plots.plot_step_time(frame), plots.plot_final_accuracy(frame, kind="bar")):
         ax = fig.axes[0]
         assert len(ax.patches) == 2
@@ -97,11 +96,15 @@ def test_a_variant_has_the_same_colour_in_every_figure():
     curves = _curves_frame()
     # The two figures draw different sets of variants, in different orders.
     fig_a = plots.plot_curves(curves)
-    fig_b = plots.plot_final_accuracy(pd.DataFrame({"variant": ["group", "batch", "batch", "group"],
-                                                    "value": [0.7, 0.8, 0.81, 0.72]}))
+    fig_b = plots.plot_final_accuracy(
+        pd.DataFrame({"variant": ["group", "batch", "batch", "group"], "value": [0.7, 0.8, 0.81, 0.72]})
+    )
     lines_a = {l.get_label().split(" (")[0]: to_hex(l.get_color()) for l in fig_a.axes[0].get_lines()}
-    dots_b = {fig_b.axes[0].get_xticklabels()[round(l.get_xdata()[0])].get_text(): to_hex(l.get_color())
-              for l in fig_b.axes[0].get_lines() if l.get_marker() == "o"}
+    dots_b = {
+        fig_b.axes[0].get_xticklabels()[round(l.get_xdata()[0])].get_text(): to_hex(l.get_color())
+        for l in fig_b.axes[0].get_lines()
+        if l.get_marker() == "o"
+    }
     assert lines_a["batch"] == dots_b["batch"] == palette.NORM_COLORS["batch"]
     assert lines_a["none"] == palette.NORM_COLORS["none"] and dots_b["group"] == palette.NORM_COLORS["group"]
     frame = pd.DataFrame({"norm": ["batch", "none"] * 2, "batch_size": [8, 8, 64, 64], "value": [0.8, 0.7, 0.9, 0.7]})
@@ -158,9 +161,13 @@ def test_budget_goes_into_labels_and_titles():
 
 
 def test_plot_batch_size_uses_log2_axis():
-    frame = pd.DataFrame({"norm": ["batch", "batch", "none", "none"] * 2,
-                          "batch_size": [2, 64, 2, 64] * 2,
-                          "value": [0.3, 0.9, 0.7, 0.8, 0.35, 0.92, 0.72, 0.79]})
+    frame = pd.DataFrame(
+        {
+            "norm": ["batch", "batch", "none", "none"] * 2,
+            "batch_size": [2, 64, 2, 64] * 2,
+            "value": [0.3, 0.9, 0.7, 0.8, 0.35, 0.92, 0.72, 0.79],
+        }
+    )
     fig = plots.plot_batch_size(frame)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -173,11 +180,20 @@ def test_plot_batch_size_uses_log2_axis():
 
 def test_plot_percentiles_one_panel_per_variant():
     steps = np.arange(0, 100, 10)
-    frame = pd.concat([
-        pd.DataFrame({"variant": name, "step": steps, "p15": -1 - drift * steps,
-                      "p50": 0 * steps + drift, "p85": 1 + drift * steps})
-        for name, drift in (("no norm", 0.05), ("batch norm", 0.0))
-    ])
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "variant": name,
+                    "step": steps,
+                    "p15": -1 - drift * steps,
+                    "p50": 0 * steps + drift,
+                    "p85": 1 + drift * steps,
+                }
+            )
+            for name, drift in (("no norm", 0.05), ("batch norm", 0.0))
+        ]
+    )
     fig = plots.plot_percentiles(frame, title="Fig 1")
     assert [ax.get_title() for ax in fig.axes] == ["batch norm", "no norm"]
     median = [l for l in fig.axes[1].get_lines() if l.get_label() == "median"][0]
@@ -186,8 +202,13 @@ def test_plot_percentiles_one_panel_per_variant():
 
 
 def test_plot_grad_norms_lines_per_layer():
-    rows = [{"variant": v, "layer": f"layer{l}", "step": s, "seed": seed, "value": (l + 1) * 0.1 + seed * 0.01}
-            for v in ("none", "batch") for l in range(3) for s in (0, 10) for seed in range(2)]
+    rows = [
+        {"variant": v, "layer": f"layer{l}", "step": s, "seed": seed, "value": (l + 1) * 0.1 + seed * 0.01}
+        for v in ("none", "batch")
+        for l in range(3)
+        for s in (0, 10)
+        for seed in range(2)
+    ]
     fig = plots.plot_grad_norms(pd.DataFrame(rows))
     assert len(fig.axes) == 2
     assert [l.get_label() for l in fig.axes[0].get_lines()] == ["layer0", "layer1", "layer2"]
@@ -199,8 +220,12 @@ def test_plot_lr_range_drops_divergence_and_marks_minimum():
     lrs = np.logspace(-4, 0, 9)
     loss_none = np.r_[2.3, 2.2, 1.8, 1.5, 2.0, 5.0, np.nan, np.nan, np.nan]
     loss_bn = np.r_[2.3, 2.1, 1.6, 1.2, 1.0, 1.3, 2.5, np.inf, np.nan]
-    frame = pd.concat([pd.DataFrame({"variant": "none", "lr": lrs, "loss": loss_none}),
-                       pd.DataFrame({"variant": "batch", "lr": lrs, "loss": loss_bn})])
+    frame = pd.concat(
+        [
+            pd.DataFrame({"variant": "none", "lr": lrs, "loss": loss_none}),
+            pd.DataFrame({"variant": "batch", "lr": lrs, "loss": loss_bn}),
+        ]
+    )
     fig = plots.plot_lr_range(frame)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -213,9 +238,13 @@ def test_plot_lr_range_drops_divergence_and_marks_minimum():
 
 def test_plot_lr_range_marks_the_selected_lr_of_each_variant():
     lrs = np.logspace(-4, 0, 9)
-    frame = pd.concat([pd.DataFrame({"variant": "none", "lr": lrs, "loss": np.linspace(2.3, 1.0, 9)}),
-                       pd.DataFrame({"variant": "batch", "lr": lrs, "loss": np.linspace(2.3, 0.5, 9)})])
-    selected = {"batch": 10 ** -1.25, "none": 1e-3}
+    frame = pd.concat(
+        [
+            pd.DataFrame({"variant": "none", "lr": lrs, "loss": np.linspace(2.3, 1.0, 9)}),
+            pd.DataFrame({"variant": "batch", "lr": lrs, "loss": np.linspace(2.3, 0.5, 9)}),
+        ]
+    )
+    selected = {"batch": 10**-1.25, "none": 1e-3}
     fig = plots.plot_lr_range(frame, marks=selected)
     ax = fig.axes[0]
     vertical = {to_hex(l.get_color()): l.get_xdata()[0] for l in ax.get_lines() if l.get_linestyle() == "--"}
@@ -247,6 +276,7 @@ def test_plot_final_accuracy_keeps_negative_values_in_view():
     fig = plots.plot_final_accuracy(frame)
     low, high = fig.axes[0].get_ylim()
     assert low < -0.05 and high > 0.02
+
     # A signed quantity gets its zero line; an all-positive one does not.
     def zero_lines(f):
         return [l for l in f.axes[0].get_lines() if list(l.get_ydata()) == [0.0, 0.0]]

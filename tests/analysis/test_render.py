@@ -13,8 +13,11 @@ def _report(caption="a <b> caption"):
     fig = Figure()
     fig.add_subplot().plot([0, 1], [0, 1])
     section = render.Section("1. Part <one>", "setup & text")
-    section.findings.append(render.Finding("claim <x>", verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52]),
-                                           literature="Ioffe & Szegedy (2015) <found> it"))
+    section.findings.append(
+        render.Finding(
+            "claim <x>", verdict([0.9, 0.91, 0.92], [0.5, 0.51, 0.52]), literature="Ioffe & Szegedy (2015) <found> it"
+        )
+    )
     section.table = pd.DataFrame({"norm": ["none"], "mean": [0.51]})
     section.figures.append(render.FigureSpec("fig_a", fig, caption))
     return render.Report("Title", "summary", [section], ["store: x"])
@@ -25,7 +28,7 @@ def test_write_files_html_md_png(tmp_path):
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
     assert (out / "fig_a.png").read_bytes()[:4] == b"\x89PNG"
-    assert "data:image/png;base64," in html and "src=\"fig_a.png\"" not in html
+    assert "data:image/png;base64," in html and 'src="fig_a.png"' not in html
     assert "1. Part &lt;one&gt;" in html and "claim &lt;x&gt;" in html  # escaped, not markup
     assert 'class="finding ok"' in html and "supported" in html
     assert "![a <b> caption](fig_a.png)" in md

@@ -57,8 +57,12 @@ def test_planted_effects_are_supported_and_numbers_are_measured(report_dir):
     labels = [l for l, _, _ in _findings(md)]
     head = re.search(r"(\d+) claims tested: (\d+) supported, (\d+) not supported, (\d+) inconclusive", md)
     assert head.start() < md.index("## ")
-    assert [int(x) for x in head.groups()] == [len(labels), labels.count("SUPPORTED"),
-                                               labels.count("NOT SUPPORTED"), labels.count("INCONCLUSIVE")]
+    assert [int(x) for x in head.groups()] == [
+        len(labels),
+        labels.count("SUPPORTED"),
+        labels.count("NOT SUPPORTED"),
+        labels.count("INCONCLUSIVE"),
+    ]
 
 
 def test_unknown_experiment_is_one_clear_error(sweep_store, tmp_path):
@@ -92,17 +96,28 @@ def _chromium():
 
 def _render(path):
     """Load `path` in headless Chromium; return (loaded images, images, sections)."""
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-background-networking",
-           "--no-first-run", "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        path.resolve().as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     found = re.search(r'id="normlab-check">images (\d+)/(\d+) sections (\d+)<', dom)
     assert found, f"the check script did not run; Chromium printed: {dom[:500]!r}"
     return tuple(int(x) for x in found.groups())
 
 
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (CI installs Debian's "
-                    "`chromium`; here: apt-get install -y chromium)")
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="Chromium is not installed (CI installs Debian's `chromium`; here: apt-get install -y chromium)",
+)
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     html = (report_dir / "report.html").read_text()
     page = tmp_path / "report.html"
@@ -113,8 +128,11 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert sections == 1
     # The check can fail: a page with a broken figure is caught.
     broken = tmp_path / "broken.html"
-    broken.write_text(html.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)
-                      .replace("</body>", CHECK_SCRIPT + "</body>"))
+    broken.write_text(
+        html.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1).replace(
+            "</body>", CHECK_SCRIPT + "</body>"
+        )
+    )
     loaded, total, _ = _render(broken)
     assert loaded == total - 1
 
@@ -124,7 +142,7 @@ def test_claims_table_shows_adjusted_p_for_every_claim(report_dir):
     html = (report_dir / "report.html").read_text()
     header = "| claim | part | effect | 95% CI | raw p | adjusted p | n | verdict |"
     assert header in md
-    table = md[md.index(header):].split("\n\n")[0].splitlines()[2:]
+    table = md[md.index(header) :].split("\n\n")[0].splitlines()[2:]
     findings = _findings(md)
     assert len(table) == len(findings) == 3
     for row, (label, claim, measured) in zip(table, findings):
@@ -138,8 +156,9 @@ def test_claims_table_shows_adjusted_p_for_every_claim(report_dir):
 
 
 def test_report_object_is_adjusted_and_its_claims_frame(sweep_store):
-    from normlab.experiments.store import Store
     from scipy.stats import false_discovery_control
+
+    from normlab.experiments.store import Store
 
     out, experiment = sweep_store
     with Store.open(out, create=False) as store:

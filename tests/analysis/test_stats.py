@@ -77,7 +77,7 @@ def test_welch_zero_spread_is_never_p_zero():
     assert math.isnan(w.ci_low) and math.isnan(w.ci_high)
     assert stats.welch_test([1.0, 1.0], [1.0, 1.0]).p_value == 1.0
     # Rounding noise is no spread: 10**-2.5 computed two ways differs in the last bits.
-    quantized = [10 ** -2.5, math.pow(10, -2.5), 10 ** -2.5 * (1 + 1e-15)]
+    quantized = [10**-2.5, math.pow(10, -2.5), 10**-2.5 * (1 + 1e-15)]
     assert stats.welch_test(quantized, [1e-3] * 3).method == "permutation"
 
 
@@ -248,8 +248,10 @@ def test_non_finite_values_are_left_out_and_said():
 
 def test_adjust_verdicts_is_benjamini_hochberg_as_scipy():
     rng = np.random.default_rng(4)
-    verdicts = [stats.verdict(rng.normal(shift, 1.0, size=8), rng.normal(0, 1.0, size=8))
-                for shift in (0.0, 0.3, 0.8, 1.5, 2.5, 0.1)]
+    verdicts = [
+        stats.verdict(rng.normal(shift, 1.0, size=8), rng.normal(0, 1.0, size=8))
+        for shift in (0.0, 0.3, 0.8, 1.5, 2.5, 0.1)
+    ]
     verdicts.append(stats.paired_verdict(rng.normal(1.0, 1.0, size=8)))
     verdicts.append(stats.verdict([1.0], [2.0, 3.0]))  # no test: not in the family
     adjusted = stats.adjust_verdicts(verdicts)
@@ -288,9 +290,14 @@ def test_adjustment_decides_again_on_the_adjusted_p():
 
 def test_compare_to_baseline_adjusts_its_family():
     rng = np.random.default_rng(5)
-    frame = pd.DataFrame({"norm": np.repeat(["none", "a", "b", "c"], 5),
-                          "acc": np.r_[rng.normal(0.8, 0.01, 5), rng.normal(0.9, 0.01, 5),
-                                       rng.normal(0.8, 0.01, 5), rng.normal(0.81, 0.01, 5)]})
+    frame = pd.DataFrame(
+        {
+            "norm": np.repeat(["none", "a", "b", "c"], 5),
+            "acc": np.r_[
+                rng.normal(0.8, 0.01, 5), rng.normal(0.9, 0.01, 5), rng.normal(0.8, 0.01, 5), rng.normal(0.81, 0.01, 5)
+            ],
+        }
+    )
     cmp = stats.compare_to_baseline(frame, "norm", "acc", baseline="none")
     np.testing.assert_allclose(cmp["p_adjusted"], sps.false_discovery_control(cmp["p_value"], method="bh"))
     raw = stats.compare_to_baseline(frame, "norm", "acc", baseline="none", adjust=False)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from normlab import provenance
-from normlab.provenance import MACHINE_KEYS, RUN_KEYS, cpu_name
 from normlab.bench import common
 from normlab.bench.common import Column, header_line, row_line
 from normlab.experiments.errors import ConfigError
+from normlab.provenance import MACHINE_KEYS, RUN_KEYS, cpu_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,11 +85,19 @@ def test_table_lines_match_the_scripts_original_format():
     """The training-loop table printed before the move (f-strings) and after (Column)."""
     from normlab.bench.training_loop import COLUMNS
 
-    r = {"model": "mlp norm=batch", "seed_style_s": 3.1712, "engine_epoch_s": 1.9634,
-         "engine_fit_s": 2.5, "speedup": 3.1712 / 1.9634, "speedup_whole_fit": 3.1712 / 2.5}
+    r = {
+        "model": "mlp norm=batch",
+        "seed_style_s": 3.1712,
+        "engine_epoch_s": 1.9634,
+        "engine_fit_s": 2.5,
+        "speedup": 3.1712 / 1.9634,
+        "speedup_whole_fit": 3.1712 / 2.5,
+    }
     old_header = f"{'model':<16} {'seed-style s':>13} {'engine s':>10} {'fit s':>8} {'ratio':>7} {'ratio fit':>10}"
-    old_row = (f"{r['model']:<16} {r['seed_style_s']:>13.3f} {r['engine_epoch_s']:>10.3f} "
-               f"{r['engine_fit_s']:>8.3f} {r['speedup']:>6.1f}x {r['speedup_whole_fit']:>9.1f}x")
+    old_row = (
+        f"{r['model']:<16} {r['seed_style_s']:>13.3f} {r['engine_epoch_s']:>10.3f} "
+        f"{r['engine_fit_s']:>8.3f} {r['speedup']:>6.1f}x {r['speedup_whole_fit']:>9.1f}x"
+    )
     assert header_line(COLUMNS) == old_header
     assert row_line(COLUMNS, r) == old_row
 

@@ -19,9 +19,11 @@ def test_the_matrix_has_every_shape_dtype_and_layout():
 def test_a_non_positive_time_is_no_measurement():
     # bwd time = time(fwd + bwd) - time(fwd): noise on a tiny row can make it <= 0; the row
     # then says NaN, which the geomean leaves out (a negative time raises "math domain error")
-    timings = {"normlab": {"fwd_gpu_ms": 0.01, "bwd_gpu_ms": -0.002},
-               "torch": {"fwd_gpu_ms": 0.02, "bwd_gpu_ms": 0.03},
-               "rel_err": {"y": 0.0, "dx": 0.0}}
+    timings = {
+        "normlab": {"fwd_gpu_ms": 0.01, "bwd_gpu_ms": -0.002},
+        "torch": {"fwd_gpu_ms": 0.02, "bwd_gpu_ms": 0.03},
+        "rel_err": {"y": 0.0, "dx": 0.0},
+    }
     row, line = make_row(timings, (4, 6, 5, 7), "float32", "nchw", 1e12)
     assert row["fwd_speedup"] == 2.0 and math.isnan(row["bwd_speedup"]) and math.isnan(row["bwd_tbps"])
     assert geomean([row["fwd_speedup"], row["bwd_speedup"]]) == 2.0
@@ -30,9 +32,11 @@ def test_a_non_positive_time_is_no_measurement():
 
 def test_counted_bytes_and_the_summary():
     # a 16 MB float32 row: forward 3 passes in 0.02 ms = 3 * 16e6 B / 2e-5 s = 2.4 TB/s
-    timings = {"normlab": {"fwd_gpu_ms": 0.02, "bwd_gpu_ms": 0.04, "fwd_ms": 0.1, "bwd_ms": 0.1},
-               "torch": {"fwd_gpu_ms": 0.04, "bwd_gpu_ms": 0.04, "fwd_ms": 0.1, "bwd_ms": 0.2},
-               "rel_err": {"y": 0.0, "dx": 0.0}}
+    timings = {
+        "normlab": {"fwd_gpu_ms": 0.02, "bwd_gpu_ms": 0.04, "fwd_ms": 0.1, "bwd_ms": 0.1},
+        "torch": {"fwd_gpu_ms": 0.04, "bwd_gpu_ms": 0.04, "fwd_ms": 0.1, "bwd_ms": 0.2},
+        "rel_err": {"y": 0.0, "dx": 0.0},
+    }
     row, _ = make_row(timings, (4, 1000, 1000), "float32", "nchw", 2.9e12)
     assert row["fwd_tbps"] == pytest.approx(2.4) and row["bwd_tbps"] == pytest.approx(2.0)
     assert row["fwd_pct_copy"] == pytest.approx(100 * 2.4 / 2.9)

@@ -22,8 +22,7 @@ print(json.dumps(resources([((8192, 512), "float32", "nc")])))
 def test_every_setting_of_a_row_compiles_and_reports_its_resources():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     entries = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [e["setting"] for e in entries] == ["adopted", "unroll", "rows_cap", "finalize", "stages", "v4"]

@@ -30,9 +30,13 @@ def test_dry_run_of_every_phase_writes_the_json(tmp_path):
     out = tmp_path / "bn.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bn_kernels.py"), "--dry-run",
-                           "--v4", "--sweep", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bn_kernels.py"), "--dry-run", "--v4", "--sweep", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dry run ok" in proc.stdout
     result = json.loads(out.read_text())
@@ -73,8 +77,7 @@ def test_without_a_gpu_it_says_so_and_offers_the_dry_run():
 
 def test_without_triton_it_says_how_to_install_it(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "triton" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
     with pytest.raises(ConfigError, match=r"needs Triton, which is not installed.*normlab\[gpu\]"):
         run.prepare(dry_run=True)
     with pytest.raises(ConfigError, match="needs Triton"):

@@ -13,8 +13,9 @@ from normlab.kernels import launch  # noqa: E402
 def test_sweep_plan_isolates_each_change_on_the_large_rows():
     plan = tuning.sweep_plan(cases(quick=False))
     assert len(plan) == 34
-    assert [p["change"] for p in plan] == sorted((p["change"] for p in plan),
-                                                 key=tuning.SWEEP_ORDER.index)  # budget cuts the tail
+    assert [p["change"] for p in plan] == sorted(
+        (p["change"] for p in plan), key=tuning.SWEEP_ORDER.index
+    )  # budget cuts the tail
     assert {p["dtype"] for p in plan} == set(tuning.SWEEP_DTYPES)
     # the rows-view finalize changes no NCHW plan, so it is not timed there
     assert all(p["layout"] != "nchw" for p in plan if p["change"] == "finalize")
@@ -31,8 +32,7 @@ def test_gpu_plans_of_every_candidate_cover_every_unit_once(shape, change):
         assert t.split * t.units_per_prog >= t.n_units > (t.split - 1) * t.units_per_prog
         assert (t.stats_unroll, t.bwd_unroll) == (knobs.stats_unroll, knobs.bwd_unroll)
         assert (t.fin_block, t.fin_rows) == (knobs.finalize_channels, knobs.finalize_rows)
-        assert (t.stats_stages, t.bwd_stages) == (knobs.stats_stages or None,
-                                                  knobs.bwd_stages or None)
+        assert (t.stats_stages, t.bwd_stages) == (knobs.stats_stages or None, knobs.bwd_stages or None)
 
 
 def test_knobs_with_isolates_one_change():
@@ -53,8 +53,10 @@ def test_knobs_with_isolates_one_change():
 def test_candidates_start_from_the_adopted_knobs():
     """A candidate differs from launch.KNOBS only in the knobs it names."""
     for kind, knobs in tuning.V4_KNOBS.items():
-        assert (knobs.programs_per_sm, knobs.tile_elems) == \
-            (launch.KNOBS[kind].programs_per_sm, launch.KNOBS[kind].tile_elems)
+        assert (knobs.programs_per_sm, knobs.tile_elems) == (
+            launch.KNOBS[kind].programs_per_sm,
+            launch.KNOBS[kind].tile_elems,
+        )
     for change, (values, kinds) in tuning.V4_CHANGES.items():
         for kind, knobs in tuning.knobs_with(change).items():
             changed = {name for name in values if getattr(knobs, name) != getattr(launch.KNOBS[kind], name)}

@@ -17,10 +17,30 @@ from normlab.bench.layers_cpu import main
 from normlab.layers import BatchNorm
 
 REPO = Path(__file__).resolve().parents[2]
-TOP_KEYS = {"benchmark", "what", "rows", "geomean_ratio", "geomean_ratio_of_min", "machine",
-            "versions", "commit", "repeats", "quick", "provenance"}
-ROW_KEYS = {"shape", "mb", "reference_ms", "torch_ms", "ratio", "reference_min_ms", "torch_min_ms",
-            "ratio_of_min", "max_abs_diff"}
+TOP_KEYS = {
+    "benchmark",
+    "what",
+    "rows",
+    "geomean_ratio",
+    "geomean_ratio_of_min",
+    "machine",
+    "versions",
+    "commit",
+    "repeats",
+    "quick",
+    "provenance",
+}
+ROW_KEYS = {
+    "shape",
+    "mb",
+    "reference_ms",
+    "torch_ms",
+    "ratio",
+    "reference_min_ms",
+    "torch_min_ms",
+    "ratio_of_min",
+    "max_abs_diff",
+}
 
 
 def test_main_quick_writes_the_documented_json(tmp_path, capsys):
@@ -86,9 +106,14 @@ def test_bad_options_exit_2_with_one_message(tmp_path, capsys, args, message):
 def test_the_script_in_benchmarks_is_a_thin_call_of_main(tmp_path):
     """`PYTHONPATH=src python benchmarks/layers_cpu.py ...` (benchmarks/README.md) still works."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "layers_cpu.py"), "--threads", "1",
-                           "--quick", "--repeats", "1"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "layers_cpu.py"), "--threads", "1", "--quick", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "geomean ratio" in proc.stdout
     assert json.loads((tmp_path / "bench-out" / "layers_cpu.json").read_text())["quick"] is True

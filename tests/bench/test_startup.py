@@ -38,7 +38,11 @@ def test_a_failing_command_stops_the_benchmark():
 
 
 def test_repeats_must_be_positive(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--repeats", "0", "--out", str(tmp_path / "x.json")],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")})
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--repeats", "0", "--out", str(tmp_path / "x.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")},
+    )
     assert proc.returncode == 2 and "--repeats: expected a positive count, got 0" in proc.stderr

@@ -15,17 +15,53 @@ from normlab.bench import training_loop
 from normlab.bench.training_loop import main
 
 REPO = Path(__file__).resolve().parents[2]
-TOP_KEYS = {"benchmark", "samples", "batch_size", "repeats", "workers", "compile", "precision",
-            "cuda_graph", "device", "rows", "provenance"}
-ROW_KEYS = {"model", "seed_style_s", "engine_epoch_s", "engine_fit_s", "speedup",
-            "speedup_whole_fit", "seed_style_all_s", "engine_epoch_all_s"}
+TOP_KEYS = {
+    "benchmark",
+    "samples",
+    "batch_size",
+    "repeats",
+    "workers",
+    "compile",
+    "precision",
+    "cuda_graph",
+    "device",
+    "rows",
+    "provenance",
+}
+ROW_KEYS = {
+    "model",
+    "seed_style_s",
+    "engine_epoch_s",
+    "engine_fit_s",
+    "speedup",
+    "speedup_whole_fit",
+    "seed_style_all_s",
+    "engine_epoch_all_s",
+}
 
 
 def test_main_times_both_loops_and_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "sub" / "loop.json"
     torch.set_num_threads(2)
-    assert main(["--device", "cpu", "--samples", "128", "--repeats", "2", "--norms", "batch",
-                 "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--device",
+                "cpu",
+                "--samples",
+                "128",
+                "--repeats",
+                "2",
+                "--norms",
+                "batch",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert torch.get_num_threads() == 2  # restored
     result = json.loads(out.read_text())
     assert set(result) == TOP_KEYS
@@ -95,9 +131,27 @@ def test_bad_options_exit_2_with_one_message_before_anything_runs(tmp_path, monk
 def test_the_script_in_benchmarks_is_a_thin_call_of_main(tmp_path):
     """The command in benchmarks/README.md still works from any folder (PYTHONPATH=src)."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "training_loop.py"), "--device", "cpu",
-                           "--samples", "64", "--repeats", "1", "--norms", "none", "--threads", "1"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "training_loop.py"),
+            "--device",
+            "cpu",
+            "--samples",
+            "64",
+            "--repeats",
+            "1",
+            "--norms",
+            "none",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "mlp norm=none" in proc.stdout
     assert json.loads((tmp_path / "training_loop.json").read_text())["rows"][0]["model"] == "mlp norm=none"
@@ -106,7 +160,23 @@ def test_the_script_in_benchmarks_is_a_thin_call_of_main(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_run_on_a_gpu(tmp_path):
     out = tmp_path / "loop.json"
-    assert main(["--device", "cuda", "--samples", "256", "--repeats", "1", "--norms", "batch",
-                 "--cuda-graph", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--device",
+                "cuda",
+                "--samples",
+                "256",
+                "--repeats",
+                "1",
+                "--norms",
+                "batch",
+                "--cuda-graph",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["cuda_graph"] is True and result["rows"][0]["speedup"] > 0

@@ -60,8 +60,9 @@ def formats():
     """The builders above, for test modules (tests/ is not a package, so no relative import)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(cifar_records=cifar_records, idx_bytes=idx_bytes, write_gz=write_gz,
-                           write_tar_gz=write_tar_gz)
+    return SimpleNamespace(
+        cifar_records=cifar_records, idx_bytes=idx_bytes, write_gz=write_gz, write_tar_gz=write_tar_gz
+    )
 
 
 @pytest.fixture(params=[0o022, 0o007], ids=["umask022", "umask007"])

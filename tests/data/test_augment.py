@@ -11,7 +11,7 @@ def _reference(x, params, padding):
     height, width = x.shape[-2:]
     for sample, (dy, dx, flip) in zip(x, params.tolist()):
         padded = F.pad(sample, (padding,) * 4)
-        crop = padded[:, dy:dy + height, dx:dx + width]
+        crop = padded[:, dy : dy + height, dx : dx + width]
         out.append(torch.flip(crop, dims=[-1]) if flip else crop)
     return torch.stack(out)
 

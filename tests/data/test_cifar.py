@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from normlab.data import DatasetError, load_dataset
-from normlab.data import cifar
+from normlab.data import DatasetError, cifar, load_dataset
 
 TRAIN_N, TEST_N = 6, 4
 
@@ -35,8 +34,7 @@ def _members(spec, formats):
         data, images, labels = formats.cifar_records(count, spec.label_classes, seed=i)
         members[f"{spec.folder}/{name}"] = data
         split[which].append((images, labels))
-    expected = {k: (np.concatenate([p[0] for p in v]), np.concatenate([p[1] for p in v]))
-                for k, v in split.items()}
+    expected = {k: (np.concatenate([p[0] for p in v]), np.concatenate([p[1] for p in v])) for k, v in split.items()}
     return members, expected
 
 
@@ -83,8 +81,11 @@ def test_pixel_layout_is_channel_planes(tmp_path, monkeypatch):
     rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
     planes = np.stack([rows, cols, np.full((32, 32), 7)]).astype(np.uint8)
     record = bytes([3]) + planes.tobytes()
-    spec = dataclasses.replace(cifar.CIFAR10, train_files=tuple((f"data_batch_{i}.bin", 1) for i in range(1, 6)),
-                               test_files=(("test_batch.bin", 1),))
+    spec = dataclasses.replace(
+        cifar.CIFAR10,
+        train_files=tuple((f"data_batch_{i}.bin", 1) for i in range(1, 6)),
+        test_files=(("test_batch.bin", 1),),
+    )
     for path in spec.paths(tmp_path / "cifar10"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(record)
@@ -113,8 +114,11 @@ def test_truncated_batch_is_an_error_naming_the_file(tiny_archive):
     load_dataset(name, root, download=False)
     victim = spec.paths(root / name)[0]
     victim.write_bytes(victim.read_bytes()[:-100])
-    with pytest.raises(DatasetError, match=rf"{victim.name}: \d+ bytes, expected \d+ records x "
-                                           rf"{spec.label_bytes + 3072} bytes.*truncated"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"{victim.name}: \d+ bytes, expected \d+ records x "
+        rf"{spec.label_bytes + 3072} bytes.*truncated",
+    ):
         load_dataset(name, root, download=False)
 
 
@@ -168,8 +172,11 @@ def test_symlink_archive_is_refused(tmp_path, monkeypatch, formats):
 
 
 def test_offline_without_files_says_where_to_put_them(tmp_path):
-    with pytest.raises(DatasetError, match=r"download=False: put cifar-10-binary\.tar\.gz "
-                                           r"\(SHA-256 c4a38c50.*\) in .*cifar10, or extract it"):
+    with pytest.raises(
+        DatasetError,
+        match=r"download=False: put cifar-10-binary\.tar\.gz "
+        r"\(SHA-256 c4a38c50.*\) in .*cifar10, or extract it",
+    ):
         load_dataset("cifar10", tmp_path, download=False)
 
 

@@ -34,9 +34,17 @@ def test_channel_stats_accepts_numpy():
 
 
 def _dataset(**changes):
-    fields = dict(name="t", train_x=torch.zeros(4, 2, 3), train_y=torch.zeros(4, dtype=torch.long),
-                  test_x=torch.zeros(2, 2, 3), test_y=torch.zeros(2, dtype=torch.long),
-                  num_classes=2, input_shape=(2, 3), mean=torch.zeros(2), std=torch.ones(2))
+    fields = dict(
+        name="t",
+        train_x=torch.zeros(4, 2, 3),
+        train_y=torch.zeros(4, dtype=torch.long),
+        test_x=torch.zeros(2, 2, 3),
+        test_y=torch.zeros(2, dtype=torch.long),
+        num_classes=2,
+        input_shape=(2, 3),
+        mean=torch.zeros(2),
+        std=torch.ones(2),
+    )
     fields.update(changes)
     return Dataset(**fields)
 
@@ -44,8 +52,9 @@ def _dataset(**changes):
 def test_dataset_checks_its_fields_and_has_a_short_repr():
     ds = _dataset()
     assert ds.num_channels == 2
-    assert repr(ds) == ("Dataset(name='t', train=(4, 2, 3) torch.float32, test=(2, 2, 3), "
-                        "num_classes=2, input_shape=(2, 3))")
+    assert repr(ds) == (
+        "Dataset(name='t', train=(4, 2, 3) torch.float32, test=(2, 2, 3), num_classes=2, input_shape=(2, 3))"
+    )
     with pytest.raises(ValueError, match="test_x samples have shape"):
         _dataset(test_x=torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match="train_y must be int64"):

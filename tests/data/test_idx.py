@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from normlab.data import DatasetError, load_dataset
-from normlab.data import idx
+from normlab.data import DatasetError, idx, load_dataset
 
 TRAIN_N, TEST_N = 7, 3
 
@@ -18,8 +17,7 @@ def tiny_files(request, tmp_path, monkeypatch, formats):
     """Writes the four .gz files with tiny counts and shrinks the spec's expected counts."""
     name = request.param
     attr = "MNIST" if name == "mnist" else "FASHION_MNIST"
-    monkeypatch.setattr(idx, attr, dataclasses.replace(getattr(idx, attr), train_count=TRAIN_N,
-                                                       test_count=TEST_N))
+    monkeypatch.setattr(idx, attr, dataclasses.replace(getattr(idx, attr), train_count=TRAIN_N, test_count=TEST_N))
     rng = np.random.default_rng(1)
     arrays = {}
     for prefix, n in (("train", TRAIN_N), ("t10k", TEST_N)):
@@ -72,58 +70,87 @@ def _load_fails_after_writing(tiny_files, formats, stem, data, message):
 def test_short_data_is_an_error(tiny_files, formats):
     _, _, arrays = tiny_files
     data = formats.idx_bytes(arrays["t10k-images-idx3-ubyte"])[:-5]  # valid gzip, short content
-    _load_fails_after_writing(tiny_files, formats, "t10k-images-idx3-ubyte", data,
-                              rf"t10k-images-idx3-ubyte\.gz: {len(data)} bytes after "
-                              rf"decompression, expected {len(data) + 5}")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "t10k-images-idx3-ubyte",
+        data,
+        rf"t10k-images-idx3-ubyte\.gz: {len(data)} bytes after "
+        rf"decompression, expected {len(data) + 5}",
+    )
 
 
 def test_huge_header_sizes_give_the_exact_expected_length(tiny_files, formats):
     # (2^32 - 1)^3 bytes: numpy's int64 product used to wrap around to a wrong expected length.
     side = 2**32 - 1
     header = bytes((0, 0, 0x08, 3)) + side.to_bytes(4, "big") * 3
-    _load_fails_after_writing(tiny_files, formats, "train-images-idx3-ubyte", header + b"\0" * 8,
-                              rf"train-images-idx3-ubyte\.gz: 24 bytes after decompression, "
-                              rf"expected {16 + side**3} for dimensions")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "train-images-idx3-ubyte",
+        header + b"\0" * 8,
+        rf"train-images-idx3-ubyte\.gz: 24 bytes after decompression, "
+        rf"expected {16 + side**3} for dimensions",
+    )
 
 
 def test_wrong_magic_is_an_error(tiny_files, formats):
     _, _, arrays = tiny_files
     # labels written where images are expected: a 1-D file instead of a 3-D one
-    _load_fails_after_writing(tiny_files, formats, "train-images-idx3-ubyte",
-                              formats.idx_bytes(arrays["train-labels-idx1-ubyte"]),
-                              r"train-images-idx3-ubyte\.gz: not an IDX file of 3-D unsigned "
-                              r"bytes \(magic 00000801, expected 000008")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "train-images-idx3-ubyte",
+        formats.idx_bytes(arrays["train-labels-idx1-ubyte"]),
+        r"train-images-idx3-ubyte\.gz: not an IDX file of 3-D unsigned "
+        r"bytes \(magic 00000801, expected 000008",
+    )
 
 
 def test_wrong_counts_are_errors(tiny_files, formats):
     name, root, arrays = tiny_files
     labels = arrays["train-labels-idx1-ubyte"]
-    _load_fails_after_writing(tiny_files, formats, "train-labels-idx1-ubyte",
-                              formats.idx_bytes(labels[:-1]),
-                              rf"train-labels-idx1-ubyte\.gz: {TRAIN_N - 1} labels, "
-                              rf"expected {TRAIN_N}")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "train-labels-idx1-ubyte",
+        formats.idx_bytes(labels[:-1]),
+        rf"train-labels-idx1-ubyte\.gz: {TRAIN_N - 1} labels, "
+        rf"expected {TRAIN_N}",
+    )
     formats.write_gz(root / name / "train-labels-idx1-ubyte.gz", formats.idx_bytes(labels))
-    _load_fails_after_writing(tiny_files, formats, "t10k-images-idx3-ubyte",
-                              formats.idx_bytes(np.zeros((TEST_N, 28, 27), np.uint8)),
-                              rf"t10k-images-idx3-ubyte\.gz: images of shape \({TEST_N}, 28, "
-                              rf"27\), expected \({TEST_N}, 28, 28\)")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "t10k-images-idx3-ubyte",
+        formats.idx_bytes(np.zeros((TEST_N, 28, 27), np.uint8)),
+        rf"t10k-images-idx3-ubyte\.gz: images of shape \({TEST_N}, 28, "
+        rf"27\), expected \({TEST_N}, 28, 28\)",
+    )
 
 
 def test_out_of_range_label_is_an_error(tiny_files, formats):
     _, _, arrays = tiny_files
     labels = arrays["t10k-labels-idx1-ubyte"].copy()
     labels[1] = 12
-    _load_fails_after_writing(tiny_files, formats, "t10k-labels-idx1-ubyte",
-                              formats.idx_bytes(labels),
-                              r"t10k-labels-idx1-ubyte\.gz: label 12 at index 1, expected 0\.\.9; "
-                              r"the file is corrupt\. Delete it")
+    _load_fails_after_writing(
+        tiny_files,
+        formats,
+        "t10k-labels-idx1-ubyte",
+        formats.idx_bytes(labels),
+        r"t10k-labels-idx1-ubyte\.gz: label 12 at index 1, expected 0\.\.9; "
+        r"the file is corrupt\. Delete it",
+    )
 
 
 def test_missing_file_offline_says_where_to_put_it(tiny_files):
     name, root, _ = tiny_files
     (root / name / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte\.gz is missing and "
-                                           r"download=False: put t10k-labels-idx1-ubyte\.gz \(SHA-256"):
+    with pytest.raises(
+        DatasetError,
+        match=r"t10k-labels-idx1-ubyte\.gz is missing and "
+        r"download=False: put t10k-labels-idx1-ubyte\.gz \(SHA-256",
+    ):
         load_dataset(name, root, download=False)
 
 

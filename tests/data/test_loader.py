@@ -18,9 +18,16 @@ def _flat_ids(batches):
     return torch.cat([x.view(-1) for x, _ in batches]).long()
 
 
-@pytest.mark.parametrize("n, batch, drop_last, expected_len", [
-    (100, 32, True, 3), (100, 32, False, 4), (96, 32, True, 3), (96, 32, False, 3), (5, 8, False, 1),
-])
+@pytest.mark.parametrize(
+    "n, batch, drop_last, expected_len",
+    [
+        (100, 32, True, 3),
+        (100, 32, False, 4),
+        (96, 32, True, 3),
+        (96, 32, False, 3),
+        (5, 8, False, 1),
+    ],
+)
 def test_every_sample_once_per_epoch(n, batch, drop_last, expected_len):
     x, y = _ids(n)
     loader = BatchLoader(x, y, batch, drop_last=drop_last, seed=1)
@@ -66,8 +73,12 @@ def test_normalization_matches_float64_reference():
     assert loader._x.dtype == torch.uint8
     xf = torch.randn(8, 2, 5, dtype=torch.float64)
     xb, _ = next(iter(BatchLoader(xf, y[:8], 8, shuffle=False, mean=[1.0, -1.0], std=[2.0, 4.0])))
-    torch.testing.assert_close(xb.double(), (xf - torch.tensor([1.0, -1.0]).view(1, 2, 1))
-                               / torch.tensor([2.0, 4.0]).view(1, 2, 1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        xb.double(),
+        (xf - torch.tensor([1.0, -1.0]).view(1, 2, 1)) / torch.tensor([2.0, 4.0]).view(1, 2, 1),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_dataset_statistics_normalize_to_zero_mean_unit_std():
@@ -134,8 +145,7 @@ def test_load_state_dict_checks_crop_padding():
         BatchLoader(x, y, 8, augment=True).load_state_dict(state)
     BatchLoader(x, y, 8, augment=True, crop_padding=2).load_state_dict(state)
     # A state saved before crop_padding was recorded implies the default padding of 4.
-    old = {k: v for k, v in BatchLoader(x, y, 8, augment=True).state_dict().items()
-           if k != "crop_padding"}
+    old = {k: v for k, v in BatchLoader(x, y, 8, augment=True).state_dict().items() if k != "crop_padding"}
     BatchLoader(x, y, 8, augment=True).load_state_dict(old)
     with pytest.raises(ValueError, match=r"crop_padding: saved 4, now 2"):
         BatchLoader(x, y, 8, augment=True, crop_padding=2).load_state_dict(old)
@@ -230,22 +240,27 @@ def test_augmentation_is_reproducible_and_flips():
     assert bool((flipped | same).all()) and 0 < int(flipped.sum()) < 32
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda x, y: BatchLoader(x.numpy(), y, 4), "must be torch tensors"),
-    (lambda x, y: BatchLoader(x, y[:-1], 4), r"same N, got x \(10, 1\) and y \(9,\)"),
-    (lambda x, y: BatchLoader(x, y, 0), "batch_size must be a positive integer"),
-    (lambda x, y: BatchLoader(x, y, 11), "no batches: 10 samples with batch_size 11"),
-    (lambda x, y: BatchLoader(x[:0], y[:0], 4, drop_last=False),
-     "no batches: 0 samples with batch_size 4 and drop_last=False"),
-    # float labels used to be truncated to int64 without a word (0.7 -> class 0)
-    (lambda x, y: BatchLoader(x, y + 0.7, 4), "y must hold integer class labels, got torch.float32"),
-    (lambda x, y: BatchLoader(x, y, 4, augment=True), r"augment=True needs image data"),
-    (lambda x, y: BatchLoader(x, y, 4, mean=[0.0]), "give both mean and std"),
-    (lambda x, y: BatchLoader(x, y, 4, mean=[0.0, 1.0], std=[1.0, 1.0]), r"one value per channel \(1\)"),
-    (lambda x, y: BatchLoader(x, y, 4, mean=[0.0], std=[0.0]), "std must be > 0"),
-    (lambda x, y: BatchLoader(x.long(), y, 4), "uint8 .* or floating point"),
-    (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device: expected cpu, cuda, cuda:N or auto, got 'gpu0'"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda x, y: BatchLoader(x.numpy(), y, 4), "must be torch tensors"),
+        (lambda x, y: BatchLoader(x, y[:-1], 4), r"same N, got x \(10, 1\) and y \(9,\)"),
+        (lambda x, y: BatchLoader(x, y, 0), "batch_size must be a positive integer"),
+        (lambda x, y: BatchLoader(x, y, 11), "no batches: 10 samples with batch_size 11"),
+        (
+            lambda x, y: BatchLoader(x[:0], y[:0], 4, drop_last=False),
+            "no batches: 0 samples with batch_size 4 and drop_last=False",
+        ),
+        # float labels used to be truncated to int64 without a word (0.7 -> class 0)
+        (lambda x, y: BatchLoader(x, y + 0.7, 4), "y must hold integer class labels, got torch.float32"),
+        (lambda x, y: BatchLoader(x, y, 4, augment=True), r"augment=True needs image data"),
+        (lambda x, y: BatchLoader(x, y, 4, mean=[0.0]), "give both mean and std"),
+        (lambda x, y: BatchLoader(x, y, 4, mean=[0.0, 1.0], std=[1.0, 1.0]), r"one value per channel \(1\)"),
+        (lambda x, y: BatchLoader(x, y, 4, mean=[0.0], std=[0.0]), "std must be > 0"),
+        (lambda x, y: BatchLoader(x.long(), y, 4), "uint8 .* or floating point"),
+        (lambda x, y: BatchLoader(x, y, 4, device="gpu0"), "device: expected cpu, cuda, cuda:N or auto, got 'gpu0'"),
+    ],
+)
 def test_bad_arguments_get_one_clear_message(make, message):
     x, y = _ids(10)
     with pytest.raises((ValueError, TypeError), match=message):

@@ -1,5 +1,6 @@
 import random
 import stat
+
 import numpy as np
 import pytest
 import torch
@@ -108,11 +109,14 @@ def test_cache_with_wrong_shapes_is_rebuilt(tmp_path):
     args = m1d.generator_args(num_samples=100)
     path = m1d.cache_path(tmp_path, args)
     path.parent.mkdir(parents=True)
-    arrays = {"x": np.zeros((3, 40)), "y": np.zeros(3, np.int64), "x_test": np.zeros((1, 40)),
-              "y_test": np.zeros(1, np.int64)}
+    arrays = {
+        "x": np.zeros((3, 40)),
+        "y": np.zeros(3, np.int64),
+        "x_test": np.zeros((1, 40)),
+        "y_test": np.zeros(1, np.int64),
+    }
     np.savez(path, content_sha256=np.array(m1d.content_sha256(arrays)), **arrays)
-    with pytest.warns(UserWarning,
-                      match=r"x shapes \(3, 40\)/\(1, 40\), expected \(80, 40\)/\(20, 40\)"):
+    with pytest.warns(UserWarning, match=r"x shapes \(3, 40\)/\(1, 40\), expected \(80, 40\)/\(20, 40\)"):
         ds = m1d.load_mnist1d(tmp_path, num_samples=100)
     assert ds.train_x.shape == (80, 1, 40)
 

@@ -1,7 +1,6 @@
 import pytest
 
-from normlab.data import dataset_names, describe_data, load_dataset
-from normlab.data import cifar, idx, mnist1d
+from normlab.data import cifar, dataset_names, describe_data, idx, load_dataset, mnist1d
 
 
 def test_names_default_first():
@@ -25,8 +24,11 @@ def test_name_is_normalized():
 
 
 def test_unknown_option_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"dataset 'synthetic' has no option\(s\) \['size'\]; its "
-                                         r"options are \['shape', 'num_classes'"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset 'synthetic' has no option\(s\) \['size'\]; its "
+        r"options are \['shape', 'num_classes'",
+    ):
         load_dataset("synthetic", size=3)
     # mnist1d passes generator arguments through; the generator names the bad one
     with pytest.raises(ValueError, match=r"mnist1d: unknown option\(s\) \['bogus'\]"):
@@ -49,8 +51,10 @@ def test_describe_missing_and_present_files(tmp_path):
     (tmp_path / "mnist" / "train-images-idx3-ubyte").write_bytes(b"1")
     text = describe_data("mnist", tmp_path)
     assert f"[ok] {tmp_path / 'mnist' / 'train-images-idx3-ubyte'} (1 bytes)" in text
-    assert "missing: load with download=True, or put train-labels-idx1-ubyte.gz, " \
-           "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in text
+    assert (
+        "missing: load with download=True, or put train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in text
+    )
     assert idx.MNIST.mirrors[0] in text
 
 

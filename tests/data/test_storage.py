@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from normlab.data import DatasetError, data_root
-from normlab.data.storage import (RemoteFile, atomic_write, check_sha256, fetch, new_file_mode,
-                                  safe_extract, sha256_file)
+from normlab.data.storage import RemoteFile, atomic_write, check_sha256, fetch, new_file_mode, safe_extract, sha256_file
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):
@@ -33,8 +32,7 @@ def test_sha256_file_and_check(tmp_path):
 
 
 def _remote(data: bytes) -> RemoteFile:
-    return RemoteFile("thing.tar.gz", ("https://example.invalid/thing.tar.gz",),
-                      hashlib.sha256(data).hexdigest())
+    return RemoteFile("thing.tar.gz", ("https://example.invalid/thing.tar.gz",), hashlib.sha256(data).hexdigest())
 
 
 def test_fetch_uses_a_present_file_without_downloading(tmp_path, monkeypatch):
@@ -57,8 +55,11 @@ def test_fetch_offline_or_disabled_says_where_to_put_the_file(tmp_path, monkeypa
         raise ConnectionError(f"no route to {url}")
 
     monkeypatch.setattr(pooch, "retrieve", offline)
-    with pytest.raises(DatasetError, match=r"could not download thing\.tar\.gz.*no route.*"
-                                           r"offline, put thing\.tar\.gz"):
+    with pytest.raises(
+        DatasetError,
+        match=r"could not download thing\.tar\.gz.*no route.*"
+        r"offline, put thing\.tar\.gz",
+    ):
         fetch(_remote(b"x"), tmp_path, download=True, hint="")
 
 
@@ -75,15 +76,15 @@ def test_fetch_tries_mirrors_in_order(tmp_path, monkeypatch):
         (Path(path) / fname).write_bytes(b"ok")
 
     monkeypatch.setattr(pooch, "retrieve", flaky)
-    remote = RemoteFile("f.gz", ("https://first/f.gz", "https://second/f.gz"),
-                        hashlib.sha256(b"ok").hexdigest())
+    remote = RemoteFile("f.gz", ("https://first/f.gz", "https://second/f.gz"), hashlib.sha256(b"ok").hexdigest())
     assert fetch(remote, tmp_path / "d", download=True, hint="").read_bytes() == b"ok"
     assert tried == ["https://first/f.gz", "https://second/f.gz"]
 
 
 def test_safe_extract_extracts_only_wanted_members(formats, tmp_path):
-    archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A", "top/b.bin": b"BB",
-                                                     "top/readme.html": b"<html>"})
+    archive = formats.write_tar_gz(
+        tmp_path / "a.tar.gz", {"top/a.bin": b"A", "top/b.bin": b"BB", "top/readme.html": b"<html>"}
+    )
     safe_extract(archive, tmp_path / "out", {"top/a.bin", "top/b.bin"})
     assert (tmp_path / "out/top/a.bin").read_bytes() == b"A"
     assert (tmp_path / "out/top/b.bin").read_bytes() == b"BB"
@@ -113,8 +114,9 @@ def test_safe_extract_wants_regular_files_not_directories(tmp_path):
 
 
 # ".." anywhere is refused, even where the path would normalize back inside ("top/..").
-@pytest.mark.parametrize("bad_name", ["../escape.bin", "top/../../escape.bin", "/abs/escape.bin",
-                                      "./../escape.bin", "..", "top/.."])
+@pytest.mark.parametrize(
+    "bad_name", ["../escape.bin", "top/../../escape.bin", "/abs/escape.bin", "./../escape.bin", "..", "top/.."]
+)
 def test_safe_extract_refuses_path_traversal(formats, tmp_path, bad_name):
     archive = formats.write_tar_gz(tmp_path / "a.tar.gz", {"top/a.bin": b"A", bad_name: b"evil"})
     with pytest.raises(DatasetError, match="path traversal"):
@@ -200,8 +202,7 @@ def test_downloaded_file_honours_the_umask(tmp_path, http_dir, umask):
     # of a shared data folder could not read the archive.
     served, url = http_dir
     (served / "thing.tar.gz").write_bytes(b"payload")
-    remote = RemoteFile("thing.tar.gz", (f"{url}/thing.tar.gz",),
-                        hashlib.sha256(b"payload").hexdigest())
+    remote = RemoteFile("thing.tar.gz", (f"{url}/thing.tar.gz",), hashlib.sha256(b"payload").hexdigest())
     path = fetch(remote, tmp_path / "data", download=True, hint="")
     assert path.read_bytes() == b"payload" and _mode(path) == 0o666 & ~umask
 

@@ -42,12 +42,15 @@ def test_uint8_mode_quantizes_like_an_image():
     assert ds.mean.shape == (3,) and 0 < float(ds.mean[0]) < 1  # pixel/255 units
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"shape": (3, 0)}, "positive sizes"),
-    ({"num_classes": 1}, "num_classes must be >= 2"),
-    ({"train_size": 0}, "train_size and test_size"),
-    ({"difficulty": -1.0}, "difficulty must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"shape": (3, 0)}, "positive sizes"),
+        ({"num_classes": 1}, "num_classes must be >= 2"),
+        ({"train_size": 0}, "train_size and test_size"),
+        ({"difficulty": -1.0}, "difficulty must be >= 0"),
+    ],
+)
 def test_bad_arguments_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         load_synthetic(**kw)

@@ -42,7 +42,9 @@ def fake_fit(config, *, on_metrics, checkpoint_path, sleep_per_epoch: float = 0.
     _append(run_dir / "starts.log", f"start epoch={first}")
     for epoch in range(first, config.epochs + 1):
         time.sleep(sleep_per_epoch)
-        on_metrics(epoch * 10, epoch, {"train_loss": 1.0 / epoch, "test_acc": expected_acc(config) * epoch / config.epochs})
+        on_metrics(
+            epoch * 10, epoch, {"train_loss": 1.0 / epoch, "test_acc": expected_acc(config) * epoch / config.epochs}
+        )
         if hasattr(on_metrics, "commit"):  # as the engine does: metrics stored before the checkpoint
             on_metrics.commit()
         tmp = Path(str(checkpoint_path) + ".tmp")

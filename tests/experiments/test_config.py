@@ -30,15 +30,26 @@ def test_no_file_no_override_is_one_run_of_the_seed_defaults():
     assert len(exp.runs) == 1
     config = exp.runs[0].config
     assert (config.model, config.optimizer, config.lr, config.batch_size, config.dataset) == (
-        "mlp", "adam", 1e-3, 64, "mnist1d"
+        "mlp",
+        "adam",
+        1e-3,
+        64,
+        "mnist1d",
     )
     assert config == RunConfig()
 
 
 def test_overrides_parse_types_dotted_keys_and_comma_sweeps():
     parsed = parse_overrides(
-        ["batch_size=16,32", "lr=0.01", "optim.weight_decay=1e-4", "augment=true",
-         "hidden=[64,64],[32]", "max_steps=none", "norm_kwargs.num_groups=4"]
+        [
+            "batch_size=16,32",
+            "lr=0.01",
+            "optim.weight_decay=1e-4",
+            "augment=true",
+            "hidden=[64,64],[32]",
+            "max_steps=none",
+            "norm_kwargs.num_groups=4",
+        ]
     )
     assert parsed["batch_size"] == [16, 32]
     assert parsed["lr"] == [0.01]
@@ -58,12 +69,16 @@ def test_override_commas_inside_quotes_do_not_split_and_text_keys_stay_text():
 
 
 def test_a_group_filling_a_base_dict_does_not_leak_into_other_groups():
-    exp = expand({
-        "norm_kwargs": {},
-        "groups": {"g": [{"norm": "group", "norm_kwargs.num_groups": [2, 4]}], "h": [{"norm": "batch"}]},
-    })
+    exp = expand(
+        {
+            "norm_kwargs": {},
+            "groups": {"g": [{"norm": "group", "norm_kwargs.num_groups": [2, 4]}], "h": [{"norm": "batch"}]},
+        }
+    )
     assert [(r.group, r.config.norm_kwargs) for r in exp.runs] == [
-        ("g", {"num_groups": 2}), ("g", {"num_groups": 4}), ("h", {})
+        ("g", {"num_groups": 2}),
+        ("g", {"num_groups": 4}),
+        ("h", {}),
     ]
 
 
@@ -71,9 +86,7 @@ def test_sweep_without_file_is_the_grid_of_overrides():
     exp = load_experiment(None, ["norm=none,batch", "seed=0,1,2", "optim.weight_decay=1e-4"])
     assert exp.name == "sweep"
     assert len(exp.runs) == 6
-    assert {(r.config.norm, r.config.seed) for r in exp.runs} == {
-        (n, s) for n in ("none", "batch") for s in (0, 1, 2)
-    }
+    assert {(r.config.norm, r.config.seed) for r in exp.runs} == {(n, s) for n in ("none", "batch") for s in (0, 1, 2)}
     assert all(r.config.optim.weight_decay == 1e-4 for r in exp.runs)
     assert len({r.run_id for r in exp.runs}) == 6
 
@@ -124,7 +137,9 @@ def test_overrides_win_over_the_file_and_a_comma_list_sweeps_every_group(tmp_pat
 
 
 def test_toml_file_equals_the_yaml_one(tmp_path):
-    toml = write(tmp_path, "t.toml", 'name = "t"\nepochs = 2\n[optim]\nmomentum = 0.5\n[sweep]\nnorm = ["none", "batch"]\n')
+    toml = write(
+        tmp_path, "t.toml", 'name = "t"\nepochs = 2\n[optim]\nmomentum = 0.5\n[sweep]\nnorm = ["none", "batch"]\n'
+    )
     yaml_ = write(tmp_path, "t.yaml", "name: t\nepochs: 2\noptim: {momentum: 0.5}\nsweep: {norm: [none, batch]}\n")
     assert [r.run_id for r in load_experiment(toml).runs] == [r.run_id for r in load_experiment(yaml_).runs]
 

@@ -25,7 +25,10 @@ def start_sweep(out: Path, executor: str, args=ARGS) -> subprocess.Popen:
     extra = ["--workers", "2"] if executor == "process" else []
     return subprocess.Popen(
         [sys.executable, "-m", "normlab", "sweep", *args, "--out", str(out), "-q", "--executor", executor, *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

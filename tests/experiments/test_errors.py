@@ -1,6 +1,6 @@
 """User errors share one base the CLI turns into exit code 2."""
 
-from normlab.experiments.errors import ExecutorError, ConfigError, StoreError, UserError
+from normlab.experiments.errors import ConfigError, ExecutorError, StoreError, UserError
 
 
 def test_every_user_error_is_a_user_error():

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from normlab.experiments.executors import import_ray
 from normlab.experiments.config import load_experiment
 from normlab.experiments.errors import ExecutorError
+from normlab.experiments.executors import import_ray
 from normlab.experiments.runner import run_experiment
 from normlab.experiments.store import Store
 

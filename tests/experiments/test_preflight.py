@@ -41,8 +41,7 @@ def refused(tmp_path, *args, texts=()):
 
 def test_a_billion_laughs_file_is_refused_fast(tmp_path):
     lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
-    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]"
-              for i in range(1, 9)]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\nname: bomb\ndescription: *a8\n")
     assert path.stat().st_size < 2000
@@ -68,8 +67,9 @@ def test_duplicated_keys_are_errors(tmp_path):
     refused(tmp_path, path, texts=["`optim.weight_decay` is given twice"])
     refused(tmp_path, "seed=0", "epochs=1", "seed=1", texts=["`seed` is given twice on the command line"])
     # overriding a key merged in from an anchor is not a duplicate
-    path.write_text("name: d\nsweep: &grid\n  seed: [0]\n  lr: [0.1]\n"
-                    "groups:\n  g:\n    - <<: *grid\n      lr: [0.2]\n")
+    path.write_text(
+        "name: d\nsweep: &grid\n  seed: [0]\n  lr: [0.1]\ngroups:\n  g:\n    - <<: *grid\n      lr: [0.2]\n"
+    )
     assert {r.config.lr for r in load_experiment(path).runs} == {0.2}
 
 
@@ -81,28 +81,38 @@ def test_a_file_that_is_not_utf8_is_one_message(tmp_path):
 
 def test_too_many_runs_are_refused_before_they_are_built(tmp_path):
     path = tmp_path / "grid.yaml"
-    path.write_text("name: g\nsweep:\n  seed: [" + ",".join(map(str, range(200))) + "]\n"
-                    "  lr: [" + ",".join(f"0.{i + 1}" for i in range(60)) + "]\n")
+    path.write_text(
+        "name: g\nsweep:\n  seed: [" + ",".join(map(str, range(200))) + "]\n"
+        "  lr: [" + ",".join(f"0.{i + 1}" for i in range(60)) + "]\n"
+    )
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=f"more than {MAX_RUNS} runs"):
         load_experiment(path)
     assert time.perf_counter() - start < 5
 
 
-@pytest.mark.parametrize("args, texts", [
-    (["lr=inf"], ["`lr`: expected a finite number, got inf"]),
-    (["init_scale=.inf"], ["`init_scale`: expected a finite number"]),
-    (["optim.weight_decay=inf"], ["`optim.weight_decay`: expected a finite number"]),
-    ([f"seed={2**64}"], ["`seed`: expected 0 <= seed <= 9223372036854775807"]),
-    (["batch_size=5000"], ["batch_size=5000", "no batches"]),
-    (["holdout_fraction=0.9999"], ["holds out all 4000 training examples"]),
-    (["batching=class_grouped", "classes_per_batch=20", "batch_size=40"], ["classes_per_batch=20"]),
-    (["norm=group", "norm_kwargs.num_groups=3"], ["cannot be built"]),
-    (["hidden=[1000000,1000000,1000000]"], ["parameters, which need at least", "choose smaller `hidden`"]),
-])
+@pytest.mark.parametrize(
+    "args, texts",
+    [
+        (["lr=inf"], ["`lr`: expected a finite number, got inf"]),
+        (["init_scale=.inf"], ["`init_scale`: expected a finite number"]),
+        (["optim.weight_decay=inf"], ["`optim.weight_decay`: expected a finite number"]),
+        ([f"seed={2**64}"], ["`seed`: expected 0 <= seed <= 9223372036854775807"]),
+        (["batch_size=5000"], ["batch_size=5000", "no batches"]),
+        (["holdout_fraction=0.9999"], ["holds out all 4000 training examples"]),
+        (["batching=class_grouped", "classes_per_batch=20", "batch_size=40"], ["classes_per_batch=20"]),
+        (["norm=group", "norm_kwargs.num_groups=3"], ["cannot be built"]),
+        (["hidden=[1000000,1000000,1000000]"], ["parameters, which need at least", "choose smaller `hidden`"]),
+    ],
+)
 def test_values_that_would_fail_mid_run_are_refused_before_any_write(tmp_path, args, texts):
-    refused(tmp_path, *SMALL[:1], *[a for a in SMALL[1:] if a.split("=")[0] not in {x.split("=")[0] for x in args}],
-            *args, texts=texts)
+    refused(
+        tmp_path,
+        *SMALL[:1],
+        *[a for a in SMALL[1:] if a.split("=")[0] not in {x.split("=")[0] for x in args}],
+        *args,
+        texts=texts,
+    )
 
 
 def test_more_threads_than_cores_are_refused(tmp_path):

@@ -186,8 +186,11 @@ def test_a_run_this_machine_cannot_run_is_refused_before_anything_is_written(tmp
 
     exp = load_experiment(None, ["seed=0,1", "cuda_graph=true"], name="gpu")
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match=r"2 run\(s\) of 'gpu' cannot run on this machine .*"
-                                          r"cuda_graph=true .* is a GPU option, but the run is on cpu"):
+    with pytest.raises(
+        ConfigError,
+        match=r"2 run\(s\) of 'gpu' cannot run on this machine .*"
+        r"cuda_graph=true .* is a GPU option, but the run is on cpu",
+    ):
         run_experiment(exp, out, run_fn=fakes.fake_fit, progress=False)
     assert not out.exists()  # nothing written: no store, no run folders
 
@@ -217,8 +220,9 @@ def test_device_checks_are_left_to_the_cluster_on_ray(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(runner, "import_ray", lambda: None)
     monkeypatch.setattr(runner, "run_ray", lambda tasks, *a, **k: ran.append(len(tasks)))
-    run_experiment(load_experiment(None, ["seed=5"], name="ray"), tmp_path, executor="ray",
-                   run_fn=fakes.fake_fit, progress=False)
+    run_experiment(
+        load_experiment(None, ["seed=5"], name="ray"), tmp_path, executor="ray", run_fn=fakes.fake_fit, progress=False
+    )
     assert ran == [1] and len(calls) == 1  # Ray: the cluster's machines run it, not checked here
 
 
@@ -231,8 +235,7 @@ def test_each_run_trains_with_the_asked_threads_on_every_executor(tmp_path, exec
     exp = load_experiment(None, ["seed=0,1"], name="t")
     assert run_experiment(exp, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False).ok
     more = load_experiment(None, ["seed=2"], name="t2")
-    assert run_experiment(more, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False,
-                          threads=2).ok
+    assert run_experiment(more, tmp_path, executor=executor, run_fn=fakes.fake_fit, progress=False, threads=2).ok
     assert torch.get_num_threads() == before  # restored
     with Store.open(tmp_path) as store:
         assert store.runs_frame("t")["env.torch_threads"].tolist() == [1, 1]

@@ -9,7 +9,14 @@ import pytest
 from normlab.experiments.config import load_experiment
 from normlab.experiments.store import SCHEMA_VERSION, Store, StoreError
 
-ENV = {"python": "3.x", "torch": "2.x", "normlab": "0.1.0", "git_commit": "abc", "device": "cpu (x86_64)", "hostname": "h"}
+ENV = {
+    "python": "3.x",
+    "torch": "2.x",
+    "normlab": "0.1.0",
+    "git_commit": "abc",
+    "device": "cpu (x86_64)",
+    "hostname": "h",
+}
 
 
 @pytest.fixture

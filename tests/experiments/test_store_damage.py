@@ -41,7 +41,7 @@ def test_random_bytes_in_the_middle_are_one_message_naming_the_file(results):
     data = bytearray(db.read_bytes())
     assert len(data) > 8 * 4096
     middle = len(data) // 2
-    data[middle:middle + 3000] = bytes((i * 37 + 11) % 256 for i in range(3000))
+    data[middle : middle + 3000] = bytes((i * 37 + 11) % 256 for i in range(3000))
     db.write_bytes(bytes(data))
     for command in (["ls"], ["compare", "exp"], ["export", "exp"], ["sweep", *ARGS, "--name", "exp", "-q"]):
         result = invoke(*command, "--out", results)
@@ -94,7 +94,9 @@ def test_a_full_disk_while_storing_is_one_message_and_the_store_stays_consistent
     monkeypatch.setattr(execute, "default_run_fn", fakes.fake_fit)
     with Store.open(tmp_path) as store:  # intact (the writer's integrity check) and resumable
         assert set(store.run_status([r.run_id for r in load_experiment(None, ["seed=0,1"]).runs]).values()) <= {
-            "queued", "running"}
+            "queued",
+            "running",
+        }
     assert invoke("sweep", "seed=0,1", "--out", tmp_path, "-q").exit_code == 0
 
 

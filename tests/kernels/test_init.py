@@ -36,16 +36,23 @@ needs_triton = pytest.mark.skipif(not kernels.triton_available(), reason="triton
     "make,error,text",
     [
         (lambda d: dict(x=torch.randn(5, device=d)), ValueError, "expected 2D or higher input"),
-        (lambda d: dict(x=torch.randn(4, 3, dtype=torch.float64, device=d)), TypeError,
-         "float32, bfloat16 or float16"),
-        (lambda d: dict(x=torch.randn(4, 3, device=d), weight=torch.ones(5, device=d)),
-         ValueError, "weight of shape (3,)"),
-        (lambda d: dict(x=torch.randn(4, 3, device=d), running_mean=torch.zeros(3, device=d)),
-         ValueError, "both given or both None"),
-        (lambda d: dict(x=torch.randn(4, 3, device=d), training=False), ValueError,
-         "eval mode"),
-        (lambda d: dict(x=torch.randn(1, 3, device=d)), ValueError,
-         "Expected more than 1 value per channel when training"),
+        (lambda d: dict(x=torch.randn(4, 3, dtype=torch.float64, device=d)), TypeError, "float32, bfloat16 or float16"),
+        (
+            lambda d: dict(x=torch.randn(4, 3, device=d), weight=torch.ones(5, device=d)),
+            ValueError,
+            "weight of shape (3,)",
+        ),
+        (
+            lambda d: dict(x=torch.randn(4, 3, device=d), running_mean=torch.zeros(3, device=d)),
+            ValueError,
+            "both given or both None",
+        ),
+        (lambda d: dict(x=torch.randn(4, 3, device=d), training=False), ValueError, "eval mode"),
+        (
+            lambda d: dict(x=torch.randn(1, 3, device=d)),
+            ValueError,
+            "Expected more than 1 value per channel when training",
+        ),
         (lambda d: dict(x=torch.randn(0, 3, 4, device=d)), ValueError, "non-empty input"),
     ],
 )

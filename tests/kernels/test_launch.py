@@ -61,8 +61,7 @@ def test_adopted_knobs_leave_the_optional_code_paths_off():
         assert (knobs.stats_stages, knobs.bwd_stages) == (0, 0), kind
         assert (knobs.finalize_channels, knobs.finalize_rows, knobs.rows_cap) == (32, 64, 0), kind
     t = launch.plan_tiles(v, 4, 132, launch.KNOBS["planes"])
-    assert (t.stats_stages, t.bwd_stages, t.num_stages, t.fin_block, t.fin_rows) == \
-        (None, None, 2, 32, 64)
+    assert (t.stats_stages, t.bwd_stages, t.num_stages, t.fin_block, t.fin_rows) == (None, None, 2, 32, 64)
     assert launch.plan_tiles(v, 2, 132, launch.KNOBS["planes"]).num_stages == 3
 
 
@@ -80,11 +79,13 @@ def test_using_knobs_plans_with_the_given_knobs_and_restores_the_adopted_ones():
     assert launch.KNOBS is adopted
 
 
-@pytest.mark.parametrize("knobs", [{"rows": launch.KNOBS["rows"]},
-                                   {**launch.KNOBS, "planes": dict(programs_per_sm=2)}])
+@pytest.mark.parametrize("knobs", [{"rows": launch.KNOBS["rows"]}, {**launch.KNOBS, "planes": dict(programs_per_sm=2)}])
 def test_using_knobs_wants_one_knobs_per_view_kind(knobs):
-    with pytest.raises(ValueError, match=r"expected one Knobs per view kind \['planes', 'rows', "
-                                         r"'rows16'\].*start from KNOBS"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected one Knobs per view kind \['planes', 'rows', "
+        r"'rows16'\].*start from KNOBS",
+    ):
         with launch.using_knobs(knobs):
             pass
     assert set(launch.KNOBS) == {"planes", "rows", "rows16"}

@@ -39,8 +39,14 @@ def _reference(x, w, b, rm, rv, dy, training, momentum, eps, relu):
     y = F.batch_norm(x64, rm64, rv64, w64, b64, training, momentum, eps)
     y = y.clamp_min(0) if relu else y
     y.backward(dy.double().cpu())
-    return y.detach(), x64.grad, (w64.grad if w64 is not None else None), \
-        (b64.grad if b64 is not None else None), rm64, rv64
+    return (
+        y.detach(),
+        x64.grad,
+        (w64.grad if w64 is not None else None),
+        (b64.grad if b64 is not None else None),
+        rm64,
+        rv64,
+    )
 
 
 def _close(got, want, rtol=1e-5, atol=1e-5):
@@ -142,11 +148,11 @@ def test_custom_ops_pass_opcheck(device):
     from normlab.kernels.op import bn_backward, bn_forward
 
     x, w, b, rm, rv, dy = _inputs((3, 4, 5), "contiguous", device, seed=7)
-    torch.library.opcheck(bn_forward, (x, rm, rv, w, b, True, 0.1, 1e-5, False),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        bn_forward, (x, rm, rv, w, b, True, 0.1, 1e-5, False), test_utils=("test_schema", "test_faketensor")
+    )
     _, stats = bn_forward(x, None, None, w, b, True, 0.1, 1e-5, False)
-    torch.library.opcheck(bn_backward, (dy, x, stats, w, True, False),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(bn_backward, (dy, x, stats, w, True, False), test_utils=("test_schema", "test_faketensor"))
 
 
 def test_double_backward_is_refused_clearly(device):

@@ -58,14 +58,12 @@ def test_forward_matches_float64(shape, fmt, dtype, device, poison):
     w = torch.randn(C, device=device)
     b = torch.randn(C, device=device)
     y, stats = launch.forward(launch.make_dense(x), None, None, w, b, True, 0.1, 1e-5, False)
-    y_ref, mean, invstd, a, bb = _ref_forward(x.double().cpu(), w.double().cpu(),
-                                               b.double().cpu(), 1e-5, False)
+    y_ref, mean, invstd, a, bb = _ref_forward(x.double().cpu(), w.double().cpu(), b.double().cpu(), 1e-5, False)
     rtol, atol = TOL[dtype]
     assert y.dtype == dtype and y.stride() == x.stride()
     torch.testing.assert_close(y.cpu().double(), y_ref, rtol=rtol, atol=atol)
     # Statistics come from the same (rounded) inputs in float32: tight whatever the dtype.
-    torch.testing.assert_close(stats.cpu().double(), torch.stack([mean, invstd, a, bb]),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats.cpu().double(), torch.stack([mean, invstd, a, bb]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape,fmt", CASES)
@@ -103,8 +101,7 @@ def test_backward_accepts_dy_in_another_layout(device, poison):
     w = torch.rand(6, device=device) + 0.5
     _, stats = launch.forward(x, None, None, w, None, True, 0.1, 1e-5, False)
     dx, _, _ = launch.backward(dy, x, stats, w, True, False)
-    dx_ref, _, _ = launch.backward(dy.to(memory_format=torch.channels_last), x, stats, w, True,
-                                   False)
+    dx_ref, _, _ = launch.backward(dy.to(memory_format=torch.channels_last), x, stats, w, True, False)
     assert torch.equal(dx, dx_ref)
 
 
@@ -115,15 +112,14 @@ def test_stats_are_stable_when_mean_dwarfs_std(device, poison):
     y, stats = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
     x64 = x.double().cpu()
     var = x64.var([0, 2, 3], unbiased=False)
-    torch.testing.assert_close(stats[1].cpu().double(), 1.0 / torch.sqrt(var + 1e-5), rtol=1e-5,
-                               atol=0)
+    torch.testing.assert_close(stats[1].cpu().double(), 1.0 / torch.sqrt(var + 1e-5), rtol=1e-5, atol=0)
 
 
 def test_constant_channel_gives_zero_variance(device, poison):
     x = torch.full((4, 3, 5), 7.0, device=device)
     y, stats = launch.forward(x, None, None, None, None, True, 0.1, 1e-5, False)
     assert torch.equal(y, torch.zeros_like(y))
-    torch.testing.assert_close(stats[1].cpu(), torch.full((3,), 1e-5 ** -0.5))
+    torch.testing.assert_close(stats[1].cpu(), torch.full((3,), 1e-5**-0.5))
 
 
 def test_results_are_bitwise_deterministic(device):
@@ -145,9 +141,9 @@ def test_eval_mode_uses_running_statistics(device, poison):
     rv = torch.rand(5, device=device) + 0.5
     w, b = torch.randn(5, device=device), torch.randn(5, device=device)
     y, _ = launch.forward(x, rm, rv, w, b, False, 0.1, 1e-3, True)
-    y_ref = torch.nn.functional.batch_norm(x.double().cpu(), rm.double().cpu(),
-                                           rv.double().cpu(), w.double().cpu(), b.double().cpu(),
-                                           False, 0.1, 1e-3).clamp_min(0)
+    y_ref = torch.nn.functional.batch_norm(
+        x.double().cpu(), rm.double().cpu(), rv.double().cpu(), w.double().cpu(), b.double().cpu(), False, 0.1, 1e-3
+    ).clamp_min(0)
     torch.testing.assert_close(y.cpu().double(), y_ref, rtol=1e-5, atol=1e-5)
 
 
@@ -219,8 +215,7 @@ def test_v4_knobs_match_float64(shape, fmt, dtype, relu, change, device, poison,
     dx, dw, db = launch.backward(dy, launch.make_dense(x), stats, w, True, relu)
     rtol, atol = TOL[dtype]
     torch.testing.assert_close(y.cpu().double(), y64.detach(), rtol=rtol, atol=atol)
-    torch.testing.assert_close(dx.cpu().double(), x64.grad, rtol=rtol,
-                               atol=atol * x64.grad.abs().max().item())
+    torch.testing.assert_close(dx.cpu().double(), x64.grad, rtol=rtol, atol=atol * x64.grad.abs().max().item())
     g_scale = max(w64.grad.abs().max().item(), b64.grad.abs().max().item(), 1.0)
     for got, want in ((dw, w64.grad), (db, b64.grad)):
         torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-5 * g_scale)
@@ -245,8 +240,25 @@ def test_finalize_at_gpu_block_sizes(block, block_p, device, poison):
     rm64, rv64 = rm.double().cpu(), rv.double().cpu()
     stats = torch.empty(4, C, device=device)
     k._finalize_kernel[(-(-C // block),)](
-        x, part, w, bias, rm, rv, stats, C, 1, split, float(M), 0.1, 1e-5, M / (M - 1),
-        HAS_W=True, HAS_B=True, UPDATE_RUNNING=True, BLOCK=block, BLOCK_P=block_p,
+        x,
+        part,
+        w,
+        bias,
+        rm,
+        rv,
+        stats,
+        C,
+        1,
+        split,
+        float(M),
+        0.1,
+        1e-5,
+        M / (M - 1),
+        HAS_W=True,
+        HAS_B=True,
+        UPDATE_RUNNING=True,
+        BLOCK=block,
+        BLOCK_P=block_p,
     )
     s1, s2 = part.double().cpu().sum(1)
     d_mean = s1 / M
@@ -257,5 +269,4 @@ def test_finalize_at_gpu_block_sizes(block, block_p, device, poison):
     want = torch.stack([mean, invstd, a, bias.double().cpu() - mean * a])
     torch.testing.assert_close(stats.cpu().double(), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(rm.cpu().double(), 0.9 * rm64 + 0.1 * mean, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rv.cpu().double(), 0.9 * rv64 + 0.1 * var * M / (M - 1),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rv.cpu().double(), 0.9 * rv64 + 0.1 * var * M / (M - 1), rtol=1e-5, atol=1e-5)

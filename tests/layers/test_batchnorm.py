@@ -99,9 +99,7 @@ def test_old_state_dict_without_num_batches_tracked_loads():
 def test_buffers_and_parameters_like_torch():
     bn = BatchNorm2d(4, affine=False, track_running_stats=False)
     assert bn.weight is None and bn.running_mean is None and bn.num_batches_tracked is None
-    assert list(bn.state_dict()) == list(
-        nn.BatchNorm2d(4, affine=False, track_running_stats=False).state_dict()
-    )
+    assert list(bn.state_dict()) == list(nn.BatchNorm2d(4, affine=False, track_running_stats=False).state_dict())
     assert repr(BatchNorm1d(3)) == repr(nn.BatchNorm1d(3))  # torch's own text
 
 

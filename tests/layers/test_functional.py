@@ -86,9 +86,7 @@ def test_momentum_none_is_cumulative_average():
     rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     batches = [_inputs((6, 3, 2), torch.float64, seed=s)[0].detach() for s in range(3)]
     for step, x in enumerate(batches, start=1):
-        functional.batch_norm(
-            x, rm, rv, None, None, True, None, num_batches_tracked=torch.tensor(step)
-        )
+        functional.batch_norm(x, rm, rv, None, None, True, None, num_batches_tracked=torch.tensor(step))
     dims = (0, 2)
     torch.testing.assert_close(rm, torch.stack([x.mean(dims) for x in batches]).mean(0))
     torch.testing.assert_close(rv, torch.stack([x.var(dims) for x in batches]).mean(0))

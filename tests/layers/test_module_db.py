@@ -54,9 +54,7 @@ def _randomize(module: nn.Module, seed: int) -> None:
 
 @pytest.mark.parametrize("info, dtype, training, impl", _cases())
 def test_samples_match_torch(info, dtype, training, impl):
-    samples = info.module_inputs_func(
-        info, device="cpu", dtype=dtype, requires_grad=True, training=training
-    )
+    samples = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True, training=training)
     assert samples
     for index, sample in enumerate(samples):
         args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs

@@ -165,8 +165,9 @@ def test_registered_by_name_with_its_arguments():
     assert isinstance(layer, NoisyBatchNorm) and layer.mean_max == 0.25 and layer.seed == 4
 
 
-@pytest.mark.parametrize("kwargs", [{"mean_max": -1.0}, {"scale_min": 2.0, "scale_max": 1.0},
-                                    {"scale_min": -0.5}, {"sample_std": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"mean_max": -1.0}, {"scale_min": 2.0, "scale_max": 1.0}, {"scale_min": -0.5}, {"sample_std": -0.1}]
+)
 def test_bad_noise_arguments_are_one_clear_error(kwargs):
     with pytest.raises(ValueError, match="noisy batch norm needs mean_max >= 0"):
         NoisyBatchNorm(4, **kwargs)

@@ -75,9 +75,7 @@ def test_fold_linear_bn_mlp_module():
 
 
 def test_fold_leaves_bn_after_relu_with_warning():
-    model = _train_a_bit(
-        nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.BatchNorm1d(6)), (8, 4)
-    )
+    model = _train_a_bit(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.BatchNorm1d(6)), (8, 4))
     with pytest.warns(UserWarning, match="left 1 batch norm"):
         folded = fold_batchnorm(model)
     assert isinstance(folded[1], nn.Identity) and isinstance(folded[3], nn.BatchNorm1d)
@@ -123,9 +121,7 @@ def test_fold_without_running_stats_says_why():
 
 def test_recalibrate_gives_population_statistics():
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(3, 4), BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2)
-    )
+    model = nn.Sequential(nn.Linear(3, 4), BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2))
     model.train()
     batches = [torch.randn(8, 3) * (i + 1) + i for i in range(5)]  # shifting distribution
     recalibrate_bn(model, [(x, None) for x in batches])
@@ -133,9 +129,7 @@ def test_recalibrate_gives_population_statistics():
     # Expected: statistics of each BN's input over all 40 samples, with BN in training mode.
     inputs = torch.cat([model[0](x) for x in batches])  # (40, 4)
     torch.testing.assert_close(model[1].running_mean, inputs.mean(0), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(
-        model[1].running_var, inputs.var(0, unbiased=True), rtol=1e-5, atol=1e-5
-    )
+    torch.testing.assert_close(model[1].running_var, inputs.var(0, unbiased=True), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         second = torch.cat([model[3](model[2](model[1].train()(model[0](x)))) for x in batches])
     torch.testing.assert_close(model[4].running_mean, second.mean(0), rtol=1e-5, atol=1e-5)

@@ -31,7 +31,10 @@ def _free_port() -> int:
 
 def _init(rank: int, world_size: int, port: int, backend: str = "gloo") -> None:
     dist.init_process_group(
-        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        backend,
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
         timeout=datetime.timedelta(seconds=60),
     )
 

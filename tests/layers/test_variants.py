@@ -99,9 +99,7 @@ def test_ghost_rejects_bad_virtual_batch_size():
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 3, 3)])
 def test_renorm_with_rmax_1_dmax_0_is_batch_norm(shape, momentum):
     ours = BatchRenorm(3, r_max=1.0, d_max=0.0, momentum=momentum, **F64)
-    theirs = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[len(shape)](
-        3, momentum=momentum, **F64
-    )
+    theirs = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}[len(shape)](3, momentum=momentum, **F64)
     _randomize_affine(ours, theirs)
     for step, mode in enumerate(["train", "train", "eval", "train"]):
         ours.train(mode == "train")

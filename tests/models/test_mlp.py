@@ -32,8 +32,14 @@ def test_parity_with_torch_batchnorm_mlp_train_and_eval():
     # the same weights through our MLP (normlab BatchNorm) and a torch.nn reference
     torch.manual_seed(0)
     for norm_first in (True, False):
-        ours = MLP((2, 8), 5, hidden=[16, 12], norm="batch",
-                   norm_position="before_act" if norm_first else "after_act", activation="sigmoid")
+        ours = MLP(
+            (2, 8),
+            5,
+            hidden=[16, 12],
+            norm="batch",
+            norm_position="before_act" if norm_first else "after_act",
+            activation="sigmoid",
+        )
         ref = _torch_reference(16, [16, 12], 5, norm_first, nn.Sigmoid)
         _copy(ours, ref)
         x = torch.randn(32, 2, 8, dtype=torch.float64)

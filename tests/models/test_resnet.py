@@ -39,5 +39,4 @@ def test_bad_variant_and_norm_position_are_clear_errors():
     with pytest.raises(ValueError, match=r"unknown ResNet variant 'resnet50'.*'resnet18', 'resnet20'"):
         ResNet("resnet50", (3, 32, 32), 10)
     with pytest.raises(ValueError, match="norm_position 'middle'"):
-        BasicBlock(2, 4, 4, 1, norm="batch", norm_kwargs=None, norm_position="middle",
-                   activation="relu")
+        BasicBlock(2, 4, 4, 1, norm="batch", norm_kwargs=None, norm_position="middle", activation="relu")

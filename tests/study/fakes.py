@@ -14,8 +14,19 @@ def fake_fit(config, *, on_metrics, checkpoint_path=None, **_):
     for epoch in range(1, config.epochs + 1):
         step += 10
         grow = epoch / config.epochs
-        on_metrics(step, epoch, {M.TRAIN_LOSS: 1.0 / epoch, M.LR: config.lr, M.STEP_MS: 1.0 + (config.norm != "none"),
-                                 M.EPOCH_TRAIN_LOSS: 1.0 / epoch, M.TEST_LOSS: 1.2 / epoch + 0.1,
-                                 M.HOLDOUT_ACC_EVAL_MODE: acc * grow, M.HOLDOUT_ACC_TRAIN_MODE: acc * grow + 0.01,
-                                 M.TRAIN_EVAL_GAP: 0.01, M.TEST_ACC: acc * grow - 0.01})
+        on_metrics(
+            step,
+            epoch,
+            {
+                M.TRAIN_LOSS: 1.0 / epoch,
+                M.LR: config.lr,
+                M.STEP_MS: 1.0 + (config.norm != "none"),
+                M.EPOCH_TRAIN_LOSS: 1.0 / epoch,
+                M.TEST_LOSS: 1.2 / epoch + 0.1,
+                M.HOLDOUT_ACC_EVAL_MODE: acc * grow,
+                M.HOLDOUT_ACC_TRAIN_MODE: acc * grow + 0.01,
+                M.TRAIN_EVAL_GAP: 0.01,
+                M.TEST_ACC: acc * grow - 0.01,
+            },
+        )
     return SimpleNamespace(status="finished", final={M.TEST_ACC: acc}, steps=step, seconds=0.0)

@@ -13,8 +13,20 @@ from normlab.train.parallel import ProcessContext
 
 
 def _configs():
-    return [RunConfig(dataset="mnist1d", hidden=[16], norm=norm, batch_size=32, max_steps=2, epochs=1,
-                      seed=seed, checkpoint_every_epochs=1) for norm in ("none", "batch") for seed in (0, 1)]
+    return [
+        RunConfig(
+            dataset="mnist1d",
+            hidden=[16],
+            norm=norm,
+            batch_size=32,
+            max_steps=2,
+            epochs=1,
+            seed=seed,
+            checkpoint_every_epochs=1,
+        )
+        for norm in ("none", "batch")
+        for seed in (0, 1)
+    ]
 
 
 def test_pending_lists_finished_runs_without_the_marker_and_checkpoints_load(tmp_path):

@@ -23,14 +23,33 @@ COLUMNS = ["run_id", "step", "epoch", "name", "value"]
 
 
 def _runs(variants, seeds=range(10)):
-    return pd.DataFrame([{"run_id": f"{v}-{s}", "variant": v, "seed": s, "status": "finished", "lr": 1e-3,
-                          "steps": 300, "epochs": 3, "batch_size": 64, "hidden": "[100, 100]", "group": f"p/{v}"}
-                         for v in variants for s in seeds])
+    return pd.DataFrame(
+        [
+            {
+                "run_id": f"{v}-{s}",
+                "variant": v,
+                "seed": s,
+                "status": "finished",
+                "lr": 1e-3,
+                "steps": 300,
+                "epochs": 3,
+                "batch_size": 64,
+                "hidden": "[100, 100]",
+                "group": f"p/{v}",
+            }
+            for v in variants
+            for s in seeds
+        ]
+    )
 
 
 def _acc(values):
-    return [(f"{v}-{s}", 300, 3, name, acc + 0.0005 * s) for v, acc in values.items() for s in range(10)
-            for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)]
+    return [
+        (f"{v}-{s}", 300, 3, name, acc + 0.0005 * s)
+        for v, acc in values.items()
+        for s in range(10)
+        for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)
+    ]
 
 
 @pytest.mark.parametrize("part", [part7_anatomy, part8_ics])
@@ -67,16 +86,21 @@ def test_probe_and_anatomy_on_a_real_model(norm):
 
 
 def _anatomy_rows(run_id):
-    rows = [(run_id, 300, 3, "anatomy/hist_lo", -3.0), (run_id, 300, 3, "anatomy/hist_hi", 3.0),
-            (run_id, 300, 3, "anatomy/identity_error", 4e-16), (run_id, 300, 3, "anatomy/input_scale", 2.5)]
+    rows = [
+        (run_id, 300, 3, "anatomy/hist_lo", -3.0),
+        (run_id, 300, 3, "anatomy/hist_hi", 3.0),
+        (run_id, 300, 3, "anatomy/identity_error", 4e-16),
+        (run_id, 300, 3, "anatomy/input_scale", 2.5),
+    ]
     rows += [(run_id, 300, 3, f"anatomy/{w}_hist/{i}", float(i)) for w in ("pre", "post") for i in range(4)]
     rows += [(run_id, 300, 3, f"anatomy/{w}/{c}", 1.0 + 0.1 * c) for w in ("gamma", "beta") for c in range(5)]
     return rows
 
 
 def test_anatomy_section_shows_the_layer_and_tests_gamma_beta():
-    metrics = pd.DataFrame(_acc({"batch": 0.70, part7_anatomy.AFFINE_OFF: 0.60}) + _anatomy_rows("batch-0"),
-                           columns=COLUMNS)
+    metrics = pd.DataFrame(
+        _acc({"batch": 0.70, part7_anatomy.AFFINE_OFF: 0.60}) + _anatomy_rows("batch-0"), columns=COLUMNS
+    )
     sec = part7_anatomy.section(PartData(_runs(["batch", part7_anatomy.AFFINE_OFF]), metrics))
     assert [f.verdict.label for f in sec.findings] == [SUPPORTED]
     assert any("4.0e-16" in line and "seed 0" in line for line in sec.measured)
@@ -94,11 +118,15 @@ def _ics_rows(variant, cos, beta, step):
     rows = []
     for s in range(10):
         rid = f"{variant}-{s}"
-        rows += [(rid, step, 0, "ics/2/cos", cos + 0.01 * s), (rid, step, 0, "ics/3/cos", cos - 0.01 * s),
-                 (rid, step, 0, "ics/2/l2", 1.0), (rid, step, 0, "ics/3/l2", 3.0),
-                 (rid, step, 0, "landscape/beta", beta * (1 + 0.01 * s)),
-                 (rid, step, 0, "landscape/grad_change", beta * (1 + 0.01 * s)),
-                 (rid, step, 0, "landscape/loss_range", 0.1)]
+        rows += [
+            (rid, step, 0, "ics/2/cos", cos + 0.01 * s),
+            (rid, step, 0, "ics/3/cos", cos - 0.01 * s),
+            (rid, step, 0, "ics/2/l2", 1.0),
+            (rid, step, 0, "ics/3/l2", 3.0),
+            (rid, step, 0, "landscape/beta", beta * (1 + 0.01 * s)),
+            (rid, step, 0, "landscape/grad_change", beta * (1 + 0.01 * s)),
+            (rid, step, 0, "landscape/loss_range", 0.1),
+        ]
     return rows
 
 
@@ -135,9 +163,15 @@ def test_ics_synthesis_follows_the_verdicts():
     from normlab.analysis.stats import Verdict
 
     def sec(ics, noisy, smooth):
-        return Section("t", "s", [Finding(f"{part8_ics.CLAIM_ICS} x", Verdict(ics, "", None)),
-                                  Finding(f"{part8_ics.CLAIM_NOISY} x", Verdict(noisy, "", None)),
-                                  Finding(f"{part8_ics.CLAIM_SMOOTH}: x", Verdict(smooth, "", None))])
+        return Section(
+            "t",
+            "s",
+            [
+                Finding(f"{part8_ics.CLAIM_ICS} x", Verdict(ics, "", None)),
+                Finding(f"{part8_ics.CLAIM_NOISY} x", Verdict(noisy, "", None)),
+                Finding(f"{part8_ics.CLAIM_SMOOTH}: x", Verdict(smooth, "", None)),
+            ],
+        )
 
     assert "consistent with these numbers" in part8_ics.synthesis(sec(SUPPORTED, SUPPORTED, SUPPORTED))
     text = part8_ics.synthesis(sec(NOT_SUPPORTED, INCONCLUSIVE, SUPPORTED))
@@ -152,8 +186,10 @@ def test_ics_over_training_section():
     for variant, cos in (("none", 0.9), ("batch", 0.5), (part8_ics.NOISY, 0.4)):
         rows += _ics_rows(variant, cos, 1.0, 0) + _ics_rows(variant, cos, 1.0, 300)
         rows += _ics_rows(variant, cos - 0.1, 1.0, 100) + _ics_rows(variant, cos - 0.2, 1.0, 200)
-    rows += [(f"{part8_ics.NOISY}-0", 300, 3, mechanisms.TRACE_DONE, 0.0),
-             ("batch-0", 300, 3, mechanisms.TRACE_DONE, 1.0)]
+    rows += [
+        (f"{part8_ics.NOISY}-0", 300, 3, mechanisms.TRACE_DONE, 0.0),
+        ("batch-0", 300, 3, mechanisms.TRACE_DONE, 1.0),
+    ]
     data = PartData(_runs(["none", "batch", part8_ics.NOISY]), pd.DataFrame(rows, columns=COLUMNS))
     trace = part8_ics.over_training(data, ("none", "batch"))
     assert sorted(trace["step"].unique()) == [0, 100, 200, 300]
@@ -192,9 +228,24 @@ def test_measure_mechanisms_on_finished_runs_once(tmp_path):
     from normlab.study.finished import checkpoint
     from normlab.train.config import RunConfig
 
-    runs = [PlannedRun(RunConfig(model="mlp", hidden=[100, 100], norm=norm, optimizer="adam", lr=3e-3, batch_size=64,
-                                 epochs=3, holdout_fraction=0.8, checkpoint_every_epochs=1, seed=0),
-                       group=f"ics/{norm}") for norm in ("none", "noisy_batch")]
+    runs = [
+        PlannedRun(
+            RunConfig(
+                model="mlp",
+                hidden=[100, 100],
+                norm=norm,
+                optimizer="adam",
+                lr=3e-3,
+                batch_size=64,
+                epochs=3,
+                holdout_fraction=0.8,
+                checkpoint_every_epochs=1,
+                seed=0,
+            ),
+            group=f"ics/{norm}",
+        )
+        for norm in ("none", "noisy_batch")
+    ]
     runner.run_experiment(Experiment("t.eval", runs), tmp_path, executor="local", workers=1)
     configs = {r.run_id: r.config for r in runs}
     traced = runs[0].run_id

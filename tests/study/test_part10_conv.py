@@ -41,15 +41,29 @@ def test_quick_keeps_the_claims_cells_and_is_cheap():
     proto = registry.protocol_for(True)
     chosen = {v.label: P.Selection(v.label, None, spec.lr_grid[0], False) for v in spec.tuned()}
     runs = P.selection_runs(spec, proto) + P.evaluation_runs(spec, proto, chosen)
-    assert {"batch bs 2", "group bs 2", "batch bs 128", "group bs 128", "none bs 128"} == {v.label for v in spec.variants}
+    assert {"batch bs 2", "group bs 2", "batch bs 128", "group bs 128", "none bs 128"} == {
+        v.label for v in spec.variants
+    }
     assert len(runs) <= 25 and sum(r.config.max_steps for r in runs) <= 250
     assert "batch bs 2" in spec.recalibrate
 
 
 def _runs(cells, seeds=range(10)):
-    rows = [{"run_id": f"{n} bs {b}-{s}", "variant": f"{n} bs {b}", "seed": s, "status": "finished", "lr": 3e-3,
-             "steps": STEP, "batch_size": b, "norm": n, "group": f"conv/{n} bs {b}"}
-            for n, b in cells for s in seeds]
+    rows = [
+        {
+            "run_id": f"{n} bs {b}-{s}",
+            "variant": f"{n} bs {b}",
+            "seed": s,
+            "status": "finished",
+            "lr": 3e-3,
+            "steps": STEP,
+            "batch_size": b,
+            "norm": n,
+            "group": f"conv/{n} bs {b}",
+        }
+        for n, b in cells
+        for s in seeds
+    ]
     return pd.DataFrame(rows)
 
 
@@ -64,12 +78,20 @@ def _data(acc: dict[tuple[str, int], float], extra=None, seed_noise=0.004) -> Pa
         for s in range(10):
             v = value + shared[s] + rng.normal(0, seed_noise)
             rid = f"{n} bs {b}-{s}"
-            rows += [(rid, STEP, 1, M.HOLDOUT_ACC_EVAL_MODE, v), (rid, STEP, 1, M.TEST_ACC, v),
-                     (rid, STEP, 1, M.HOLDOUT_ACC_TRAIN_MODE, v)]
+            rows += [
+                (rid, STEP, 1, M.HOLDOUT_ACC_EVAL_MODE, v),
+                (rid, STEP, 1, M.TEST_ACC, v),
+                (rid, STEP, 1, M.HOLDOUT_ACC_TRAIN_MODE, v),
+            ]
     metrics = pd.DataFrame(rows, columns=COLUMNS)
     if extra is not None:
-        metrics = pd.concat([metrics[~metrics.set_index(["run_id", "name"]).index.isin(
-            extra.set_index(["run_id", "name"]).index)], extra], ignore_index=True)
+        metrics = pd.concat(
+            [
+                metrics[~metrics.set_index(["run_id", "name"]).index.isin(extra.set_index(["run_id", "name"]).index)],
+                extra,
+            ],
+            ignore_index=True,
+        )
     return PartData(_runs(acc), metrics)
 
 
@@ -79,8 +101,7 @@ def _claim(section: Section, text: str):
     return found[0]
 
 
-GN_ADVANTAGE = {("batch", 128): 0.92, ("group", 128): 0.89, ("batch", 2): 0.40, ("group", 2): 0.55,
-                ("none", 128): 0.85}
+GN_ADVANTAGE = {("batch", 128): 0.92, ("group", 128): 0.89, ("batch", 2): 0.40, ("group", 2): 0.55, ("none", 128): 0.85}
 
 
 def test_group_norm_small_batch_advantage_and_its_interaction():
@@ -108,8 +129,7 @@ def test_interaction_is_not_supported_when_both_drop_alike_and_has_its_sign():
 
 def _gap_rows(label: str, eval_minus_train: float) -> list[tuple]:
     """Train-mode held-out accuracy set so that eval minus train = the given value per run."""
-    return [(f"{label}-{s}", STEP, 1, M.HOLDOUT_ACC_TRAIN_MODE, 0.5 - eval_minus_train + 0.001 * s)
-            for s in range(10)]
+    return [(f"{label}-{s}", STEP, 1, M.HOLDOUT_ACC_TRAIN_MODE, 0.5 - eval_minus_train + 0.001 * s) for s in range(10)]
 
 
 def test_inference_mismatch_is_signed_and_compared_across_batch_sizes():
@@ -117,8 +137,15 @@ def test_inference_mismatch_is_signed_and_compared_across_batch_sizes():
     and 1 point worse at 128: the drop claim is not supported at 2, supported at 128, and the
     'larger at 2' claim points the other way."""
     cells = {("batch", 2): 0.5, ("batch", 128): 0.5}
-    metrics = pd.DataFrame([(f"batch bs {b}-{s}", STEP, 1, name, 0.5) for b in (2, 128) for s in range(10)
-                            for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)], columns=COLUMNS)
+    metrics = pd.DataFrame(
+        [
+            (f"batch bs {b}-{s}", STEP, 1, name, 0.5)
+            for b in (2, 128)
+            for s in range(10)
+            for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)
+        ],
+        columns=COLUMNS,
+    )
     train = pd.DataFrame(_gap_rows("batch bs 2", 0.05) + _gap_rows("batch bs 128", -0.01), columns=COLUMNS)
     sec = part.section(PartData(_runs(cells), pd.concat([metrics, train], ignore_index=True)))
     small = _claim(sec, "inference on the CNN (batch size 2)").verdict
@@ -149,18 +176,24 @@ def _fold_rows(change=0.0, error=2e-6, scale=12.0, left=0.0, bad_run=None):
         for s in range(10):
             rid = f"batch bs {b}-{s}"
             hit = rid == bad_run
-            rows += [(rid, STEP, 1, FOLD_ACC_CHANGE, change if hit else 0.0),
-                     (rid, STEP, 1, FOLD_LOGIT_ERROR, error), (rid, STEP, 1, FOLD_LOGIT_SCALE, scale),
-                     (rid, STEP, 1, FOLD_LEFT, left if hit else 0.0)]
+            rows += [
+                (rid, STEP, 1, FOLD_ACC_CHANGE, change if hit else 0.0),
+                (rid, STEP, 1, FOLD_LOGIT_ERROR, error),
+                (rid, STEP, 1, FOLD_LOGIT_SCALE, scale),
+                (rid, STEP, 1, FOLD_LEFT, left if hit else 0.0),
+            ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-@pytest.mark.parametrize(("rows", "passed"), [
-    (_fold_rows(), True),
-    (_fold_rows(change=0.001, bad_run="batch bs 2-3"), False),  # one test example flipped in one run
-    (_fold_rows(error=1e-3), False),  # 1e-3 / 12 = 8e-5 relative: beyond float32 rounding
-    (_fold_rows(left=1.0, bad_run="batch bs 128-0"), False),  # a BN not folded is not checked
-])
+@pytest.mark.parametrize(
+    ("rows", "passed"),
+    [
+        (_fold_rows(), True),
+        (_fold_rows(change=0.001, bad_run="batch bs 2-3"), False),  # one test example flipped in one run
+        (_fold_rows(error=1e-3), False),  # 1e-3 / 12 = 8e-5 relative: beyond float32 rounding
+        (_fold_rows(left=1.0, bad_run="batch bs 128-0"), False),  # a BN not folded is not checked
+    ],
+)
 def test_fold_check_is_computed_from_the_stored_numbers(rows, passed):
     data = _data({("batch", 2): 0.4, ("batch", 128): 0.9})
     data.metrics = pd.concat([data.metrics, rows], ignore_index=True)
@@ -172,7 +205,7 @@ def test_fold_check_is_computed_from_the_stored_numbers(rows, passed):
 
 
 def test_full_grid_gives_a_table_a_figure_and_a_literature_line_per_claim():
-    acc = {(n, b): 0.5 + 0.002 * b ** 0.5 for n in part.NORMS for b in (2, 128)}
+    acc = {(n, b): 0.5 + 0.002 * b**0.5 for n in part.NORMS for b in (2, 128)}
     acc.update({(n, b): 0.6 for n in ("batch", "group") for b in (8, 32)})
     data = _data(acc)
     sec = part.section(data)

@@ -21,9 +21,24 @@ DEEP = 16
 
 
 def _runs(variants, seeds=range(10)):
-    return pd.DataFrame([{"run_id": f"{v}-{s}", "variant": v, "seed": s, "status": "finished", "lr": 1e-3,
-                          "steps": 1250, "epochs": 25, "batch_size": 64, "hidden": "[100, 100]", "group": f"depth/{v}"}
-                         for v in variants for s in seeds])
+    return pd.DataFrame(
+        [
+            {
+                "run_id": f"{v}-{s}",
+                "variant": v,
+                "seed": s,
+                "status": "finished",
+                "lr": 1e-3,
+                "steps": 1250,
+                "epochs": 25,
+                "batch_size": 64,
+                "hidden": "[100, 100]",
+                "group": f"depth/{v}",
+            }
+            for v in variants
+            for s in seeds
+        ]
+    )
 
 
 def _acc_rows(means: dict[str, float]):
@@ -31,8 +46,12 @@ def _acc_rows(means: dict[str, float]):
     shared by every variant (paired seeds) + a little independent noise."""
     rng = np.random.default_rng(0)
     seed_effect = rng.normal(0, 0.01, 10)
-    return [(f"{v}-{s}", 1250, 25, name, m + seed_effect[s] + rng.normal(0, 0.002))
-            for v, m in means.items() for s in range(10) for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)]
+    return [
+        (f"{v}-{s}", 1250, 25, name, m + seed_effect[s] + rng.normal(0, 0.002))
+        for v, m in means.items()
+        for s in range(10)
+        for name in (M.HOLDOUT_ACC_EVAL_MODE, M.TEST_ACC)
+    ]
 
 
 def _grad_rows(variant: str, depth: int, log_slope: float, steps=(1,), noise: float = 0.02):
@@ -73,7 +92,11 @@ def test_every_label_says_what_its_config_is(quick):
         meta = part11_depth.parse_label(v.label)
         assert meta is not None, v.label
         assert part11_depth.label(meta["norm"], meta["depth"], meta["scale"], meta["at_init"]) == v.label
-        assert (v.config.norm, len(v.config.hidden), v.config.init_scale) == (meta["norm"], meta["depth"], meta["scale"])
+        assert (v.config.norm, len(v.config.hidden), v.config.init_scale) == (
+            meta["norm"],
+            meta["depth"],
+            meta["scale"],
+        )
         assert v.kind == ("fixed" if meta["at_init"] else "tuned")
         if meta["at_init"]:  # the first step's gradient is recorded
             assert v.config.probes.grad_norms and v.config.probes.every_steps == 1
@@ -85,9 +108,11 @@ def test_the_default_file_runs_depths_2_to_16_and_four_init_scales_with_and_with
     spec = load_part(part11_depth)
     metas = [part11_depth.parse_label(v.label) for v in spec.tuned()]
     assert {(m["norm"], m["depth"]) for m in metas if m["scale"] == 1.0} == {
-        (n, d) for n in ("none", "batch") for d in (2, 4, 8, 16)}
+        (n, d) for n in ("none", "batch") for d in (2, 4, 8, 16)
+    }
     assert {(m["norm"], m["scale"]) for m in metas if m["depth"] == 8} == {
-        (n, s) for n in ("none", "batch") for s in (0.5, 1.0, 2.0, 5.0)}
+        (n, s) for n in ("none", "batch") for s in (0.5, 1.0, 2.0, 5.0)
+    }
     assert min(spec.lr_grid) < 1e-3 and max(spec.lr_grid) > 1e-2  # part 1's selected lrs stay interior
 
 
@@ -103,7 +128,8 @@ def test_shared_runs_are_part_1s_and_part_3s_so_they_train_once(quick):
         fixed3 = {v.label: v.config.run_id for v in load_part(part3_lr_init).variants if v.kind == "fixed"}
         mine_fixed = [v for v in mine.variants if v.kind == "fixed"]
         assert len(mine_fixed) == 8 and all(
-            v.config.run_id == fixed3[v.label.removesuffix(", at init")] for v in mine_fixed)
+            v.config.run_id == fixed3[v.label.removesuffix(", at init")] for v in mine_fixed
+        )
 
 
 def test_quick_is_a_few_cheap_runs_that_reach_the_depth_and_gradient_claims():
@@ -124,10 +150,18 @@ def test_quick_is_a_few_cheap_runs_that_reach_the_depth_and_gradient_claims():
 
 
 def test_log_ratio_is_first_over_last_hidden_layer_at_the_step():
-    rows = [("r", 1, 1, 0, 2.0), ("r", 1, 1, 1, 5.0), ("r", 1, 1, 2, 0.02), ("r", 9, 1, 0, 1.0), ("r", 9, 1, 2, 1.0),
-            ("z", 1, 1, 0, 0.0), ("z", 1, 1, 2, 1.0)]  # z: a zero gradient has no finite log
-    grads = pd.DataFrame([{"run_id": r, "step": s, "variant": "v", "seed": 0, "layer": k, "value": v}
-                          for r, s, _, k, v in rows])
+    rows = [
+        ("r", 1, 1, 0, 2.0),
+        ("r", 1, 1, 1, 5.0),
+        ("r", 1, 1, 2, 0.02),
+        ("r", 9, 1, 0, 1.0),
+        ("r", 9, 1, 2, 1.0),
+        ("z", 1, 1, 0, 0.0),
+        ("z", 1, 1, 2, 1.0),
+    ]  # z: a zero gradient has no finite log
+    grads = pd.DataFrame(
+        [{"run_id": r, "step": s, "variant": "v", "seed": 0, "layer": k, "value": v} for r, s, _, k, v in rows]
+    )
     at1 = part11_depth.log_ratios(grads, 1).set_index("run_id")["value"]
     assert at1.to_dict() == {"r": pytest.approx(np.log10(2.0 / 0.02))}
     assert part11_depth.log_ratios(grads, 9)["value"].tolist() == [0.0]
@@ -139,10 +173,13 @@ def test_log_ratio_is_first_over_last_hidden_layer_at_the_step():
 def test_per_layer_growth_and_late_gains_by_hand():
     # r = log10(first / last) = 1.5 over 15 layer-to-layer steps: x10**0.1 per layer in norm,
     # x10**0.2 = 1.585 in squared norm
-    assert part11_depth.per_layer_growth(1.5, 16) == pytest.approx(10 ** 0.2)
+    assert part11_depth.per_layer_growth(1.5, 16) == pytest.approx(10**0.2)
     curves = {"flat": [0.5, 0.6, 0.6, 0.6, 0.6, 0.59], "rising": [0.3, 0.4, 0.5, 0.55, 0.6, 0.65]}
-    rows = [(f"{v}-0", 50 * (i + 1), i + 1, M.HOLDOUT_ACC_EVAL_MODE, acc) for v, accs in curves.items()
-            for i, acc in enumerate(accs)]
+    rows = [
+        (f"{v}-0", 50 * (i + 1), i + 1, M.HOLDOUT_ACC_EVAL_MODE, acc)
+        for v, accs in curves.items()
+        for i, acc in enumerate(accs)
+    ]
     data = PartData(_runs(list(curves), seeds=[0]), pd.DataFrame(rows, columns=COLUMNS))
     gains = part11_depth.late_gains(data, ["flat", "rising"])
     assert gains == {"flat": pytest.approx(0.0), "rising": pytest.approx(0.65 - 0.55)}  # last 2 of 6 vs first 4
@@ -170,8 +207,14 @@ def test_gradients_at_init_vanish_without_bn_and_explode_toward_the_input_with_i
     variants = [part11_depth.label(n, DEEP, at_init=True) for n in ("none", "batch")]
     rows = _grad_rows(variants[0], DEEP, -0.3) + _grad_rows(variants[1], DEEP, 0.07)
     sec, found = _section(variants, rows)
-    vanish, prevents, yang = (_claim(found, s) for s in ("Without BN the gradient vanishes", "BN prevents vanishing",
-                                                         "With BN the gradient grows toward the input"))
+    vanish, prevents, yang = (
+        _claim(found, s)
+        for s in (
+            "Without BN the gradient vanishes",
+            "BN prevents vanishing",
+            "With BN the gradient grows toward the input",
+        )
+    )
     assert (vanish.verdict.label, prevents.verdict.label, yang.verdict.label) == (SUPPORTED,) * 3
     assert vanish.verdict.effect == pytest.approx(4.5, abs=0.05)  # lower is better: the sign is flipped
     assert yang.verdict.effect == pytest.approx(1.05, abs=0.05)
@@ -196,8 +239,11 @@ def test_dynamic_range_in_training_is_read_at_step_300_against_the_same_seed_at_
     Steps 100 and 500 carry a decoy ratio that the claim must not read."""
     init = part11_depth.label("batch", DEEP, at_init=True)
     tuned = part11_depth.label("batch", DEEP)
-    rows = (_grad_rows(init, DEEP, 0.07) + _grad_rows(tuned, DEEP, later_slope, steps=(300,))
-            + _grad_rows(tuned, DEEP, 0.5, steps=(100, 500)))
+    rows = (
+        _grad_rows(init, DEEP, 0.07)
+        + _grad_rows(tuned, DEEP, later_slope, steps=(300,))
+        + _grad_rows(tuned, DEEP, 0.5, steps=(100, 500))
+    )
     sec, found = _section([init, tuned], rows)
     claim = _claim(found, "With BN the gradients' dynamic range across layers shrinks")
     assert claim.verdict.label == label and "at step 300" in claim.claim
@@ -207,13 +253,20 @@ def test_dynamic_range_in_training_is_read_at_step_300_against_the_same_seed_at_
 
 def _selection(scores: dict[str, float]) -> dict[str, Selection]:
     """Stage 1 as stored: one lr per variant, its mean held-out accuracy `score`."""
-    return {v: Selection(v, pd.DataFrame({"lr": [3e-3], "n": [2], "diverged": [0], "failed": [0], "score": [s]}),
-                         3e-3, False) for v, s in scores.items()}
+    return {
+        v: Selection(
+            v, pd.DataFrame({"lr": [3e-3], "n": [2], "diverged": [0], "failed": [0], "score": [s]}), 3e-3, False
+        )
+        for v, s in scores.items()
+    }
 
 
 def _scale_means(flat: str, drops: dict[float, float]) -> dict[str, float]:
-    return {part11_depth.label(norm, 8, scale): 0.6 - (0.0 if norm == flat else drop)
-            for norm in ("none", "batch") for scale, drop in drops.items()}
+    return {
+        part11_depth.label(norm, 8, scale): 0.6 - (0.0 if norm == flat else drop)
+        for norm in ("none", "batch")
+        for scale, drop in drops.items()
+    }
 
 
 @pytest.mark.parametrize(("flat", "label"), [("batch", SUPPORTED), ("none", NOT_SUPPORTED)])

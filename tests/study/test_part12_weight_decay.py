@@ -21,35 +21,57 @@ from normlab.train.effective_lr import scale_invariant_weights
 
 COLUMNS = ["run_id", "step", "epoch", "name", "value"]
 VARIANTS = (*P.TUNED, P.SHARED, P.SHARED_WD, P.SHARED_EXP)
-SCHEDULE = {"schedule.name": "constant", "schedule.warmup_steps": 0, "schedule.final_lr_fraction": 0.0,
-            "schedule.gamma_per_epoch": 10.0}
+SCHEDULE = {
+    "schedule.name": "constant",
+    "schedule.warmup_steps": 0,
+    "schedule.final_lr_fraction": 0.0,
+    "schedule.gamma_per_epoch": 10.0,
+}
 
 
 def _run_row(run_id, variant, seed, lr=0.03, wd=0.0, **extra):
-    return {"run_id": run_id, "variant": variant, "seed": seed, "status": "finished", "lr": lr, "steps": 20,
-            "epochs": 2, "batch_size": 64, "hidden": "[100, 100]", "norm": variant.split(" ")[0].rstrip(","),
-            "group": f"weight_decay/{variant}", "optim.weight_decay": wd, "optim.momentum": 0.9,
-            **SCHEDULE, **extra}
+    return {
+        "run_id": run_id,
+        "variant": variant,
+        "seed": seed,
+        "status": "finished",
+        "lr": lr,
+        "steps": 20,
+        "epochs": 2,
+        "batch_size": 64,
+        "hidden": "[100, 100]",
+        "norm": variant.split(" ")[0].rstrip(","),
+        "group": f"weight_decay/{variant}",
+        "optim.weight_decay": wd,
+        "optim.momentum": 0.9,
+        **SCHEDULE,
+        **extra,
+    }
 
 
 def test_effective_lr_trace_is_lr_of_the_next_step_over_squared_hidden_norm():
     """By hand: constant lr 0.1 with ||W|| 2 then 4 -> 0.1/4, 0.1/16; exponential x2 per epoch of
     10 steps -> lr 0.2 at step 10, 0.4 at step 20 -> 0.2/4, 0.4/16. The head and biases are not
     hidden weights; a run listed under two variants appears under both."""
-    runs = pd.DataFrame([
-        _run_row("c", "batch", 0, lr=0.1),
-        _run_row("c", "batch @ shared lr", 0, lr=0.1),
-        _run_row("e", P.SHARED_EXP, 0, lr=0.1, **{"schedule.name": "exponential", "schedule.gamma_per_epoch": 2.0}),
-    ])
+    runs = pd.DataFrame(
+        [
+            _run_row("c", "batch", 0, lr=0.1),
+            _run_row("c", "batch @ shared lr", 0, lr=0.1),
+            _run_row("e", P.SHARED_EXP, 0, lr=0.1, **{"schedule.name": "exponential", "schedule.gamma_per_epoch": 2.0}),
+        ]
+    )
     rows = []
     for rid in ("c", "e"):
         rows.append((rid, 0, 0, M.STEPS_PER_EPOCH, 10.0))
         for step, w in ((10, 2.0), (20, 4.0)):
-            rows += [(rid, step, step // 10, "weight_norm/blocks.0.linear.weight", w),
-                     (rid, step, step // 10, "weight_norm/blocks.0.linear.bias", 1.0),
-                     (rid, step, step // 10, "weight_norm/head.weight", 1.0)]
-    trace = P.effective_lr_trace(PartData(runs, pd.DataFrame(rows, columns=COLUMNS)),
-                                 ("batch", "batch @ shared lr", P.SHARED_EXP))
+            rows += [
+                (rid, step, step // 10, "weight_norm/blocks.0.linear.weight", w),
+                (rid, step, step // 10, "weight_norm/blocks.0.linear.bias", 1.0),
+                (rid, step, step // 10, "weight_norm/head.weight", 1.0),
+            ]
+    trace = P.effective_lr_trace(
+        PartData(runs, pd.DataFrame(rows, columns=COLUMNS)), ("batch", "batch @ shared lr", P.SHARED_EXP)
+    )
     assert set(trace["layer"]) == {"blocks.0.linear.weight"}
     got = trace.set_index(["variant", "step"])["effective_lr"]
     assert got[("batch", 10)] == pytest.approx(0.1 / 4) and got[("batch", 20)] == pytest.approx(0.1 / 16)
@@ -112,23 +134,46 @@ def _frames(acc: dict[str, float], norms: dict[str, float], noise=0.001, seeds=r
     runs, rows = [], []
     for v in VARIANTS:
         exp = v == P.SHARED_EXP
-        extra = {"schedule.name": "exponential", "schedule.gamma_per_epoch": P.equivalent_gamma_per_epoch(
-            0.03, 2e-3, 0.9, 10)} if exp else {}
+        extra = (
+            {
+                "schedule.name": "exponential",
+                "schedule.gamma_per_epoch": P.equivalent_gamma_per_epoch(0.03, 2e-3, 0.9, 10),
+            }
+            if exp
+            else {}
+        )
         for i, s in enumerate(seeds):
             rid = f"{v}-{s}"
             runs.append(_run_row(rid, v, s, wd=2e-3 if "weight decay" in v else 0.0, **extra))
             value = acc[v] + shared[i] + rng.normal(0, noise)
-            rows += [(rid, 0, 0, M.STEPS_PER_EPOCH, 10.0), (rid, 20, 2, M.HOLDOUT_ACC_EVAL_MODE, value),
-                     (rid, 20, 2, M.TEST_ACC, value)]
+            rows += [
+                (rid, 0, 0, M.STEPS_PER_EPOCH, 10.0),
+                (rid, 20, 2, M.HOLDOUT_ACC_EVAL_MODE, value),
+                (rid, 20, 2, M.TEST_ACC, value),
+            ]
             for layer in ("blocks.0.linear.weight", "blocks.1.linear.weight"):
                 rows.append((rid, 20, 2, f"weight_norm/{layer}", norms[v] * (1 + 0.01 * rng.normal())))
     return PartData(pd.DataFrame(runs), pd.DataFrame(rows, columns=COLUMNS))
 
 
-BASE_ACC = {P.NONE: 0.60, P.NONE_WD: 0.60, P.BN: 0.62, P.BN_WD: 0.64, P.SHARED: 0.62, P.SHARED_WD: 0.64,
-            P.SHARED_EXP: 0.638}
-BASE_NORMS = {P.NONE: 12.0, P.NONE_WD: 9.0, P.BN: 12.0, P.BN_WD: 6.0, P.SHARED: 12.0, P.SHARED_WD: 6.0,
-              P.SHARED_EXP: 12.5}
+BASE_ACC = {
+    P.NONE: 0.60,
+    P.NONE_WD: 0.60,
+    P.BN: 0.62,
+    P.BN_WD: 0.64,
+    P.SHARED: 0.62,
+    P.SHARED_WD: 0.64,
+    P.SHARED_EXP: 0.638,
+}
+BASE_NORMS = {
+    P.NONE: 12.0,
+    P.NONE_WD: 9.0,
+    P.BN: 12.0,
+    P.BN_WD: 6.0,
+    P.SHARED: 12.0,
+    P.SHARED_WD: 6.0,
+    P.SHARED_EXP: 12.5,
+}
 
 
 def _recovered(text):
@@ -146,7 +191,9 @@ def test_section_supports_the_mechanism_when_the_numbers_do():
     assert labels[P.CLAIM_EFF] == SUPPORTED  # 4x the effective lr
     assert labels[P.CLAIM_ACC] == labels[P.CLAIM_ACC_SHARED] == labels[P.CLAIM_EXP] == SUPPORTED
     assert labels[P.CLAIM_NONE] == NOT_SUPPORTED  # no gain without a norm
-    assert sec.measured[-1].startswith("Verdict on 'weight decay helps BN networks through the effective lr': supported")
+    assert sec.measured[-1].startswith(
+        "Verdict on 'weight decay helps BN networks through the effective lr': supported"
+    )
     text = " ".join(sec.measured)
     shared = next(m for m in sec.measured if m.startswith(f"{P.SHARED} vs {P.SHARED_WD}"))
     assert float(re.search(r"weight decay's is ([\d.]+)x", shared).group(1)) == pytest.approx(4.0, rel=0.03)
@@ -177,8 +224,9 @@ def test_section_says_not_supported_when_weight_decay_does_not_help_and_equal_no
     sec = P.section(_frames(acc, norms))
     labels = _labels(sec)
     assert labels[P.CLAIM_ACC] == NOT_SUPPORTED and labels[P.CLAIM_EFF] == NOT_SUPPORTED
-    assert sec.measured[-1].startswith("Verdict on 'weight decay helps BN networks through the effective lr': "
-                                       "not supported here")
+    assert sec.measured[-1].startswith(
+        "Verdict on 'weight decay helps BN networks through the effective lr': not supported here"
+    )
     assert "no gain for the exponential lr to recover" in " ".join(sec.measured)
 
 
@@ -222,11 +270,20 @@ def test_a_real_quick_run_feeds_the_trace_and_matches_li_arora():
     spec = load_part(P, quick=True)
     config = next(v.config for v in spec.variants if v.label == P.SHARED_EXP)
     rows = []
-    fit(config, on_metrics=lambda step, epoch, values: rows.extend(
-        (config.run_id, step, epoch, k, v) for k, v in values.items()))
+    fit(
+        config,
+        on_metrics=lambda step, epoch, values: rows.extend(
+            (config.run_id, step, epoch, k, v) for k, v in values.items()
+        ),
+    )
     metrics = pd.DataFrame(rows, columns=COLUMNS)
-    run = _run_row(config.run_id, P.SHARED_EXP, 0, lr=config.lr, **{
-        "schedule.name": "exponential", "schedule.gamma_per_epoch": config.schedule.gamma_per_epoch})
+    run = _run_row(
+        config.run_id,
+        P.SHARED_EXP,
+        0,
+        lr=config.lr,
+        **{"schedule.name": "exponential", "schedule.gamma_per_epoch": config.schedule.gamma_per_epoch},
+    )
     wd_config = next(v.config for v in spec.variants if v.label == P.SHARED_WD)
     wd = _run_row("w", P.SHARED_WD, 0, lr=wd_config.lr, wd=wd_config.optim.weight_decay)
     data = PartData(pd.DataFrame([run, wd]), metrics)
@@ -257,4 +314,6 @@ def test_the_shared_lr_comparison_is_tested_once_when_it_is_the_own_lr_one():
     labels = _labels(sec)
     assert labels[P.CLAIM_ACC_SHARED] is None and labels[P.CLAIM_ACC] == labels[P.CLAIM_EXP] == SUPPORTED
     assert any("tested once" in m for m in sec.measured)
-    assert sec.measured[-1].startswith("Verdict on 'weight decay helps BN networks through the effective lr': supported")
+    assert sec.measured[-1].startswith(
+        "Verdict on 'weight decay helps BN networks through the effective lr': supported"
+    )

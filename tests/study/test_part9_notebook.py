@@ -17,16 +17,26 @@ from normlab.study import part9_notebook as nb
 from normlab.study.common import PartData, attach_literature
 from normlab.study.protocol import Protocol, _with, evaluation_runs
 from normlab.study.registry import PARTS, QUICK_PROTOCOL, load_part
+from normlab.train import metrics as M
+from normlab.train import optim
 from normlab.train.build import build
 from normlab.train.config import RunConfig
-from normlab.train import optim
 from normlab.train.optim import ForeignOptimizerError, build_optimizer, check_optimizer_owns_model
 from normlab.train.parallel import ProcessContext
-from normlab.train import metrics as M
 
 COLUMNS = ["run_id", "step", "epoch", "name", "value"]
-LABELS = ["none", "batch", "none, train-split stats", "batch, train-split stats",
-          "none bs 32", "batch bs 32", "none bs 64", "batch bs 64", "none bs 128", "batch bs 128"]
+LABELS = [
+    "none",
+    "batch",
+    "none, train-split stats",
+    "batch, train-split stats",
+    "none bs 32",
+    "batch bs 32",
+    "none bs 64",
+    "batch bs 64",
+    "none bs 128",
+    "batch bs 128",
+]
 
 
 def _frames(acc, eval_gain=0.03, dataset="mnist1d", seeds=range(10)):
@@ -38,9 +48,22 @@ def _frames(acc, eval_gain=0.03, dataset="mnist1d", seeds=range(10)):
         size = int(label.split("bs ")[1]) if "bs " in label else 64
         for seed in seeds:
             rid = f"{label}-{seed}"
-            runs.append({"run_id": rid, "variant": label, "seed": seed, "status": "finished", "lr": 1e-3,
-                         "steps": 20, "epochs": 2, "batch_size": size, "hidden": "[512, 256]",
-                         "norm": label.split(",")[0].split(" ")[0], "dataset": dataset, "group": f"notebook/{label}"})
+            runs.append(
+                {
+                    "run_id": rid,
+                    "variant": label,
+                    "seed": seed,
+                    "status": "finished",
+                    "lr": 1e-3,
+                    "steps": 20,
+                    "epochs": 2,
+                    "batch_size": size,
+                    "hidden": "[512, 256]",
+                    "norm": label.split(",")[0].split(" ")[0],
+                    "dataset": dataset,
+                    "group": f"notebook/{label}",
+                }
+            )
             # per-seed noise of mean 0.004 in every variant, different across variants (so that
             # per-seed differences have a spread)
             value = base + 0.002 * ((seed * 7 + len(label)) % 5)
@@ -49,15 +72,27 @@ def _frames(acc, eval_gain=0.03, dataset="mnist1d", seeds=range(10)):
             # epoch 1: every variant's test accuracy 0.3 (no effect) while the held-out accuracy
             # peaks there, so reading the best held-out epoch instead of the last would find nothing
             for step, epoch, test, shift in ((10, 1, 0.3 + value - base, 0.05), (20, 2, value, 0.0)):
-                rows += [(rid, step, epoch, M.TEST_ACC, test), (rid, step, epoch, M.STEPS_PER_EPOCH, 10),
-                         (rid, step, epoch, M.HOLDOUT_ACC_EVAL_MODE, hold + gain + shift),
-                         (rid, step, epoch, M.HOLDOUT_ACC_TRAIN_MODE, hold + shift)]
+                rows += [
+                    (rid, step, epoch, M.TEST_ACC, test),
+                    (rid, step, epoch, M.STEPS_PER_EPOCH, 10),
+                    (rid, step, epoch, M.HOLDOUT_ACC_EVAL_MODE, hold + gain + shift),
+                    (rid, step, epoch, M.HOLDOUT_ACC_TRAIN_MODE, hold + shift),
+                ]
     return PartData(pd.DataFrame(runs), pd.DataFrame(rows, columns=COLUMNS))
 
 
-BASE = {"none": 0.50, "batch": 0.55, "none, train-split stats": 0.56, "batch, train-split stats": 0.55,
-        "none bs 32": 0.60, "batch bs 32": 0.62, "none bs 64": 0.60, "batch bs 64": 0.65,
-        "none bs 128": 0.60, "batch bs 128": 0.68}
+BASE = {
+    "none": 0.50,
+    "batch": 0.55,
+    "none, train-split stats": 0.56,
+    "batch, train-split stats": 0.55,
+    "none bs 32": 0.60,
+    "batch bs 32": 0.62,
+    "none bs 64": 0.60,
+    "batch bs 64": 0.65,
+    "none bs 128": 0.60,
+    "batch bs 128": 0.68,
+}
 
 
 def _labels(section):
@@ -92,8 +127,11 @@ def test_section_verdicts_follow_the_numbers(no_cifar):
     evaluated = _find(section, "Mistake (b)").verdict  # eval mode 3 points above train mode, paired
     assert evaluated.paired and evaluated.label == SUPPORTED and evaluated.effect == pytest.approx(0.03, abs=1e-9)
     assert any("largest difference over 40 runs without BN is 0.00 points" in m for m in section.measured)
-    assert {f.name for f in section.figures} == {"notebook_final_acc", "notebook_batch_size",
-                                                 "notebook_eval_minus_train"}
+    assert {f.name for f in section.figures} == {
+        "notebook_final_acc",
+        "notebook_batch_size",
+        "notebook_eval_minus_train",
+    }
     attach_literature(section, nb.LITERATURE)  # every claim says what the literature found
     assert all(f.literature for f in section.findings), [f.claim for f in section.findings if not f.literature]
 
@@ -177,8 +215,11 @@ def test_quick_is_cheap():
 
 def _tiny_cifar10(root, monkeypatch, per_file=20):
     """Extracted CIFAR-10 binary batches of `per_file` random records each, in the real format."""
-    spec = dataclasses.replace(cifar.CIFAR10, train_files=tuple((f"data_batch_{i}.bin", per_file) for i in range(1, 6)),
-                               test_files=(("test_batch.bin", per_file),))
+    spec = dataclasses.replace(
+        cifar.CIFAR10,
+        train_files=tuple((f"data_batch_{i}.bin", per_file) for i in range(1, 6)),
+        test_files=(("test_batch.bin", per_file),),
+    )
     rng = np.random.default_rng(0)
     for path in spec.paths(root / "cifar10"):
         path.parent.mkdir(parents=True, exist_ok=True)

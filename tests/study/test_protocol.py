@@ -16,22 +16,36 @@ from normlab.experiments.store import Store
 from normlab.study import protocol as P
 from normlab.train import metrics as M
 
-TINY = {"base": {"dataset": "mnist1d", "hidden": [16], "batch_size": 32, "epochs": 2, "max_steps": 30,
-                 "holdout_fraction": 0.2, "checkpoint_every_epochs": 0},
-        "variants": {"none": {"norm": "none"}, "batch": {"norm": "batch"}}}
+TINY = {
+    "base": {
+        "dataset": "mnist1d",
+        "hidden": [16],
+        "batch_size": 32,
+        "epochs": 2,
+        "max_steps": 30,
+        "holdout_fraction": 0.2,
+        "checkpoint_every_epochs": 0,
+    },
+    "variants": {"none": {"norm": "none"}, "batch": {"norm": "batch"}},
+}
 PROTO = P.Protocol(lr_grid=(1e-3, 1e-1), selection_seeds=(7,), eval_seeds=(0, 1))
 
 
 def test_parse_part_builds_variants_and_runs():
-    spec = {**TINY, "fixed": {"none @ 1e-3": {"norm": "none", "lr": 1e-3}},
-            "arms": {"batch + wd": {"of": "batch", "optim.weight_decay": 1e-3}}}
+    spec = {
+        **TINY,
+        "fixed": {"none @ 1e-3": {"norm": "none", "lr": 1e-3}},
+        "arms": {"batch + wd": {"of": "batch", "optim.weight_decay": 1e-3}},
+    }
     part = P.parse_part("tiny", spec, PROTO)
     assert [v.label for v in part.variants] == ["none", "batch", "none @ 1e-3", "batch + wd"]
     sel = P.selection_runs(part, PROTO)
     assert len(sel) == 2 * 2 * 1 and {r.config.seed for r in sel} == {7}
     assert {r.group for r in sel} == {"tiny/none", "tiny/batch"}
-    chosen = {"none": P.Selection("none", pd.DataFrame(), 1e-1, True),
-              "batch": P.Selection("batch", pd.DataFrame(), 1e-3, True)}
+    chosen = {
+        "none": P.Selection("none", pd.DataFrame(), 1e-1, True),
+        "batch": P.Selection("batch", pd.DataFrame(), 1e-3, True),
+    }
     ev = P.evaluation_runs(part, PROTO, chosen)
     by_group = {g: [r.config for r in ev if r.group == g] for g in {r.group for r in ev}}
     assert {c.lr for c in by_group["tiny/none"]} == {1e-1}
@@ -43,15 +57,18 @@ def test_parse_part_builds_variants_and_runs():
     assert {r.group for r in ev} == {"tiny/none", "tiny/none @ 1e-3"}
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({**TINY, "sweep": {"seed": [0]}}, "unknown top-level key"),
-    ({**TINY, "variants": {"x": {"norm": "batch", "lr": 0.1}}}, "tuned variant gets its lr"),
-    ({**TINY, "arms": {"y": {"of": "nope"}}}, "arms.y.of"),
-    ({**TINY, "base": {**TINY["base"], "seed": 3}}, "base.seed"),
-    ({**TINY, "variants": {"x": {"norm": "no_such_norm"}}}, "unknown norm"),
-    ({**TINY, "recalibrate": ["missing"]}, "recalibrate"),
-    ({**TINY, "tune": {"lr": [0.1, 0.01]}}, "increasing"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({**TINY, "sweep": {"seed": [0]}}, "unknown top-level key"),
+        ({**TINY, "variants": {"x": {"norm": "batch", "lr": 0.1}}}, "tuned variant gets its lr"),
+        ({**TINY, "arms": {"y": {"of": "nope"}}}, "arms.y.of"),
+        ({**TINY, "base": {**TINY["base"], "seed": 3}}, "base.seed"),
+        ({**TINY, "variants": {"x": {"norm": "no_such_norm"}}}, "unknown norm"),
+        ({**TINY, "recalibrate": ["missing"]}, "recalibrate"),
+        ({**TINY, "tune": {"lr": [0.1, 0.01]}}, "increasing"),
+    ],
+)
 def test_parse_part_errors_name_the_problem(spec, match):
     with pytest.raises(ConfigError, match=match):
         P.parse_part("tiny", spec, P.Protocol())
@@ -60,17 +77,24 @@ def test_parse_part_errors_name_the_problem(spec, match):
 def _selection_frames(rows):
     """rows: (run_id, variant, lr, status, [held-out accuracies per evaluation])."""
     runs = pd.DataFrame([(r, v, lr, s) for r, v, lr, s, _ in rows], columns=["run_id", "variant", "lr", "status"])
-    hold = pd.DataFrame([(r, 10 * (i + 1), M.HOLDOUT_ACC_EVAL_MODE, a) for r, _, _, _, accs in rows
-                         for i, a in enumerate(accs)], columns=["run_id", "step", "name", "value"])
+    hold = pd.DataFrame(
+        [(r, 10 * (i + 1), M.HOLDOUT_ACC_EVAL_MODE, a) for r, _, _, _, accs in rows for i, a in enumerate(accs)],
+        columns=["run_id", "step", "name", "value"],
+    )
     return runs, hold
 
 
 def test_select_lrs_best_mean_of_best_holdout_ties_small_divergence_excluded():
-    runs, hold = _selection_frames([
-        ("a1", "v", 1e-3, "finished", [0.5, 0.6]), ("a2", "v", 1e-3, "finished", [0.5, 0.7]),  # mean best .65
-        ("b1", "v", 1e-2, "finished", [0.6, 0.9]), ("b2", "v", 1e-2, "diverged", [0.9]),      # diverged: out
-        ("c1", "v", 1e-1, "finished", [0.65]), ("c2", "v", 1e-1, "finished", [0.65]),          # tie .65: larger lr
-    ])
+    runs, hold = _selection_frames(
+        [
+            ("a1", "v", 1e-3, "finished", [0.5, 0.6]),
+            ("a2", "v", 1e-3, "finished", [0.5, 0.7]),  # mean best .65
+            ("b1", "v", 1e-2, "finished", [0.6, 0.9]),
+            ("b2", "v", 1e-2, "diverged", [0.9]),  # diverged: out
+            ("c1", "v", 1e-1, "finished", [0.65]),
+            ("c2", "v", 1e-1, "finished", [0.65]),  # tie .65: larger lr
+        ]
+    )
     sel = P.select_lrs(runs, hold)["v"]
     assert sel.lr == 1e-3 and sel.at_edge
     grid = sel.grid.set_index("lr")
@@ -85,8 +109,9 @@ def test_select_lrs_best_mean_of_best_holdout_ties_small_divergence_excluded():
 
 
 def test_interior_choice_is_not_at_the_edge():
-    runs, hold = _selection_frames([("a", "v", 1e-3, "finished", [0.5]), ("b", "v", 1e-2, "finished", [0.8]),
-                                    ("c", "v", 1e-1, "finished", [0.6])])
+    runs, hold = _selection_frames(
+        [("a", "v", 1e-3, "finished", [0.5]), ("b", "v", 1e-2, "finished", [0.8]), ("c", "v", 1e-1, "finished", [0.6])]
+    )
     sel = P.select_lrs(runs, hold)["v"]
     assert sel.lr == 1e-2 and not sel.at_edge
 
@@ -102,7 +127,8 @@ def test_at_best_holdout_reads_test_at_the_best_holdout_epoch_not_the_best_test(
     metrics = pd.DataFrame(
         [("r", s, e, M.HOLDOUT_ACC_EVAL_MODE, h) for s, e, h in ((10, 1, 0.5), (20, 2, 0.8), (30, 3, 0.7))]
         + [("r", s, e, M.TEST_ACC, t) for s, e, t in ((10, 1, 0.55), (20, 2, 0.6), (30, 3, 0.9))],
-        columns=["run_id", "step", "epoch", "name", "value"])
+        columns=["run_id", "step", "epoch", "name", "value"],
+    )
     out = P.at_best_holdout(pd.DataFrame({"run_id": ["r", "missing"]}), metrics)
     row = out.set_index("run_id").loc["r"]
     assert row["value"] == pytest.approx(0.6) and row["best_epoch"] == 2

@@ -31,7 +31,6 @@ def test_recalibrate_runs_measures_real_bn_runs_once(tmp_path):
     assert recalibrate_runs("recal", runs, tmp_path) == 0  # already measured
 
 
-
 def test_fold_check_on_a_trained_bn_cnn_is_exact(tmp_path):
     """One tiny real BN CNN run: the pass stores the fold check (no BN left, logits equal to
     float32 rounding, no accuracy change) with the recalibrated accuracy."""

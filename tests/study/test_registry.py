@@ -21,7 +21,9 @@ def test_every_part_file_validates_and_keeps_the_protocol(part):
     assert registry.config_text(part).startswith("# normlab study, part")
     grid = tuple((registry.read_spec(part).get("tune") or {}).get("lr") or P.ADAM_LR_GRID)  # a part's own, or Adam's
     assert spec.lr_grid == grid
-    assert {r.config.seed for r in select} == (set(P.SELECTION_SEEDS) if spec.tuned() else set())  # fixed-only parts tune nothing
+    assert {r.config.seed for r in select} == (
+        set(P.SELECTION_SEEDS) if spec.tuned() else set()
+    )  # fixed-only parts tune nothing
     assert {r.config.seed for r in evaluate} == set(range(10))
     assert not set(P.SELECTION_SEEDS) & set(P.EVAL_SEEDS)
     for v in spec.tuned():  # every tuned variant over the whole grid
@@ -72,7 +74,8 @@ def test_tiers_select_parts(monkeypatch):
     default = registry.parts_for("default")
     assert all(registry.tier_of(p) == "default" for p in default)
     assert [p for p in registry.PARTS if p not in default] == [
-        p for p in registry.PARTS if registry.tier_of(p) == "full"]
+        p for p in registry.PARTS if registry.tier_of(p) == "full"
+    ]
     monkeypatch.setattr(registry.PARTS[-1], "TIER", "full", raising=False)
     assert registry.PARTS[-1] not in registry.parts_for("default")
     with pytest.raises(ConfigError, match="--tier: expected one of default, full, got 'all'"):

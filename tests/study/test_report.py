@@ -19,8 +19,11 @@ def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     real = runner.run_experiment
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "run_experiment", lambda e, o, **kw: real(
-            e, o, **{**kw, "executor": "local", "workers": 1}, run_fn=fake_fit, progress=False))
+        mp.setattr(
+            runner,
+            "run_experiment",
+            lambda e, o, **kw: real(e, o, **{**kw, "executor": "local", "workers": 1}, run_fn=fake_fit, progress=False),
+        )
         return study_run.run_study(quick=True, out=out, tier="full")  # every part's figures
 
 
@@ -28,8 +31,17 @@ def test_every_figure_is_embedded_and_linked(report_dir):
     html = (report_dir / "report.html").read_text()
     md = (report_dir / "report.md").read_text()
     pngs = sorted(p.name for p in report_dir.glob("*.png"))
-    for name in ("bn_final_acc", "batch_size_equal_epochs", "batch_size_equal_steps", "small_batch_acc",
-                 "lr_range", "step_time", "ioffe2015_holdout_acc", "noniid_acc", "init_final_acc"):
+    for name in (
+        "bn_final_acc",
+        "batch_size_equal_epochs",
+        "batch_size_equal_steps",
+        "small_batch_acc",
+        "lr_range",
+        "step_time",
+        "ioffe2015_holdout_acc",
+        "noniid_acc",
+        "init_final_acc",
+    ):
         assert f"{name}.png" in pngs
     assert html.count("data:image/png;base64,") == len(pngs)
     for png in pngs:
@@ -62,8 +74,17 @@ def _chromium():
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     page = tmp_path / "report.html"
     page.write_text((report_dir / "report.html").read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
     found = re.search(r'id="normlab-check">images (\d+)/(\d+)<', dom)
     assert found, dom[:500]

@@ -32,15 +32,23 @@ def test_run_study_runs_both_stages_and_writes_the_report(tmp_path, local_fake):
     report_dir = study_run.run_study(quick=True, out=tmp_path)
     assert report_dir == tmp_path / "reports" / "study-quick"
     md = (report_dir / "report.md").read_text()
-    for title in ("1. With vs without", "2. Batch size", "3. Learning rate", "4. Costs", "5. Internal", "6. Non-i.i.d."):
+    for title in (
+        "1. With vs without",
+        "2. Batch size",
+        "3. Learning rate",
+        "4. Costs",
+        "5. Internal",
+        "6. Non-i.i.d.",
+    ):
         assert f"## {title}" in md
     assert "BN makes the network reach a higher test accuracy" in md
     assert "| variant | 1e-03 | 3e-03 | 1e-02 | selected lr | at edge |" in md
     assert "| batch | 67.6 | 70.0 | 67.4 | 3e-03 |  |" in md  # the held-out peak is at 3e-3
     assert (report_dir / "report.html").stat().st_size > 10_000
     # every claim has its literature line, with whether this run agrees
-    claims = sum(line.startswith(("- **SUPPORTED**", "- **NOT SUPPORTED**", "- **INCONCLUSIVE**"))
-                 for line in md.splitlines())
+    claims = sum(
+        line.startswith(("- **SUPPORTED**", "- **NOT SUPPORTED**", "- **INCONCLUSIVE**")) for line in md.splitlines()
+    )
     assert claims > 15 and md.count("  *Literature:* ") == claims
     assert stored_study(tmp_path, "study-quick") and not stored_study(tmp_path, "study")
     first = len(local_fake)
@@ -62,7 +70,7 @@ def test_default_tier_lists_the_full_tier_and_full_reuses_its_runs(tmp_path, loc
     assert full_dir == tmp_path / "reports" / "study-quick-full"
     full_md = (full_dir / "report.md").read_text()
     assert f"## {title}" in full_md and "Not run in this tier" not in full_md
-    new = set(local_fake[len(default_runs):])
+    new = set(local_fake[len(default_runs) :])
     assert new and not new & default_runs  # only part 8's own runs trained; shared ones reused
     assert len(local_fake) == len(set(local_fake))  # nothing trained twice
 
@@ -83,4 +91,3 @@ def test_missing_data_is_one_clear_error(tmp_path, monkeypatch, local_fake):
     with pytest.raises(ConfigError, match="--dataset cifar10: "):
         study_run.run_study(dataset="cifar10", quick=True, out=tmp_path / "out")
     assert local_fake == []  # nothing ran
-

@@ -29,9 +29,24 @@ def test_a_part_without_runs_says_not_run(part):
 
 
 def _runs(variants, seeds=range(10), **extra):
-    rows = [{"run_id": f"{v}-{s}", "variant": v, "seed": s, "status": "finished", "lr": 1e-3, "steps": 300,
-             "epochs": 3, "batch_size": 64, "hidden": "[100, 100]", "norm": v.split(",")[0].split(" ")[0],
-             "group": f"p/{v}", **extra} for v in variants for s in seeds]
+    rows = [
+        {
+            "run_id": f"{v}-{s}",
+            "variant": v,
+            "seed": s,
+            "status": "finished",
+            "lr": 1e-3,
+            "steps": 300,
+            "epochs": 3,
+            "batch_size": 64,
+            "hidden": "[100, 100]",
+            "norm": v.split(",")[0].split(" ")[0],
+            "group": f"p/{v}",
+            **extra,
+        }
+        for v in variants
+        for s in seeds
+    ]
     return pd.DataFrame(rows)
 
 
@@ -45,7 +60,10 @@ def test_gap_is_read_at_matched_training_loss_not_at_a_fixed_step():
             for epoch in range(1, 11):
                 train = 2.0 * np.exp(-0.3 * speed * epoch)
                 test = train + 0.5 * (2.0 - train) + 0.001 * seed  # gap depends only on train loss
-                rows += [(rid, 10 * epoch, epoch, M.EPOCH_TRAIN_LOSS, train), (rid, 10 * epoch, epoch, M.TEST_LOSS, test)]
+                rows += [
+                    (rid, 10 * epoch, epoch, M.EPOCH_TRAIN_LOSS, train),
+                    (rid, 10 * epoch, epoch, M.TEST_LOSS, test),
+                ]
     metrics = pd.DataFrame(rows, columns=COLUMNS)
     data = PartData(_runs(["fast", "slow"]), metrics)
     curves = part1_bn.loss_curves(data, ["fast", "slow"])
@@ -59,10 +77,18 @@ def test_gap_is_read_at_matched_training_loss_not_at_a_fixed_step():
 
 
 def test_gap_interpolates_between_evaluations_and_skips_runs_that_never_get_there():
-    curves = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 2, "variant": "v", "seed": 0, "step": [1, 2, 3, 1, 2],
-                           "train": [1.0, 0.5, 0.25, 1.0, 0.9], "test": [1.5, 1.5, 2.0, 1.2, 1.1]})
-    gap = part1_bn.gap_at_matched_loss(curves, 0.5 ** 1.5).set_index("run_id")["value"]
-    assert gap["a"] == pytest.approx(1.75 - 0.5 ** 1.5)  # halfway in log loss between 0.5 and 0.25
+    curves = pd.DataFrame(
+        {
+            "run_id": ["a"] * 3 + ["b"] * 2,
+            "variant": "v",
+            "seed": 0,
+            "step": [1, 2, 3, 1, 2],
+            "train": [1.0, 0.5, 0.25, 1.0, 0.9],
+            "test": [1.5, 1.5, 2.0, 1.2, 1.1],
+        }
+    )
+    gap = part1_bn.gap_at_matched_loss(curves, 0.5**1.5).set_index("run_id")["value"]
+    assert gap["a"] == pytest.approx(1.75 - 0.5**1.5)  # halfway in log loss between 0.5 and 0.25
     assert np.isnan(gap["b"])
 
 
@@ -103,8 +129,10 @@ def test_end_of_usable_range_is_interpolated_not_quantized():
     rows = []
     for rid, centre in (("a", -3.05), ("b", -2.93)):
         loss = 1.0 + 0.1 * (x - centre) ** 2  # back at its start (x=-5) at x = 2 * centre + 5
-        rows += [{"run_id": rid, "variant": "v", "seed": 0, "lr": 10.0 ** xi, "loss": li, "step": i}
-                 for i, (xi, li) in enumerate(zip(x, loss))]
+        rows += [
+            {"run_id": rid, "variant": "v", "seed": 0, "lr": 10.0**xi, "loss": li, "step": i}
+            for i, (xi, li) in enumerate(zip(x, loss))
+        ]
     stats = part3_lr_init.lr_stats(pd.DataFrame(rows)).set_index("run_id")
     a, b = stats.loc["a", "max_usable"], stats.loc["b", "max_usable"]
     # (the start is the 3-point smoothed first value, a little below loss[0]: crossings come early)
@@ -123,8 +151,9 @@ def test_stability_probe_reads_the_linear_output_before_the_norm():
             for q in M.PERCENTILES:
                 rows.append(("r", step, 1, M.act_unit_key(layer, 0, q), q / 100 + shift * step))
     metrics = pd.DataFrame(rows, columns=COLUMNS)
-    frame, layer = part5_ioffe2015.percentile_frame(pd.DataFrame({"run_id": ["r"], "variant": ["batch"], "seed": [0]}),
-                                                    metrics)
+    frame, layer = part5_ioffe2015.percentile_frame(
+        pd.DataFrame({"run_id": ["r"], "variant": ["batch"], "seed": [0]}), metrics
+    )
     assert layer == "blocks.2.linear"
     drift = part5_ioffe2015.drift(frame)["value"].iloc[0]
     assert drift == pytest.approx(20 / 0.7)  # the median moved 20, spread 0.7
@@ -136,8 +165,11 @@ def test_train_inference_claim_is_signed():
     rows = []
     for seed in range(10):
         rid = f"batch-{seed}"
-        rows += [(rid, 100, 1, M.HOLDOUT_ACC_EVAL_MODE, 0.60 + 0.001 * seed),
-                 (rid, 100, 1, M.HOLDOUT_ACC_TRAIN_MODE, 0.57 + 0.0015 * seed), (rid, 100, 1, M.TEST_ACC, 0.6)]
+        rows += [
+            (rid, 100, 1, M.HOLDOUT_ACC_EVAL_MODE, 0.60 + 0.001 * seed),
+            (rid, 100, 1, M.HOLDOUT_ACC_TRAIN_MODE, 0.57 + 0.0015 * seed),
+            (rid, 100, 1, M.TEST_ACC, 0.6),
+        ]
     section = part4_costs.section(PartData(_runs(["batch"]), pd.DataFrame(rows, columns=COLUMNS)))
     claim = next(f for f in section.findings if "eval mode loses accuracy" in f.claim)
     assert claim.verdict.label == NOT_SUPPORTED and claim.verdict.test.diff > 0
@@ -149,20 +181,39 @@ def test_literature_says_whether_this_run_agrees():
     from normlab.study.common import Literature, attach_literature
 
     up, flat = verdict([1.0, 1.1, 1.2] * 3, [0.0, 0.1, 0.2] * 3, what="x"), verdict([0, 1, 2], [0, 1, 2], what="x")
-    section = Section("t", "s", findings=[Finding("A grows", up), Finding("B grows", up), Finding("C grows", flat),
-                                          Finding("D grows", up), Finding("E grows", up)])
-    entries = [Literature("A", "Paper found A.", SUPPORTED), Literature("B", "Paper found no B.", NOT_SUPPORTED),
-               Literature("C", "Paper found C.", SUPPORTED), Literature("D", "No clear claim.", None)]
+    section = Section(
+        "t",
+        "s",
+        findings=[
+            Finding("A grows", up),
+            Finding("B grows", up),
+            Finding("C grows", flat),
+            Finding("D grows", up),
+            Finding("E grows", up),
+        ],
+    )
+    entries = [
+        Literature("A", "Paper found A.", SUPPORTED),
+        Literature("B", "Paper found no B.", NOT_SUPPORTED),
+        Literature("C", "Paper found C.", SUPPORTED),
+        Literature("D", "No clear claim.", None),
+    ]
     attach_literature(section, entries)
     assert [f.literature for f in section.findings] == [
-        "Paper found A. This run agrees.", "Paper found no B. This run disagrees.",
+        "Paper found A. This run agrees.",
+        "Paper found no B. This run disagrees.",
         "Paper found C. This run cannot tell (inconclusive).",
-        "No clear claim. No clear prediction to compare this run with.", ""]
+        "No clear claim. No clear prediction to compare this run with.",
+        "",
+    ]
 
 
 def _timing_rows(ms_by_variant):
-    return [(f"{v}, timing-{s}", 0, 0, "paired_step_ms", ms + 0.001 * s)
-            for v, ms in ms_by_variant.items() for s in range(10)]
+    return [
+        (f"{v}, timing-{s}", 0, 0, "paired_step_ms", ms + 0.001 * s)
+        for v, ms in ms_by_variant.items()
+        for s in range(10)
+    ]
 
 
 @pytest.mark.parametrize(("batch_ms", "label"), [(1.3, SUPPORTED), (1.0, NOT_SUPPORTED)])
@@ -173,4 +224,3 @@ def test_cost_claim_points_up_a_slower_bn_step_supports_it(batch_ms, label):
     section = part4_costs.section(PartData(_runs(["none, timing", "batch, timing"]), metrics))
     claim = next(f for f in section.findings if "extra computation" in f.claim)
     assert claim.verdict.label == label
-

@@ -8,8 +8,20 @@ from normlab.train.config import RunConfig
 
 
 def test_time_steps_times_each_finished_run_once_side_by_side(tmp_path):
-    configs = [RunConfig(dataset="mnist1d", hidden=[16], norm=norm, batch_size=32, max_steps=2, epochs=1,
-                         seed=seed, checkpoint_every_epochs=0) for norm in ("none", "batch") for seed in (0, 1)]
+    configs = [
+        RunConfig(
+            dataset="mnist1d",
+            hidden=[16],
+            norm=norm,
+            batch_size=32,
+            max_steps=2,
+            epochs=1,
+            seed=seed,
+            checkpoint_every_epochs=0,
+        )
+        for norm in ("none", "batch")
+        for seed in (0, 1)
+    ]
     exp = Experiment("t.eval", [PlannedRun(c, f"costs/{c.norm}, timing") for c in configs])
     runner.run_experiment(exp, tmp_path, progress=False)
     runs = {r.run_id: r.config for r in exp.runs}

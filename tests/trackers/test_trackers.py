@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from typer.testing import CliRunner
 
-import mlflow
 from normlab import cli
 from normlab.experiments import execute
 from normlab.trackers import mlflow as nl_mlflow
@@ -37,9 +37,7 @@ def mlflow_uri(tmp_path_factory):
 def _scalars(folder):
     events = EventAccumulator(str(folder))
     events.Reload()
-    return events, {
-        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
-    }
+    return events, {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def test_tensorboard_tracker_writes_scalars_at_their_steps(tmp_path):

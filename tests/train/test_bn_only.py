@@ -134,6 +134,7 @@ def test_trainable_subset_by_name():
     assert set(trainable_subset(model, "bn_only", 0).masks) == set(BN_NAMES)
     a, b = (trainable_subset(model, "random_matched", s) for s in (0, 0))
     assert a.count == b.count == 32 and all(
-        (m is None and b.masks[n] is None) or torch.equal(m, b.masks[n]) for n, m in a.masks.items())
+        (m is None and b.masks[n] is None) or torch.equal(m, b.masks[n]) for n, m in a.masks.items()
+    )
     with pytest.raises(ValueError, match="expected one of all, bn_only, random_matched, got 'bn'"):
         trainable_subset(model, "bn", 0)

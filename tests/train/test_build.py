@@ -35,7 +35,6 @@ def test_bn_impl_reaches_batch_norms_only():
     assert model_norm_kwargs(_config()) == {}
 
 
-
 def test_an_unbuilt_subset_trains_everything_in_the_usual_groups(data):
     run = build(_config(optim={"weight_decay": 1e-2}), data, ProcessContext())
     assert all(p.requires_grad for p in run.model.parameters())

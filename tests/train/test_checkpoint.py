@@ -25,8 +25,15 @@ class _Planted:
 
 def _framed(payload: bytes, run_id: str = "abc") -> bytes:
     """A file with a valid header around `payload` (as an attacker would build one)."""
-    header = {"format": ckpt.CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-              "size": len(payload), "run_id": run_id, "status": "running", "step": 1, "epoch": 1}
+    header = {
+        "format": ckpt.CHECKPOINT_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "run_id": run_id,
+        "status": "running",
+        "step": 1,
+        "epoch": 1,
+    }
     return MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 

@@ -25,8 +25,9 @@ class CommittingSink:
 @pytest.mark.parametrize("checkpoint_every_epochs", [1, 2])
 def test_every_checkpoint_comes_after_a_commit_of_every_emitted_row(tmp_path, monkeypatch, checkpoint_every_epochs):
     data = load_dataset("synthetic", shape=(1, 16), num_classes=4, train_size=320, test_size=64)
-    config = RunConfig(dataset="synthetic", hidden=[16], batch_size=32, epochs=3,
-                       checkpoint_every_epochs=checkpoint_every_epochs)
+    config = RunConfig(
+        dataset="synthetic", hidden=[16], batch_size=32, epochs=3, checkpoint_every_epochs=checkpoint_every_epochs
+    )
     sink = CommittingSink()
     saved = []
     real_save = engine.save_checkpoint

@@ -16,8 +16,12 @@ def test_defaults_are_the_seed_setting():
 def test_run_id_is_stable_and_depends_on_every_value():
     assert RunConfig().run_id == RunConfig().run_id
     assert len(RunConfig().run_id) == 16
-    ids = {RunConfig().run_id, RunConfig(seed=1).run_id, RunConfig(norm="none").run_id,
-           RunConfig(optim={"weight_decay": 1e-4}).run_id}
+    ids = {
+        RunConfig().run_id,
+        RunConfig(seed=1).run_id,
+        RunConfig(norm="none").run_id,
+        RunConfig(optim={"weight_decay": 1e-4}).run_id,
+    }
     assert len(ids) == 4
 
 

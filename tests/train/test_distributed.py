@@ -132,12 +132,12 @@ def test_launch_reraises_the_error_of_a_process():
 
 def test_launch_under_torchrun_joins_the_env_group(monkeypatch):
     """RANK/WORLD_SIZE set (as torchrun does): no spawn, env:// rendezvous, fit, group left."""
-    for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT=str(free_port())).items():
+    for key, value in dict(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+    ).items():
         monkeypatch.setenv(key, value)
     seen = []
-    result = launch(_tiny_config(max_steps=2), dataset=_tiny_dataset(),
-                    on_metrics=lambda *args: seen.append(args))
+    result = launch(_tiny_config(max_steps=2), dataset=_tiny_dataset(), on_metrics=lambda *args: seen.append(args))
     assert result.status == "finished" and result.steps == 2 and seen
     assert not dist.is_initialized() and is_main_process()
     monkeypatch.setenv("RANK", "1")
@@ -182,8 +182,12 @@ def test_launch_commits_rank_0s_metrics_before_each_checkpoint(tmp_path):
     # commit (before each checkpoint) reaches the caller after every row emitted before it
     path = tmp_path / "checkpoint.pt"
     sink = CommittingSink(path)
-    result = launch(_tiny_config(nproc=2, epochs=3, max_steps=None, checkpoint_every_epochs=1),
-                    dataset=_tiny_dataset(), on_metrics=sink, checkpoint_path=path)
+    result = launch(
+        _tiny_config(nproc=2, epochs=3, max_steps=None, checkpoint_every_epochs=1),
+        dataset=_tiny_dataset(),
+        on_metrics=sink,
+        checkpoint_path=path,
+    )
     assert result.status == "finished" and result.steps == 18  # 96 train samples / 16 x 3
     # one commit per epoch's checkpoint, each after that epoch's last row and before its file
     assert sink.commits == [(6, None), (12, 6), (18, 12)]

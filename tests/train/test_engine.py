@@ -34,13 +34,32 @@ def test_trains_and_emits_the_documented_metrics(data):
     result, rows = _run(_config(), data)
     assert result.status == "finished" and result.steps == 27  # 288 train samples / 32 x 3
     names = set().union(*(v for _, _, v in rows))
-    assert names == {M.GLOBAL_BATCH_SIZE, M.BN_BATCH_SIZE, M.NUM_PARAMS, M.STEPS_PER_EPOCH,
-                     M.TRAIN_LOSS, M.LR, M.STEP_MS, M.EPOCH_TRAIN_LOSS, M.EPOCH_SECONDS,
-                     M.TEST_LOSS, M.TEST_ACC, M.HOLDOUT_ACC_TRAIN_MODE,
-                     M.HOLDOUT_ACC_EVAL_MODE, M.TRAIN_EVAL_GAP}
-    assert rows[0] == (0, 0, {M.GLOBAL_BATCH_SIZE: 32.0, M.BN_BATCH_SIZE: 32.0,
-                              M.NUM_PARAMS: float(16 * 16 + 16 * 16 + 16 * 4 + 16 + 16 + 4 + 4 * 16),
-                              M.STEPS_PER_EPOCH: 9.0})
+    assert names == {
+        M.GLOBAL_BATCH_SIZE,
+        M.BN_BATCH_SIZE,
+        M.NUM_PARAMS,
+        M.STEPS_PER_EPOCH,
+        M.TRAIN_LOSS,
+        M.LR,
+        M.STEP_MS,
+        M.EPOCH_TRAIN_LOSS,
+        M.EPOCH_SECONDS,
+        M.TEST_LOSS,
+        M.TEST_ACC,
+        M.HOLDOUT_ACC_TRAIN_MODE,
+        M.HOLDOUT_ACC_EVAL_MODE,
+        M.TRAIN_EVAL_GAP,
+    }
+    assert rows[0] == (
+        0,
+        0,
+        {
+            M.GLOBAL_BATCH_SIZE: 32.0,
+            M.BN_BATCH_SIZE: 32.0,
+            M.NUM_PARAMS: float(16 * 16 + 16 * 16 + 16 * 4 + 16 + 16 + 4 + 4 * 16),
+            M.STEPS_PER_EPOCH: 9.0,
+        },
+    )
     loss_steps = [s for s, _, v in rows if M.TRAIN_LOSS in v]
     assert loss_steps == [9, 10, 18, 20, 27]  # every TRAIN_LOG_EVERY steps and at epoch ends
     assert result.final[M.TEST_ACC] > 0.5  # 4 classes: chance is 0.25
@@ -63,8 +82,12 @@ def test_same_config_and_seed_give_identical_metrics(data):
 
 
 def test_resume_from_checkpoint_gives_the_uninterrupted_metrics(data, tmp_path):
-    config = _config(probes={"grad_norms": True, "every_steps": 4}, schedule={"name": "cosine"},
-                     optimizer="sgd", optim={"momentum": 0.9})
+    config = _config(
+        probes={"grad_norms": True, "every_steps": 4},
+        schedule={"name": "cosine"},
+        optimizer="sgd",
+        optim={"momentum": 0.9},
+    )
     _, whole = _run(config, data)
     path = tmp_path / "run.pt"
     stopped, head = _run(config, data, checkpoint_path=path, stop=lambda: True)
@@ -106,8 +129,12 @@ def test_divergence_ends_the_run_and_keeps_measurements(data):
 
 
 def test_max_steps_schedule_and_label_smoothing(data):
-    config = _config(max_steps=12, schedule={"name": "warmup_linear", "warmup_steps": 5},
-                     optim={"label_smoothing": 0.1, "grad_clip": 0.5}, eval_every_epochs=5)
+    config = _config(
+        max_steps=12,
+        schedule={"name": "warmup_linear", "warmup_steps": 5},
+        optim={"label_smoothing": 0.1, "grad_clip": 0.5},
+        eval_every_epochs=5,
+    )
     result, rows = _run(config, data)
     assert result.steps == 12
     lrs = {s: v[M.LR] for s, _, v in rows if M.LR in v}
@@ -118,8 +145,9 @@ def test_max_steps_schedule_and_label_smoothing(data):
 
 
 def test_probes_follow_every_steps(data):
-    config = _config(epochs=1, probes={"activations": True, "weight_norms": True,
-                                       "step_time": False, "every_steps": 3, "units": 2})
+    config = _config(
+        epochs=1, probes={"activations": True, "weight_norms": True, "step_time": False, "every_steps": 3, "units": 2}
+    )
     _, rows = _run(config, data)
     probe_steps = [s for s, _, v in rows if "act/blocks.0.act/mean" in v]
     assert probe_steps == [3, 6, 9]
@@ -133,8 +161,10 @@ def test_gpu_only_options_and_bad_sizes_are_clear_errors(data):
         fit(_config(precision="bf16"), dataset=data)
     with pytest.raises(ValueError, match="compile=true.*GPU option"):
         fit(_config(compile=True), dataset=data)
-    with pytest.raises(ValueError, match="precision='bf16' .* and compile=true .* are GPU options.*"
-                                         "or set precision='fp32', compile=false$"):
+    with pytest.raises(
+        ValueError,
+        match="precision='bf16' .* and compile=true .* are GPU options.*or set precision='fp32', compile=false$",
+    ):
         fit(_config(precision="bf16", compile=True), dataset=data)
     with pytest.raises(ValueError, match="nproc=2 but this process group has 1"):
         fit(_config(nproc=2), dataset=data)
@@ -155,8 +185,9 @@ def test_fit_refuses_an_optimizer_that_is_not_the_models(data, monkeypatch):
     from normlab.train import ForeignOptimizerError
 
     stranger = torch.nn.Linear(2, 2)
-    monkeypatch.setattr(build, "build_optimizer",
-                        lambda model, config, groups=None: torch.optim.Adam(stranger.parameters()))
+    monkeypatch.setattr(
+        build, "build_optimizer", lambda model, config, groups=None: torch.optim.Adam(stranger.parameters())
+    )
     with pytest.raises(ForeignOptimizerError):
         fit(_config(epochs=1), dataset=data)
 
@@ -192,11 +223,9 @@ def test_a_stop_seen_by_one_process_stops_every_process():
 
     from normlab.train import launch
 
-    config = _config(batch_size=16, hidden=[8], epochs=3, nproc=2,
-                     checkpoint_every_epochs=0, holdout_fraction=0.0)
+    config = _config(batch_size=16, hidden=[8], epochs=3, nproc=2, checkpoint_every_epochs=0, holdout_fraction=0.0)
     data = load_dataset("synthetic", shape=(1, 12), num_classes=3, train_size=64, test_size=16)
-    result = launch(config, dataset=data, stop=_stop_on_rank_0_only,
-                    timeout=datetime.timedelta(seconds=60))
+    result = launch(config, dataset=data, stop=_stop_on_rank_0_only, timeout=datetime.timedelta(seconds=60))
     assert result.status == "stopped" and result.steps == 4  # after epoch 1 of 3
 
 

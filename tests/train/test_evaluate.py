@@ -6,7 +6,7 @@ from normlab.train import accuracy_and_loss, train_mode_accuracy
 
 
 def _batches(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
 
 
 def test_eval_mode_accuracy_and_loss_match_one_full_pass():

@@ -55,8 +55,7 @@ def _batches(n, seed=1):
 def test_warms_up_captures_then_replays_with_each_new_batch():
     batches = _batches(6)
     eager, step = Recorder(), Recorder()
-    graphed = GraphedStep(step, warmup_steps=2, capture=fake_capture,
-                          warmup_context=contextlib.nullcontext)
+    graphed = GraphedStep(step, warmup_steps=2, capture=fake_capture, warmup_context=contextlib.nullcontext)
     for i, (x, y) in enumerate(batches):
         expected = eager(x, y)
         got = graphed(x, y)
@@ -74,8 +73,7 @@ def test_a_failed_capture_falls_back_to_eager_with_the_same_numbers():
 
     batches = _batches(5)
     eager, step = Recorder(), Recorder()
-    graphed = GraphedStep(step, warmup_steps=1, capture=failing_capture,
-                          warmup_context=contextlib.nullcontext)
+    graphed = GraphedStep(step, warmup_steps=1, capture=failing_capture, warmup_context=contextlib.nullcontext)
     with pytest.warns(RuntimeWarning, match="could not be captured .operation not permitted"):
         losses = [graphed(x, y) for x, y in batches]
     assert not graphed.captured
@@ -85,12 +83,14 @@ def test_a_failed_capture_falls_back_to_eager_with_the_same_numbers():
 
 
 def test_a_new_batch_shape_after_capture_is_an_error():
-    graphed = GraphedStep(Recorder(), warmup_steps=1, capture=fake_capture,
-                          warmup_context=contextlib.nullcontext)
+    graphed = GraphedStep(Recorder(), warmup_steps=1, capture=fake_capture, warmup_context=contextlib.nullcontext)
     for x, y in _batches(2):
         graphed(x, y)
-    with pytest.raises(ValueError, match=r"replays the inputs it captured: \(8, 4\) torch.float32, "
-                                         r"\(8,\) torch.int64; got \(5, 4\) .*drop_last=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"replays the inputs it captured: \(8, 4\) torch.float32, "
+        r"\(8,\) torch.int64; got \(5, 4\) .*drop_last=True",
+    ):
         graphed(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match=r"got \(8, 4\) torch.float32, None"):
         graphed(torch.randn(8, 4), None)
@@ -103,8 +103,7 @@ def test_none_inputs_pass_through_to_the_captured_step():
         seen.append(extra)
         return x.sum()
 
-    graphed = GraphedStep(step, warmup_steps=1, capture=fake_capture,
-                          warmup_context=contextlib.nullcontext)
+    graphed = GraphedStep(step, warmup_steps=1, capture=fake_capture, warmup_context=contextlib.nullcontext)
     assert [float(graphed(torch.full((2,), float(i)), None)) for i in range(4)] == [0.0, 2.0, 4.0, 6.0]
     assert seen == [None] * 4  # warm-up, then 3 replays (the capture itself runs nothing)
 
@@ -116,22 +115,29 @@ def test_warmup_must_create_the_optimizer_state_first():
 
 # --- the engine's cuda_graph path ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def data():
     return load_dataset("synthetic", shape=(1, 16), num_classes=4, train_size=320, test_size=64)
 
 
 def _config(**kw):
-    base = dict(dataset="synthetic", hidden=[16, 16], batch_size=32, epochs=2, lr=1e-2,
-                schedule={"name": "cosine", "warmup_steps": 3}, optim={"grad_clip": 1.0})
+    base = dict(
+        dataset="synthetic",
+        hidden=[16, 16],
+        batch_size=32,
+        epochs=2,
+        lr=1e-2,
+        schedule={"name": "cosine", "warmup_steps": 3},
+        optim={"grad_clip": 1.0},
+    )
     return RunConfig(**{**base, **kw})
 
 
 def _rows(config, data, **kw):
     rows = []
     result = fit(config, dataset=data, on_metrics=lambda s, e, v: rows.append((s, e, dict(v))), **kw)
-    return result, [(s, e, {k: v for k, v in values.items() if k not in TIMING})
-                    for s, e, values in rows]
+    return result, [(s, e, {k: v for k, v in values.items() if k not in TIMING}) for s, e, values in rows]
 
 
 def test_cuda_graph_on_cpu_is_refused(data):
@@ -149,8 +155,11 @@ def graphs_on_cpu(monkeypatch):
         return fake_capture(fn)
 
     real_check = build_module.check_execution
-    monkeypatch.setattr(build_module, "check_execution",
-                        lambda config, device, ctx: real_check(config.model_copy(update={"cuda_graph": False}), device, ctx))
+    monkeypatch.setattr(
+        build_module,
+        "check_execution",
+        lambda config, device, ctx: real_check(config.model_copy(update={"cuda_graph": False}), device, ctx),
+    )
     monkeypatch.setattr(graphed_module, "capture_cuda_graph", capture)
     monkeypatch.setattr(graphed_module, "side_stream", contextlib.nullcontext)
     return captured
@@ -160,8 +169,9 @@ def graphs_on_cpu(monkeypatch):
 def test_engine_graph_path_reproduces_the_eager_run_exactly(data, graphs_on_cpu, optimizer):
     # capturable optimizer, tensor lr, clipping, weight decay, loss windows: with an lr that
     # float32 holds exactly (the graph's lr is a float32 tensor) every metric is bit-equal
-    kw = dict(optimizer=optimizer, lr=2.0**-6, schedule={"name": "constant"},
-              optim={"grad_clip": 1.0, "weight_decay": 1e-3})
+    kw = dict(
+        optimizer=optimizer, lr=2.0**-6, schedule={"name": "constant"}, optim={"grad_clip": 1.0, "weight_decay": 1e-3}
+    )
     plain, plain_rows = _rows(_config(**kw), data)
     graph, graph_rows = _rows(_config(cuda_graph=True, **kw), data)
     assert len(graphs_on_cpu) == 1  # captured once, replayed for the rest of the run
@@ -172,10 +182,17 @@ def test_engine_graph_path_reproduces_the_eager_run_exactly(data, graphs_on_cpu,
 def test_engine_graph_path_augments_inside_the_step(graphs_on_cpu):
     # image data with random crop + flip: the captured step gathers, augments and normalizes
     # its batch from the copied-in indices and crop/flip parameters
-    images = load_dataset("synthetic", shape=(3, 8, 8), num_classes=4, train_size=256,
-                          test_size=64, uint8=True)
-    kw = dict(model="cnn", hidden=[8], norm="batch", augment=True, epochs=2, lr=2.0**-7,
-              schedule={"name": "constant"}, optim={})
+    images = load_dataset("synthetic", shape=(3, 8, 8), num_classes=4, train_size=256, test_size=64, uint8=True)
+    kw = dict(
+        model="cnn",
+        hidden=[8],
+        norm="batch",
+        augment=True,
+        epochs=2,
+        lr=2.0**-7,
+        schedule={"name": "constant"},
+        optim={},
+    )
     plain, plain_rows = _rows(_config(**kw), images)
     graph, graph_rows = _rows(_config(cuda_graph=True, **kw), images)
     assert len(graphs_on_cpu) == 1 and graph.steps == plain.steps == 14
@@ -218,16 +235,18 @@ def test_engine_graph_path_resumes_from_a_checkpoint(data, graphs_on_cpu, tmp_pa
 def test_cuda_graph_on_gpu_matches_eager(data, optimizer):
     # an lr float32 holds exactly and no schedule: the graph's float32 lr tensor is then the
     # eager run's lr, and the same kernels run in the same order
-    kw = dict(device="cuda", optimizer=optimizer, norm="batch", bn_impl="torch", lr=2.0**-6,
-              schedule={"name": "constant"})
+    kw = dict(
+        device="cuda", optimizer=optimizer, norm="batch", bn_impl="torch", lr=2.0**-6, schedule={"name": "constant"}
+    )
     plain, plain_rows = _rows(_config(**kw), data)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*could not be captured.*")  # no fallback
         graph, graph_rows = _rows(_config(cuda_graph=True, **kw), data)
     assert graph.steps == plain.steps
     assert graph.final[M.TEST_LOSS] == pytest.approx(plain.final[M.TEST_LOSS], rel=1e-4)
-    losses = [(v[M.TRAIN_LOSS], w[M.TRAIN_LOSS]) for (_, _, v), (_, _, w) in zip(plain_rows, graph_rows)
-              if M.TRAIN_LOSS in v]
+    losses = [
+        (v[M.TRAIN_LOSS], w[M.TRAIN_LOSS]) for (_, _, v), (_, _, w) in zip(plain_rows, graph_rows) if M.TRAIN_LOSS in v
+    ]
     assert losses and all(g == pytest.approx(p, rel=1e-4) for p, g in losses)
 
 
@@ -248,8 +267,7 @@ def test_cuda_graph_captures_a_compiled_model_on_gpu(data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_on_gpu_falls_back_for_a_host_reading_layer(data):
     # momentum=None averages with 1 / num_batches_tracked, read on the host: not capturable
-    config = _config(device="cuda", cuda_graph=True, bn_impl="torch",
-                     norm_kwargs={"momentum": None})
+    config = _config(device="cuda", cuda_graph=True, bn_impl="torch", norm_kwargs={"momentum": None})
     with pytest.warns(RuntimeWarning, match="could not be captured"):
         result = fit(config, dataset=data)
     assert result.status == "finished" and result.steps == 18

@@ -53,8 +53,11 @@ def test_two_layer_linear_toy_matches_the_hand_computation():
         model[0].weight.copy_(torch.from_numpy(w1))
         model[1].weight.copy_(torch.from_numpy(w2))
     batches = [(rng.normal(size=(8, 5)), rng.integers(0, 3, size=8)) for _ in range(2)]
-    values = measure_shift(model, torch.optim.SGD(model.parameters(), lr=lr),
-                           [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches])
+    values = measure_shift(
+        model,
+        torch.optim.SGD(model.parameters(), lr=lr),
+        [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches],
+    )
     hand = [_hand_ics(x, y, w1, w2, lr) for x, y in batches]
     assert values[M.ics_key(2, "l2")] == pytest.approx(np.mean([h[0] for h in hand]), rel=1e-9)
     assert values[M.ics_key(2, "cos")] == pytest.approx(np.mean([h[1] for h in hand]), rel=1e-9)
@@ -85,10 +88,15 @@ def test_the_probe_is_ics_and_landscape_measured_on_the_same_state():
 
     layers = internal_covariate_shift(model, loss_fn, deltas=optimizer_deltas(model, opt, loss_fn))
     land = landscape_probe(model, loss_fn, M.LANDSCAPE_STEP_SIZES)
-    assert values == {M.ics_key(2, "l2"): layers[1].l2, M.ics_key(2, "cos"): layers[1].cosine,
-                      M.ics_key(3, "l2"): layers[2].l2, M.ics_key(3, "cos"): layers[2].cosine,
-                      M.LANDSCAPE_LOSS_RANGE: land.loss_range, M.LANDSCAPE_GRAD_CHANGE: land.max_grad_change,
-                      M.LANDSCAPE_BETA: land.beta_smoothness}
+    assert values == {
+        M.ics_key(2, "l2"): layers[1].l2,
+        M.ics_key(2, "cos"): layers[1].cosine,
+        M.ics_key(3, "l2"): layers[2].l2,
+        M.ics_key(3, "cos"): layers[2].cosine,
+        M.LANDSCAPE_LOSS_RANGE: land.loss_range,
+        M.LANDSCAPE_GRAD_CHANGE: land.max_grad_change,
+        M.LANDSCAPE_BETA: land.beta_smoothness,
+    }
 
 
 def test_the_measured_run_is_left_alone():
@@ -139,8 +147,10 @@ def _fit(data, path, **kw):
 
 def _training_rows(rows):
     """The rows of the training itself: the probe's emissions and wall times left out."""
-    kept = [(s, e, {k: v for k, v in values.items() if k not in TIMING and not k.startswith(("ics/", "landscape/"))})
-            for s, e, values in rows]
+    kept = [
+        (s, e, {k: v for k, v in values.items() if k not in TIMING and not k.startswith(("ics/", "landscape/"))})
+        for s, e, values in rows
+    ]
     return [row for row in kept if row[2]]
 
 
@@ -161,7 +171,8 @@ def test_training_is_bit_identical_with_the_probe_on_and_off(data, tmp_path, nor
     model.load_state_dict(on_state["model"])
     opt.load_state_dict(on_state["optimizer"])
     train_idx, _ = split_holdout(len(data.train_y), config.holdout_fraction)
-    loader = BatchLoader(data.train_x[train_idx], data.train_y[train_idx], 32, seed=config.seed,
-                         mean=data.mean, std=data.std)
+    loader = BatchLoader(
+        data.train_x[train_idx], data.train_y[train_idx], 32, seed=config.seed, mean=data.mean, std=data.std
+    )
     end = {k: v for s, _, values in on if s == 27 for k, v in values.items() if k.startswith(("ics/", "landscape/"))}
     assert end == measure_shift(model, opt, first_batches(loader))

@@ -12,8 +12,16 @@ def test_every_name_is_documented_in_the_table():
 
 def test_probe_keys_round_trip_through_parse_key():
     assert M.parse_key(M.act_unit_key("blocks.1.act", 7, 85)) == {
-        "kind": "act", "layer": "blocks.1.act", "unit": 7, "stat": "p85"}
+        "kind": "act",
+        "layer": "blocks.1.act",
+        "unit": 7,
+        "stat": "p85",
+    }
     assert M.parse_key(M.act_key("stem.2", "std"))["stat"] == "std"
     assert M.parse_key(M.weight_norm_key("head.bias")) == {
-        "kind": "weight_norm", "layer": "head.bias", "unit": None, "stat": None}
+        "kind": "weight_norm",
+        "layer": "head.bias",
+        "unit": None,
+        "stat": None,
+    }
     assert M.parse_key(M.TEST_ACC)["kind"] == "test_acc"

@@ -56,7 +56,9 @@ def test_weight_decay_excludes_norm_and_biases():
     assert len(param_groups(model, 0.1, decay_norm_and_bias=True)) == 1
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+)
 def test_optimizer_types_and_hyperparameters(name, cls):
     config = RunConfig(optimizer=name, lr=0.05, optim={"weight_decay": 0.01, "momentum": 0.8, "nesterov": True})
     opt = build_optimizer(_mlp(), config)
@@ -76,8 +78,9 @@ def test_cuda_graph_optimizer_holds_lr_tensors_the_scheduler_fills(name):
     from normlab.train.optim import lr_tensors_to
     from normlab.train.schedule import build_scheduler
 
-    config = RunConfig(optimizer=name, lr=0.05, cuda_graph=True, optim={"weight_decay": 0.01},
-                       schedule={"name": "cosine"})
+    config = RunConfig(
+        optimizer=name, lr=0.05, cuda_graph=True, optim={"weight_decay": 0.01}, schedule={"name": "cosine"}
+    )
     opt = build_optimizer(_mlp(), config)
     lrs = [group["lr"] for group in opt.param_groups]
     assert len(lrs) == 2 and lrs[0] is not lrs[1]  # one tensor per group, not one shared

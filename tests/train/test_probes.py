@@ -37,7 +37,9 @@ def test_activation_probe_values_and_shapes():
     import numpy as np
 
     for p in M.PERCENTILES:
-        torch.testing.assert_close(values[f"act/blocks.0.act/u5/p{p}"], float(np.percentile(unit5, p)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            values[f"act/blocks.0.act/u5/p{p}"], float(np.percentile(unit5, p)), atol=1e-5, rtol=0
+        )
     probe.remove()
     probe.armed = True
     model(x)
@@ -56,8 +58,9 @@ def test_activation_probe_reads_what_the_norm_receives_before_normalization():
     values = probe.collect()
     pre = model.blocks[1].linear(model.blocks[0](x.flatten(1))).detach().double()  # (32, 16)
     torch.testing.assert_close(values["act/blocks.1.linear/mean"], pre.mean().item(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(values["act/blocks.1.linear/u0/p50"], float(np.percentile(pre[:, 0].numpy(), 50)),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        values["act/blocks.1.linear/u0/p50"], float(np.percentile(pre[:, 0].numpy(), 50)), atol=1e-5, rtol=0
+    )
     assert abs(values["act/blocks.1.act/mean"]) < 1e-5 < abs(values["act/blocks.1.linear/mean"])  # after BN: 0
     assert "act/head/mean" in values  # every Linear/Conv output, the head's too
 

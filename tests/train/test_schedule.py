@@ -45,7 +45,7 @@ def test_onecycle_rises_from_a_25th_then_anneals():
 
 def test_exponential_multiplies_by_gamma_per_epoch():
     f = _factors(ScheduleConfig(name="exponential", gamma_per_epoch=10.0))
-    assert f[0] == 1.0 and f[10] == pytest.approx(10.0) and f[25] == pytest.approx(10 ** 2.5)
+    assert f[0] == 1.0 and f[10] == pytest.approx(10.0) and f[25] == pytest.approx(10**2.5)
 
 
 def test_scheduler_steps_optimizer_lr():

@@ -4,12 +4,12 @@ batches' updates (the graphed path's numbers against the eager ones are in test_
 import contextlib
 
 import torch
+from tests.train.test_graphed import fake_capture
 
 import normlab.train.graphed as graphed_module
 from normlab.data import BatchLoader
 from normlab.train.parallel import ProcessContext
 from normlab.train.step import EagerStep, LoaderGraphedStep
-from tests.train.test_graphed import fake_capture
 
 
 def _loader(batch_size=4):
@@ -21,6 +21,7 @@ def _recorder(seen):
     def update(x, y, grad_norms=None):
         seen.append((x.clone(), y.clone(), grad_norms))
         return x.sum()
+
     return update
 
 

@@ -8,7 +8,7 @@ those two, so the analysis can be rebuilt from the store anywhere, without train
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,22 @@ __all__ = [
 
 # Run columns that are not config keys (or that never define a variant).
 BOOKKEEPING_COLUMNS = frozenset(
-    {"run_id", "experiment", "status", "group", "seconds", "steps", "started_at", "finished_at",
-     "error", "seed", "variant", "data_root", "device", "value"}
+    {
+        "run_id",
+        "experiment",
+        "status",
+        "group",
+        "seconds",
+        "steps",
+        "started_at",
+        "finished_at",
+        "error",
+        "seed",
+        "variant",
+        "data_root",
+        "device",
+        "value",
+    }
 )
 # Column prefixes of per-run results and environment, never part of a variant's name.
 BOOKKEEPING_PREFIXES = ("final.", "env.")
@@ -52,9 +66,7 @@ def label_runs(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.Seri
         return pd.Series("all", index=runs.index, name="variant")
     if len(keys) == 1:
         return runs[keys[0]].astype(str).rename("variant")
-    return runs[keys].apply(
-        lambda row: ", ".join(f"{k}={row[k]}" for k in keys), axis=1
-    ).rename("variant")
+    return runs[keys].apply(lambda row: ", ".join(f"{k}={row[k]}" for k in keys), axis=1).rename("variant")
 
 
 def _with_variant(runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["NORM_COLORS", "variant_color", "variant_norm", "line_styles"]
 

@@ -20,7 +20,7 @@ What every figure shares:
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -50,8 +50,10 @@ def _require(frame, columns: Sequence[str], figure: str) -> None:
             f"got {list(frame.columns)}); build it with the report's frame helpers"
         )
     if len(frame) == 0:
-        raise ValueError(f"{figure}: the frame is empty (expected at least one row with columns "
-                         f"{list(columns)}); there is nothing to plot")
+        raise ValueError(
+            f"{figure}: the frame is empty (expected at least one row with columns "
+            f"{list(columns)}); there is nothing to plot"
+        )
 
 
 def _names(frame, group: str, order: Sequence[str] | None = None) -> list[str]:
@@ -73,7 +75,7 @@ def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, sharey:
 
 
 def _with_budget(text: str, budget: str) -> str:
-    """"final test accuracy" + "at 2000 steps" -> "final test accuracy at 2000 steps"."""
+    """ "final test accuracy" + "at 2000 steps" -> "final test accuracy at 2000 steps"."""
     return f"{text} {budget}".strip() if budget else text
 
 
@@ -97,8 +99,14 @@ def _mean_band(frame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.asarray(xs, float), np.asarray(means), np.asarray(lows), np.asarray(highs)
 
 
-def _draw_marks(ax, marks: Mapping[str, float] | None, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                names: Sequence[str], logx: bool, label: str) -> None:
+def _draw_marks(
+    ax,
+    marks: Mapping[str, float] | None,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    names: Sequence[str],
+    logx: bool,
+    label: str,
+) -> None:
     """A dashed vertical line at each marked x, in the variant's colour, and a ring where it
     meets the variant's curve (interpolated; in log x on a log axis). A variant the figure does
     not draw at all is refused (a mark that silently vanished would hide the point); one whose
@@ -113,8 +121,16 @@ def _draw_marks(ax, marks: Mapping[str, float] | None, curves: Mapping[str, tupl
         if xs.size and xs.min() <= x <= xs.max():
             at = np.log(x) if logx else x
             y = float(np.interp(at, np.log(xs) if logx else xs, ys))
-            ax.scatter([x], [y], s=90, facecolor="none", edgecolor=color, linewidth=2.0, zorder=4,
-                       label=f"{label} ({name}: {x:.3g})")
+            ax.scatter(
+                [x],
+                [y],
+                s=90,
+                facecolor="none",
+                edgecolor=color,
+                linewidth=2.0,
+                zorder=4,
+                label=f"{label} ({name}: {x:.3g})",
+            )
 
 
 def _finish(fig: Figure, ax, title: str) -> Figure:
@@ -126,8 +142,9 @@ def _finish(fig: Figure, ax, title: str) -> Figure:
     return fig
 
 
-def _finish_panels(fig: Figure, axes, names: Sequence[str], x: str, ylabel: str, title: str,
-                   legend_size: float) -> Figure:
+def _finish_panels(
+    fig: Figure, axes, names: Sequence[str], x: str, ylabel: str, title: str, legend_size: float
+) -> Figure:
     """The common tail of a one-panel-per-group plot: panel titles in the variant's colour."""
     for ax, name in zip(axes, names):
         ax.set_title(name, color=variant_color(name))
@@ -218,8 +235,18 @@ def plot_final_accuracy(
             ax.errorbar(i, s.mean, yerr=err, color="black", capsize=6, fmt="none")
             seeds_at = i + rng.uniform(-0.12, 0.12, finite.size)
         else:
-            ax.errorbar(i, s.mean, yerr=err, color=color, capsize=6, fmt="o", markersize=9,
-                        markeredgecolor="black", elinewidth=2, zorder=3)
+            ax.errorbar(
+                i,
+                s.mean,
+                yerr=err,
+                color=color,
+                capsize=6,
+                fmt="o",
+                markersize=9,
+                markeredgecolor="black",
+                elinewidth=2,
+                zorder=3,
+            )
             seeds_at = i + 0.22 + rng.uniform(-0.06, 0.06, finite.size)  # beside the interval
         ax.scatter(seeds_at, finite, color=color, alpha=0.6, edgecolor="none", zorder=2, s=16)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
@@ -299,11 +326,11 @@ def plot_percentiles(
         color = variant_color(name)
         rows = _rows(frame, group, name).groupby(x, sort=True)[["p15", "p50", "p85"]].mean()
         steps = rows.index.to_numpy(dtype=float)
-        ax.fill_between(steps, rows["p15"], rows["p85"], color=color, alpha=0.2, linewidth=0,
-                        label="15th-85th percentile")
+        ax.fill_between(
+            steps, rows["p15"], rows["p85"], color=color, alpha=0.2, linewidth=0, label="15th-85th percentile"
+        )
         for col, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
-            ax.plot(steps, rows[col], linestyle=style, color=color,
-                    label="median" if col == "p50" else None)
+            ax.plot(steps, rows[col], linestyle=style, color=color, label="median" if col == "p50" else None)
     return _finish_panels(fig, axes, names, x, ylabel, _title(title, budget), legend_size=8)
 
 
@@ -356,8 +383,9 @@ def plot_step_time(
     frame: one row per run with columns `group`, `y` (that run's median step time, ms). Bars
     from zero, because the overhead is read as a ratio of the bars' lengths.
     """
-    return plot_final_accuracy(frame, group=group, y=y, title=title, ylabel=ylabel, order=order,
-                               budget=budget, kind="bar")
+    return plot_final_accuracy(
+        frame, group=group, y=y, title=title, ylabel=ylabel, order=order, budget=budget, kind="bar"
+    )
 
 
 def plot_lr_range(

@@ -23,8 +23,19 @@ from matplotlib.figure import Figure
 from normlab.analysis.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, adjust_verdicts
 from normlab.experiments.paths import open_new
 
-__all__ = ["Finding", "FigureSpec", "Section", "Report", "adjust_report", "claims_rows", "claims_markdown",
-           "verdict_counts", "CLAIM_COLUMNS", "CLAIMS_CAPTION", "write_files"]
+__all__ = [
+    "Finding",
+    "FigureSpec",
+    "Section",
+    "Report",
+    "adjust_report",
+    "claims_rows",
+    "claims_markdown",
+    "verdict_counts",
+    "CLAIM_COLUMNS",
+    "CLAIMS_CAPTION",
+    "write_files",
+]
 
 
 @dataclass
@@ -79,23 +90,26 @@ def adjust_report(report: Report) -> Report:
     """
     findings = [f for s in report.sections for f in s.findings]
     adjusted = iter(adjust_verdicts([f.verdict for f in findings]))
-    sections = [replace(s, findings=[replace(f, verdict=next(adjusted)) for f in s.findings])
-                for s in report.sections]
+    sections = [replace(s, findings=[replace(f, verdict=next(adjusted)) for f in s.findings]) for s in report.sections]
     return replace(report, sections=sections)
 
 
 def verdict_counts(report: Report) -> str:
-    """"25 claims tested: 9 supported, 4 not supported, 12 inconclusive at the number of seeds run." """
+    """ "25 claims tested: 9 supported, 4 not supported, 12 inconclusive at the number of seeds run." """
     labels = [f.verdict.label for s in report.sections for f in s.findings]
     claims = f"{len(labels)} claim{'s' * (len(labels) != 1)}"
-    return (f"{claims} tested: {labels.count(SUPPORTED)} supported, {labels.count(NOT_SUPPORTED)} "
-            f"not supported, {labels.count(INCONCLUSIVE)} inconclusive at the number of seeds run.")
+    return (
+        f"{claims} tested: {labels.count(SUPPORTED)} supported, {labels.count(NOT_SUPPORTED)} "
+        f"not supported, {labels.count(INCONCLUSIVE)} inconclusive at the number of seeds run."
+    )
 
 
 CLAIM_COLUMNS = ("claim", "part", "effect", "95% CI", "raw p", "adjusted p", "n", "verdict")
-CLAIMS_CAPTION = ("Effect and 95% CI in the claimed direction (positive = the way the claim says), in the "
-                  "metric's units; p two-sided; adjusted p: Benjamini-Hochberg over the claims tested in "
-                  "this report; n: values per side (variant vs baseline), or paired runs.")
+CLAIMS_CAPTION = (
+    "Effect and 95% CI in the claimed direction (positive = the way the claim says), in the "
+    "metric's units; p two-sided; adjusted p: Benjamini-Hochberg over the claims tested in "
+    "this report; n: values per side (variant vs baseline), or paired runs."
+)
 """The claims table's columns: the effect and its interval are in the claimed direction (positive
 = the way the claim says) and in the metric's display units; n is "variant vs baseline" values, or
 "k paired" runs."""
@@ -106,7 +120,7 @@ def _p(value: float | None) -> str:
 
 
 def _part(section: Section) -> str:
-    """"3" for "3. Learning rate ...", else the whole title."""
+    """ "3" for "3. Learning rate ...", else the whole title."""
     first = section.title.split(" ")[0].rstrip(".")
     return first if first.isdigit() else section.title
 
@@ -118,17 +132,22 @@ def claims_rows(report: Report) -> list[dict[str, str]]:
         for finding in section.findings:
             v = finding.verdict
             has_numbers = bool(v.head)  # built by verdict()/paired_verdict(), not by hand
-            rows.append({
-                "claim": finding.claim,
-                "part": _part(section),
-                "effect": v.fmt(v.effect, signed=True) if has_numbers else "-",
-                "95% CI": (f"[{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}]"
-                           if has_numbers and v.ci_low == v.ci_low else "-"),
-                "raw p": _p(v.p_value if has_numbers else v.test.p_value),
-                "adjusted p": _p(v.p_adjusted),
-                "n": v.n_text if has_numbers else f"{v.test.n_a} vs {v.test.n_b}",
-                "verdict": v.label,
-            })
+            rows.append(
+                {
+                    "claim": finding.claim,
+                    "part": _part(section),
+                    "effect": v.fmt(v.effect, signed=True) if has_numbers else "-",
+                    "95% CI": (
+                        f"[{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}]"
+                        if has_numbers and v.ci_low == v.ci_low
+                        else "-"
+                    ),
+                    "raw p": _p(v.p_value if has_numbers else v.test.p_value),
+                    "adjusted p": _p(v.p_adjusted),
+                    "n": v.n_text if has_numbers else f"{v.test.n_a} vs {v.test.n_b}",
+                    "verdict": v.label,
+                }
+            )
     return rows
 
 
@@ -206,8 +225,10 @@ def _render_html(report: Report, images: dict[str, bytes]) -> str:
         slugs = {_part(s): _slug(s.title) for s in report.sections}
         parts.append('<table class="verdicts"><tr>' + "".join(f"<th>{esc(c)}</th>" for c in CLAIM_COLUMNS) + "</tr>")
         for row in rows:
-            cells = [f"<td>{esc(row['claim'])}</td>",
-                     f'<td><a href="#{slugs[row["part"]]}">{esc(row["part"])}</a></td>']
+            cells = [
+                f"<td>{esc(row['claim'])}</td>",
+                f'<td><a href="#{slugs[row["part"]]}">{esc(row["part"])}</a></td>',
+            ]
             cells += [f'<td class="num">{esc(row[c])}</td>' for c in CLAIM_COLUMNS[2:-1]]
             label = row["verdict"]
             cells.append(f'<td class="{_VERDICT_CLASS[label]}"><span class="label">{esc(label)}</span></td>')

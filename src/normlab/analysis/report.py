@@ -28,6 +28,7 @@ __all__ = ["write_report", "experiment_report", "build_report", "claims_frame", 
 
 ACC_MIN_EFFECT = 0.005  # half an accuracy point: the smallest accuracy change a report calls an effect
 
+
 def provenance_lines(store, experiments: list[str], runs: pd.DataFrame | None = None) -> list[str]:
     """Where and with what the numbers were made: store, versions, devices, wall time. `runs`:
     the experiments' runs frame when the caller has it (read from the store otherwise)."""
@@ -39,14 +40,23 @@ def provenance_lines(store, experiments: list[str], runs: pd.DataFrame | None = 
         return lines
     unique = runs.drop_duplicates("run_id")
     counts = ", ".join(f"{n} {s}" for s, n in unique["status"].value_counts().items())
-    lines.append(f"Runs: {len(unique)} ({counts}); training wall time {unique['seconds'].fillna(0).sum():.1f} s in total")
-    for key, label in (("env.normlab", "normlab"), ("env.torch", "torch"), ("env.python", "python"),
-                       ("env.device", "device"), ("env.hostname", "host"), ("env.torch_threads", "torch threads"),
-                       ("env.git_commit", "git commit")):
+    lines.append(
+        f"Runs: {len(unique)} ({counts}); training wall time {unique['seconds'].fillna(0).sum():.1f} s in total"
+    )
+    for key, label in (
+        ("env.normlab", "normlab"),
+        ("env.torch", "torch"),
+        ("env.python", "python"),
+        ("env.device", "device"),
+        ("env.hostname", "host"),
+        ("env.torch_threads", "torch threads"),
+        ("env.git_commit", "git commit"),
+    ):
         if key in unique:
             # (a numeric column with gaps is float: 1.0 threads reads as 1)
-            values = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-                             for v in unique[key].dropna()})
+            values = sorted(
+                {str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in unique[key].dropna()}
+            )
             if values:
                 lines.append(f"{label}: {', '.join(values)}")
     lines.append(f"Report written by normlab on {platform.platform()}")
@@ -74,13 +84,36 @@ def claims_frame(report: Report) -> pd.DataFrame:
     for section in report.sections:
         for finding in section.findings:
             v = finding.verdict
-            rows.append({"claim": finding.claim, "part": section.title, "effect": v.effect,
-                         "ci_low": v.ci_low, "ci_high": v.ci_high, "p_value": v.p_value,
-                         "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
-                         "n_a": v.n_a, "n_b": v.n_b, "paired": v.paired, "min_effect": v.min_effect,
-                         "verdict": v.label})
-    columns = ["claim", "part", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "n_a", "n_b",
-               "paired", "min_effect", "verdict"]
+            rows.append(
+                {
+                    "claim": finding.claim,
+                    "part": section.title,
+                    "effect": v.effect,
+                    "ci_low": v.ci_low,
+                    "ci_high": v.ci_high,
+                    "p_value": v.p_value,
+                    "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
+                    "n_a": v.n_a,
+                    "n_b": v.n_b,
+                    "paired": v.paired,
+                    "min_effect": v.min_effect,
+                    "verdict": v.label,
+                }
+            )
+    columns = [
+        "claim",
+        "part",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_adjusted",
+        "n_a",
+        "n_b",
+        "paired",
+        "min_effect",
+        "verdict",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -105,23 +138,42 @@ def experiment_report(store, experiment: str) -> Report:
     section = Section(
         "Final test accuracy per variant",
         f"{runs['run_id'].nunique()} runs; variants differ in {', '.join(keys) or 'nothing (seeds only)'}; "
-        f"every variant is compared with {baseline!r}.")
+        f"every variant is compared with {baseline!r}.",
+    )
     for name in variants:
         if name != baseline:
-            section.findings.append(Finding(
-                f"{name} reaches a higher test accuracy than {baseline}.",
-                verdict(acc.loc[acc["variant"] == name, "value"], acc.loc[acc["variant"] == baseline, "value"],
-                        min_effect=ACC_MIN_EFFECT, what="final test accuracy", scale=100.0, unit="%")))
+            section.findings.append(
+                Finding(
+                    f"{name} reaches a higher test accuracy than {baseline}.",
+                    verdict(
+                        acc.loc[acc["variant"] == name, "value"],
+                        acc.loc[acc["variant"] == baseline, "value"],
+                        min_effect=ACC_MIN_EFFECT,
+                        what="final test accuracy",
+                        scale=100.0,
+                        unit="%",
+                    ),
+                )
+            )
     section.table = aggregate(acc, "variant", "value")
     if acc["value"].notna().any():
-        section.figures.append(FigureSpec("final_acc", plots.plot_final_accuracy(acc, title="Final test accuracy"),
-                                          "Final test accuracy: mean, 95% CI and one dot per seed."))
+        section.figures.append(
+            FigureSpec(
+                "final_acc",
+                plots.plot_final_accuracy(acc, title="Final test accuracy"),
+                "Final test accuracy: mean, 95% CI and one dot per seed.",
+            )
+        )
     for name, label, logy in ((M.TEST_ACC, "test accuracy", False), (M.TRAIN_LOSS, "training loss", True)):
         curves = curve_frame(runs, metrics, name)
         if not curves.empty:
-            section.figures.append(FigureSpec(
-                name, plots.plot_curves(curves, title=label.capitalize(), ylabel=label, logy=logy),
-                f"{label.capitalize()} over training steps: mean over seeds and 95% CI band."))
+            section.figures.append(
+                FigureSpec(
+                    name,
+                    plots.plot_curves(curves, title=label.capitalize(), ylabel=label, logy=logy),
+                    f"{label.capitalize()} over training steps: mean over seeds and 95% CI band.",
+                )
+            )
     return build_report(f"normlab report: {experiment}", [section], provenance_lines(store, [experiment]))
 
 

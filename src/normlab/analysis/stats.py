@@ -14,8 +14,9 @@ across all of them and decides each claim again on its adjusted p.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as _scipy_stats
@@ -165,14 +166,19 @@ def permutation_p(a: Iterable[float], b: Iterable[float] | None = None) -> float
     if x.size == 0 or y.size == 0:
         return float("nan")
     paired = b is None
-    count = 2.0 ** x.size if paired else math.comb(x.size + y.size, x.size)
+    count = 2.0**x.size if paired else math.comb(x.size + y.size, x.size)
     resamples = np.inf if count <= _EXACT_PERMUTATIONS else _RANDOM_PERMUTATIONS
 
     def mean_diff(u, v, axis):
         return np.mean(u, axis=axis) - np.mean(v, axis=axis)
 
-    kwargs = dict(vectorized=True, n_resamples=resamples, alternative="two-sided", batch=1000,
-                  permutation_type="samples" if paired else "independent")
+    kwargs = dict(
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="two-sided",
+        batch=1000,
+        permutation_type="samples" if paired else "independent",
+    )
     try:
         result = _scipy_stats.permutation_test((x, y), mean_diff, rng=np.random.default_rng(0), **kwargs)
     except TypeError:  # scipy < 1.15 names the generator random_state
@@ -330,12 +336,31 @@ def verdict(
         notes.append("one side's values are all equal: p is the larger of the two tests'")
     sign = 1.0 if higher_is_better else -1.0
     lo, hi = sorted((sign * test.ci_low, sign * test.ci_high))
-    head = (f"{what}: {_plain(_mean(xv), scale, unit)} vs {_plain(_mean(xb), scale, unit)} "
-            f"baseline (n={test.n_a} vs n={test.n_b} seeds)")
-    return _decide(Verdict(
-        INCONCLUSIVE, "", test, effect=sign * test.diff, ci_low=lo, ci_high=hi, p_value=p,
-        min_effect=min_effect, n_a=test.n_a, n_b=test.n_b, method=method, notes=tuple(notes), head=head,
-        higher_is_better=higher_is_better, alpha=alpha, scale=scale, unit=unit))
+    head = (
+        f"{what}: {_plain(_mean(xv), scale, unit)} vs {_plain(_mean(xb), scale, unit)} "
+        f"baseline (n={test.n_a} vs n={test.n_b} seeds)"
+    )
+    return _decide(
+        Verdict(
+            INCONCLUSIVE,
+            "",
+            test,
+            effect=sign * test.diff,
+            ci_low=lo,
+            ci_high=hi,
+            p_value=p,
+            min_effect=min_effect,
+            n_a=test.n_a,
+            n_b=test.n_b,
+            method=method,
+            notes=tuple(notes),
+            head=head,
+            higher_is_better=higher_is_better,
+            alpha=alpha,
+            scale=scale,
+            unit=unit,
+        )
+    )
 
 
 def paired_verdict(
@@ -363,10 +388,28 @@ def paired_verdict(
     sign = 1.0 if higher_is_better else -1.0
     lo, hi = sorted((sign * test.ci_low, sign * test.ci_high))
     head = f"{what}: mean change {_plain(_mean(values), scale, unit)} (n={test.n_a} paired runs)"
-    return _decide(Verdict(
-        INCONCLUSIVE, "", test, effect=sign * test.diff, ci_low=lo, ci_high=hi, p_value=test.p_value,
-        min_effect=min_effect, n_a=test.n_a, n_b=0, paired=True, method=method, notes=tuple(notes),
-        head=head, higher_is_better=higher_is_better, alpha=alpha, scale=scale, unit=unit))
+    return _decide(
+        Verdict(
+            INCONCLUSIVE,
+            "",
+            test,
+            effect=sign * test.diff,
+            ci_low=lo,
+            ci_high=hi,
+            p_value=test.p_value,
+            min_effect=min_effect,
+            n_a=test.n_a,
+            n_b=0,
+            paired=True,
+            method=method,
+            notes=tuple(notes),
+            head=head,
+            higher_is_better=higher_is_better,
+            alpha=alpha,
+            scale=scale,
+            unit=unit,
+        )
+    )
 
 
 _ADJUSTMENTS = {"bh": "Benjamini-Hochberg", "by": "Benjamini-Yekutieli"}
@@ -391,8 +434,9 @@ def adjust_verdicts(verdicts: Sequence[Verdict], method: str = "bh") -> list[Ver
         return verdicts
     adjusted = _scipy_stats.false_discovery_control([verdicts[i].p_value for i in tested], method=method)
     for i, p in zip(tested, np.atleast_1d(adjusted)):
-        verdicts[i] = _decide(replace(verdicts[i], p_adjusted=float(p), family=len(tested),
-                                      adjustment=_ADJUSTMENTS[method]))
+        verdicts[i] = _decide(
+            replace(verdicts[i], p_adjusted=float(p), family=len(tested), adjustment=_ADJUSTMENTS[method])
+        )
     return verdicts
 
 
@@ -412,30 +456,41 @@ def _decide(v: Verdict) -> Verdict:
         raise ValueError(f"min_effect must be >= 0 (an effect size in the metric's units), got {v.min_effect}")
     notes = "".join(f"; {note}" for note in v.notes)
     if v.n_a < 2 or (not v.paired and v.n_b < 2):
-        return replace(v, label=INCONCLUSIVE,
-                       text=v.head + notes + "; fewer than 2 values on a side, so no test is possible.")
+        return replace(
+            v, label=INCONCLUSIVE, text=v.head + notes + "; fewer than 2 values on a side, so no test is possible."
+        )
     better = "higher" if v.higher_is_better else "lower"
     if v.p_adjusted is None:
         ps = f"raw p={v.p_value:.2g} (a single claim, not adjusted)"
     else:
         ps = f"raw p={v.p_value:.2g}, adjusted p={v.p_adjusted:.2g} ({v.adjustment}, {v.family} claims)"
-    detail = (f"; effect {v.fmt(v.effect, signed=True)} in the claimed direction ({better} is better), "
-              f"95% CI [{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}], smallest effect "
-              f"that matters {v.fmt(v.min_effect)}; {v.method}, {ps}{notes}")
+    detail = (
+        f"; effect {v.fmt(v.effect, signed=True)} in the claimed direction ({better} is better), "
+        f"95% CI [{v.fmt(v.ci_low, signed=True)}, {v.fmt(v.ci_high, signed=True)}], smallest effect "
+        f"that matters {v.fmt(v.min_effect)}; {v.method}, {ps}{notes}"
+    )
     p, lo, hi, m = v.p_decision, v.ci_low, v.ci_high, v.min_effect
     significant = p < v.alpha
     has_interval = math.isfinite(lo) and math.isfinite(hi)
     sample = f"n={v.n_text}"
     if significant and v.effect < 0:
         worse = "lower" if v.higher_is_better else "higher"
-        return replace(v, label=NOT_SUPPORTED,
-                       text=v.head + detail + f": significantly {worse}, the opposite of the claim.")
+        return replace(
+            v, label=NOT_SUPPORTED, text=v.head + detail + f": significantly {worse}, the opposite of the claim."
+        )
     if significant and has_interval and lo > m:
-        return replace(v, label=SUPPORTED, text=v.head + detail + f": significantly {better}, "
-                       "and the whole interval clears the smallest effect that matters.")
+        return replace(
+            v,
+            label=SUPPORTED,
+            text=v.head + detail + f": significantly {better}, "
+            "and the whole interval clears the smallest effect that matters.",
+        )
     if has_interval and (hi < m or (m == 0.0 and hi <= 0.0)):
-        why = (f"the interval excludes an improvement of {v.fmt(m)} or more" if m > 0
-               else "the interval excludes any improvement")
+        why = (
+            f"the interval excludes an improvement of {v.fmt(m)} or more"
+            if m > 0
+            else "the interval excludes any improvement"
+        )
         return replace(v, label=NOT_SUPPORTED, text=v.head + detail + f": {why}.")
     if not has_interval:
         spread = "the changes have no spread" if v.paired else "neither side has any spread"
@@ -507,22 +562,39 @@ def compare_to_baseline(
     groups = frame[group].astype(str)
     if baseline not in set(groups):
         raise ValueError(
-            f"compare_to_baseline: baseline {baseline!r} is not a value of {group!r} "
-            f"(values: {sorted(set(groups))})"
+            f"compare_to_baseline: baseline {baseline!r} is not a value of {group!r} (values: {sorted(set(groups))})"
         )
     base_values = frame.loc[groups == baseline, value].to_numpy()
     names = sorted(set(groups) - {baseline})
-    verdicts = [verdict(frame.loc[groups == name, value].to_numpy(), base_values,
-                        higher_is_better=higher_is_better, min_effect=min_effect, alpha=alpha,
-                        what=f"{name} vs {baseline}") for name in names]
+    verdicts = [
+        verdict(
+            frame.loc[groups == name, value].to_numpy(),
+            base_values,
+            higher_is_better=higher_is_better,
+            min_effect=min_effect,
+            alpha=alpha,
+            what=f"{name} vs {baseline}",
+        )
+        for name in names
+    ]
     if adjust:
         verdicts = adjust_verdicts(verdicts)
     columns = [group, "n", "mean", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "text"]
     rows = []
     for name, v in zip(names, verdicts):
         s = summarize(frame.loc[groups == name, value].to_numpy())
-        rows.append({group: name, "n": s.n, "mean": s.mean, "diff": v.test.diff, "ci_low": v.test.ci_low,
-                     "ci_high": v.test.ci_high, "p_value": v.p_value,
-                     "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
-                     "verdict": v.label, "text": v.text})
+        rows.append(
+            {
+                group: name,
+                "n": s.n,
+                "mean": s.mean,
+                "diff": v.test.diff,
+                "ci_low": v.test.ci_low,
+                "ci_high": v.test.ci_high,
+                "p_value": v.p_value,
+                "p_adjusted": float("nan") if v.p_adjusted is None else v.p_adjusted,
+                "verdict": v.label,
+                "text": v.text,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)

@@ -52,9 +52,9 @@ def resolve_device(name: str) -> torch.device:
 def check_threads(threads: int | None) -> None:
     """`--threads`: None (torch's setting) or a positive count."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"--threads: expected a positive number of threads, got {threads!r}; "
-                          "leave it out for torch's default")
-
+        raise ConfigError(
+            f"--threads: expected a positive number of threads, got {threads!r}; leave it out for torch's default"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,10 @@ def check_out(path: str | os.PathLike) -> Path:
     """`--out`: a file path (checked before a benchmark runs, not after minutes of timing)."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"--out: expected a JSON file path, got the folder {str(path)!r}; "
-                          f"give a file name, e.g. {str(path / 'result.json')!r}")
+        raise ConfigError(
+            f"--out: expected a JSON file path, got the folder {str(path)!r}; "
+            f"give a file name, e.g. {str(path / 'result.json')!r}"
+        )
     return path
 
 
@@ -110,6 +112,15 @@ def write_json(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "Column", "check_out", "check_threads", "git_commit", "header_line",
-    "print_table", "provenance", "resolve_device", "row_line", "torch_threads", "write_json",
+    "Column",
+    "check_out",
+    "check_threads",
+    "git_commit",
+    "header_line",
+    "print_table",
+    "provenance",
+    "resolve_device",
+    "row_line",
+    "torch_threads",
+    "write_json",
 ]

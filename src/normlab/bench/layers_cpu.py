@@ -24,7 +24,14 @@ from typing import Any
 import torch
 
 from normlab.bench.common import (
-    Column, check_out, check_threads, git_commit, header_line, provenance, row_line, torch_threads,
+    Column,
+    check_out,
+    check_threads,
+    git_commit,
+    header_line,
+    provenance,
+    row_line,
+    torch_threads,
     write_json,
 )
 from normlab.experiments.errors import ConfigError, UserError
@@ -102,8 +109,9 @@ def time_shape(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
     }
 
 
-def bench_layers_cpu(*, threads: int | None = None, repeats: int = 20, quick: bool = False,
-                     out: str = "bench-out/layers_cpu.json") -> dict[str, Any]:
+def bench_layers_cpu(
+    *, threads: int | None = None, repeats: int = 20, quick: bool = False, out: str = "bench-out/layers_cpu.json"
+) -> dict[str, Any]:
     """Time BN training steps, reference vs torch, print the table, write and return the JSON.
 
     Args:

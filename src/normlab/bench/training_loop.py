@@ -33,7 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from normlab.bench.common import (
-    Column, check_out, check_threads, print_table, provenance, resolve_device, torch_threads,
+    Column,
+    check_out,
+    check_threads,
+    print_table,
+    provenance,
+    resolve_device,
+    torch_threads,
     write_json,
 )
 from normlab.data import load_dataset
@@ -80,8 +86,9 @@ def seed_style_epoch(data: Any, norm: str, device: torch.device, workers: int) -
     torch.manual_seed(0)
     model = build_model("mlp", (3, 32, 32), 10, norm=norm).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(PerSampleImages(data.train_x, data.train_y),
-                                         batch_size=BATCH_SIZE, shuffle=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        PerSampleImages(data.train_x, data.train_y), batch_size=BATCH_SIZE, shuffle=True, num_workers=workers
+    )
     sync(device)
     start = time.perf_counter()
     running = 0.0
@@ -97,13 +104,31 @@ def seed_style_epoch(data: Any, norm: str, device: torch.device, workers: int) -
     return time.perf_counter() - start
 
 
-def engine_epoch(data: Any, norm: str, device: torch.device, compile_model: bool = False,
-                 precision: str = "fp32", cuda_graph: bool = False) -> tuple[float, float]:
+def engine_epoch(
+    data: Any,
+    norm: str,
+    device: torch.device,
+    compile_model: bool = False,
+    precision: str = "fp32",
+    cuda_graph: bool = False,
+) -> tuple[float, float]:
     """(epoch_seconds, whole fit seconds) of normlab's engine on the same workload."""
-    config = RunConfig(dataset=data.name, model="mlp", norm=norm, batch_size=BATCH_SIZE, epochs=1,
-                       lr=1e-3, optimizer="adam", holdout_fraction=0.0, device=str(device),
-                       checkpoint_every_epochs=0, probes={"step_time": False},
-                       compile=compile_model, precision=precision, cuda_graph=cuda_graph)
+    config = RunConfig(
+        dataset=data.name,
+        model="mlp",
+        norm=norm,
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        lr=1e-3,
+        optimizer="adam",
+        holdout_fraction=0.0,
+        device=str(device),
+        checkpoint_every_epochs=0,
+        probes={"step_time": False},
+        compile=compile_model,
+        precision=precision,
+        cuda_graph=cuda_graph,
+    )
     values: dict[str, float] = {}
     start = time.perf_counter()
     fit(config, dataset=data, on_metrics=lambda s, e, v: values.update(v))
@@ -111,9 +136,17 @@ def engine_epoch(data: Any, norm: str, device: torch.device, compile_model: bool
     return values["epoch_seconds"], time.perf_counter() - start
 
 
-def check_options(device: str, samples: int, repeats: int, workers: int, norms: Sequence[str],
-                  compile_model: bool, precision: str, cuda_graph: bool,
-                  threads: int | None) -> torch.device:
+def check_options(
+    device: str,
+    samples: int,
+    repeats: int,
+    workers: int,
+    norms: Sequence[str],
+    compile_model: bool,
+    precision: str,
+    cuda_graph: bool,
+    threads: int | None,
+) -> torch.device:
     """Every option checked before anything is timed; returns the device. Raises ConfigError."""
     if samples < BATCH_SIZE:
         raise ConfigError(f"--samples: expected >= {BATCH_SIZE} (one batch), got {samples}")
@@ -130,19 +163,36 @@ def check_options(device: str, samples: int, repeats: int, workers: int, norms: 
         raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     check_threads(threads)
     resolved = resolve_device(device)
-    gpu_only = [flag for flag, on in (("--compile", compile_model), ("--precision bf16", precision == "bf16"),
-                                      ("--cuda-graph", cuda_graph)) if on]
+    gpu_only = [
+        flag
+        for flag, on in (
+            ("--compile", compile_model),
+            ("--precision bf16", precision == "bf16"),
+            ("--cuda-graph", cuda_graph),
+        )
+        if on
+    ]
     if gpu_only and resolved.type != "cuda":
-        raise ConfigError(f"{gpu_only[0]} is a GPU option of the engine, but the device is "
-                          f"{resolved}; drop it or use --device cuda on a machine with a GPU")
+        raise ConfigError(
+            f"{gpu_only[0]} is a GPU option of the engine, but the device is "
+            f"{resolved}; drop it or use --device cuda on a machine with a GPU"
+        )
     return resolved
 
 
-def bench_training_loop(*, device: str = "auto", samples: int = 50_000, repeats: int = 3,
-                        workers: int = 0, norms: Sequence[str] = ("batch", "none"),
-                        compile_model: bool = False, precision: str = "fp32",
-                        cuda_graph: bool = False, threads: int | None = None,
-                        out: str = "training_loop.json") -> dict[str, Any]:
+def bench_training_loop(
+    *,
+    device: str = "auto",
+    samples: int = 50_000,
+    repeats: int = 3,
+    workers: int = 0,
+    norms: Sequence[str] = ("batch", "none"),
+    compile_model: bool = False,
+    precision: str = "fp32",
+    cuda_graph: bool = False,
+    threads: int | None = None,
+    out: str = "training_loop.json",
+) -> dict[str, Any]:
     """Time the seed-style loop against the engine, print the table, write and return the JSON.
 
     Args:
@@ -168,12 +218,12 @@ def bench_training_loop(*, device: str = "auto", samples: int = 50_000, repeats:
         True
     """
     norms = list(norms)
-    resolved = check_options(device, samples, repeats, workers, norms, compile_model, precision,
-                             cuda_graph, threads)
+    resolved = check_options(device, samples, repeats, workers, norms, compile_model, precision, cuda_graph, threads)
     out_path = check_out(out)
     with torch_threads(threads):
-        data = load_dataset("synthetic", shape=(3, 32, 32), num_classes=10, train_size=samples,
-                            test_size=1000, uint8=True)
+        data = load_dataset(
+            "synthetic", shape=(3, 32, 32), num_classes=10, train_size=samples, test_size=1000, uint8=True
+        )
         engine = dict(compile_model=compile_model, precision=precision, cuda_graph=cuda_graph)
         rows = []
         for norm in norms:
@@ -185,19 +235,35 @@ def bench_training_loop(*, device: str = "auto", samples: int = 50_000, repeats:
                 engine_t.append(e)
                 fit_t.append(f)
             seed_s, engine_s, fit_s = (statistics.median(t) for t in (seed_t, engine_t, fit_t))
-            rows.append({"model": f"mlp norm={norm}", "seed_style_s": seed_s, "engine_epoch_s": engine_s,
-                         "engine_fit_s": fit_s, "speedup": seed_s / engine_s,
-                         "speedup_whole_fit": seed_s / fit_s, "seed_style_all_s": seed_t,
-                         "engine_epoch_all_s": engine_t})
+            rows.append(
+                {
+                    "model": f"mlp norm={norm}",
+                    "seed_style_s": seed_s,
+                    "engine_epoch_s": engine_s,
+                    "engine_fit_s": fit_s,
+                    "speedup": seed_s / engine_s,
+                    "speedup_whole_fit": seed_s / fit_s,
+                    "seed_style_all_s": seed_t,
+                    "engine_epoch_all_s": engine_t,
+                }
+            )
         where = provenance(resolved)  # inside torch_threads: records the count used
 
-    print(f"one epoch, {samples} images 3x32x32, batch {BATCH_SIZE}, Adam 1e-3, device {resolved}, "
-          f"median of {repeats}")
+    print(f"one epoch, {samples} images 3x32x32, batch {BATCH_SIZE}, Adam 1e-3, device {resolved}, median of {repeats}")
     print_table(COLUMNS, rows)
-    result = {"benchmark": "training_loop", "samples": samples, "batch_size": BATCH_SIZE,
-              "repeats": repeats, "workers": workers, "compile": compile_model,
-              "precision": precision, "cuda_graph": cuda_graph, "device": str(resolved),
-              "rows": rows, "provenance": where}
+    result = {
+        "benchmark": "training_loop",
+        "samples": samples,
+        "batch_size": BATCH_SIZE,
+        "repeats": repeats,
+        "workers": workers,
+        "compile": compile_model,
+        "precision": precision,
+        "cuda_graph": cuda_graph,
+        "device": str(resolved),
+        "rows": rows,
+        "provenance": where,
+    }
     write_json(result, out_path)
     return result
 
@@ -211,19 +277,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (seed-style)")
     parser.add_argument("--norms", default="batch,none", help="comma-separated norms")
     parser.add_argument("--compile", action="store_true", help="engine: torch.compile (GPU)")
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                        help="engine: bf16 autocast (GPU)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="engine: replay each step as a CUDA graph (GPU)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default torch's; 1 on a shared CPU)")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="engine: bf16 autocast (GPU)")
+    parser.add_argument("--cuda-graph", action="store_true", help="engine: replay each step as a CUDA graph (GPU)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default torch's; 1 on a shared CPU)"
+    )
     parser.add_argument("--out", default="training_loop.json", help="JSON output path")
     args = parser.parse_args(argv)
     try:
-        bench_training_loop(device=args.device, samples=args.samples, repeats=args.repeats,
-                            workers=args.workers, norms=split_norms(args.norms),
-                            compile_model=args.compile, precision=args.precision,
-                            cuda_graph=args.cuda_graph, threads=args.threads, out=args.out)
+        bench_training_loop(
+            device=args.device,
+            samples=args.samples,
+            repeats=args.repeats,
+            workers=args.workers,
+            norms=split_norms(args.norms),
+            compile_model=args.compile,
+            precision=args.precision,
+            cuda_graph=args.cuda_graph,
+            threads=args.threads,
+            out=args.out,
+        )
     except UserError as exc:
         parser.error(str(exc))  # usage + the message on stderr, exit code 2
     return 0

@@ -10,12 +10,31 @@ from normlab.bench.training_loop import bench_training_loop, split_norms
 from normlab.commands.common import fail
 
 
-def loop(device: str, samples: int, repeats: int, workers: int, norms: str, compile_model: bool,
-         precision: str, cuda_graph: bool, threads: int | None, out: Path) -> None:
+def loop(
+    device: str,
+    samples: int,
+    repeats: int,
+    workers: int,
+    norms: str,
+    compile_model: bool,
+    precision: str,
+    cuda_graph: bool,
+    threads: int | None,
+    out: Path,
+) -> None:
     """The seed notebook's training loop vs normlab's engine."""
-    bench_training_loop(device=device, samples=samples, repeats=repeats, workers=workers,
-                        norms=split_norms(norms), compile_model=compile_model, precision=precision,
-                        cuda_graph=cuda_graph, threads=threads, out=str(out))
+    bench_training_loop(
+        device=device,
+        samples=samples,
+        repeats=repeats,
+        workers=workers,
+        norms=split_norms(norms),
+        compile_model=compile_model,
+        precision=precision,
+        cuda_graph=cuda_graph,
+        threads=threads,
+        out=str(out),
+    )
 
 
 def layers(threads: int | None, repeats: int, quick: bool, out: Path) -> None:

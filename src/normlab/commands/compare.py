@@ -27,7 +27,9 @@ def compare(experiment: str, out: Path, metric: str) -> None:
         table.add_column(column)
     for (group, variant), rows in finals.groupby(["group", "variant"], sort=False):
         s = summarize(rows["value"])
-        table.add_row(group or "-", str(variant), s.format(4), f"{len(rows)} ({(rows['status'] == 'finished').sum()} finished)")
+        table.add_row(
+            group or "-", str(variant), s.format(4), f"{len(rows)} ({(rows['status'] == 'finished').sum()} finished)"
+        )
     Console().print(table)
 
 

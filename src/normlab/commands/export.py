@@ -62,7 +62,9 @@ def _write_tracker_runs(experiment: str, out: Path, fmt: str, dest: str | None) 
         runs = stored_runs(store, experiment)
     if fmt == "tensorboard":
         # inside --out (not through a planted link) unless the user named a folder
-        folder = Path(dest) / "tensorboard" / experiment if dest else safe_dir(out, "exports", "tensorboard", experiment)
+        folder = (
+            Path(dest) / "tensorboard" / experiment if dest else safe_dir(out, "exports", "tensorboard", experiment)
+        )
         tracker.export_runs(runs, folder)
         typer.echo(f"{len(runs)} run(s) -> {folder}  (view: tensorboard --logdir {folder})")
         return
@@ -73,9 +75,11 @@ def _write_tracker_runs(experiment: str, out: Path, fmt: str, dest: str | None) 
         folder.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
     written, skipped = tracker.export_runs(runs, experiment, uri)
-    typer.echo(f"{written} run(s) -> MLflow experiment {experiment!r} at {uri}"
-               + (f" ({skipped} exported before, skipped)" if skipped else "")
-               + f"  (view: mlflow ui --backend-store-uri {uri})")
+    typer.echo(
+        f"{written} run(s) -> MLflow experiment {experiment!r} at {uri}"
+        + (f" ({skipped} exported before, skipped)" if skipped else "")
+        + f"  (view: mlflow ui --backend-store-uri {uri})"
+    )
 
 
 __all__ = ["FORMATS", "export"]

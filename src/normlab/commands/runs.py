@@ -16,8 +16,16 @@ from normlab.experiments.store import DB_NAME, Store
 from normlab.train.distributed import in_torchrun, is_main_process, launch
 
 
-def run(args: list[str] | None, out: Path, name: str | None, as_json: bool, quiet: bool,
-        nproc: int | None, retry_failed: bool, threads: int) -> None:
+def run(
+    args: list[str] | None,
+    out: Path,
+    name: str | None,
+    as_json: bool,
+    quiet: bool,
+    nproc: int | None,
+    retry_failed: bool,
+    threads: int,
+) -> None:
     """Plan the one run `args` describe, then train it (or show its stored result)."""
     if nproc is not None:
         args = [*(args or []), f"nproc={nproc}"]
@@ -30,7 +38,11 @@ def run(args: list[str] | None, out: Path, name: str | None, as_json: bool, quie
         _train_share(experiment, out, retry_failed, threads)
         return
     summary = run_experiment(
-        experiment, out, progress=not quiet and not as_json, append=True, retry_failed=retry_failed,
+        experiment,
+        out,
+        progress=not quiet and not as_json,
+        append=True,
+        retry_failed=retry_failed,
         threads=threads,
     )
     outcome = summary.outcomes[0]
@@ -66,9 +78,21 @@ def _rank0_will_train(out: Path, run_id: str, retry_failed: bool) -> bool:
     return status in (None, "queued", "running") or (status == "failed" and retry_failed)
 
 
-def sweep(args: list[str] | None, out: Path, name: str | None, executor: str, workers: int,
-          address: str | None, cpus_per_run: float, gpus_per_run: float | None, retry_failed: bool,
-          append: bool, dry_run: bool, quiet: bool, threads: int) -> None:
+def sweep(
+    args: list[str] | None,
+    out: Path,
+    name: str | None,
+    executor: str,
+    workers: int,
+    address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float | None,
+    retry_failed: bool,
+    append: bool,
+    dry_run: bool,
+    quiet: bool,
+    threads: int,
+) -> None:
     """Run (or with `dry_run` list) every run of the experiment `args` describe."""
     experiment = load_args(args, name)
     check_executor(executor, workers)  # a dry run that passes means the real one starts
@@ -79,9 +103,17 @@ def sweep(args: list[str] | None, out: Path, name: str | None, executor: str, wo
         typer.echo(f"{experiment.name}: {len(experiment.runs)} runs", err=True)
         return
     summary = run_experiment(
-        experiment, out, executor=executor, workers=workers, address=address,
-        retry_failed=retry_failed, progress=not quiet, cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run, append=append, threads=threads,
+        experiment,
+        out,
+        executor=executor,
+        workers=workers,
+        address=address,
+        retry_failed=retry_failed,
+        progress=not quiet,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        append=append,
+        threads=threads,
     )
     typer.echo(str(summary), err=True)
     print_failures(summary)

@@ -26,8 +26,7 @@ def crop_flip(x: torch.Tensor, params: torch.Tensor, padding: int) -> torch.Tens
     Returns a new `(B, C, H, W)` tensor; labels are untouched, so they stay aligned.
     """
     if x.ndim != 4:
-        raise ValueError(f"crop_flip expects image batches (B, C, H, W), got {x.ndim}D input "
-                         f"of shape {tuple(x.shape)}")
+        raise ValueError(f"crop_flip expects image batches (B, C, H, W), got {x.ndim}D input of shape {tuple(x.shape)}")
     batch, channels, height, width = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
     dy, dx, flip = params[:, 0], params[:, 1], params[:, 2].bool()

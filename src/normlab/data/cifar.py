@@ -97,7 +97,7 @@ def read_records(path: Path, count: int, spec: CifarSpec) -> tuple[np.ndarray, n
                 f"0..{classes - 1}; the file is corrupt. Delete {path.parent} and load again to "
                 f"re-extract it."
             )
-    images = raw[:, spec.label_bytes:].reshape(count, 3, 32, 32)
+    images = raw[:, spec.label_bytes :].reshape(count, 3, 32, 32)
     return images, labels
 
 
@@ -108,8 +108,13 @@ def _read_split(directory: Path, files: tuple[tuple[str, int], ...], spec: Cifar
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def load_cifar(spec: CifarSpec, root: str | os.PathLike | None = None, *, download: bool = True,
-               labels: Literal["fine", "coarse"] = "fine") -> Dataset:
+def load_cifar(
+    spec: CifarSpec,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    labels: Literal["fine", "coarse"] = "fine",
+) -> Dataset:
     """Load a CIFAR variant as uint8 `(N, 3, 32, 32)` images, extracting/downloading if needed.
 
     Args:
@@ -121,12 +126,12 @@ def load_cifar(spec: CifarSpec, root: str | os.PathLike | None = None, *, downlo
     if labels not in ("fine", "coarse"):
         raise ValueError(f"labels must be 'fine' or 'coarse', got {labels!r}")
     if labels == "coarse" and spec.label_bytes == 1:
-        raise ValueError(f"{spec.name} has only one label per image; labels='coarse' is for "
-                         f"cifar100")
+        raise ValueError(f"{spec.name} has only one label per image; labels='coarse' is for cifar100")
     directory = data_root(root) / spec.name
     if not all(p.exists() for p in spec.paths(directory)):
         hint = f"or extract it there so that {directory / spec.folder} holds " + ", ".join(
-            name for name, _ in spec.train_files + spec.test_files)
+            name for name, _ in spec.train_files + spec.test_files
+        )
         archive = fetch(spec.archive, directory, download=download, hint=hint)
         safe_extract(archive, directory, {f"{spec.folder}/{p.name}" for p in spec.paths(directory)})
     # label byte 0 is CIFAR-100's coarse one; the last is CIFAR-10's only one, CIFAR-100's fine one
@@ -134,9 +139,17 @@ def load_cifar(spec: CifarSpec, root: str | os.PathLike | None = None, *, downlo
     train_x, train_y = _read_split(directory, spec.train_files, spec, column)
     test_x, test_y = _read_split(directory, spec.test_files, spec, column)
     mean, std = channel_stats(train_x)
-    return Dataset(name=spec.name, train_x=train_x, train_y=train_y, test_x=test_x,
-                   test_y=test_y, num_classes=spec.label_classes[column],
-                   input_shape=(3, 32, 32), mean=mean, std=std)
+    return Dataset(
+        name=spec.name,
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=spec.label_classes[column],
+        input_shape=(3, 32, 32),
+        mean=mean,
+        std=std,
+    )
 
 
 def load_cifar10(root: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
@@ -144,7 +157,8 @@ def load_cifar10(root: str | os.PathLike | None = None, *, download: bool = True
     return load_cifar(CIFAR10, root, download=download)
 
 
-def load_cifar100(root: str | os.PathLike | None = None, *, download: bool = True,
-                  labels: Literal["fine", "coarse"] = "fine") -> Dataset:
+def load_cifar100(
+    root: str | os.PathLike | None = None, *, download: bool = True, labels: Literal["fine", "coarse"] = "fine"
+) -> Dataset:
     """CIFAR-100: 50000 train / 10000 test uint8 images `(3, 32, 32)`, 100 (or 20) classes."""
     return load_cifar(CIFAR100, root, download=download, labels=labels)

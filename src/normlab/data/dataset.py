@@ -61,14 +61,18 @@ class Dataset:
         splits = (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y))
         for split, x, y in splits:
             if tuple(x.shape[1:]) != shape:
-                raise ValueError(f"{self.name}: {split}_x samples have shape {tuple(x.shape[1:])}, "
-                                 f"expected input_shape {shape}")
+                raise ValueError(
+                    f"{self.name}: {split}_x samples have shape {tuple(x.shape[1:])}, expected input_shape {shape}"
+                )
             if y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
-                raise ValueError(f"{self.name}: {split}_y must be int64 of shape ({len(x)},), got "
-                                 f"{y.dtype} {tuple(y.shape)}")
+                raise ValueError(
+                    f"{self.name}: {split}_y must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}"
+                )
         if self.mean.shape != (shape[0],) or self.std.shape != (shape[0],):
-            raise ValueError(f"{self.name}: mean/std must have shape ({shape[0]},) (one per "
-                             f"channel), got {tuple(self.mean.shape)} and {tuple(self.std.shape)}")
+            raise ValueError(
+                f"{self.name}: mean/std must have shape ({shape[0]},) (one per "
+                f"channel), got {tuple(self.mean.shape)} and {tuple(self.std.shape)}"
+            )
 
     @property
     def num_channels(self) -> int:
@@ -77,9 +81,11 @@ class Dataset:
 
     def __repr__(self) -> str:
         # The default dataclass repr would print every tensor element.
-        return (f"Dataset(name={self.name!r}, train={tuple(self.train_x.shape)} "
-                f"{self.train_x.dtype}, test={tuple(self.test_x.shape)}, "
-                f"num_classes={self.num_classes}, input_shape={self.input_shape})")
+        return (
+            f"Dataset(name={self.name!r}, train={tuple(self.train_x.shape)} "
+            f"{self.train_x.dtype}, test={tuple(self.test_x.shape)}, "
+            f"num_classes={self.num_classes}, input_shape={self.input_shape})"
+        )
 
 
 INPUT_NORMS = ("train_split", "half")

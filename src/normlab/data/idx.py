@@ -49,9 +49,11 @@ class IdxSpec:
 # torchvision/tensorflow-datasets-style loaders, confirmed in several independent sources).
 MNIST = IdxSpec(
     name="mnist",
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
-             "https://storage.googleapis.com/cvdf-datasets/mnist/",
-             "http://yann.lecun.com/exdb/mnist/"),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
     sha256={
         "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
         "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
@@ -61,8 +63,10 @@ MNIST = IdxSpec(
 )
 FASHION_MNIST = IdxSpec(
     name="fashion_mnist",
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-             "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
+    mirrors=(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+    ),
     sha256={
         "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
         "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
@@ -70,8 +74,7 @@ FASHION_MNIST = IdxSpec(
         "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
 )
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -83,19 +86,25 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{path}: cannot decompress ({type(exc).__name__}: {exc}); the file is "
-                           f"truncated or corrupt. Delete it and load again.") from exc
+        raise DatasetError(
+            f"{path}: cannot decompress ({type(exc).__name__}: {exc}); the file is "
+            f"truncated or corrupt. Delete it and load again."
+        ) from exc
     header = 4 + 4 * ndim
     if len(raw) < header or raw[:4] != bytes((0, 0, _UBYTE, ndim)):
-        raise DatasetError(f"{path}: not an IDX file of {ndim}-D unsigned bytes (magic "
-                           f"{raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}). Delete it "
-                           f"and load again.")
+        raise DatasetError(
+            f"{path}: not an IDX file of {ndim}-D unsigned bytes (magic "
+            f"{raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}). Delete it "
+            f"and load again."
+        )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + math.prod(dims)  # Python ints: a corrupt header cannot overflow
     if len(raw) != expected:
-        raise DatasetError(f"{path}: {len(raw)} bytes after decompression, expected {expected} for "
-                           f"dimensions {dims}; the file is truncated or corrupt. Delete it and "
-                           f"load again.")
+        raise DatasetError(
+            f"{path}: {len(raw)} bytes after decompression, expected {expected} for "
+            f"dimensions {dims}; the file is truncated or corrupt. Delete it and "
+            f"load again."
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -104,8 +113,12 @@ def _locate(spec: IdxSpec, directory: Path, stem: str, download: bool) -> Path:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.exists():
             return candidate
-    return fetch(spec.remote(f"{stem}.gz"), directory, download=download,
-                 hint=f"together with the other files {', '.join(f + '.gz' for f in FILES)}")
+    return fetch(
+        spec.remote(f"{stem}.gz"),
+        directory,
+        download=download,
+        hint=f"together with the other files {', '.join(f + '.gz' for f in FILES)}",
+    )
 
 
 def _read_split(spec: IdxSpec, directory: Path, prefix: str, count: int, download: bool):
@@ -113,22 +126,23 @@ def _read_split(spec: IdxSpec, directory: Path, prefix: str, count: int, downloa
     labels_path = _locate(spec, directory, f"{prefix}-labels-idx1-ubyte", download)
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if images.shape != (count, 28, 28):
-        raise DatasetError(f"{images_path}: images of shape {images.shape}, expected "
-                           f"({count}, 28, 28). Delete it and load again.")
+        raise DatasetError(
+            f"{images_path}: images of shape {images.shape}, expected ({count}, 28, 28). Delete it and load again."
+        )
     if labels.shape != (count,):
-        raise DatasetError(f"{labels_path}: {labels.shape[0]} labels, expected {count}. "
-                           f"Delete it and load again.")
+        raise DatasetError(f"{labels_path}: {labels.shape[0]} labels, expected {count}. Delete it and load again.")
     bad = np.flatnonzero(labels >= spec.num_classes)
     if bad.size:
-        raise DatasetError(f"{labels_path}: label {labels[bad[0]]} at index {bad[0]}, expected "
-                           f"0..{spec.num_classes - 1}; the file is corrupt. Delete it and load "
-                           f"again.")
+        raise DatasetError(
+            f"{labels_path}: label {labels[bad[0]]} at index {bad[0]}, expected "
+            f"0..{spec.num_classes - 1}; the file is corrupt. Delete it and load "
+            f"again."
+        )
     # (N, 28, 28) -> (N, 1, 28, 28): channels first, one grey channel.
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def load_idx(spec: IdxSpec, root: str | os.PathLike | None = None, *,
-             download: bool = True) -> Dataset:
+def load_idx(spec: IdxSpec, root: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
     """Load an IDX dataset as uint8 `(N, 1, 28, 28)` images.
 
     Args:
@@ -140,9 +154,17 @@ def load_idx(spec: IdxSpec, root: str | os.PathLike | None = None, *,
     train_x, train_y = _read_split(spec, directory, "train", spec.train_count, download)
     test_x, test_y = _read_split(spec, directory, "t10k", spec.test_count, download)
     mean, std = channel_stats(train_x)
-    return Dataset(name=spec.name, train_x=train_x, train_y=train_y, test_x=test_x,
-                   test_y=test_y, num_classes=spec.num_classes, input_shape=(1, 28, 28),
-                   mean=mean, std=std)
+    return Dataset(
+        name=spec.name,
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=spec.num_classes,
+        input_shape=(1, 28, 28),
+        mean=mean,
+        std=std,
+    )
 
 
 def load_mnist(root: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:

@@ -9,7 +9,8 @@ device once per epoch, so a training step never waits on the host.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 
@@ -77,20 +78,37 @@ class BatchLoader:
         (62, torch.Size([64, 1, 40]))
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
-                 drop_last: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 augment: bool = False, batching: Literal["random", "class_grouped"] = "random",
-                 classes_per_batch: int = 4, crop_padding: int = 4) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        augment: bool = False,
+        batching: Literal["random", "class_grouped"] = "random",
+        classes_per_batch: int = 4,
+        crop_padding: int = 4,
+    ) -> None:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and "
-                            f"{type(y).__name__}; use torch.from_numpy(...) for numpy arrays")
+            raise TypeError(
+                f"x and y must be torch tensors, got {type(x).__name__} and "
+                f"{type(y).__name__}; use torch.from_numpy(...) for numpy arrays"
+            )
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"expected x (N, C, ...) and y (N,) with the same N, got x "
-                             f"{tuple(x.shape)} and y {tuple(y.shape)}")
+            raise ValueError(
+                f"expected x (N, C, ...) and y (N,) with the same N, got x {tuple(x.shape)} and y {tuple(y.shape)}"
+            )
         if y.is_floating_point() or y.is_complex():
-            raise ValueError(f"y must hold integer class labels, got {y.dtype}; a float label "
-                             f"would be truncated silently (use y.long() if they are whole)")
+            raise ValueError(
+                f"y must hold integer class labels, got {y.dtype}; a float label "
+                f"would be truncated silently (use y.long() if they are whole)"
+            )
         if not (x.dtype == torch.uint8 or x.is_floating_point()):
             raise ValueError(f"x must be uint8 (images) or floating point, got {x.dtype}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -98,8 +116,10 @@ class BatchLoader:
         if batching not in ("random", "class_grouped"):
             raise ValueError(f"batching must be 'random' or 'class_grouped', got {batching!r}")
         if augment and x.ndim != 4:
-            raise ValueError(f"augment=True needs image data (N, C, H, W), got x of shape "
-                             f"{tuple(x.shape)}; set augment=False for this dataset")
+            raise ValueError(
+                f"augment=True needs image data (N, C, H, W), got x of shape "
+                f"{tuple(x.shape)}; set augment=False for this dataset"
+            )
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
         self.device = self._resolve_device(device)
@@ -110,9 +130,11 @@ class BatchLoader:
         self._labels_cpu = y.detach().to("cpu", torch.int64)  # for class_grouped plans
         self._len = self._count_batches()
         if self._len == 0:
-            raise ValueError(f"no batches: {self.num_samples} samples with batch_size "
-                             f"{batch_size} and drop_last={drop_last} (or too few examples per "
-                             f"class for class_grouped); lower batch_size")
+            raise ValueError(
+                f"no batches: {self.num_samples} samples with batch_size "
+                f"{batch_size} and drop_last={drop_last} (or too few examples per "
+                f"class for class_grouped); lower batch_size"
+            )
         # The whole split is moved once; uint8 stays uint8 (4x less device memory than float).
         self._x = x.to(self.device, torch.float32 if x.dtype == torch.float64 else x.dtype)
         self._y = y.to(self.device, torch.int64)
@@ -145,8 +167,9 @@ class BatchLoader:
         mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
         if mean.numel() != channels or std.numel() != channels:
-            raise ValueError(f"mean and std need one value per channel ({channels}), got "
-                             f"{mean.numel()} and {std.numel()}")
+            raise ValueError(
+                f"mean and std need one value per channel ({channels}), got {mean.numel()} and {std.numel()}"
+            )
         if not bool((std > 0).all()):
             raise ValueError(f"std must be > 0 in every channel, got {std.tolist()}")
         view = (1, channels) + (1,) * (x.ndim - 2)  # broadcast over (B, C, ...)
@@ -158,14 +181,15 @@ class BatchLoader:
             return full + (1 if rest and not self.drop_last else 0)
         k = self.classes_per_batch
         if not self.drop_last:
-            raise ValueError("class_grouped batching leaves out examples that cannot fill a "
-                             "group, so it needs drop_last=True")
+            raise ValueError(
+                "class_grouped batching leaves out examples that cannot fill a group, so it needs drop_last=True"
+            )
         if k < 1 or self.batch_size % k:
-            raise ValueError(f"class_grouped needs batch_size divisible by classes_per_batch, "
-                             f"got {self.batch_size} and {k}")
+            raise ValueError(
+                f"class_grouped needs batch_size divisible by classes_per_batch, got {self.batch_size} and {k}"
+            )
         if len(self._labels_cpu) and int(self._labels_cpu.min()) < 0:
-            raise ValueError(f"class_grouped needs class labels >= 0, got "
-                             f"{int(self._labels_cpu.min())}")
+            raise ValueError(f"class_grouped needs class labels >= 0, got {int(self._labels_cpu.min())}")
         counts = torch.bincount(self._labels_cpu)
         present = int((counts > 0).sum())
         if k > present:
@@ -213,8 +237,7 @@ class BatchLoader:
                 order = torch.arange(self.num_samples)
             params = draw_crop_flip(len(order), self.crop_padding, gen) if self.augment else None
             # One host->device copy per epoch; per step only device-side slicing follows.
-            self._plan = (order.to(self.device),
-                          None if params is None else params.to(self.device))
+            self._plan = (order.to(self.device), None if params is None else params.to(self.device))
             self._plan_epoch = epoch
         return self._plan
 
@@ -247,8 +270,7 @@ class BatchLoader:
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(order))
             yield order[lo:hi], None if params is None else params[lo:hi]
 
-    def make_batch(self, idx: torch.Tensor, params: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(self, idx: torch.Tensor, params: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalized (and augmented) batch of samples `idx` (see `index_batches`)."""
         x = self._x[idx].float()  # (B, *sample_shape); gather in the stored dtype, then convert
         if params is not None:
@@ -266,10 +288,17 @@ class BatchLoader:
         return {"epoch": self._epoch, "batch": self._batch, **self._identity()}
 
     def _identity(self) -> dict[str, Any]:
-        return {"seed": self.seed, "num_samples": self.num_samples, "batch_size": self.batch_size,
-                "batching": self.batching, "shuffle": self.shuffle, "drop_last": self.drop_last,
-                "classes_per_batch": self.classes_per_batch, "augment": self.augment,
-                "crop_padding": self.crop_padding}
+        return {
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "batching": self.batching,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "classes_per_batch": self.classes_per_batch,
+            "augment": self.augment,
+            "crop_padding": self.crop_padding,
+        }
 
     # Settings added after states were first saved, with the value every older state implied.
     _IDENTITY_DEFAULTS = {"crop_padding": 4}
@@ -277,14 +306,16 @@ class BatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()`: the following batches equal the uninterrupted run's."""
         saved = {**self._IDENTITY_DEFAULTS, **state}
-        mismatched = {k: (saved.get(k), v) for k, v in self._identity().items()
-                      if saved.get(k) != v}
+        mismatched = {k: (saved.get(k), v) for k, v in self._identity().items() if saved.get(k) != v}
         if mismatched:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
-            raise ValueError(f"loader state does not match this loader ({detail}); build the "
-                             f"loader with the saved settings to resume")
+            raise ValueError(
+                f"loader state does not match this loader ({detail}); build the "
+                f"loader with the saved settings to resume"
+            )
         epoch, batch = int(state["epoch"]), int(state["batch"])
         if epoch < 0 or not 0 <= batch < self._len:
-            raise ValueError(f"loader state has epoch {epoch}, batch {batch}; expected epoch >= 0 "
-                             f"and 0 <= batch < {self._len}")
+            raise ValueError(
+                f"loader state has epoch {epoch}, batch {batch}; expected epoch >= 0 and 0 <= batch < {self._len}"
+            )
         self._epoch, self._batch = epoch, batch

@@ -33,10 +33,18 @@ _ARRAYS = ("x", "y", "x_test", "y_test")
 # `mnist1d.data.get_dataset_args()` without its download URL, copied so that loading the cache
 # does not import the package (it pulls in matplotlib: seconds). A test checks the copy.
 DEFAULT_ARGS: dict[str, Any] = {
-    "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60],
-    "scale_coeff": 0.4, "max_translation": 48, "corr_noise_scale": 0.25,
-    "iid_noise_scale": 2e-2, "shear_scale": 0.75, "shuffle_seq": False,
-    "final_seq_length": 40, "seed": 42,
+    "num_samples": 5000,
+    "train_split": 0.8,
+    "template_len": 12,
+    "padding": [36, 60],
+    "scale_coeff": 0.4,
+    "max_translation": 48,
+    "corr_noise_scale": 0.25,
+    "iid_noise_scale": 2e-2,
+    "shear_scale": 0.75,
+    "shuffle_seq": False,
+    "final_seq_length": 40,
+    "seed": 42,
 }
 
 
@@ -44,8 +52,10 @@ def generator_args(**overrides: Any) -> dict[str, Any]:
     """The package's default arguments (`get_dataset_args()`, seed 42) with `overrides`."""
     unknown = sorted(set(overrides) - set(DEFAULT_ARGS))
     if unknown:
-        raise ValueError(f"mnist1d: unknown option(s) {unknown}; valid options are "
-                         f"{list(DEFAULT_ARGS)} (the mnist1d generator's arguments).")
+        raise ValueError(
+            f"mnist1d: unknown option(s) {unknown}; valid options are "
+            f"{list(DEFAULT_ARGS)} (the mnist1d generator's arguments)."
+        )
     return {**DEFAULT_ARGS, **overrides}
 
 
@@ -91,8 +101,10 @@ def cache_path(root: Path, args: dict[str, Any]) -> Path:
     try:
         package = version("mnist1d")
     except PackageNotFoundError:
-        raise ImportError("the mnist1d package generates the default dataset but is not "
-                          "installed; install it with `pip install mnist1d`") from None
+        raise ImportError(
+            "the mnist1d package generates the default dataset but is not "
+            "installed; install it with `pip install mnist1d`"
+        ) from None
     key = json.dumps({"args": args, "mnist1d": package}, sort_keys=True)
     return root / "mnist1d" / f"mnist1d-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
@@ -109,11 +121,12 @@ def _read_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarray] | Non
         length = args["final_seq_length"]
         problem = None
         if arrays["x"].shape != (n_train, length) or arrays["x_test"].shape != (n_test, length):
-            problem = (f"x shapes {arrays['x'].shape}/{arrays['x_test'].shape}, expected "
-                       f"{(n_train, length)}/{(n_test, length)}")
+            problem = (
+                f"x shapes {arrays['x'].shape}/{arrays['x_test'].shape}, expected "
+                f"{(n_train, length)}/{(n_test, length)}"
+            )
         elif arrays["y"].shape != (n_train,) or arrays["y_test"].shape != (n_test,):
-            problem = (f"y shapes {arrays['y'].shape}/{arrays['y_test'].shape}, expected "
-                       f"{(n_train,)}/{(n_test,)}")
+            problem = f"y shapes {arrays['y'].shape}/{arrays['y_test'].shape}, expected {(n_train,)}/{(n_test,)}"
         elif content_sha256(arrays) != stored_hash:
             problem = "content SHA-256 does not match the one stored with it"
         if problem is None:
@@ -126,8 +139,7 @@ def _read_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarray] | Non
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written cache."""
-    atomic_write(path, lambda handle: np.savez(
-        handle, content_sha256=np.array(content_sha256(arrays)), **arrays))
+    atomic_write(path, lambda handle: np.savez(handle, content_sha256=np.array(content_sha256(arrays)), **arrays))
 
 
 def load_arrays(root: Path, args: dict[str, Any]) -> dict[str, np.ndarray]:

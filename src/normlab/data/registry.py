@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from normlab.data import cifar, idx, mnist1d
 from normlab.data.dataset import Dataset
@@ -83,9 +84,11 @@ def describe_data(name: str, root: str | os.PathLike | None = None) -> str:
     elif key == "mnist1d":
         path = mnist1d.cache_path(base, mnist1d.generator_args())
         lines += _file_lines([path])
-        lines.append("  built offline by the mnist1d package on first load (a few seconds) and "
-                     "cached; never downloaded." if not path.exists() else
-                     "  cached default (4000 train / 1000 test); checked on every load.")
+        lines.append(
+            "  built offline by the mnist1d package on first load (a few seconds) and cached; never downloaded."
+            if not path.exists()
+            else "  cached default (4000 train / 1000 test); checked on every load."
+        )
     elif key in ("cifar10", "cifar100"):
         spec = cifar.CIFAR10 if key == "cifar10" else cifar.CIFAR100
         directory = base / key
@@ -101,8 +104,10 @@ def describe_data(name: str, root: str | os.PathLike | None = None) -> str:
             lines.append("  ready: the archive is hash-checked and extracted on first load.")
         else:
             remote = spec.archive
-            lines.append(f"  missing: load with download=True, or put {remote.name} (SHA-256 "
-                         f"{remote.sha256}, from {remote.urls[0]}) in {directory}.")
+            lines.append(
+                f"  missing: load with download=True, or put {remote.name} (SHA-256 "
+                f"{remote.sha256}, from {remote.urls[0]}) in {directory}."
+            )
     else:
         spec = idx.MNIST if key == "mnist" else idx.FASHION_MNIST
         directory = base / key
@@ -113,8 +118,10 @@ def describe_data(name: str, root: str | os.PathLike | None = None) -> str:
             if not found:
                 missing.append(f"{stem}.gz")
         if missing:
-            lines.append(f"  missing: load with download=True, or put {', '.join(missing)} "
-                         f"(from {spec.mirrors[0]}) in {directory}.")
+            lines.append(
+                f"  missing: load with download=True, or put {', '.join(missing)} "
+                f"(from {spec.mirrors[0]}) in {directory}."
+            )
         else:
             lines.append("  ready: all four files present (validated on load).")
     return "\n".join(lines)

@@ -15,9 +15,10 @@ import stat
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from normlab.data.dataset import DatasetError
 
@@ -121,8 +122,10 @@ def fetch(remote: RemoteFile, directory: Path, *, download: bool, hint: str) -> 
     if target.exists():
         check_sha256(target, remote.sha256)
         return target
-    where = (f"put {remote.name} (SHA-256 {remote.sha256}, from {remote.urls[0]}) in {directory}"
-             f"{', ' + hint if hint else ''}")
+    where = (
+        f"put {remote.name} (SHA-256 {remote.sha256}, from {remote.urls[0]}) in {directory}"
+        f"{', ' + hint if hint else ''}"
+    )
     if not download:
         raise DatasetError(f"{target} is missing and download=False: {where}.")
     import pooch  # heavy-ish, only needed to download
@@ -131,16 +134,16 @@ def fetch(remote: RemoteFile, directory: Path, *, download: bool, hint: str) -> 
     errors = []
     for url in remote.urls:
         try:
-            pooch.retrieve(url, known_hash=f"sha256:{remote.sha256}", fname=remote.name,
-                           path=directory, progressbar=False)
+            pooch.retrieve(
+                url, known_hash=f"sha256:{remote.sha256}", fname=remote.name, path=directory, progressbar=False
+            )
         except Exception as exc:  # network errors and hash mismatches alike: try the next mirror
             errors.append(f"{url}: {type(exc).__name__}: {exc}")
             continue
         # pooch downloads into a tempfile (mode 0o600) and moves it: make it an ordinary file.
         os.chmod(target, new_file_mode(directory))
         return target
-    raise DatasetError(f"could not download {remote.name} ({'; '.join(errors)}). "
-                       f"If this machine is offline, {where}.")
+    raise DatasetError(f"could not download {remote.name} ({'; '.join(errors)}). If this machine is offline, {where}.")
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path, target: Path) -> None:
@@ -148,13 +151,17 @@ def _check_member(member: tarfile.TarInfo, archive: Path, target: Path) -> None:
     name = member.name
     resolved = (target / name).resolve()
     if Path(name).is_absolute() or ".." in Path(name).parts or not resolved.is_relative_to(target):
-        raise DatasetError(f"{archive}: member {name!r} points outside the extraction directory "
-                           f"(path traversal); refusing to extract a malicious or corrupt archive.")
+        raise DatasetError(
+            f"{archive}: member {name!r} points outside the extraction directory "
+            f"(path traversal); refusing to extract a malicious or corrupt archive."
+        )
     if not (member.isfile() or member.isdir()):
         # CIFAR archives hold only regular files; links and devices can only be an attack.
         kind = "link" if (member.issym() or member.islnk()) else "special file"
-        raise DatasetError(f"{archive}: member {name!r} is a {kind}; only regular files are "
-                           f"expected in this archive, refusing to extract it.")
+        raise DatasetError(
+            f"{archive}: member {name!r} is a {kind}; only regular files are "
+            f"expected in this archive, refusing to extract it."
+        )
 
 
 def safe_extract(archive: Path, target: Path, wanted: set[str]) -> None:
@@ -175,8 +182,10 @@ def safe_extract(archive: Path, target: Path, wanted: set[str]) -> None:
             chosen = [m for m in members if m.name in wanted and m.isfile()]
             missing = wanted - {m.name for m in chosen}
             if missing:
-                raise DatasetError(f"{archive}: archive lacks {sorted(missing)}; it is not the "
-                                   f"expected distribution. Delete it and load again.")
+                raise DatasetError(
+                    f"{archive}: archive lacks {sorted(missing)}; it is not the "
+                    f"expected distribution. Delete it and load again."
+                )
             with tempfile.TemporaryDirectory(dir=target, prefix=".extract-") as tmp:
                 for member in chosen:
                     # filter="data" (Python >= 3.11.4/3.12) repeats the checks above in tarfile.
@@ -193,5 +202,7 @@ def safe_extract(archive: Path, target: Path, wanted: set[str]) -> None:
                     os.chmod(Path(tmp) / member.name, mode)
                     os.replace(Path(tmp) / member.name, final)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DatasetError(f"{archive}: cannot read the archive ({type(exc).__name__}: {exc}); it "
-                           f"is truncated or corrupt. Delete it and load again.") from exc
+        raise DatasetError(
+            f"{archive}: cannot read the archive ({type(exc).__name__}: {exc}); it "
+            f"is truncated or corrupt. Delete it and load again."
+        ) from exc

@@ -11,16 +11,24 @@ exercise the uint8 image path (normalization, augmentation) without any file.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from normlab.data.dataset import Dataset, channel_stats
 
 
-def load_synthetic(root: str | os.PathLike | None = None, *, shape: Sequence[int] = (1, 40),
-                   num_classes: int = 10, train_size: int = 4000, test_size: int = 1000,
-                   difficulty: float = 1.0, uint8: bool = False, seed: int = 0) -> Dataset:
+def load_synthetic(
+    root: str | os.PathLike | None = None,
+    *,
+    shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    train_size: int = 4000,
+    test_size: int = 1000,
+    difficulty: float = 1.0,
+    uint8: bool = False,
+    seed: int = 0,
+) -> Dataset:
     """Generate a balanced-in-expectation Gaussian classification dataset in memory.
 
     Args:
@@ -39,8 +47,9 @@ def load_synthetic(root: str | os.PathLike | None = None, *, shape: Sequence[int
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be a channels-first sample shape of positive sizes, e.g. "
-                         f"(3, 32, 32); got {shape}")
+        raise ValueError(
+            f"shape must be a channels-first sample shape of positive sizes, e.g. (3, 32, 32); got {shape}"
+        )
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if train_size < 1 or test_size < 1:
@@ -60,7 +69,14 @@ def load_synthetic(root: str | os.PathLike | None = None, *, shape: Sequence[int
     train_x, train_y = split(train_size)
     test_x, test_y = split(test_size)
     mean, std = channel_stats(train_x)
-    return Dataset(name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x,
-                   test_y=test_y, num_classes=num_classes, input_shape=shape, mean=mean,
-                   std=std)
-
+    return Dataset(
+        name="synthetic",
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=num_classes,
+        input_shape=shape,
+        mean=mean,
+        std=std,
+    )

@@ -32,8 +32,9 @@ _LAZY = {
 }
 _lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
 # the old name of ExecutorError, with a DeprecationWarning; the other names load lazily
-__getattr__ = moved_module(__name__, "normlab.experiments.errors", {"BackendError": "ExecutorError"},
-                           fallback=_lazy_getattr)
+__getattr__ = moved_module(
+    __name__, "normlab.experiments.errors", {"BackendError": "ExecutorError"}, fallback=_lazy_getattr
+)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; _LAZY is what runs
     from normlab.experiments.config import (

@@ -81,8 +81,10 @@ def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, 
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, (str, int, float, bool)) and key in seen:
             mark = key_node.start_mark
-            raise ConfigError(f"line {mark.line + 1}: the key {key!r} is given twice in one mapping; "
-                              "keep one (a repeated key would silently override the first)")
+            raise ConfigError(
+                f"line {mark.line + 1}: the key {key!r} is given twice in one mapping; "
+                "keep one (a repeated key would silently override the first)"
+            )
         if isinstance(key, (str, int, float, bool)):
             seen.add(key)
     return loader.construct_mapping(node, deep=True)
@@ -101,9 +103,11 @@ def _check_size(data: Any, where: str) -> None:
         count += 1
         if count > MAX_NODES or depth > MAX_DEPTH:
             what = f"more than {MAX_NODES} values" if count > MAX_NODES else f"more than {MAX_DEPTH} levels of nesting"
-            raise ConfigError(f"{where}the document expands to {what} (YAML aliases count every "
-                              "time they are used); an experiment file is a config: write it out "
-                              "plainly, or split it into several experiments")
+            raise ConfigError(
+                f"{where}the document expands to {what} (YAML aliases count every "
+                "time they are used); an experiment file is a config: write it out "
+                "plainly, or split it into several experiments"
+            )
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for kv in value.items() for v in kv)
         elif isinstance(value, (list, tuple)):
@@ -160,6 +164,7 @@ class Experiment:
 
 # --- reading values ------------------------------------------------------------------------
 
+
 def _parse_scalar(text: str, key: str) -> Any:
     """A command-line value as YAML would read it; 'none' means None where a field allows it."""
     text = text.strip()
@@ -204,13 +209,14 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
         key = current_key(key.strip())
         if not sep or not key:
             raise ConfigError(
-                f"override {item!r}: expected key=value (e.g. `batch_size=32` or "
-                "`norm=none,batch` to sweep)"
+                f"override {item!r}: expected key=value (e.g. `batch_size=32` or `norm=none,batch` to sweep)"
             )
         check_key(key, where="override: ")
         if key in parsed:
-            raise ConfigError(f"override {item!r}: `{key}` is given twice on the command line; "
-                              f"give it once (a comma list sweeps: `{key}=a,b`)")
+            raise ConfigError(
+                f"override {item!r}: `{key}` is given twice on the command line; "
+                f"give it once (a comma list sweeps: `{key}=a,b`)"
+            )
         parts = _split_top_level(raw)
         if any(not p.strip() for p in parts) and len(parts) > 1:
             raise ConfigError(f"override {item!r}: empty value in the comma list; remove the extra comma")
@@ -253,13 +259,16 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ConfigError(f"experiment file {str(path)!r} is {size} bytes; an experiment file "
-                          f"may hold at most {MAX_FILE_BYTES} (check that it is the right file)")
+        raise ConfigError(
+            f"experiment file {str(path)!r} is {size} bytes; an experiment file "
+            f"may hold at most {MAX_FILE_BYTES} (check that it is the right file)"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"experiment file {str(path)!r} is not UTF-8 text (byte {exc.start}: "
-                          f"{exc.reason}); save it as UTF-8") from None
+        raise ConfigError(
+            f"experiment file {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
     try:
         if suffix in (".yaml", ".yml"):
             data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
@@ -267,8 +276,7 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
             data = tomllib.loads(text)
         else:
             raise ConfigError(
-                f"experiment file {str(path)!r}: expected a .yaml, .yml or .toml file, "
-                f"got {suffix or 'no extension'!r}"
+                f"experiment file {str(path)!r}: expected a .yaml, .yml or .toml file, got {suffix or 'no extension'!r}"
             )
     except ConfigError as exc:
         raise ConfigError(f"experiment file {str(path)!r}: {exc}") from None
@@ -279,9 +287,7 @@ def read_experiment_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"experiment file {str(path)!r}: expected a mapping of keys, got {type(data).__name__}"
-        )
+        raise ConfigError(f"experiment file {str(path)!r}: expected a mapping of keys, got {type(data).__name__}")
     return data
 
 
@@ -328,9 +334,7 @@ def expand(
         entries.append((DEFAULT_GROUP, {}))
     else:
         if not isinstance(groups, dict) or not groups:
-            raise ConfigError(
-                f"{where}`groups`: expected a mapping of group name -> list of sweeps, got {groups!r}"
-            )
+            raise ConfigError(f"{where}`groups`: expected a mapping of group name -> list of sweeps, got {groups!r}")
         for group, items in groups.items():
             items = [items] if isinstance(items, dict) else items
             if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
@@ -351,8 +355,10 @@ def expand(
                 sizes[key] = len(_sweep_values(key, value, label, must_be_list=False))
         planned += math.prod(sizes.values())
         if planned > MAX_RUNS:
-            raise ConfigError(f"{where}the experiment plans more than {MAX_RUNS} runs; sweep fewer "
-                              "values or split it into several experiments")
+            raise ConfigError(
+                f"{where}the experiment plans more than {MAX_RUNS} runs; sweep fewer "
+                "values or split it into several experiments"
+            )
     runs: list[PlannedRun] = []
     for group, entry in entries:
         label = f"{where}groups.{group}: " if group else where

@@ -82,8 +82,7 @@ class _MetricBuffer:
     """Collects on_metrics calls and emits them in batches (see FLUSH_SECONDS); `commit()`
     emits the rest and, with `sync`, waits until the parent has stored them."""
 
-    def __init__(self, run_id: str, emit: Callable[[Event], None],
-                 sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, run_id: str, emit: Callable[[Event], None], sync: Callable[[], None] | None = None) -> None:
         self.run_id, self.emit, self.sync = run_id, emit, sync
         self.rows: list[tuple[int, int, str, float]] = []
         self.last_flush = time.monotonic()
@@ -124,8 +123,9 @@ def resume_step(checkpoint_path: Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
-def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable | None = None,
-                sync: Callable[[], None] | None = None) -> None:
+def execute_run(
+    task: RunTask, emit: Callable[[Event], None], run_fn: Callable | None = None, sync: Callable[[], None] | None = None
+) -> None:
     """Run one task to its end event; resumes from `<run_dir>/checkpoint.pt` when it exists.
 
     `sync()` returns once the parent has applied every event emitted before it (None: `emit`
@@ -148,9 +148,11 @@ def execute_run(task: RunTask, emit: Callable[[Event], None], run_fn: Callable |
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # not the run's fault: stop the sweep with one message, the run stays resumable
-            message = (f"no space left on the device while run {task.run_id} wrote "
-                       f"{exc.filename or 'a file'!s} ({exc.strerror}); free disk space and run the "
-                       "same command again: the run resumes from its last checkpoint")
+            message = (
+                f"no space left on the device while run {task.run_id} wrote "
+                f"{exc.filename or 'a file'!s} ({exc.strerror}); free disk space and run the "
+                "same command again: the run resumes from its last checkpoint"
+            )
             emit(("abort", task.run_id, message))
             return
         buffer.flush()
@@ -179,11 +181,12 @@ def check_thread_count(threads: int) -> None:
     """`threads` of a run: a count from 0 (keeps torch's setting) to the cores this process
     may use; else ConfigError (more threads than cores only slows training down)."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's "
-                          f"setting), got {threads!r}")
+        raise ConfigError(f"--threads: expected a number of threads >= 0 (0 keeps torch's setting), got {threads!r}")
     if threads > usable_cores():
-        raise ConfigError(f"--threads: this machine lets normlab use {usable_cores()} CPU cores, "
-                          f"got {threads} threads; give at most {usable_cores()} (0 keeps torch's setting)")
+        raise ConfigError(
+            f"--threads: this machine lets normlab use {usable_cores()} CPU cores, "
+            f"got {threads} threads; give at most {usable_cores()} (0 keeps torch's setting)"
+        )
 
 
 @contextmanager
@@ -239,8 +242,15 @@ def wait_for_ack(acks: Any, token: int, parent_pid: int) -> None:
                 os._exit(1)
 
 
-def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None,
-                threads: int = DEFAULT_THREADS, acks: Any = None, parent_pid: int | None = None) -> None:
+def worker_main(
+    worker_id: int,
+    tasks: Any,
+    events: Any,
+    run_fn: Callable | None,
+    threads: int = DEFAULT_THREADS,
+    acks: Any = None,
+    parent_pid: int | None = None,
+) -> None:
     """A process-pool worker: execute tasks from its own queue until it receives None.
 
     `threads` > 0 sets torch's intra-op threads (0: torch's one per core), so N workers share
@@ -262,10 +272,12 @@ def worker_main(worker_id: int, tasks: Any, events: Any, run_fn: Callable | None
                 return
             sync = None
             if acks is not None:
+
                 def sync(run_id: str = task.run_id) -> None:
                     token = next(tokens)
                     events.put(("sync", run_id, worker_id, token))
                     wait_for_ack(acks, token, parent_pid if parent_pid is not None else os.getppid())
+
             execute_run(task, events.put, run_fn, sync)
             events.put(("idle", worker_id))
 
@@ -276,11 +288,13 @@ def ray_task(task: RunTask, queue: Any, run_fn: Callable | None, acks: Any = Non
     tokens = itertools.count()
     sync = None
     if acks is not None:
+
         def sync() -> None:
             token = next(tokens)
             queue.put(("sync", task.run_id, None, token))
             while acks.get(block=True) != token:
                 pass
+
     execute_run(task, queue.put, run_fn, sync)
     return task.run_id
 

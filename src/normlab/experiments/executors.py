@@ -41,15 +41,17 @@ class _Worker:
         self.acks = ctx.Queue()  # tokens: "your metrics up to here are stored"
         self.current: RunTask | None = None
         self.process = ctx.Process(
-            target=worker_main, daemon=True,
+            target=worker_main,
+            daemon=True,
             args=(worker_id, self.tasks, events, run_fn, threads, self.acks, os.getpid()),
             name=f"normlab-worker-{worker_id}",
         )
         self.process.start()
 
 
-def run_process(tasks: Sequence[RunTask], writer: Writer, run_fn: Callable | None, workers: int,
-                threads: int = DEFAULT_THREADS) -> None:
+def run_process(
+    tasks: Sequence[RunTask], writer: Writer, run_fn: Callable | None, workers: int, threads: int = DEFAULT_THREADS
+) -> None:
     """Execute the runs on `workers` spawned processes with `threads` torch threads each (0:
     torch's one per core); the parent writes every result."""
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started threads

@@ -76,8 +76,7 @@ def check_key(key: str, where: str = "") -> None:
     fields = RunConfig.model_fields
     if head not in fields:
         raise ConfigError(
-            f"{where}unknown key `{key}`{suggest(key, config_keys())} "
-            "(`normlab sweep --help` lists the keys)"
+            f"{where}unknown key `{key}`{suggest(key, config_keys())} (`normlab sweep --help` lists the keys)"
         )
     section = _section_model(fields[head].annotation)
     if not rest:
@@ -93,8 +92,7 @@ def check_key(key: str, where: str = "") -> None:
         raise ConfigError(f"{where}unknown key `{key}`: `{head}` has no sub-keys; write `{head}=...`")
     if rest not in section.model_fields:
         raise ConfigError(
-            f"{where}unknown key `{key}`{suggest(key, config_keys())} "
-            f"(`{head}` has: {', '.join(section.model_fields)})"
+            f"{where}unknown key `{key}`{suggest(key, config_keys())} (`{head}` has: {', '.join(section.model_fields)})"
         )
 
 
@@ -107,8 +105,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = current_key(f"{prefix}{key}")
         head = dotted.partition(".")[0]
         nestable = head in RunConfig.model_fields and (
-            _section_model(RunConfig.model_fields[head].annotation) is not None
-            or head in FREE_DICT_FIELDS
+            _section_model(RunConfig.model_fields[head].annotation) is not None or head in FREE_DICT_FIELDS
         )
         if isinstance(value, dict) and nestable and value:
             inner = flatten(value, prefix=f"{dotted}.")
@@ -174,8 +171,7 @@ def build_config(flat: dict[str, Any], where: str = "") -> RunConfig:
         names = _registered(kind)
         if names is not None and value not in names:
             raise ConfigError(
-                f"{where}`{kind}`: unknown {kind} {value!r}{suggest(value, names)} "
-                f"(valid: {', '.join(names)})"
+                f"{where}`{kind}`: unknown {kind} {value!r}{suggest(value, names)} (valid: {', '.join(names)})"
             )
     _check_norm_kwargs(config, where)
     _check_numbers(config.model_dump(), where)

@@ -38,8 +38,9 @@ def safe_dir(root: str | os.PathLike, *parts: str) -> Path:
     path = root
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\0" in part or os.sep in part:
-            raise StoreError(f"{str(root)!r}: refusing to write under the path part {part!r}; "
-                             "it would leave the results folder")
+            raise StoreError(
+                f"{str(root)!r}: refusing to write under the path part {part!r}; it would leave the results folder"
+            )
         path = path / part
         if path.is_symlink():
             raise StoreError(
@@ -49,8 +50,7 @@ def safe_dir(root: str | os.PathLike, *parts: str) -> Path:
         try:
             path.mkdir(exist_ok=True)
         except FileExistsError:
-            raise StoreError(f"{str(path)!r} exists and is not a folder; remove it or choose "
-                             "another --out") from None
+            raise StoreError(f"{str(path)!r} exists and is not a folder; remove it or choose another --out") from None
     return path
 
 
@@ -61,8 +61,9 @@ def open_new(path: str | os.PathLike, mode: str = "w"):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     except OSError:
         if Path(path).is_symlink():
-            raise StoreError(f"{str(path)!r} is a symlink; normlab does not write through links: "
-                             "remove it and run again") from None
+            raise StoreError(
+                f"{str(path)!r} is a symlink; normlab does not write through links: remove it and run again"
+            ) from None
         raise
     return os.fdopen(fd, mode)
 

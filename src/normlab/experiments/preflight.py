@@ -44,16 +44,31 @@ def _check_batches(config: Any, data: Any) -> None:
 
     train_idx, _ = split_holdout(len(data.train_y), config.holdout_fraction)
     if len(train_idx) == 0:
-        raise ConfigError(f"`holdout_fraction`: {config.holdout_fraction} holds out all "
-                          f"{len(data.train_y)} training examples of {config.dataset!r}; lower it")
+        raise ConfigError(
+            f"`holdout_fraction`: {config.holdout_fraction} holds out all "
+            f"{len(data.train_y)} training examples of {config.dataset!r}; lower it"
+        )
     try:
-        BatchLoader(data.train_x[train_idx], data.train_y[train_idx], config.batch_size, shuffle=True,
-                    drop_last=True, seed=config.seed, augment=config.augment, batching=config.batching,
-                    classes_per_batch=config.classes_per_batch, device="cpu", mean=data.mean, std=data.std)
+        BatchLoader(
+            data.train_x[train_idx],
+            data.train_y[train_idx],
+            config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            seed=config.seed,
+            augment=config.augment,
+            batching=config.batching,
+            classes_per_batch=config.classes_per_batch,
+            device="cpu",
+            mean=data.mean,
+            std=data.std,
+        )
     except ValueError as err:
-        raise ConfigError(f"{config.dataset!r} with batch_size={config.batch_size}, "
-                          f"holdout_fraction={config.holdout_fraction}, batching={config.batching!r}: "
-                          f"{err}") from None
+        raise ConfigError(
+            f"{config.dataset!r} with batch_size={config.batch_size}, "
+            f"holdout_fraction={config.holdout_fraction}, batching={config.batching!r}: "
+            f"{err}"
+        ) from None
 
 
 def _check_model(config: Any, data: Any) -> None:
@@ -65,13 +80,21 @@ def _check_model(config: Any, data: Any) -> None:
     try:
         with torch.device("meta"):  # shapes only: a huge model costs nothing here
             model = build_model(
-                config.model, data.input_shape, data.num_classes, norm=config.norm,
-                norm_kwargs=model_norm_kwargs(config), norm_position=config.norm_position,
-                activation=config.activation, hidden=config.hidden, init_scale=config.init_scale,
+                config.model,
+                data.input_shape,
+                data.num_classes,
+                norm=config.norm,
+                norm_kwargs=model_norm_kwargs(config),
+                norm_position=config.norm_position,
+                activation=config.activation,
+                hidden=config.hidden,
+                init_scale=config.init_scale,
             )
     except (ValueError, TypeError, RuntimeError) as err:
-        raise ConfigError(f"model {config.model!r} with norm {config.norm!r} and norm_kwargs "
-                          f"{config.norm_kwargs}: cannot be built ({' '.join(str(err).split())})") from None
+        raise ConfigError(
+            f"model {config.model!r} with norm {config.norm!r} and norm_kwargs "
+            f"{config.norm_kwargs}: cannot be built ({' '.join(str(err).split())})"
+        ) from None
     params = sum(p.numel() for p in model.parameters())
     need, have = params * BYTES_PER_PARAM, memory_bytes(config.device)
     if have is not None and need > have:
@@ -110,10 +133,26 @@ def check_runs(configs: Sequence[Any], *, data_only: bool = False) -> dict[str, 
         if data_only:
             out[config.run_id] = prints[source]
             continue
-        batches = (source, config.holdout_fraction, config.batch_size, config.batching,
-                   config.classes_per_batch, config.augment)
-        model = (source, config.model, config.norm, repr(config.norm_kwargs), config.norm_position,
-                 config.activation, repr(config.hidden), config.init_scale, config.bn_impl, config.device)
+        batches = (
+            source,
+            config.holdout_fraction,
+            config.batch_size,
+            config.batching,
+            config.classes_per_batch,
+            config.augment,
+        )
+        model = (
+            source,
+            config.model,
+            config.norm,
+            repr(config.norm_kwargs),
+            config.norm_position,
+            config.activation,
+            repr(config.hidden),
+            config.init_scale,
+            config.bn_impl,
+            config.device,
+        )
         try:
             if batches not in checked:
                 _check_batches(config, data)

@@ -106,7 +106,9 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         # O_NOFOLLOW: a symlink planted at the lock's name is refused, not truncated through
         handle = os.fdopen(os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a+")
     except OSError as exc:
-        raise StoreError(f"cannot use {str(out_dir)!r} as the results folder ({exc.strerror}); choose another --out") from None
+        raise StoreError(
+            f"cannot use {str(out_dir)!r} as the results folder ({exc.strerror}); choose another --out"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,8 +199,7 @@ def check_runnable_here(experiment: Experiment, out_dir: str | Path, retry_faile
         message, ids = next(iter(problems.items()))
         count = len({rid for ids in problems.values() for rid in ids})
         raise ConfigError(
-            f"{count} run(s) of {experiment.name!r} cannot run on this machine (first: run "
-            f"{ids[0]}): {message}"
+            f"{count} run(s) of {experiment.name!r} cannot run on this machine (first: run {ids[0]}): {message}"
         )
     prints = check_runs(todo)
     for run_id, now in check_runs(done, data_only=True).items():
@@ -259,8 +260,7 @@ def run_experiment(
         >>> summary = run_experiment(load_experiment("configs/mnist1d_norm_batch.yaml"), "runs")
         >>> print(summary)
     """
-    executor = renamed_argument("backend", backend, "executor", executor, default="local",
-                                where="run_experiment")
+    executor = renamed_argument("backend", backend, "executor", executor, default="local", where="run_experiment")
     check_executor(executor, workers)
     check_thread_count(threads)
     if not isinstance(experiment, Experiment):
@@ -275,8 +275,7 @@ def run_experiment(
         run_ids = list(dict.fromkeys(run.run_id for run in experiment.runs))
         before = store.run_status(run_ids)
         todo = [
-            rid for rid in run_ids
-            if before[rid] not in DONE_STATUSES and (before[rid] != "failed" or retry_failed)
+            rid for rid in run_ids if before[rid] not in DONE_STATUSES and (before[rid] != "failed" or retry_failed)
         ]
         configs = {run.run_id: run.config for run in experiment.runs}
         tasks = [RunTask(rid, configs[rid].resolved(), str(out / "runs" / rid)) for rid in todo]
@@ -292,8 +291,14 @@ def run_experiment(
                 else:
                     devices = {c.device for c in configs.values()}
                     run_ray(
-                        tasks, writer, run_fn, workers=workers if workers > 1 else 0, address=address,
-                        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries,
+                        tasks,
+                        writer,
+                        run_fn,
+                        workers=workers if workers > 1 else 0,
+                        address=address,
+                        cpus_per_run=cpus_per_run,
+                        gpus_per_run=gpus_per_run,
+                        max_retries=max_retries,
                         devices=devices,
                     )
             except BaseException:  # Ctrl-C or a bug: leave started runs resumable, never half-done
@@ -317,5 +322,4 @@ def run_experiment(
     return SweepSummary(experiment.name, out, outcomes, time.perf_counter() - start)
 
 
-__all__ = ["RunOutcome", "SweepSummary", "check_backend", "check_executor", "check_runnable_here",
-           "run_experiment"]
+__all__ = ["RunOutcome", "SweepSummary", "check_backend", "check_executor", "check_runnable_here", "run_experiment"]

@@ -116,7 +116,7 @@ def _sqlite_errors(method: Callable) -> Callable:
     locked or full database is the user's to fix, not a traceback)."""
 
     @functools.wraps(method)
-    def guarded(self: "Store", *args: Any, **kwargs: Any) -> Any:
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
@@ -159,8 +159,10 @@ class Store:
         if self.path.is_dir():  # a results folder: its database
             self.path = self.path / DB_NAME
         if self.path.is_symlink():  # writes would land wherever the link points
-            raise StoreError(f"{str(self.path)!r} is a symlink; normlab opens only a real "
-                             "database file: remove the link or choose another --out")
+            raise StoreError(
+                f"{str(self.path)!r} is a symlink; normlab opens only a real "
+                "database file: remove the link or choose another --out"
+            )
         self.readonly = not create if readonly is None else readonly
         if not self.path.exists():
             if not create:
@@ -185,7 +187,7 @@ class Store:
         self._conn.isolation_level = "DEFERRED"  # `with conn:` = one transaction
 
     @classmethod
-    def open(cls, out_dir: str | Path, *, create: bool = True, readonly: bool | None = None) -> "Store":
+    def open(cls, out_dir: str | Path, *, create: bool = True, readonly: bool | None = None) -> Store:
         """The store of a results directory (`<out_dir>/normlab.db`); `create=False` opens it
         read-only unless `readonly=False`."""
         return cls(Path(out_dir) / DB_NAME, create=create, readonly=readonly)
@@ -195,14 +197,18 @@ class Store:
         text = " ".join(str(exc).split())  # one line
         where = f"results database {str(self.path)!r}"
         if "locked" in text or "busy" in text:
-            return StoreError(f"the {where} is locked by another process ({text}); wait for it "
-                              "to end and run the command again")
+            return StoreError(
+                f"the {where} is locked by another process ({text}); wait for it to end and run the command again"
+            )
         if "full" in text:
-            return StoreError(f"no space left for the {where} ({text}); free disk space and run "
-                              "the command again (stored runs are kept, interrupted ones resume)")
+            return StoreError(
+                f"no space left for the {where} ({text}); free disk space and run "
+                "the command again (stored runs are kept, interrupted ones resume)"
+            )
         if "readonly" in text or "read-only" in text:
-            return StoreError(f"cannot write the {where} ({text}); make it and its folder "
-                              "writable, or choose another --out")
+            return StoreError(
+                f"cannot write the {where} ({text}); make it and its folder writable, or choose another --out"
+            )
         return StoreError(
             f"the {where} is damaged or not a normlab results database ({text}); move it away "
             "(or restore a backup) and rerun the sweep to train its runs again, or choose another "
@@ -287,7 +293,7 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -296,7 +302,7 @@ class Store:
     # --- writing (the runner's parent process is the only writer) -------------------------
 
     @_sqlite_errors
-    def add_experiment(self, experiment: "Experiment", *, append: bool = False) -> None:
+    def add_experiment(self, experiment: Experiment, *, append: bool = False) -> None:
         """Register an experiment and its runs (new runs as 'queued'; stored runs are kept).
 
         The experiment's membership becomes exactly `experiment.runs` (so editing a file never
@@ -320,19 +326,16 @@ class Store:
             ).fetchone()[0]
             for i, run in enumerate(experiment.runs):
                 self._conn.execute(
-                    "INSERT OR IGNORE INTO runs(run_id, config_json, status, created_at) "
-                    "VALUES (?, ?, 'queued', ?)",
+                    "INSERT OR IGNORE INTO runs(run_id, config_json, status, created_at) VALUES (?, ?, 'queued', ?)",
                     (run.run_id, config_json(run.config), now),
                 )
                 self._conn.execute(
-                    "INSERT OR IGNORE INTO experiment_runs(experiment, run_id, grp, position) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO experiment_runs(experiment, run_id, grp, position) VALUES (?, ?, ?, ?)",
                     (experiment.name, run.run_id, run.group, start + i),
                 )
 
     @_sqlite_errors
-    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool,
-                     keep_through: int | None = None) -> None:
+    def mark_running(self, run_id: str, env: dict[str, Any], *, fresh: bool, keep_through: int | None = None) -> None:
         """A run starts (or resumes); `fresh` (no checkpoint) drops metrics of earlier tries;
         a resume from the checkpoint of step `keep_through` drops the rows past that step
         (the killed try stored them; the resumed run emits them again)."""
@@ -439,8 +442,9 @@ class Store:
         for i in range(0, len(run_ids), 500):
             chunk = list(run_ids[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            out.update(self._conn.execute(
-                f"SELECT run_id, data_fingerprint FROM runs WHERE run_id IN ({marks})", chunk))
+            out.update(
+                self._conn.execute(f"SELECT run_id, data_fingerprint FROM runs WHERE run_id IN ({marks})", chunk)
+            )
         return out
 
     @_sqlite_errors
@@ -469,7 +473,7 @@ class Store:
         return dict(rows.fetchall())
 
     @_sqlite_errors
-    def runs_frame(self, experiment: str) -> "pd.DataFrame":
+    def runs_frame(self, experiment: str) -> pd.DataFrame:
         """One row per (run, group): run_id, experiment, status, group, started_at, finished_at,
         seconds, error, steps, then every resolved config key flattened with dots (`norm`,
         `optim.weight_decay`, ...), `final.<metric>` and `env.<key>` columns.
@@ -501,7 +505,7 @@ class Store:
         return frame if records else pd.DataFrame(columns=head)
 
     @_sqlite_errors
-    def metrics_frame(self, experiment: str, names: Sequence[str] | None = None) -> "pd.DataFrame":
+    def metrics_frame(self, experiment: str, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Columns run_id, step, epoch, name, value for the runs of an experiment (each run once),
         sorted by run_id, name, step; `names` keeps only those metrics."""
         import pandas as pd

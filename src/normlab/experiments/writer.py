@@ -16,8 +16,14 @@ from normlab.experiments.store import Store
 class Writer:
     """Applies executor events to the store and the progress bar (parent process only)."""
 
-    def __init__(self, store: Store, out_dir: Path, progress: ProgressView, labels: dict[str, str],
-                 fingerprints: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        out_dir: Path,
+        progress: ProgressView,
+        labels: dict[str, str],
+        fingerprints: dict[str, str] | None = None,
+    ) -> None:
         self.store, self.out_dir, self.progress, self.labels = store, out_dir, progress, labels
         self.fingerprints = fingerprints or {}  # run_id -> fingerprint of its data
         self.running: set[str] = set()

@@ -44,9 +44,7 @@ def _check(x, running_mean, running_var, weight, bias, training) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"batch_norm expected x to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise ValueError(
-            f"expected 2D or higher input (got {x.dim()}D input): BatchNorm needs (N, C, ...)"
-        )
+        raise ValueError(f"expected 2D or higher input (got {x.dim()}D input): BatchNorm needs (N, C, ...)")
     if x.dtype not in _DTYPES:
         raise TypeError(
             f"batch_norm expected x of dtype float32, bfloat16 or float16, got {x.dtype}; "
@@ -61,8 +59,7 @@ def _check(x, running_mean, running_var, weight, bias, training) -> None:
     C = x.shape[1]
     if x.numel() == 0:
         raise ValueError(f"batch_norm expected a non-empty input, got shape {tuple(x.shape)}")
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is None:
             continue
         if t.shape != (C,):
@@ -84,9 +81,7 @@ def _check(x, running_mean, running_var, weight, bias, training) -> None:
             "pass them or use training=True"
         )
     if training and x.numel() // C <= 1:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.shape}"
-        )
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
 
 
 def batch_norm(
@@ -133,6 +128,7 @@ def batch_norm(
     _check(x, running_mean, running_var, weight, bias, training)
     from normlab.kernels.op import BatchNormFunction  # imports triton
 
-    y, _ = BatchNormFunction.apply(x, running_mean, running_var, weight, bias, bool(training),
-                                   float(momentum), float(eps), bool(relu))
+    y, _ = BatchNormFunction.apply(
+        x, running_mean, running_var, weight, bias, bool(training), float(momentum), float(eps), bool(relu)
+    )
     return y

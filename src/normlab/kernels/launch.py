@@ -89,13 +89,18 @@ class Knobs:
             value = getattr(self, name)
             if (value < 1 or value & (value - 1)) and not (name == "rows_cap" and value == 0):
                 zero = " (or 0: no cap)" if name == "rows_cap" else ""
-                raise ValueError(f"Knobs.{name} must be a power of two{zero} (Triton block "
-                                 f"sizes), got {value}; use e.g. {_next_pow2(max(value, 1))}")
-        for name, allowed in (("stats_unroll", (1, 2)), ("bwd_unroll", (1, 2)),
-                              ("stats_stages", (0, 2, 3, 4)), ("bwd_stages", (0, 2, 3, 4))):
+                raise ValueError(
+                    f"Knobs.{name} must be a power of two{zero} (Triton block "
+                    f"sizes), got {value}; use e.g. {_next_pow2(max(value, 1))}"
+                )
+        for name, allowed in (
+            ("stats_unroll", (1, 2)),
+            ("bwd_unroll", (1, 2)),
+            ("stats_stages", (0, 2, 3, 4)),
+            ("bwd_stages", (0, 2, 3, 4)),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"Knobs.{name} must be one of {allowed}, "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(f"Knobs.{name} must be one of {allowed}, got {getattr(self, name)}")
         if self.programs_per_sm < 1:
             raise ValueError(f"Knobs.programs_per_sm must be >= 1, got {self.programs_per_sm}")
 
@@ -128,9 +133,11 @@ def using_knobs(knobs: Mapping[str, Knobs]) -> Iterator[None]:
     """
     global KNOBS
     if set(knobs) != set(KNOBS) or not all(isinstance(v, Knobs) for v in knobs.values()):
-        raise ValueError(f"using_knobs expected one Knobs per view kind {sorted(KNOBS)}, got "
-                         f"{ {k: type(v).__name__ for k, v in knobs.items()} }; start from KNOBS, e.g. "
-                         "{**KNOBS, 'rows': dataclasses.replace(KNOBS['rows'], ...)}")
+        raise ValueError(
+            f"using_knobs expected one Knobs per view kind {sorted(KNOBS)}, got "
+            f"{ {k: type(v).__name__ for k, v in knobs.items()} }; start from KNOBS, e.g. "
+            "{**KNOBS, 'rows': dataclasses.replace(KNOBS['rows'], ...)}"
+        )
     adopted, KNOBS = KNOBS, dict(knobs)
     try:
         yield
@@ -206,9 +213,18 @@ def plan_tiles(v: View, elem_size: int, sms: int, knobs: Knobs) -> Tiles:
     num_warps = 8 if block_c * block_s >= 2048 else 4
     num_stages = 3 if elem_size == 2 else 2
     return Tiles(
-        block_c, block_s, split, units_per_prog, n_sblocks, n_units, num_warps, num_stages,
-        stats_unroll=knobs.stats_unroll, stats_stages=knobs.stats_stages or None,
-        bwd_unroll=knobs.bwd_unroll, bwd_stages=knobs.bwd_stages or None,
+        block_c,
+        block_s,
+        split,
+        units_per_prog,
+        n_sblocks,
+        n_units,
+        num_warps,
+        num_stages,
+        stats_unroll=knobs.stats_unroll,
+        stats_stages=knobs.stats_stages or None,
+        bwd_unroll=knobs.bwd_unroll,
+        bwd_stages=knobs.bwd_stages or None,
         fin_block=knobs.finalize_channels,
         # 2 rows per load in the interpreter: its few partial rows still take several steps.
         fin_rows=knobs.finalize_rows if sms else 2,
@@ -239,27 +255,62 @@ def forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
     if training:
         part = torch.empty(2, t.split, v.C, device=x.device, dtype=torch.float32)
         k._stats_kernel[_grid(v, t)](
-            x, part, *_common(v, t), t.split,
-            BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.stats_unroll, STAGES=t.stats_stages,
-            num_warps=t.num_warps, num_stages=t.num_stages,
+            x,
+            part,
+            *_common(v, t),
+            t.split,
+            BLOCK_C=t.block_c,
+            BLOCK_S=t.block_s,
+            UNROLL=t.stats_unroll,
+            STAGES=t.stats_stages,
+            num_warps=t.num_warps,
+            num_stages=t.num_stages,
         )
         update = running_mean is not None
         M = v.count
         k._finalize_kernel[_fin_grid(v, t)](
-            x, part, w, b,
-            running_mean if update else dummy, running_var if update else dummy, stats,
-            v.C, v.sc, t.split, float(M), float(momentum), float(eps), M / max(M - 1, 1),
-            HAS_W=weight is not None, HAS_B=bias is not None, UPDATE_RUNNING=update,
-            BLOCK=t.fin_block, BLOCK_P=t.fin_rows,
+            x,
+            part,
+            w,
+            b,
+            running_mean if update else dummy,
+            running_var if update else dummy,
+            stats,
+            v.C,
+            v.sc,
+            t.split,
+            float(M),
+            float(momentum),
+            float(eps),
+            M / max(M - 1, 1),
+            HAS_W=weight is not None,
+            HAS_B=bias is not None,
+            UPDATE_RUNNING=update,
+            BLOCK=t.fin_block,
+            BLOCK_P=t.fin_rows,
         )
     else:
         k._eval_coef_kernel[_fin_grid(v, t)](
-            running_mean, running_var, w, b, stats, v.C, float(eps),
-            HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=t.fin_block,
+            running_mean,
+            running_var,
+            w,
+            b,
+            stats,
+            v.C,
+            float(eps),
+            HAS_W=weight is not None,
+            HAS_B=bias is not None,
+            BLOCK=t.fin_block,
         )
     k._apply_kernel[_grid(v, t)](
-        x, y, stats, *_common(v, t),
-        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+        x,
+        y,
+        stats,
+        *_common(v, t),
+        RELU=relu,
+        BLOCK_C=t.block_c,
+        BLOCK_S=t.block_s,
+        num_warps=t.num_warps,
         num_stages=t.num_stages,
     )
     return y, stats
@@ -277,18 +328,46 @@ def backward(dy, x, stats, weight, training, relu):
     db = torch.empty(v.C, device=x.device, dtype=torch.float32)
     dx = torch.empty_like(x)
     k._bwd_reduce_kernel[_grid(v, t)](
-        x, dy, stats, part, *_common(v, t), t.split,
-        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, UNROLL=t.bwd_unroll,
-        STAGES=t.bwd_stages, num_warps=t.num_warps, num_stages=t.num_stages,
+        x,
+        dy,
+        stats,
+        part,
+        *_common(v, t),
+        t.split,
+        RELU=relu,
+        BLOCK_C=t.block_c,
+        BLOCK_S=t.block_s,
+        UNROLL=t.bwd_unroll,
+        STAGES=t.bwd_stages,
+        num_warps=t.num_warps,
+        num_stages=t.num_stages,
     )
     k._bwd_finalize_kernel[_fin_grid(v, t)](
-        part, stats, weight if weight is not None else stats, dw, db, coef,
-        v.C, t.split, float(v.count),
-        HAS_W=weight is not None, TRAINING=training, BLOCK=t.fin_block, BLOCK_P=t.fin_rows,
+        part,
+        stats,
+        weight if weight is not None else stats,
+        dw,
+        db,
+        coef,
+        v.C,
+        t.split,
+        float(v.count),
+        HAS_W=weight is not None,
+        TRAINING=training,
+        BLOCK=t.fin_block,
+        BLOCK_P=t.fin_rows,
     )
     k._bwd_apply_kernel[_grid(v, t)](
-        x, dy, dx, stats, coef, *_common(v, t),
-        RELU=relu, BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
+        x,
+        dy,
+        dx,
+        stats,
+        coef,
+        *_common(v, t),
+        RELU=relu,
+        BLOCK_C=t.block_c,
+        BLOCK_S=t.block_s,
+        num_warps=t.num_warps,
         num_stages=t.num_stages,
     )
     return dx, dw, db

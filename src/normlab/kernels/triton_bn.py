@@ -80,9 +80,21 @@ def _load_tile(ptr, base, tile_off, mask):
 
 @triton.jit
 def _stats_kernel(
-    x_ptr, part_ptr,  # x: [N, C, S] strided; part: [2, SPLIT, C] float32
-    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+    x_ptr,
+    part_ptr,  # x: [N, C, S] strided; part: [2, SPLIT, C] float32
+    C,
+    S,
+    sn,
+    sc,
+    ss,
+    n_sblocks,
+    n_units,
+    units_per_prog,
+    SPLIT,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Shifted sums per channel, with two knobs for more bytes in flight (``launch.Knobs``):
 
@@ -104,8 +116,7 @@ def _stats_kernel(
         base, mask = _unit_tile(u0 + i, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
         x = _load_tile(x_ptr, base, tile_off, mask)
         if UNROLL == 2:  # issue the second load before the first tile is consumed
-            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range,
-                                      BLOCK_S)
+            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
             x2 = _load_tile(x_ptr, base2, tile_off, mask2)
             d2 = tl.where(mask2, x2 - k, 0.0)
             acc1 += d2
@@ -136,8 +147,7 @@ def _sum_partials(part_ptr, n_rows, C, c, c_mask, BLOCK_P: tl.constexpr, BLOCK: 
 
 
 @triton.jit
-def _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps,
-                 HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+def _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     """Writes ``stats[:, c]`` = mean, invstd, ``a = weight * invstd``, ``b = bias - mean * a``
     (``stats`` is ``[4, C]`` float32; the apply kernels compute ``y = a * x + b``)."""
     invstd = 1.0 / tl.sqrt(var + eps)
@@ -155,10 +165,25 @@ def _store_stats(stats_ptr, w_ptr, b_ptr, C, c, c_mask, mean, var, eps,
 
 @triton.jit
 def _finalize_kernel(
-    x_ptr, part_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, stats_ptr,  # stats: [4, C] float32
-    C, sc, SPLIT, M, momentum, eps, unbias,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, UPDATE_RUNNING: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+    x_ptr,
+    part_ptr,
+    w_ptr,
+    b_ptr,
+    rm_ptr,
+    rv_ptr,
+    stats_ptr,  # stats: [4, C] float32
+    C,
+    sc,
+    SPLIT,
+    M,
+    momentum,
+    eps,
+    unbias,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    UPDATE_RUNNING: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     c_mask = c < C
@@ -179,8 +204,16 @@ def _finalize_kernel(
 
 @triton.jit
 def _eval_coef_kernel(
-    rm_ptr, rv_ptr, w_ptr, b_ptr, stats_ptr, C, eps,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK: tl.constexpr,
+    rm_ptr,
+    rv_ptr,
+    w_ptr,
+    b_ptr,
+    stats_ptr,
+    C,
+    eps,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Eval mode: stats = [running_mean, 1/sqrt(running_var + eps), a, b]."""
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -192,9 +225,20 @@ def _eval_coef_kernel(
 
 @triton.jit
 def _apply_kernel(
-    x_ptr, y_ptr, stats_ptr,  # y = a[c] * x + b[c] (then ReLU), y has x's strides
-    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
-    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    stats_ptr,  # y = a[c] * x + b[c] (then ReLU), y has x's strides
+    C,
+    S,
+    sn,
+    sc,
+    ss,
+    n_sblocks,
+    n_units,
+    units_per_prog,
+    RELU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
 ):
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
     pid_s = tl.program_id(1)
@@ -224,9 +268,23 @@ def _bwd_accumulate(acc1, acc2, x, dy, mask, mean, a, b, RELU: tl.constexpr):
 
 @triton.jit
 def _bwd_reduce_kernel(
-    x_ptr, dy_ptr, stats_ptr, part_ptr,  # part: [2, SPLIT, C]: sum(dy), sum(dy * (x - mean))
-    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog, SPLIT,
-    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, UNROLL: tl.constexpr,
+    x_ptr,
+    dy_ptr,
+    stats_ptr,
+    part_ptr,  # part: [2, SPLIT, C]: sum(dy), sum(dy * (x - mean))
+    C,
+    S,
+    sn,
+    sc,
+    ss,
+    n_sblocks,
+    n_units,
+    units_per_prog,
+    SPLIT,
+    RELU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    UNROLL: tl.constexpr,
     STAGES: tl.constexpr,
 ):
     """``UNROLL=2``: two units (four tile loads) per loop step; ``STAGES`` as in
@@ -249,8 +307,7 @@ def _bwd_reduce_kernel(
         x = _load_tile(x_ptr, base, tile_off, mask)
         dy = _load_tile(dy_ptr, base, tile_off, mask)
         if UNROLL == 2:  # issue the second unit's loads before the first is consumed
-            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range,
-                                      BLOCK_S)
+            base2, mask2 = _unit_tile(u0 + i + 1, u_end, n_sblocks, sn, ss, S, c_mask, j_range, BLOCK_S)
             x2 = _load_tile(x_ptr, base2, tile_off, mask2)
             dy2 = _load_tile(dy_ptr, base2, tile_off, mask2)
             acc1, acc2 = _bwd_accumulate(acc1, acc2, x2, dy2, mask2, mean, a, b, RELU)
@@ -261,9 +318,19 @@ def _bwd_reduce_kernel(
 
 @triton.jit
 def _bwd_finalize_kernel(
-    part_ptr, stats_ptr, w_ptr, dw_ptr, db_ptr, k_ptr,  # k: [3, C] float32
-    C, SPLIT, M,
-    HAS_W: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+    part_ptr,
+    stats_ptr,
+    w_ptr,
+    dw_ptr,
+    db_ptr,
+    k_ptr,  # k: [3, C] float32
+    C,
+    SPLIT,
+    M,
+    HAS_W: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     """dbeta = sum(dy); dgamma = sum(dy*(x-mean))*invstd; dx = k1*dy + k2*(x-mean) + k3.
 
@@ -295,9 +362,22 @@ def _bwd_finalize_kernel(
 
 @triton.jit
 def _bwd_apply_kernel(
-    x_ptr, dy_ptr, dx_ptr, stats_ptr, k_ptr,
-    C, S, sn, sc, ss, n_sblocks, n_units, units_per_prog,
-    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    x_ptr,
+    dy_ptr,
+    dx_ptr,
+    stats_ptr,
+    k_ptr,
+    C,
+    S,
+    sn,
+    sc,
+    ss,
+    n_sblocks,
+    n_units,
+    units_per_prog,
+    RELU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
 ):
     c, c_mask, j_range, tile_off, c_base = _program_tile(C, sc, ss, BLOCK_C, BLOCK_S)
     pid_s = tl.program_id(1)

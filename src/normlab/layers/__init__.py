@@ -6,8 +6,8 @@ Imports only torch. `BatchNorm1d/2d/3d` are drop-ins for torch's; `BatchNorm` ta
 
 from normlab._deprecated import moved_module
 from normlab.layers import functional
-from normlab.layers.implementations import IMPLS
 from normlab.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
+from normlab.layers.implementations import IMPLS
 from normlab.layers.norms import GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from normlab.layers.registry import create_norm, norm_kwargs, norm_names, register_norm
 from normlab.layers.surgery import (

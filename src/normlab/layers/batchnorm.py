@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normlab.layers import functional
 from normlab._deprecated import renamed_argument, warn_renamed
+from normlab.layers import functional
 from normlab.layers.implementations import check_impl, dispatch_batch_norm, resolve_impl
 
 __all__ = ["BatchNormBase", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
@@ -99,15 +99,10 @@ class BatchNormBase(_BatchNorm):
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(
-                f"momentum must be in [0, 1] or None (cumulative average), got {momentum!r}"
-            )
-        impl = check_impl(renamed_argument("backend", backend, "impl", impl, default="auto",
-                                          where=type(self).__name__))
+            raise ValueError(f"momentum must be in [0, 1] or None (cumulative average), got {momentum!r}")
+        impl = check_impl(renamed_argument("backend", backend, "impl", impl, default="auto", where=type(self).__name__))
         extra = {"bias": bias} if _TORCH_TAKES_BIAS else {}
-        super().__init__(
-            num_features, eps, momentum, affine, track_running_stats, device, dtype, **extra
-        )
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **extra)
         if affine and not bias and not _TORCH_TAKES_BIAS:
             self.register_parameter("bias", None)
         self.impl = impl
@@ -156,9 +151,7 @@ class BatchNormBase(_BatchNorm):
                 fix = "add a batch dim with x.unsqueeze(0) or merge trailing dims with x.flatten(2)"
             else:
                 fix = "use normlab.layers.BatchNorm for any rank from 2D to 5D"
-            raise ValueError(
-                f"expected {self._rank_text} input (got {x.dim()}D input) of shape (N, C, *); {fix}"
-            )
+            raise ValueError(f"expected {self._rank_text} input (got {x.dim()}D input) of shape (N, C, *); {fix}")
 
     def uses_batch_stats(self) -> bool:
         """True when forward normalizes with the batch statistics (not the running ones).
@@ -173,12 +166,7 @@ class BatchNormBase(_BatchNorm):
 
     def updates_running_stats(self) -> bool:
         """True when this forward updates the running statistics (and counts the batch)."""
-        return (
-            self.training
-            and not self.frozen
-            and self.track_running_stats
-            and self.running_mean is not None
-        )
+        return self.training and not self.frozen and self.track_running_stats and self.running_mean is not None
 
     def _momentum_factor(self) -> float | Tensor:
         """Count this batch; return the running-average factor for it.
@@ -236,9 +224,7 @@ class BatchNormBase(_BatchNorm):
     def _forward_with_stats_hook(self, x: Tensor, momentum: float | Tensor | None) -> Tensor:
         mean, var, count = self.batch_stats(x)  # (C,), (C,), M
         if momentum is not None:
-            functional.update_running_stats(
-                self.running_mean, self.running_var, mean, var, count, momentum
-            )
+            functional.update_running_stats(self.running_mean, self.running_var, mean, var, count, momentum)
         shape = functional.channel_shape(x)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:

@@ -87,9 +87,7 @@ class BatchNormChannelError(ValueError, RuntimeError):
     """
 
 
-def check_batch_norm_input(
-    x: Tensor, num_features: int | None, training: bool, eps: float | None = None
-) -> None:
+def check_batch_norm_input(x: Tensor, num_features: int | None, training: bool, eps: float | None = None) -> None:
     """Raise one clear error for an input batch norm cannot take, in torch's order and with
     torch's exception types: rank (ValueError), one value per channel in training (ValueError),
     eps (ValueError: > 0 in training, >= 0 in eval), channels (`BatchNormChannelError`).
@@ -122,8 +120,7 @@ def check_eps(eps: float, training: bool) -> None:
     if eps <= 0 if training else eps < 0:
         bound = "positive during training" if training else "non-negative"
         raise ValueError(
-            f"batch_norm eps must be {bound}, but got {eps}; build the layer with a small "
-            f"positive eps such as 1e-5"
+            f"batch_norm eps must be {bound}, but got {eps}; build the layer with a small positive eps such as 1e-5"
         )
 
 

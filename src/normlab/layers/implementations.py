@@ -41,9 +41,7 @@ IMPLS = ("auto", "reference", "torch", "triton")
 def check_impl(impl: str) -> str:
     """Return `impl` if it is a known name, else raise a ValueError listing the names."""
     if impl not in IMPLS:
-        raise ValueError(
-            f"unknown batch norm implementation {impl!r}; expected one of {', '.join(IMPLS)}"
-        )
+        raise ValueError(f"unknown batch norm implementation {impl!r}; expected one of {', '.join(IMPLS)}")
     return impl
 
 
@@ -113,9 +111,7 @@ def dispatch_batch_norm(
     the running statistics are updated here and the kernel only normalizes.
     """
     if impl == "reference":
-        return functional.batch_norm(
-            x, running_mean, running_var, weight, bias, training, momentum, eps
-        )
+        return functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     kernel = F.batch_norm if impl == "torch" else _triton_batch_norm(x)
     if training and isinstance(momentum, Tensor) and running_mean is not None:
         with torch.no_grad():

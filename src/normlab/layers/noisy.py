@@ -118,8 +118,10 @@ class NoisyBatchNorm(BatchNormBase):
         self.last_noise: tuple[Tensor, Tensor] | None = None
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", mean_max={self.mean_max}, scale=[{self.scale_min}, "
-                f"{self.scale_max}], sample_std={self.sample_std}, seed={self.seed}")
+        return (
+            super().extra_repr() + f", mean_max={self.mean_max}, scale=[{self.scale_min}, "
+            f"{self.scale_max}], sample_std={self.sample_std}, seed={self.seed}"
+        )
 
     def _generator_for(self, device: torch.device) -> torch.Generator:
         if self.generator is None or (self._own_generator and self.generator.device != device):

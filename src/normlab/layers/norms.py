@@ -110,9 +110,7 @@ class LayerNorm(GroupNorm):
         torch.Size([4, 16])
     """
 
-    def __init__(
-        self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
-    ):
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
         super().__init__(num_channels, 1, eps, affine, device, dtype)
 
 
@@ -131,9 +129,7 @@ class InstanceNorm(GroupNorm):
         torch.Size([2, 3, 8, 8])
     """
 
-    def __init__(
-        self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
-    ):
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
         super().__init__(num_channels, num_channels, eps, affine, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -161,9 +157,7 @@ class RMSNorm(_ChannelAffine):
         torch.Size([4, 16, 10])
     """
 
-    def __init__(
-        self, num_channels: int, eps: float = 1e-6, affine: bool = True, device=None, dtype=None
-    ):
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, device=None, dtype=None):
         super().__init__(num_channels, affine, False, device, dtype)
         self.eps = eps
 

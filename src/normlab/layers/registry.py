@@ -74,9 +74,7 @@ def register_norm(name: str, factory: NormFactory, *, replace: bool = False) -> 
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if not isinstance(key, str) or not key or not all(c.isalnum() or c in "_-" for c in key):
-        raise ValueError(
-            f"register_norm expected a name of letters, digits, '_' or '-', got {name!r}"
-        )
+        raise ValueError(f"register_norm expected a name of letters, digits, '_' or '-', got {name!r}")
     if not callable(factory):
         raise TypeError(
             f"register_norm expected a class or callable factory(num_features, **kw) for "
@@ -85,8 +83,7 @@ def register_norm(name: str, factory: NormFactory, *, replace: bool = False) -> 
     if key in _BUILT_IN or (key in _NORMS and not replace):
         why = "a built-in norm" if key in _BUILT_IN else "registered already"
         raise ValueError(
-            f"norm {key!r} is {why}; choose another name"
-            + ("" if key in _BUILT_IN else " or pass replace=True")
+            f"norm {key!r} is {why}; choose another name" + ("" if key in _BUILT_IN else " or pass replace=True")
         )
     _NORMS[key] = factory
 

@@ -94,9 +94,7 @@ class _LeafTracer(torch.fx.Tracer):
     """Treats normlab's layers as leaves: their shape checks cannot run on fx proxies."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m).__module__.startswith("normlab.layers") or super().is_leaf_module(
-            m, qualname
-        )
+        return type(m).__module__.startswith("normlab.layers") or super().is_leaf_module(m, qualname)
 
 
 def _pairs_by_tracing(model: nn.Module) -> list[tuple[str, str]]:
@@ -346,8 +344,7 @@ def recalibrate_bn(
             )
         if s.count < 2:
             raise ValueError(
-                f"batch norm {name!r} saw {s.count} value per channel, expected >= 2; pass "
-                f"larger or more batches"
+                f"batch norm {name!r} saw {s.count} value per channel, expected >= 2; pass larger or more batches"
             )
         m.running_mean.copy_(s.mean)
         m.running_var.copy_(s.m2 / (s.count - 1))

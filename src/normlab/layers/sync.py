@@ -182,8 +182,16 @@ class SyncBatchNorm(BatchNormBase):
         backend: str | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps, momentum, affine, track_running_stats, device=device,
-            dtype=dtype, bias=bias, impl=impl, backend=backend,
+            num_features,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            device=device,
+            dtype=dtype,
+            bias=bias,
+            impl=impl,
+            backend=backend,
         )
         self.process_group = process_group
 
@@ -216,13 +224,9 @@ class SyncBatchNorm(BatchNormBase):
             )
         if self.track_running_stats:
             momentum = self._momentum_factor()  # counts this batch, as BatchNorm does
-            functional.update_running_stats(
-                self.running_mean, self.running_var, mean, var, count, momentum
-            )
+            functional.update_running_stats(self.running_mean, self.running_var, mean, var, count, momentum)
         invstd = torch.rsqrt(var + self.eps)
-        return _SyncBatchNormFunction.apply(
-            x, self.weight, self.bias, mean, invstd, count, self.process_group
-        )
+        return _SyncBatchNormFunction.apply(x, self.weight, self.bias, mean, invstd, count, self.process_group)
 
 
 # ---------------------------------------------------------------------------------------------

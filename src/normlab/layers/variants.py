@@ -55,10 +55,7 @@ class GhostBatchNorm(BatchNormBase):
         backend: str | None = None,
     ) -> None:
         if not isinstance(virtual_batch_size, int) or virtual_batch_size < 2:
-            raise ValueError(
-                f"virtual_batch_size must be an int >= 2 (BN needs 2 samples), got "
-                f"{virtual_batch_size!r}"
-            )
+            raise ValueError(f"virtual_batch_size must be an int >= 2 (BN needs 2 samples), got {virtual_batch_size!r}")
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype,
             bias=bias, impl=impl, backend=backend,
@@ -90,9 +87,7 @@ class GhostBatchNorm(BatchNormBase):
         if momentum is not None:
             mean = torch.stack(means).mean(0)
             var = torch.stack(variances).mean(0)
-            functional.update_running_stats(
-                self.running_mean, self.running_var, mean, var, None, momentum
-            )
+            functional.update_running_stats(self.running_mean, self.running_var, mean, var, None, momentum)
         return torch.cat(outputs, dim=0)
 
 
@@ -160,9 +155,7 @@ class BatchRenorm(BatchNormBase):
         self.warmup_steps = warmup_steps
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (
-            f", r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}"
-        )
+        return super().extra_repr() + (f", r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}")
 
     def limits(self) -> tuple[Tensor, Tensor]:
         """Current (r_max, d_max) as 0-dim tensors, after the linear warm-up."""
@@ -182,9 +175,7 @@ class BatchRenorm(BatchNormBase):
             r = (std / running_std).clamp(min=1.0 / r_max, max=r_max)
             d = ((mean - self.running_mean) / running_std).clamp(min=-d_max, max=d_max)
         if momentum is not None:  # after r and d: they use the statistics before this batch
-            functional.update_running_stats(
-                self.running_mean, self.running_var, mean, var, count, momentum
-            )
+            functional.update_running_stats(self.running_mean, self.running_var, mean, var, count, momentum)
         shape = functional.channel_shape(x)
         scale = (r / std).view(shape)  # (1, C, 1, ...)
         y = (x.to(mean.dtype) - mean.view(shape)) * scale + d.view(shape)

@@ -20,9 +20,7 @@ NORM_POSITIONS = ("before_act", "after_act")
 def make_activation(name: str) -> nn.Module:
     """A fresh activation module (one per use, so probes can hook each layer separately)."""
     if name not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-        )
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
@@ -34,9 +32,7 @@ def make_norm(norm: str, num_features: int, norm_kwargs: dict[str, Any] | None) 
 def check_norm_position(norm_position: str) -> None:
     """Raise a clear error for a norm position other than before_act / after_act."""
     if norm_position not in NORM_POSITIONS:
-        raise ValueError(
-            f"unknown norm_position {norm_position!r}; expected one of {list(NORM_POSITIONS)}"
-        )
+        raise ValueError(f"unknown norm_position {norm_position!r}; expected one of {list(NORM_POSITIONS)}")
 
 
 def norm_act(
@@ -50,8 +46,7 @@ def norm_act(
     """[("norm", norm), ("act", act)] for "before_act" (Ioffe & Szegedy: normalize x = Wu + b),
     [("act", act), ("norm", norm)] for "after_act"."""
     check_norm_position(norm_position)
-    layers = [("norm", make_norm(norm, num_features, norm_kwargs)),
-              ("act", make_activation(activation))]
+    layers = [("norm", make_norm(norm, num_features, norm_kwargs)), ("act", make_activation(activation))]
     return layers if norm_position == "before_act" else layers[::-1]
 
 
@@ -72,8 +67,9 @@ def spatial_rank(input_shape: tuple[int, ...], model: str) -> int:
     return len(input_shape) - 1
 
 
-def conv(rank: int, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
-         bias: bool = True) -> nn.Module:
+def conv(
+    rank: int, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True
+) -> nn.Module:
     """Conv1d for rank 1, Conv2d for rank 2 (same arguments)."""
     cls = nn.Conv1d if rank == 1 else nn.Conv2d
     return cls(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias)

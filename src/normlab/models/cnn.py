@@ -60,8 +60,9 @@ class CNN(nn.Module):
         c_in, sizes = input_shape[0], list(input_shape[1:])
         blocks = []
         for kernel, stride, padding in CNN_LAYERS:
-            pair = norm_act(channels, norm=norm, norm_kwargs=norm_kwargs,
-                            norm_position=norm_position, activation=activation)
+            pair = norm_act(
+                channels, norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position, activation=activation
+            )
             layer = conv(rank, c_in, channels, kernel, stride, padding, bias=needs_bias(pair[0][1]))
             blocks.append(nn.Sequential(OrderedDict([("conv", layer), *pair])))
             sizes = [conv_out(s, kernel, stride, padding) for s in sizes]

@@ -59,8 +59,9 @@ class MLP(nn.Module):
         features = math.prod(input_shape)
         blocks = []
         for width in widths:
-            pair = norm_act(width, norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
-                            activation=activation)
+            pair = norm_act(
+                width, norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position, activation=activation
+            )
             linear = nn.Linear(features, width)
             blocks.append(nn.Sequential(OrderedDict([("linear", linear), *pair])))
             features = width

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -20,9 +21,7 @@ def _mlp(input_shape, num_classes, hidden, **kw) -> nn.Module:
 
 def _cnn(input_shape, num_classes, hidden, **kw) -> nn.Module:
     if hidden is not None and len(hidden) != 1:
-        raise ValueError(
-            f"model 'cnn' takes hidden=[channels] (one width for its three convs), got {hidden}"
-        )
+        raise ValueError(f"model 'cnn' takes hidden=[channels] (one width for its three convs), got {hidden}")
     return CNN(input_shape, num_classes, channels=hidden[0] if hidden else 25, **kw)
 
 
@@ -86,7 +85,12 @@ def build_model(
     if init_scale <= 0:
         raise ValueError(f"init_scale must be > 0, got {init_scale}")
     model = _MODELS[key](
-        tuple(input_shape), num_classes, hidden,
-        norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position, activation=activation,
+        tuple(input_shape),
+        num_classes,
+        hidden,
+        norm=norm,
+        norm_kwargs=norm_kwargs,
+        norm_position=norm_position,
+        activation=activation,
     )
     return scale_init_(model, init_scale)

@@ -33,8 +33,18 @@ class BasicBlock(nn.Module):
     Shapes: (N, c_in, *S) -> (N, c_out, *S / stride).
     """
 
-    def __init__(self, rank: int, c_in: int, c_out: int, stride: int, *, norm: str,
-                 norm_kwargs: dict[str, Any] | None, norm_position: str, activation: str) -> None:
+    def __init__(
+        self,
+        rank: int,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        *,
+        norm: str,
+        norm_kwargs: dict[str, Any] | None,
+        norm_position: str,
+        activation: str,
+    ) -> None:
         super().__init__()
         check_norm_position(norm_position)
         self.before = norm_position == "before_act"
@@ -83,19 +93,24 @@ class ResNet(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, variant: str, input_shape: tuple[int, ...], num_classes: int, *,
-                 norm: str = "batch", norm_kwargs: dict[str, Any] | None = None,
-                 norm_position: str = "before_act", activation: str = "relu") -> None:
+    def __init__(
+        self,
+        variant: str,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        norm: str = "batch",
+        norm_kwargs: dict[str, Any] | None = None,
+        norm_position: str = "before_act",
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         check_norm_position(norm_position)
         if variant not in RESNET_SPECS:
-            raise ValueError(
-                f"unknown ResNet variant {variant!r}; expected one of {sorted(RESNET_SPECS)}"
-            )
+            raise ValueError(f"unknown ResNet variant {variant!r}; expected one of {sorted(RESNET_SPECS)}")
         rank = spatial_rank(input_shape, variant)
         widths, depths, stem = RESNET_SPECS[variant]
-        kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
-                  activation=activation)
+        kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position, activation=activation)
         pair = [m for _, m in norm_act(stem, **kw)]
         stem_conv = conv(rank, input_shape[0], stem, 3, 1, 1, bias=needs_bias(pair[0]))
         self.stem = nn.Sequential(stem_conv, *pair)

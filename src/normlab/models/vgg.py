@@ -39,14 +39,20 @@ class VGG(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, *, norm: str = "batch",
-                 norm_kwargs: dict[str, Any] | None = None, norm_position: str = "before_act",
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        norm: str = "batch",
+        norm_kwargs: dict[str, Any] | None = None,
+        norm_position: str = "before_act",
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         check_norm_position(norm_position)
         rank = spatial_rank(input_shape, "vgg11")
-        kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position,
-                  activation=activation)
+        kw = dict(norm=norm, norm_kwargs=norm_kwargs, norm_position=norm_position, activation=activation)
         layers: list[nn.Module] = []
         c_in, size = input_shape[0], min(input_shape[1:])
         for item in VGG11:

@@ -57,7 +57,7 @@ class PartData:
         return final_frame(self.of(*labels), self.metrics, name, how=how)
 
     def budget(self, *labels: str) -> str:
-        """"1250 steps (25 epochs) at batch size 64" for the runs of `labels`, as they ran
+        """ "1250 steps (25 epochs) at batch size 64" for the runs of `labels`, as they ran
         (steps done; epochs from the runs' steps_per_epoch)."""
         runs = self.of(*labels).drop_duplicates("run_id")
         if runs.empty or runs["steps"].isna().all():
@@ -72,12 +72,12 @@ class PartData:
         return "; ".join(texts)
 
     def steps(self, *labels: str) -> str:
-        """"1250 steps": the most steps a run of `labels` took (for a figure's axis)."""
+        """ "1250 steps": the most steps a run of `labels` took (for a figure's axis)."""
         runs = self.of(*labels)
         return f"{int(runs['steps'].max())} steps" if len(runs) and runs["steps"].notna().any() else ""
 
     def lr_of(self, label: str) -> str:
-        """"lr 3e-03" (selected, or as run) for a caption."""
+        """ "lr 3e-03" (selected, or as run) for a caption."""
         lrs = sorted(set(self.of(label)["lr"]))
         return "lr " + ", ".join(f"{x:.0e}" for x in lrs) if lrs else "not run"
 
@@ -98,23 +98,45 @@ def seed_change(frame: pd.DataFrame, before: str, after: str) -> np.ndarray:
 
 
 def acc_claim(claim: str, frame: pd.DataFrame, variant: str, baseline: str, what: str) -> Finding:
-    """"variant has a higher accuracy than baseline" on one number per run."""
-    return Finding(claim, verdict(values(frame, variant=variant), values(frame, variant=baseline),
-                                  min_effect=ACC_MIN_EFFECT, what=what, **PCT))
+    """ "variant has a higher accuracy than baseline" on one number per run."""
+    return Finding(
+        claim,
+        verdict(
+            values(frame, variant=variant), values(frame, variant=baseline), min_effect=ACC_MIN_EFFECT, what=what, **PCT
+        ),
+    )
 
 
-def interaction_claim(claim: str, frame: pd.DataFrame, treated: tuple[str, str],
-                      control: tuple[str, str], what: str, hurts: bool = True) -> Finding:
+def interaction_claim(
+    claim: str, frame: pd.DataFrame, treated: tuple[str, str], control: tuple[str, str], what: str, hurts: bool = True
+) -> Finding:
     """A change (before -> after) on the treated network against the same change on the
     control network, per seed: the difference of differences (hurts: the treated one's change
     is lower)."""
-    return Finding(claim, verdict(seed_change(frame, *treated), seed_change(frame, *control),
-                                  higher_is_better=not hurts, min_effect=ACC_MIN_EFFECT, what=what, **PCT))
+    return Finding(
+        claim,
+        verdict(
+            seed_change(frame, *treated),
+            seed_change(frame, *control),
+            higher_is_better=not hurts,
+            min_effect=ACC_MIN_EFFECT,
+            what=what,
+            **PCT,
+        ),
+    )
 
 
 def paired_claim(claim: str, changes, what: str, higher_is_better: bool = True) -> Finding:
-    return Finding(claim, paired_verdict(np.asarray(changes, dtype=float), higher_is_better=higher_is_better,
-                                         min_effect=ACC_MIN_EFFECT, what=what, **PCT))
+    return Finding(
+        claim,
+        paired_verdict(
+            np.asarray(changes, dtype=float),
+            higher_is_better=higher_is_better,
+            min_effect=ACC_MIN_EFFECT,
+            what=what,
+            **PCT,
+        ),
+    )
 
 
 def empty(title: str, why: str = "Not run (no runs stored for this part).") -> Section:
@@ -130,9 +152,11 @@ def setup_text(data: PartData, text: str) -> str:
     tuned = ""
     if data.selection:
         grid = sorted({float(lr) for s in data.selection.values() for lr in s.grid["lr"]})
-        tuned = (f" Each tuned variant ran at its own lr, selected on the held-out 20% of the training "
-                 f"split from the grid {', '.join(f'{x:.0e}' for x in grid)}; each run is scored by its "
-                 "test accuracy at its best held-out epoch.")
+        tuned = (
+            f" Each tuned variant ran at its own lr, selected on the held-out 20% of the training "
+            f"split from the grid {', '.join(f'{x:.0e}' for x in grid)}; each run is scored by its "
+            "test accuracy at its best held-out epoch."
+        )
     return f"{text}{tuned} {len(runs)} evaluation runs ({status}), seeds {seeds}."
 
 
@@ -164,8 +188,10 @@ def usable_range(data: PartData, within: float = 0.02) -> str | None:
             parts.append(f"{label}: {ok['lr'].min():.0e} to {ok['lr'].max():.0e}")
     if not parts:
         return None
-    return (f"Learning rates within {100 * within:.0f} points of each variant's best held-out accuracy "
-            "(stage 1): " + "; ".join(parts) + ".")
+    return (
+        f"Learning rates within {100 * within:.0f} points of each variant's best held-out accuracy "
+        "(stage 1): " + "; ".join(parts) + "."
+    )
 
 
 def edge_notes(data: PartData) -> list[str]:
@@ -174,16 +200,18 @@ def edge_notes(data: PartData) -> list[str]:
         if sel.lr is None:
             notes.append(f"{label}: every lr of the grid diverged on a selection seed; not evaluated.")
         elif sel.at_edge:
-            notes.append(f"{label}: the selected lr {sel.lr:.0e} is at the edge of the grid, so a "
-                         "better lr may lie outside it.")
+            notes.append(
+                f"{label}: the selected lr {sel.lr:.0e} is at the edge of the grid, so a better lr may lie outside it."
+            )
     return notes
 
 
 def plateau_note(data: PartData, labels: list[str]) -> str | None:
     """Did training finish? The mean held-out accuracy gained in the last third of the runs'
     evaluations (from the best of the first two thirds to the best overall), in points."""
-    hold = data.metrics[(data.metrics["name"] == M.HOLDOUT_ACC_EVAL_MODE)
-                        & data.metrics["run_id"].isin(data.of(*labels)["run_id"])]
+    hold = data.metrics[
+        (data.metrics["name"] == M.HOLDOUT_ACC_EVAL_MODE) & data.metrics["run_id"].isin(data.of(*labels)["run_id"])
+    ]
     gains = []
     for _, run in hold.groupby("run_id"):
         v = run.sort_values("step")["value"].to_numpy(dtype=float)
@@ -194,8 +222,10 @@ def plateau_note(data: PartData, labels: list[str]) -> str | None:
         return None
     gain = 100 * float(np.mean(gains))
     verdict_text = "the held-out curves have plateaued" if gain < 1.0 else "training had not converged"
-    return (f"Budget check: in the last third of training the best held-out accuracy rose by "
-            f"{gain:.2f} points on average ({verdict_text}; each run is scored at its best held-out epoch).")
+    return (
+        f"Budget check: in the last third of training the best held-out accuracy rose by "
+        f"{gain:.2f} points on average ({verdict_text}; each run is scored at its best held-out epoch)."
+    )
 
 
 def steps_to(curves: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -205,8 +235,14 @@ def steps_to(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     for run_id, run in curves.groupby("run_id"):
         hit = steps_to_target(run["step"], run["value"], target)
         censored = math.isnan(hit)
-        rows.append({"run_id": run_id, "variant": run["variant"].iloc[0],
-                     "value": float(run["step"].max()) if censored else hit, "censored": censored})
+        rows.append(
+            {
+                "run_id": run_id,
+                "variant": run["variant"].iloc[0],
+                "value": float(run["step"].max()) if censored else hit,
+                "censored": censored,
+            }
+        )
     return pd.DataFrame(rows, columns=["run_id", "variant", "value", "censored"])
 
 

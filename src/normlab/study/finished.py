@@ -58,8 +58,16 @@ def train_batches(config: RunConfig, dataset, batch_size: int):
 
     train_idx, _ = split_holdout(len(dataset.train_y), config.holdout_fraction)
     mean, std = input_stats(dataset, config.input_norm)
-    return BatchLoader(dataset.train_x[train_idx], dataset.train_y[train_idx], batch_size,
-                       shuffle=True, drop_last=True, seed=config.seed, mean=mean, std=std)
+    return BatchLoader(
+        dataset.train_x[train_idx],
+        dataset.train_y[train_idx],
+        batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        mean=mean,
+        std=std,
+    )
 
 
 def checkpoint(out_dir: Path, run_id: str) -> dict[str, Any] | None:

@@ -74,8 +74,9 @@ def trace(config: RunConfig, dataset, state: dict[str, Any]) -> list[tuple[int, 
     from normlab.train.ics_probe import measure_shift
 
     resolved = config.resolved()
-    replay = RunConfig.model_validate({**resolved, "probes": {
-        **resolved["probes"], "ics_every_epochs": trace_every(config.epochs)}})
+    replay = RunConfig.model_validate(
+        {**resolved, "probes": {**resolved["probes"], "ics_every_epochs": trace_every(config.epochs)}}
+    )
     rows: list[tuple[int, int, str, float]] = []
 
     def keep(step: int, epoch: int, values: dict[str, float]) -> None:
@@ -106,9 +107,12 @@ def anatomy(model, x) -> dict[str, float]:
     snap = capture_bn(model, x, ANATOMY_LAYER)
     lo = float(min(snap.input.min(), snap.output.min()))
     hi = float(max(snap.input.max(), snap.output.max()))
-    values = {"anatomy/hist_lo": lo, "anatomy/hist_hi": hi,
-              "anatomy/identity_error": recovers_input(dict(model.named_modules())[ANATOMY_LAYER], snap.input),
-              "anatomy/input_scale": float(snap.input.abs().max())}
+    values = {
+        "anatomy/hist_lo": lo,
+        "anatomy/hist_hi": hi,
+        "anatomy/identity_error": recovers_input(dict(model.named_modules())[ANATOMY_LAYER], snap.input),
+        "anatomy/input_scale": float(snap.input.abs().max()),
+    }
     for which, t in (("pre", snap.input), ("post", snap.output)):
         counts, _ = histogram(t, HIST_BINS, lo, hi)
         values.update({f"anatomy/{which}_hist/{i}": float(c) for i, c in enumerate(counts)})
@@ -118,8 +122,9 @@ def anatomy(model, x) -> dict[str, float]:
     return values
 
 
-def measure_mechanisms(experiment: str, runs: dict[str, RunConfig], out_dir: str | Path,
-                       traced: Collection[str] | None = None) -> int:
+def measure_mechanisms(
+    experiment: str, runs: dict[str, RunConfig], out_dir: str | Path, traced: Collection[str] | None = None
+) -> int:
     """For each finished run in `runs` (run_id -> config of the stored `experiment`) not yet
     measured: probe it at init (step 0) and at its checkpoint (its last step), and for those of
     `traced` (run ids; None: every run) between them too (`trace`); store. Returns how many

@@ -47,8 +47,10 @@ from normlab.train import metrics as M
 KEY = "conv"
 FILE = "conv.yaml"
 TIER = "full"
-QUICK = {"keep": ["none bs 128", "batch bs 2", "group bs 2", "batch bs 128", "group bs 128"],
-         "set": {"epochs": 1, "max_steps": 10}}
+QUICK = {
+    "keep": ["none bs 128", "batch bs 2", "group bs 2", "batch bs 128", "group bs 128"],
+    "set": {"epochs": 1, "max_steps": 10},
+}
 
 NORMS = ("none", "batch", "group", "layer", "instance", "batch_renorm")
 SMALL, LARGE = 2, 128  # the batch sizes the claims compare
@@ -57,51 +59,89 @@ FOLD_TOLERANCE = 1e-5
 exact: float32 rounding (eps 1.2e-7) accumulated over a conv's 25 x 5 products stays far below."""
 
 LITERATURE = [
-    Literature("BN improves the CNN's test accuracy",
-               "Ioffe & Szegedy (2015): BN lets a conv net train faster and to a higher accuracy. On MNIST-1D "
-               "the CNN without normalization reaches ~94% after ~8000 steps (Greydanus 2020); here every run "
-               "has 1000.", SUPPORTED),
-    Literature("group norm beats BN at batch size 2",
-               "Wu & He (2018), Fig. 1 and Table 2 (ResNet-50, ImageNet): BN's error rises from 23.6% at 32 "
-               "images per GPU to 34.7% at 2, GroupNorm stays at 24.0-24.2%. Their batch sizes share an epoch "
-               "budget with the lr scaled to the batch; here the steps are equal and each cell has its own lr.",
-               SUPPORTED),
-    Literature("BN loses more accuracy than group norm",
-               "Wu & He (2018), Table 2: BN minus GN error goes from -0.5 points at 32 images per GPU (BN "
-               "better) to +10.6 at 2.", SUPPORTED),
-    Literature("BN beats group norm at batch size 128",
-               "Wu & He (2018), Table 1: at 32 images per GPU BN is ahead of GroupNorm by 0.5 points (23.6% vs "
-               "24.1% error), a smaller gap than this study's smallest effect.", SUPPORTED),
-    Literature("layer norm beats BN at batch size 2",
-               "Wu & He (2018), Table 1: LayerNorm does not depend on the batch (25.3% error at any batch size), "
-               "so it is ahead of BN's 34.7% at 2 images per GPU.", SUPPORTED),
-    Literature("instance norm beats BN at batch size 2",
-               "Wu & He (2018), Table 1: InstanceNorm does not depend on the batch (28.4% error), so it is "
-               "ahead of BN's 34.7% at 2 images per GPU.", SUPPORTED),
-    Literature("batch_renorm norm beats BN at batch size 2",
-               "Ioffe (2017), Sec. 4.3: with 4 examples per minibatch, Batch Renorm trains Inception-v3 to a "
-               "clearly higher ImageNet accuracy than BN (still below BN at the usual minibatch size).",
-               SUPPORTED),
-    Literature("BN beats layer norm at batch size 128",
-               "Ba et al. (2016), Sec. 6.7: on conv nets LayerNorm speeds training over no normalization but BN "
-               "outperforms it; Wu & He (2018), Table 1: 25.3% vs BN's 23.6% error.", SUPPORTED),
-    Literature("BN beats instance norm at batch size 128",
-               "Ulyanov et al. (2016) made InstanceNorm for stylization, where removing each image's contrast "
-               "helps; for classification Wu & He (2018), Table 1, find 28.4% error vs BN's 23.6%.", SUPPORTED),
-    Literature("inference on the CNN (batch size 2)",
-               "Ioffe (2017): with small minibatches the batch statistics BN trains with differ from the "
-               "population statistics it infers with, so the model changes at inference.", SUPPORTED),
-    Literature("inference on the CNN (batch size 128)",
-               "Ioffe & Szegedy (2015) use population statistics at inference; at ordinary batch sizes the "
-               "mismatch is small.", None),
-    Literature("loses more accuracy against train mode at batch size 2 than at 128",
-               "Ioffe (2017): the mismatch grows as minibatches shrink.", SUPPORTED),
-    Literature("recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size 2)",
-               "Wu & Johnson (2021), PreciseBN: running averages over small, noisy batches are poor population "
-               "estimates; re-estimating them on large batches after training recovers accuracy.", SUPPORTED),
-    Literature("recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size 128)",
-               "Wu & Johnson (2021): at ordinary batch sizes PreciseBN changes accuracy by a few tenths of a "
-               "point at most.", None),
+    Literature(
+        "BN improves the CNN's test accuracy",
+        "Ioffe & Szegedy (2015): BN lets a conv net train faster and to a higher accuracy. On MNIST-1D "
+        "the CNN without normalization reaches ~94% after ~8000 steps (Greydanus 2020); here every run "
+        "has 1000.",
+        SUPPORTED,
+    ),
+    Literature(
+        "group norm beats BN at batch size 2",
+        "Wu & He (2018), Fig. 1 and Table 2 (ResNet-50, ImageNet): BN's error rises from 23.6% at 32 "
+        "images per GPU to 34.7% at 2, GroupNorm stays at 24.0-24.2%. Their batch sizes share an epoch "
+        "budget with the lr scaled to the batch; here the steps are equal and each cell has its own lr.",
+        SUPPORTED,
+    ),
+    Literature(
+        "BN loses more accuracy than group norm",
+        "Wu & He (2018), Table 2: BN minus GN error goes from -0.5 points at 32 images per GPU (BN "
+        "better) to +10.6 at 2.",
+        SUPPORTED,
+    ),
+    Literature(
+        "BN beats group norm at batch size 128",
+        "Wu & He (2018), Table 1: at 32 images per GPU BN is ahead of GroupNorm by 0.5 points (23.6% vs "
+        "24.1% error), a smaller gap than this study's smallest effect.",
+        SUPPORTED,
+    ),
+    Literature(
+        "layer norm beats BN at batch size 2",
+        "Wu & He (2018), Table 1: LayerNorm does not depend on the batch (25.3% error at any batch size), "
+        "so it is ahead of BN's 34.7% at 2 images per GPU.",
+        SUPPORTED,
+    ),
+    Literature(
+        "instance norm beats BN at batch size 2",
+        "Wu & He (2018), Table 1: InstanceNorm does not depend on the batch (28.4% error), so it is "
+        "ahead of BN's 34.7% at 2 images per GPU.",
+        SUPPORTED,
+    ),
+    Literature(
+        "batch_renorm norm beats BN at batch size 2",
+        "Ioffe (2017), Sec. 4.3: with 4 examples per minibatch, Batch Renorm trains Inception-v3 to a "
+        "clearly higher ImageNet accuracy than BN (still below BN at the usual minibatch size).",
+        SUPPORTED,
+    ),
+    Literature(
+        "BN beats layer norm at batch size 128",
+        "Ba et al. (2016), Sec. 6.7: on conv nets LayerNorm speeds training over no normalization but BN "
+        "outperforms it; Wu & He (2018), Table 1: 25.3% vs BN's 23.6% error.",
+        SUPPORTED,
+    ),
+    Literature(
+        "BN beats instance norm at batch size 128",
+        "Ulyanov et al. (2016) made InstanceNorm for stylization, where removing each image's contrast "
+        "helps; for classification Wu & He (2018), Table 1, find 28.4% error vs BN's 23.6%.",
+        SUPPORTED,
+    ),
+    Literature(
+        "inference on the CNN (batch size 2)",
+        "Ioffe (2017): with small minibatches the batch statistics BN trains with differ from the "
+        "population statistics it infers with, so the model changes at inference.",
+        SUPPORTED,
+    ),
+    Literature(
+        "inference on the CNN (batch size 128)",
+        "Ioffe & Szegedy (2015) use population statistics at inference; at ordinary batch sizes the mismatch is small.",
+        None,
+    ),
+    Literature(
+        "loses more accuracy against train mode at batch size 2 than at 128",
+        "Ioffe (2017): the mismatch grows as minibatches shrink.",
+        SUPPORTED,
+    ),
+    Literature(
+        "recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size 2)",
+        "Wu & Johnson (2021), PreciseBN: running averages over small, noisy batches are poor population "
+        "estimates; re-estimating them on large batches after training recovers accuracy.",
+        SUPPORTED,
+    ),
+    Literature(
+        "recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size 128)",
+        "Wu & Johnson (2021): at ordinary batch sizes PreciseBN changes accuracy by a few tenths of a point at most.",
+        None,
+    ),
 ]
 
 
@@ -161,8 +201,10 @@ def fold_summary(data: PartData, labels: list[str]) -> tuple[str, bool] | None:
     rows = []
     for label in labels:
         runs = data.of(label)
-        frames = {name: final_frame(runs, data.metrics, name).set_index("run_id")["value"]
-                  for name in (FOLD_ACC_CHANGE, FOLD_LOGIT_ERROR, FOLD_LOGIT_SCALE, FOLD_LEFT)}
+        frames = {
+            name: final_frame(runs, data.metrics, name).set_index("run_id")["value"]
+            for name in (FOLD_ACC_CHANGE, FOLD_LOGIT_ERROR, FOLD_LOGIT_SCALE, FOLD_LEFT)
+        }
         rows.append(pd.DataFrame(frames).dropna())
     table = pd.concat(rows) if rows else pd.DataFrame()
     if table.empty:
@@ -171,14 +213,19 @@ def fold_summary(data: PartData, labels: list[str]) -> tuple[str, bool] | None:
     changed = int((table[FOLD_ACC_CHANGE] != 0).sum())
     left = int(table[FOLD_LEFT].sum())
     exact = changed == 0 and left == 0 and relative <= FOLD_TOLERANCE
-    verdict_text = (f"exact within float32 rounding (bound {FOLD_TOLERANCE:.0e} relative): check passed" if exact
-                    else f"NOT exact (bound {FOLD_TOLERANCE:.0e} relative, every BN folded, no accuracy change): "
-                         "check failed")
-    return (f"fold_batchnorm on {len(table)} trained BN CNNs ({', '.join(labels)}), eval mode, test split: "
-            f"{left} BN layers left unfolded; the folded copy's test accuracy differs from the model's in "
-            f"{changed} of {len(table)} runs (largest change {100 * float(table[FOLD_ACC_CHANGE].abs().max()):.2f} "
-            f"points); largest logit difference {float(table[FOLD_LOGIT_ERROR].max()):.1e} against logits up to "
-            f"{float(table[FOLD_LOGIT_SCALE].max()):.3g} ({relative:.1e} relative): {verdict_text}.", exact)
+    verdict_text = (
+        f"exact within float32 rounding (bound {FOLD_TOLERANCE:.0e} relative): check passed"
+        if exact
+        else f"NOT exact (bound {FOLD_TOLERANCE:.0e} relative, every BN folded, no accuracy change): check failed"
+    )
+    return (
+        f"fold_batchnorm on {len(table)} trained BN CNNs ({', '.join(labels)}), eval mode, test split: "
+        f"{left} BN layers left unfolded; the folded copy's test accuracy differs from the model's in "
+        f"{changed} of {len(table)} runs (largest change {100 * float(table[FOLD_ACC_CHANGE].abs().max()):.2f} "
+        f"points); largest logit difference {float(table[FOLD_LOGIT_ERROR].max()):.1e} against logits up to "
+        f"{float(table[FOLD_LOGIT_SCALE].max()):.3g} ({relative:.1e} relative): {verdict_text}.",
+        exact,
+    )
 
 
 def _gap(data: PartData, label: str) -> pd.Series:
@@ -192,29 +239,58 @@ def _gap(data: PartData, label: str) -> pd.Series:
 def _accuracy_claims(sec: Section, data: PartData, acc: pd.DataFrame) -> None:
     small, large = cell("batch", SMALL), cell("batch", LARGE)
     if data.has(large, cell("none", LARGE)):
-        sec.findings.append(acc_claim(
-            f"BN improves the CNN's test accuracy at batch size {LARGE} ({data.budget(large)}).", acc,
-            large, cell("none", LARGE), f"test accuracy at batch size {LARGE}, batch vs none"))
+        sec.findings.append(
+            acc_claim(
+                f"BN improves the CNN's test accuracy at batch size {LARGE} ({data.budget(large)}).",
+                acc,
+                large,
+                cell("none", LARGE),
+                f"test accuracy at batch size {LARGE}, batch vs none",
+            )
+        )
     if data.has(small, cell("group", SMALL)):
-        sec.findings.append(acc_claim(
-            f"On the CNN, group norm beats BN at batch size {SMALL} ({data.budget(small)}).", acc,
-            cell("group", SMALL), small, f"test accuracy at batch size {SMALL}, group vs batch"))
+        sec.findings.append(
+            acc_claim(
+                f"On the CNN, group norm beats BN at batch size {SMALL} ({data.budget(small)}).",
+                acc,
+                cell("group", SMALL),
+                small,
+                f"test accuracy at batch size {SMALL}, group vs batch",
+            )
+        )
     if data.has(small, large, cell("group", SMALL), cell("group", LARGE)):
-        sec.findings.append(interaction_claim(
-            f"On the CNN, BN loses more accuracy than group norm when the batch shrinks from {LARGE} to {SMALL} "
-            "(BN's deficit against GroupNorm grows at small batches).", acc,
-            (large, small), (cell("group", LARGE), cell("group", SMALL)),
-            f"accuracy change {LARGE} -> {SMALL}, batch vs group"))
+        sec.findings.append(
+            interaction_claim(
+                f"On the CNN, BN loses more accuracy than group norm when the batch shrinks from {LARGE} to {SMALL} "
+                "(BN's deficit against GroupNorm grows at small batches).",
+                acc,
+                (large, small),
+                (cell("group", LARGE), cell("group", SMALL)),
+                f"accuracy change {LARGE} -> {SMALL}, batch vs group",
+            )
+        )
     for alt in ("group", "layer", "instance"):
         if data.has(large, cell(alt, LARGE)):
-            sec.findings.append(acc_claim(
-                f"On the CNN, BN beats {alt} norm at batch size {LARGE}.", acc, large, cell(alt, LARGE),
-                f"test accuracy at batch size {LARGE}, batch vs {alt}"))
+            sec.findings.append(
+                acc_claim(
+                    f"On the CNN, BN beats {alt} norm at batch size {LARGE}.",
+                    acc,
+                    large,
+                    cell(alt, LARGE),
+                    f"test accuracy at batch size {LARGE}, batch vs {alt}",
+                )
+            )
     for alt in ("layer", "instance", "batch_renorm"):
         if data.has(small, cell(alt, SMALL)):
-            sec.findings.append(acc_claim(
-                f"On the CNN, {alt} norm beats BN at batch size {SMALL}.", acc, cell(alt, SMALL), small,
-                f"test accuracy at batch size {SMALL}, {alt} vs batch"))
+            sec.findings.append(
+                acc_claim(
+                    f"On the CNN, {alt} norm beats BN at batch size {SMALL}.",
+                    acc,
+                    cell(alt, SMALL),
+                    small,
+                    f"test accuracy at batch size {SMALL}, {alt} vs batch",
+                )
+            )
 
 
 def _inference_claims(sec: Section, data: PartData) -> None:
@@ -224,23 +300,40 @@ def _inference_claims(sec: Section, data: PartData) -> None:
         if not data.has(label):
             continue
         gaps[size] = _gap(data, label)
-        sec.findings.append(paired_claim(
-            f"BN behaves differently at inference on the CNN (batch size {size}): eval mode loses accuracy "
-            "against train mode on the same held-out data.", gaps[size].to_numpy(),
-            f"held-out accuracy, eval mode minus train mode (BN, batch size {size})", higher_is_better=False))
+        sec.findings.append(
+            paired_claim(
+                f"BN behaves differently at inference on the CNN (batch size {size}): eval mode loses accuracy "
+                "against train mode on the same held-out data.",
+                gaps[size].to_numpy(),
+                f"held-out accuracy, eval mode minus train mode (BN, batch size {size})",
+                higher_is_better=False,
+            )
+        )
         change = recalibration_change(data, label)
         if change.size:
-            sec.findings.append(paired_claim(
-                f"recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size {size}): "
-                "running statistics re-estimated on i.i.d. training batches of 256 after training.", change,
-                "test accuracy after minus before recalibration"))
+            sec.findings.append(
+                paired_claim(
+                    f"recalibrate_bn improves the CNN's eval-mode test accuracy (BN trained at batch size {size}): "
+                    "running statistics re-estimated on i.i.d. training batches of 256 after training.",
+                    change,
+                    "test accuracy after minus before recalibration",
+                )
+            )
     if len(gaps) == 2:
-        sec.findings.append(Finding(
-            f"On the CNN, BN's eval mode loses more accuracy against train mode at batch size {SMALL} than at "
-            f"{LARGE}.",
-            verdict(gaps[SMALL].to_numpy(), gaps[LARGE].to_numpy(), higher_is_better=False,
-                    min_effect=ACC_MIN_EFFECT, what=f"eval minus train mode held-out accuracy, batch size "
-                                                    f"{SMALL} vs {LARGE}", **PCT)))
+        sec.findings.append(
+            Finding(
+                f"On the CNN, BN's eval mode loses more accuracy against train mode at batch size {SMALL} than at "
+                f"{LARGE}.",
+                verdict(
+                    gaps[SMALL].to_numpy(),
+                    gaps[LARGE].to_numpy(),
+                    higher_is_better=False,
+                    min_effect=ACC_MIN_EFFECT,
+                    what=f"eval minus train mode held-out accuracy, batch size {SMALL} vs {LARGE}",
+                    **PCT,
+                ),
+            )
+        )
 
 
 def section(data: PartData) -> Section:
@@ -249,14 +342,24 @@ def section(data: PartData) -> Section:
         return empty(title)
     labels = list(data.runs["variant"].unique())
     runs = data.runs.drop_duplicates("variant")
-    cells = "; ".join(f"{norm} at {', '.join(str(int(b)) for b in sorted(rows['batch_size']))}"
-                      for norm, rows in sorted(runs.groupby("norm"), key=lambda kv: NORMS.index(kv[0])
-                                               if kv[0] in NORMS else len(NORMS)))
-    sec = Section(title, setup_text(data, (
-        "The MNIST-1D paper's 1-D CNN (three conv layers of 25 channels, kernels 5/3/3, stride 2, ReLU; "
-        "a norm after each conv; GroupNorm with 5 groups of 5 channels), Adam. Cells (norm at batch sizes): "
-        f"{cells}. Budgets as run (the design gives every batch size the same optimizer steps): "
-        f"{data.budget(*labels)}.")))
+    cells = "; ".join(
+        f"{norm} at {', '.join(str(int(b)) for b in sorted(rows['batch_size']))}"
+        for norm, rows in sorted(
+            runs.groupby("norm"), key=lambda kv: NORMS.index(kv[0]) if kv[0] in NORMS else len(NORMS)
+        )
+    )
+    sec = Section(
+        title,
+        setup_text(
+            data,
+            (
+                "The MNIST-1D paper's 1-D CNN (three conv layers of 25 channels, kernels 5/3/3, stride 2, ReLU; "
+                "a norm after each conv; GroupNorm with 5 groups of 5 channels), Adam. Cells (norm at batch sizes): "
+                f"{cells}. Budgets as run (the design gives every batch size the same optimizer steps): "
+                f"{data.budget(*labels)}."
+            ),
+        ),
+    )
     sec.notes += edge_notes(data)
     acc = data.best(*labels)
     _accuracy_claims(sec, data, acc)
@@ -264,21 +367,32 @@ def section(data: PartData) -> Section:
 
     if acc["value"].notna().any():
         table = cell_table(acc.dropna(subset=["value"]), data)
-        sec.table = table[["norm", "batch_size", "n", "mean", "ci_low", "ci_high", "lr"]].rename(columns={
-            "batch_size": "batch size", "mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"})
-        sec.measured.append("Table: test accuracy (%) at the best held-out epoch per (norm, batch size) cell, "
-                            "and the cell's selected lr.")
+        sec.table = table[["norm", "batch_size", "n", "mean", "ci_low", "ci_high", "lr"]].rename(
+            columns={"batch_size": "batch size", "mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"}
+        )
+        sec.measured.append(
+            "Table: test accuracy (%) at the best held-out epoch per (norm, batch size) cell, "
+            "and the cell's selected lr."
+        )
         budget = data.steps(*labels)
-        sec.figures.append(FigureSpec(
-            "conv_batch_size", conv_figure(table, f"at {budget}" if budget else "", sorted(
-                {float(lr) for sel in data.selection.values() for lr in sel.grid["lr"]})),
-            "Left: test accuracy at the best held-out epoch per norm and batch size, each cell at its own lr "
-            "(mean over seeds, 95% CI); right: the lr each cell selected on held-out data. Every batch size "
-            f"ran {budget or 'the same steps'}."))
+        sec.figures.append(
+            FigureSpec(
+                "conv_batch_size",
+                conv_figure(
+                    table,
+                    f"at {budget}" if budget else "",
+                    sorted({float(lr) for sel in data.selection.values() for lr in sel.grid["lr"]}),
+                ),
+                "Left: test accuracy at the best held-out epoch per norm and batch size, each cell at its own lr "
+                "(mean over seeds, 95% CI); right: the lr each cell selected on held-out data. Every batch size "
+                f"ran {budget or 'the same steps'}.",
+            )
+        )
     fold = fold_summary(data, [v for v in (cell("batch", SMALL), cell("batch", LARGE)) if data.has(v)])
     if fold is not None:
         sec.measured.append(fold[0])
         if not fold[1]:
-            sec.notes.append("fold_batchnorm did not reproduce the model's eval-mode outputs: see the measured "
-                             "line above.")
+            sec.notes.append(
+                "fold_batchnorm did not reproduce the model's eval-mode outputs: see the measured line above."
+            )
     return sec

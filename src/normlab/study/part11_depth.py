@@ -43,9 +43,18 @@ from normlab.train import metrics as M
 KEY = "depth"
 FILE = "depth.yaml"
 TIER = "full"
-QUICK = {"keep": ["none, depth 2", "batch, depth 2", "none, depth 8", "batch, depth 8", "none, depth 8, at init",
-                  "batch, depth 8, at init"],
-         "set": {"epochs": 2}, "set_fixed": {"max_steps": 1}}
+QUICK = {
+    "keep": [
+        "none, depth 2",
+        "batch, depth 2",
+        "none, depth 8",
+        "batch, depth 8",
+        "none, depth 8, at init",
+        "batch, depth 8, at init",
+    ],
+    "set": {"epochs": 2},
+    "set_fixed": {"max_steps": 1},
+}
 """`--quick`: depths 2 and 8 (2 epochs: depth 2 is then part 1's quick runs, so 14 runs are new)
 and the depth-8 gradient at init (one step); the init-scale claim is left to the full study (its
 section code is tested on hand-made numbers)."""
@@ -60,30 +69,48 @@ training is listed as not converged."""
 RATIO_WHAT = "log10(first / last hidden layer's gradient norm)"
 
 LITERATURE = [
-    Literature("BN's benefit grows with depth",
-               "Ioffe & Szegedy (2015) present BN as what makes deep networks trainable, which predicts a gain "
-               "growing with depth; Santurkar et al. (2018) trace the gain to a smoother loss landscape rather "
-               "than to covariate shift; Yang et al. (2019) and Balduzzi et al. (2017) warn that plain deep "
-               "networks (no skip connections) stay hard to train, with BN's gradients exploding and every "
-               "feedforward net's gradients shattering with depth, at depths beyond this sweep's 16.", SUPPORTED),
-    Literature("Without BN the gradient vanishes",
-               "Glorot & Bengio (2010), He et al. (2015): without normalization a gradient's size changes "
-               "geometrically with depth unless the initialization preserves variance (He's 2/fan_in for ReLU); "
-               "PyTorch's default Linear init (variance 1/(3 fan_in)) is below it, so gradients should shrink "
-               "toward the input.", SUPPORTED),
-    Literature("BN prevents vanishing gradients",
-               "Ioffe & Szegedy (2015, Sec. 3.3): BN makes back-propagation through a layer independent of the "
-               "scale of its weights, which should keep gradients from vanishing.", SUPPORTED),
-    Literature("grows toward the input at initialization",
-               "Yang et al. (2019): at initialization the gradients of plain BN networks explode exponentially "
-               "toward the input whatever the initialization or nonlinearity (for ReLU, wide and large-batch "
-               "limit: x pi/(pi-1) ~ 1.47 per layer in squared norm); BN itself is the cause.", SUPPORTED),
-    Literature("dynamic range",
-               "Yang et al. (2019): after a single optimization step BN networks reach an equilibrium in which "
-               "the gradients have a dramatically smaller dynamic range than at initialization.", SUPPORTED),
-    Literature("less sensitive to the initialization scale",
-               "Ioffe & Szegedy (2015, Sec. 3.3): BN(aWu) = BN(Wu), so a layer's output does not depend on its "
-               "weights' scale; only the last layer (no BN after it) still sees the scale.", SUPPORTED),
+    Literature(
+        "BN's benefit grows with depth",
+        "Ioffe & Szegedy (2015) present BN as what makes deep networks trainable, which predicts a gain "
+        "growing with depth; Santurkar et al. (2018) trace the gain to a smoother loss landscape rather "
+        "than to covariate shift; Yang et al. (2019) and Balduzzi et al. (2017) warn that plain deep "
+        "networks (no skip connections) stay hard to train, with BN's gradients exploding and every "
+        "feedforward net's gradients shattering with depth, at depths beyond this sweep's 16.",
+        SUPPORTED,
+    ),
+    Literature(
+        "Without BN the gradient vanishes",
+        "Glorot & Bengio (2010), He et al. (2015): without normalization a gradient's size changes "
+        "geometrically with depth unless the initialization preserves variance (He's 2/fan_in for ReLU); "
+        "PyTorch's default Linear init (variance 1/(3 fan_in)) is below it, so gradients should shrink "
+        "toward the input.",
+        SUPPORTED,
+    ),
+    Literature(
+        "BN prevents vanishing gradients",
+        "Ioffe & Szegedy (2015, Sec. 3.3): BN makes back-propagation through a layer independent of the "
+        "scale of its weights, which should keep gradients from vanishing.",
+        SUPPORTED,
+    ),
+    Literature(
+        "grows toward the input at initialization",
+        "Yang et al. (2019): at initialization the gradients of plain BN networks explode exponentially "
+        "toward the input whatever the initialization or nonlinearity (for ReLU, wide and large-batch "
+        "limit: x pi/(pi-1) ~ 1.47 per layer in squared norm); BN itself is the cause.",
+        SUPPORTED,
+    ),
+    Literature(
+        "dynamic range",
+        "Yang et al. (2019): after a single optimization step BN networks reach an equilibrium in which "
+        "the gradients have a dramatically smaller dynamic range than at initialization.",
+        SUPPORTED,
+    ),
+    Literature(
+        "less sensitive to the initialization scale",
+        "Ioffe & Szegedy (2015, Sec. 3.3): BN(aWu) = BN(Wu), so a layer's output does not depend on its "
+        "weights' scale; only the last layer (no BN after it) still sees the scale.",
+        SUPPORTED,
+    ),
 ]
 
 _LABEL = re.compile(r"^(?P<norm>\w+), depth (?P<depth>\d+)(?:, init x(?P<scale>[\d.]+))?(?P<init>, at init)?$")
@@ -95,13 +122,17 @@ def label(norm: str, depth: int, scale: float = 1.0, at_init: bool = False) -> s
 
 
 def parse_label(text: str) -> dict | None:
-    """"none, depth 8, init x0.5" -> {norm: none, depth: 8, scale: 0.5, at_init: False}; None if
+    """ "none, depth 8, init x0.5" -> {norm: none, depth: 8, scale: 0.5, at_init: False}; None if
     the label is not one of this part's."""
     found = _LABEL.match(str(text))
     if found is None:
         return None
-    return {"norm": found["norm"], "depth": int(found["depth"]), "scale": float(found["scale"] or 1.0),
-            "at_init": bool(found["init"])}
+    return {
+        "norm": found["norm"],
+        "depth": int(found["depth"]),
+        "scale": float(found["scale"] or 1.0),
+        "at_init": bool(found["init"]),
+    }
 
 
 def variants_of(data: PartData) -> pd.DataFrame:
@@ -127,8 +158,14 @@ def log_ratios(grads: pd.DataFrame, step: int) -> pd.DataFrame:
         last = run.loc[run["layer"] == run["layer"].max(), "value"].to_numpy(dtype=float)
         if run["layer"].nunique() < 2 or not (first[0] > 0 and last[0] > 0 and np.isfinite(first[0] / last[0])):
             continue
-        rows.append({"run_id": run_id, "variant": run["variant"].iloc[0], "seed": run["seed"].iloc[0],
-                     "value": float(np.log10(first[0] / last[0]))})
+        rows.append(
+            {
+                "run_id": run_id,
+                "variant": run["variant"].iloc[0],
+                "seed": run["seed"].iloc[0],
+                "value": float(np.log10(first[0] / last[0])),
+            }
+        )
     return pd.DataFrame(rows, columns=["run_id", "variant", "seed", "value"])
 
 
@@ -174,26 +211,40 @@ def _accuracy(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     acc = with_meta(data.best(*tuned["label"]))
     lo, hi = both[0], both[-1]
     if lo != hi:
-        sec.findings.append(interaction_claim(
-            f"BN's benefit grows with depth: BN minus no-norm test accuracy is larger at {hi} hidden layers "
-            f"than at {lo} ({data.budget(label('batch', hi))}, each at its own lr).", acc,
-            (label("batch", lo), label("batch", hi)), (label("none", lo), label("none", hi)),
-            f"BN's gain at depth {hi} minus its gain at depth {lo}", hurts=False))
+        sec.findings.append(
+            interaction_claim(
+                f"BN's benefit grows with depth: BN minus no-norm test accuracy is larger at {hi} hidden layers "
+                f"than at {lo} ({data.budget(label('batch', hi))}, each at its own lr).",
+                acc,
+                (label("batch", lo), label("batch", hi)),
+                (label("none", lo), label("none", hi)),
+                f"BN's gain at depth {hi} minus its gain at depth {lo}",
+                hurts=False,
+            )
+        )
     means = acc.groupby(["depth", "norm"])["value"].mean().unstack("norm")
-    gains = [f"depth {d}: {100 * (means.loc[d, 'batch'] - means.loc[d, 'none']):+.2f}"
-             for d in both if {"batch", "none"} <= set(means.columns)]
+    gains = [
+        f"depth {d}: {100 * (means.loc[d, 'batch'] - means.loc[d, 'none']):+.2f}"
+        for d in both
+        if {"batch", "none"} <= set(means.columns)
+    ]
     sec.measured.append("BN's gain (mean test accuracy, BN minus no-norm, points) per depth: " + "; ".join(gains) + ".")
     table = aggregate(acc.assign(pct=100 * acc["value"]), ["depth", "norm"], "pct")
     table["lr"] = [data.lr_of(label(n, d)).removeprefix("lr ") for d, n in zip(table["depth"], table["norm"])]
     sec.table = table[["depth", "norm", "n", "mean", "ci_low", "ci_high", "lr"]].rename(
-        columns={"mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"})
+        columns={"mean": "test acc %", "ci_low": "95% CI low", "ci_high": "95% CI high"}
+    )
     sec.measured.append("Table: test accuracy (%) at the best held-out epoch per depth and norm, and the selected lr.")
     figure = plots.plot_curves(acc, x="depth", group="norm", title="Accuracy vs depth", ylabel=BEST_ACC_LABEL)
     _log2_x(figure, both, "hidden layers")
-    sec.figures.append(FigureSpec(
-        "depth_accuracy", figure,
-        f"Test accuracy at the best held-out epoch vs the number of hidden layers (100 units each; log2 axis), "
-        f"mean over seeds and 95% CI, each depth and norm at its own lr ({data.budget(label('batch', lo))})."))
+    sec.figures.append(
+        FigureSpec(
+            "depth_accuracy",
+            figure,
+            f"Test accuracy at the best held-out epoch vs the number of hidden layers (100 units each; log2 axis), "
+            f"mean over seeds and 95% CI, each depth and norm at its own lr ({data.budget(label('batch', lo))}).",
+        )
+    )
 
 
 def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
@@ -208,68 +259,115 @@ def _gradients(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     bn0 = init[(init["norm"] == "batch") & (init["depth"] == deepest)]["value"]
     where = f"in an MLP with {deepest} hidden layers"
     if len(none0):
-        sec.findings.append(Finding(
-            f"Without BN the gradient vanishes toward the input at initialization {where}: the first hidden "
-            "layer's weight gradient is smaller than the last hidden layer's.",
-            paired_verdict(none0, higher_is_better=False, min_effect=LOG_RATIO_MIN_EFFECT,
-                           what=f"{RATIO_WHAT}, no norm, per run")))
+        sec.findings.append(
+            Finding(
+                f"Without BN the gradient vanishes toward the input at initialization {where}: the first hidden "
+                "layer's weight gradient is smaller than the last hidden layer's.",
+                paired_verdict(
+                    none0,
+                    higher_is_better=False,
+                    min_effect=LOG_RATIO_MIN_EFFECT,
+                    what=f"{RATIO_WHAT}, no norm, per run",
+                ),
+            )
+        )
     if len(none0) and len(bn0):
-        sec.findings.append(Finding(
-            f"BN prevents vanishing gradients at initialization {where}: the first hidden layer's gradient, "
-            "relative to the last hidden layer's, is larger with BN than without.",
-            verdict(bn0, none0, min_effect=LOG_RATIO_MIN_EFFECT, what=f"{RATIO_WHAT}, batch vs none")))
+        sec.findings.append(
+            Finding(
+                f"BN prevents vanishing gradients at initialization {where}: the first hidden layer's gradient, "
+                "relative to the last hidden layer's, is larger with BN than without.",
+                verdict(bn0, none0, min_effect=LOG_RATIO_MIN_EFFECT, what=f"{RATIO_WHAT}, batch vs none"),
+            )
+        )
     if len(bn0):
-        sec.findings.append(Finding(
-            f"With BN the gradient grows toward the input at initialization {where} (Yang et al. 2019: "
-            "gradient explosion): the first hidden layer's gradient norm is larger than the last's.",
-            paired_verdict(bn0, min_effect=LOG_RATIO_MIN_EFFECT, what=f"{RATIO_WHAT}, batch, per run")))
+        sec.findings.append(
+            Finding(
+                f"With BN the gradient grows toward the input at initialization {where} (Yang et al. 2019: "
+                "gradient explosion): the first hidden layer's gradient norm is larger than the last's.",
+                paired_verdict(bn0, min_effect=LOG_RATIO_MIN_EFFECT, what=f"{RATIO_WHAT}, batch, per run"),
+            )
+        )
     per_depth = init.groupby(["depth", "norm"])["value"].mean().unstack("norm")
-    sec.measured.append(f"Mean {RATIO_WHAT} at initialization (step 1), per depth: " + "; ".join(
-        f"depth {d}: " + ", ".join(f"{n} {per_depth.loc[d, n]:+.2f}" for n in per_depth.columns)
-        for d in per_depth.index) + " (0 = even; +1 = the input side's gradient 10x the last layer's).")
+    sec.measured.append(
+        f"Mean {RATIO_WHAT} at initialization (step 1), per depth: "
+        + "; ".join(
+            f"depth {d}: " + ", ".join(f"{n} {per_depth.loc[d, n]:+.2f}" for n in per_depth.columns)
+            for d in per_depth.index
+        )
+        + " (0 = even; +1 = the input side's gradient 10x the last layer's)."
+    )
     if len(bn0):
         sec.measured.append(
             f"With BN at depth {deepest} the squared gradient norm grows x{per_layer_growth(bn0.mean(), deepest):.2f} "
             f"per layer toward the input (Yang et al.'s ReLU rate, wide and large-batch limit: pi/(pi-1) = "
-            f"{np.pi / (np.pi - 1):.2f}; here batch size {_batch_sizes(data)}).")
-    figure = plots.plot_curves(init, x="depth", group="norm", title="Gradient ratio at initialization vs depth",
-                               ylabel=RATIO_WHAT)
+            f"{np.pi / (np.pi - 1):.2f}; here batch size {_batch_sizes(data)})."
+        )
+    figure = plots.plot_curves(
+        init, x="depth", group="norm", title="Gradient ratio at initialization vs depth", ylabel=RATIO_WHAT
+    )
     _log2_x(figure, init["depth"].unique(), "hidden layers")
-    sec.figures.append(FigureSpec(
-        "depth_grad_ratio_init", figure,
-        f"{RATIO_WHAT} at the first step (the gradient at initialization) vs depth, mean over seeds and 95% CI; "
-        "below 0 the gradient vanishes toward the input, above 0 it grows (Adam 1e-3, batch size 64)."))
+    sec.figures.append(
+        FigureSpec(
+            "depth_grad_ratio_init",
+            figure,
+            f"{RATIO_WHAT} at the first step (the gradient at initialization) vs depth, mean over seeds and 95% CI; "
+            "below 0 the gradient vanishes toward the input, above 0 it grows (Adam 1e-3, batch size 64).",
+        )
+    )
 
     tuned = kinds[~kinds["at_init"] & (kinds["scale"] == 1.0) & (kinds["depth"] == deepest)]
     train_grads = with_meta(layer_grad_frame(data.of(*tuned["label"]), data.metrics))
     step = later_step(train_grads) if len(train_grads) else None
     layers = init_grads[(init_grads["depth"] == deepest) & (init_grads["step"] == 1)].assign(
-        when=lambda f: f["norm"] + ", at init")
+        when=lambda f: f["norm"] + ", at init"
+    )
     if step is not None:
         later = with_meta(log_ratios(train_grads, step))
         pairs = init[(init["norm"] == "batch") & (init["depth"] == deepest)].set_index("seed")["value"].abs()
         now = later[later["norm"] == "batch"].set_index("seed")["value"].abs()
         change = (now - pairs).dropna()
         if len(change):
-            sec.findings.append(Finding(
-                f"With BN the gradients' dynamic range across layers shrinks once training starts {where} "
-                f"(Yang et al. 2019): |{RATIO_WHAT}| is smaller at step {step} (BN's own lr) than at "
-                "initialization, per seed.",
-                paired_verdict(change.to_numpy(), higher_is_better=False, min_effect=LOG_RATIO_MIN_EFFECT,
-                               what=f"|{RATIO_WHAT}| at step {step} minus at init, batch")))
+            sec.findings.append(
+                Finding(
+                    f"With BN the gradients' dynamic range across layers shrinks once training starts {where} "
+                    f"(Yang et al. 2019): |{RATIO_WHAT}| is smaller at step {step} (BN's own lr) than at "
+                    "initialization, per seed.",
+                    paired_verdict(
+                        change.to_numpy(),
+                        higher_is_better=False,
+                        min_effect=LOG_RATIO_MIN_EFFECT,
+                        what=f"|{RATIO_WHAT}| at step {step} minus at init, batch",
+                    ),
+                )
+            )
         means = later.groupby("norm")["value"].mean()
-        sec.measured.append(f"Mean {RATIO_WHAT} at step {step} {where}, each at its own lr: " + ", ".join(
-            f"{n} {v:+.2f}" for n, v in means.items()) + ".")
-        layers = pd.concat([layers, train_grads[train_grads["step"] == step].assign(
-            when=lambda f: f["norm"] + f", step {step}")], ignore_index=True)
-    figure = plots.plot_curves(layers, x="layer", group="when", logy=True,
-                               title=f"Gradient norm per hidden layer, depth {deepest}",
-                               ylabel="gradient norm of the layer's weight")
-    sec.figures.append(FigureSpec(
-        "depth_grad_layers", figure,
-        f"Gradient norm of each hidden Linear weight of the MLP with {deepest} hidden layers (x: layer index, input side "
-        "first; log scale), mean over seeds and 95% CI: at initialization"
-        + (f" and at step {step} of the runs at each norm's own lr" if step is not None else "") + "."))
+        sec.measured.append(
+            f"Mean {RATIO_WHAT} at step {step} {where}, each at its own lr: "
+            + ", ".join(f"{n} {v:+.2f}" for n, v in means.items())
+            + "."
+        )
+        layers = pd.concat(
+            [layers, train_grads[train_grads["step"] == step].assign(when=lambda f: f["norm"] + f", step {step}")],
+            ignore_index=True,
+        )
+    figure = plots.plot_curves(
+        layers,
+        x="layer",
+        group="when",
+        logy=True,
+        title=f"Gradient norm per hidden layer, depth {deepest}",
+        ylabel="gradient norm of the layer's weight",
+    )
+    sec.figures.append(
+        FigureSpec(
+            "depth_grad_layers",
+            figure,
+            f"Gradient norm of each hidden Linear weight of the MLP with {deepest} hidden layers (x: layer index, input side "
+            "first; log scale), mean over seeds and 95% CI: at initialization"
+            + (f" and at step {step} of the runs at each norm's own lr" if step is not None else "")
+            + ".",
+        )
+    )
 
 
 def _init_scale(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
@@ -283,28 +381,45 @@ def _init_scale(sec: Section, data: PartData, kinds: pd.DataFrame) -> None:
     scales = sorted(acc["scale"].unique())
     worst = {n: worst_scale(data.selection, n, depth, scales) for n in ("batch", "none")}
     if None not in worst.values() and {label(n, depth) for n in worst} <= set(labels):
-        sec.findings.append(interaction_claim(
-            f"BN makes an MLP with {depth} hidden layers less sensitive to the initialization scale: going from "
-            f"init x1 to its worst scale (BN x{worst['batch']:g}, no norm x{worst['none']:g} of "
-            f"x{', x'.join(f'{s:g}' for s in scales)}, the worst chosen on the selection runs) costs BN less "
-            "accuracy than it costs the network without BN (each at its own lr).", acc,
-            (label("batch", depth), label("batch", depth, worst["batch"])),
-            (label("none", depth), label("none", depth, worst["none"])),
-            "accuracy change from init x1 to the worst scale, batch vs none", hurts=False))
+        sec.findings.append(
+            interaction_claim(
+                f"BN makes an MLP with {depth} hidden layers less sensitive to the initialization scale: going from "
+                f"init x1 to its worst scale (BN x{worst['batch']:g}, no norm x{worst['none']:g} of "
+                f"x{', x'.join(f'{s:g}' for s in scales)}, the worst chosen on the selection runs) costs BN less "
+                "accuracy than it costs the network without BN (each at its own lr).",
+                acc,
+                (label("batch", depth), label("batch", depth, worst["batch"])),
+                (label("none", depth), label("none", depth, worst["none"])),
+                "accuracy change from init x1 to the worst scale, batch vs none",
+                hurts=False,
+            )
+        )
     elif len(scales) > 1:
-        sec.notes.append("The initialization-scale claim needs stage 1's selection runs (they pick each "
-                         "network's worst scale); none are stored for this part.")
+        sec.notes.append(
+            "The initialization-scale claim needs stage 1's selection runs (they pick each "
+            "network's worst scale); none are stored for this part."
+        )
     means = acc.groupby(["norm", "scale"])["value"].mean()
-    sec.measured.append(f"Mean test accuracy (%) at depth {depth} per init scale: " + "; ".join(
-        f"{n}: " + ", ".join(f"x{s:g} {100 * means.loc[(n, s)]:.1f}" for s in scales if (n, s) in means.index)
-        for n in sorted(acc["norm"].unique())) + ".")
-    figure = plots.plot_curves(acc, x="scale", group="norm", title=f"Accuracy vs initialization scale, depth {depth}",
-                               ylabel=BEST_ACC_LABEL)
+    sec.measured.append(
+        f"Mean test accuracy (%) at depth {depth} per init scale: "
+        + "; ".join(
+            f"{n}: " + ", ".join(f"x{s:g} {100 * means.loc[(n, s)]:.1f}" for s in scales if (n, s) in means.index)
+            for n in sorted(acc["norm"].unique())
+        )
+        + "."
+    )
+    figure = plots.plot_curves(
+        acc, x="scale", group="norm", title=f"Accuracy vs initialization scale, depth {depth}", ylabel=BEST_ACC_LABEL
+    )
     _log2_x(figure, scales, "initial weight scale")
-    sec.figures.append(FigureSpec(
-        "depth_init_scale", figure,
-        f"Test accuracy at the best held-out epoch vs the factor every initial Linear weight was multiplied by "
-        f"(log2 axis), {depth} hidden layers, mean over seeds and 95% CI, each scale and norm at its own lr."))
+    sec.figures.append(
+        FigureSpec(
+            "depth_init_scale",
+            figure,
+            f"Test accuracy at the best held-out epoch vs the factor every initial Linear weight was multiplied by "
+            f"(log2 axis), {depth} hidden layers, mean over seeds and 95% CI, each scale and norm at its own lr.",
+        )
+    )
 
 
 def _batch_sizes(data: PartData) -> str:
@@ -322,7 +437,7 @@ def late_gains(data: PartData, labels) -> dict[str, float]:
         for _, run in hold[hold["run_id"].isin(data.of(name)["run_id"])].groupby("run_id"):
             v = run.sort_values("step")["value"].to_numpy(dtype=float)
             if v.size >= 3:
-                gains.append(np.nanmax(v) - np.nanmax(v[:max(1, (2 * v.size) // 3)]))
+                gains.append(np.nanmax(v) - np.nanmax(v[: max(1, (2 * v.size) // 3)]))
         if gains:
             out[name] = float(np.mean(gains))
     return out
@@ -335,7 +450,7 @@ def _and(items) -> str:
 
 
 def _probe_period(data: PartData, kinds: pd.DataFrame) -> str:
-    """"every 100 steps": how often the tuned runs recorded their gradient norms, as they ran."""
+    """ "every 100 steps": how often the tuned runs recorded their gradient norms, as they ran."""
     probed = data.of(*kinds.loc[~kinds["at_init"], "label"])
     if "probes.grad_norms" not in probed or "probes.every_steps" not in probed:
         return "at the probed steps"
@@ -349,13 +464,20 @@ def section(data: PartData) -> Section:
         return empty(title)
     kinds = variants_of(data)
     depths = sorted(set(kinds["depth"]))
-    sec = Section(title, setup_text(data, (
-        f"MLPs of {_and(depths)} hidden layers of 100 units (MNIST-1D, Adam, batch size 64), with "
-        "and without BN. Gradient norms are those of each hidden Linear weight: at initialization from the first "
-        "step of part 3's depth sweep (the same seed gives the same initial weights and first batch whatever the "
-        f"lr), during training {_probe_period(data, kinds)} of the runs at each variant's own lr. With Adam a "
-        "layer's step does not shrink with its gradient, so a vanishing gradient need not stall it as it would "
-        "with SGD.")))
+    sec = Section(
+        title,
+        setup_text(
+            data,
+            (
+                f"MLPs of {_and(depths)} hidden layers of 100 units (MNIST-1D, Adam, batch size 64), with "
+                "and without BN. Gradient norms are those of each hidden Linear weight: at initialization from the first "
+                "step of part 3's depth sweep (the same seed gives the same initial weights and first batch whatever the "
+                f"lr), during training {_probe_period(data, kinds)} of the runs at each variant's own lr. With Adam a "
+                "layer's step does not shrink with its gradient, so a vanishing gradient need not stall it as it would "
+                "with SGD."
+            ),
+        ),
+    )
     sec.notes += edge_notes(data)
     _accuracy(sec, data, kinds)
     _gradients(sec, data, kinds)
@@ -366,11 +488,19 @@ def section(data: PartData) -> Section:
         sec.notes.append(note)
     rising = {k: v for k, v in late_gains(data, tuned).items() if v >= LATE_GAIN}
     if rising:
-        sec.notes.append(f"Still rising (best held-out accuracy gained >= {100 * LATE_GAIN:.0f} point in the last "
-                         "third of training): " + "; ".join(f"{k} +{100 * v:.1f}" for k, v in
-                                                          sorted(rising.items(), key=lambda kv: -kv[1])) + ".")
+        sec.notes.append(
+            f"Still rising (best held-out accuracy gained >= {100 * LATE_GAIN:.0f} point in the last "
+            "third of training): "
+            + "; ".join(f"{k} +{100 * v:.1f}" for k, v in sorted(rising.items(), key=lambda kv: -kv[1]))
+            + "."
+        )
     sel = selection_table(data)
     if sel is not None:
-        sec.measured.append("Stage 1 selected lrs: " + "; ".join(
-            f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}" for _, r in sel.iterrows()))
+        sec.measured.append(
+            "Stage 1 selected lrs: "
+            + "; ".join(
+                f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}"
+                for _, r in sel.iterrows()
+            )
+        )
     return sec

@@ -54,7 +54,11 @@ QUICK = {"set": {"epochs": 1}}
 """`--quick`: one epoch per run (one weight-norm probe each)."""
 
 NONE, NONE_WD, BN, BN_WD = "none", "none + weight decay", "batch", "batch + weight decay"
-SHARED, SHARED_WD, SHARED_EXP = "batch @ shared lr", "batch + weight decay @ shared lr", "batch, exponential lr @ shared lr"
+SHARED, SHARED_WD, SHARED_EXP = (
+    "batch @ shared lr",
+    "batch + weight decay @ shared lr",
+    "batch, exponential lr @ shared lr",
+)
 TUNED = (NONE, NONE_WD, BN, BN_WD)
 HIDDEN_WEIGHT = re.compile(r"^blocks\.\d+\.linear\.weight$")
 """The MLP's hidden Linear weights: the ones a norm follows (with BN, the scale-invariant ones;
@@ -69,24 +73,37 @@ CLAIM_EXP = "Without weight decay, Li & Arora's equivalent exponential lr recove
 CLAIM_NONE = "Weight decay improves the test accuracy of the network without a norm (each at its own lr)"
 
 LITERATURE = [
-    Literature(CLAIM_EFF,
-               "van Laarhoven (2017) and Zhang et al. (2019): with BN, ||W|| grows without weight decay and the "
-               "effective lr lr/||W||^2 decays; weight decay keeps ||W|| small and the effective lr high.", SUPPORTED),
-    Literature(CLAIM_ACC,
-               "Zhang et al. (2019) found weight decay improving the test accuracy of BN networks trained with SGD "
-               "(VGG16 and ResNet32 on CIFAR-10/100), and traced the gain to the effective lr.", SUPPORTED),
-    Literature(CLAIM_ACC_SHARED,
-               "Zhang et al. (2019): weight decay improves BN networks trained with SGD at a fixed lr schedule.",
-               SUPPORTED),
-    Literature(CLAIM_EXP,
-               "Li & Arora (2019) prove that, on a scale-invariant network, SGD with momentum and weight decay at "
-               "a constant lr trains exactly as no weight decay under the exponentially growing lr, and train "
-               "CIFAR-10 ResNets with such schedules (here the head and BN's gamma and beta are not "
-               "scale-invariant, so the match is approximate).", SUPPORTED),
-    Literature(CLAIM_NONE,
-               "van Laarhoven (2017): without normalization L2 weight decay is an ordinary penalty on the "
-               "function's scale, not an effective-lr effect; no published prediction for this MLP on MNIST-1D.",
-               None),
+    Literature(
+        CLAIM_EFF,
+        "van Laarhoven (2017) and Zhang et al. (2019): with BN, ||W|| grows without weight decay and the "
+        "effective lr lr/||W||^2 decays; weight decay keeps ||W|| small and the effective lr high.",
+        SUPPORTED,
+    ),
+    Literature(
+        CLAIM_ACC,
+        "Zhang et al. (2019) found weight decay improving the test accuracy of BN networks trained with SGD "
+        "(VGG16 and ResNet32 on CIFAR-10/100), and traced the gain to the effective lr.",
+        SUPPORTED,
+    ),
+    Literature(
+        CLAIM_ACC_SHARED,
+        "Zhang et al. (2019): weight decay improves BN networks trained with SGD at a fixed lr schedule.",
+        SUPPORTED,
+    ),
+    Literature(
+        CLAIM_EXP,
+        "Li & Arora (2019) prove that, on a scale-invariant network, SGD with momentum and weight decay at "
+        "a constant lr trains exactly as no weight decay under the exponentially growing lr, and train "
+        "CIFAR-10 ResNets with such schedules (here the head and BN's gamma and beta are not "
+        "scale-invariant, so the match is approximate).",
+        SUPPORTED,
+    ),
+    Literature(
+        CLAIM_NONE,
+        "van Laarhoven (2017): without normalization L2 weight decay is an ordinary penalty on the "
+        "function's scale, not an effective-lr effect; no published prediction for this MLP on MNIST-1D.",
+        None,
+    ),
 ]
 
 
@@ -100,8 +117,10 @@ def li_arora_alpha(lr: float, weight_decay: float, momentum: float) -> float:
     b = 1.0 + momentum - lr * weight_decay
     disc = b * b - 4.0 * momentum
     if not (lr > 0 and weight_decay >= 0 and 0 <= momentum < 1) or disc < 0:
-        raise ValueError(f"li_arora_alpha: expected lr > 0, weight_decay >= 0, 0 <= momentum < 1 with a "
-                         f"real root, got lr={lr}, weight_decay={weight_decay}, momentum={momentum}")
+        raise ValueError(
+            f"li_arora_alpha: expected lr > 0, weight_decay >= 0, 0 <= momentum < 1 with a "
+            f"real root, got lr={lr}, weight_decay={weight_decay}, momentum={momentum}"
+        )
     return (b + math.sqrt(disc)) / 2.0
 
 
@@ -161,8 +180,7 @@ def at_end(trace: pd.DataFrame) -> pd.DataFrame:
 
 def _per_step(trace: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per run and step: the mean over hidden layers of `column`, as plot_curves wants it."""
-    return trace.groupby(["run_id", "variant", "step"], as_index=False)[column].mean().rename(
-        columns={column: "value"})
+    return trace.groupby(["run_id", "variant", "step"], as_index=False)[column].mean().rename(columns={column: "value"})
 
 
 def _log_col(end: pd.DataFrame, variant: str, column: str) -> np.ndarray:
@@ -191,20 +209,26 @@ def gamma_check(data: PartData) -> tuple[bool, str] | None:
         return None
     exp = data.of(SHARED_EXP).iloc[0]
     wd = data.of(SHARED_WD).iloc[0]
-    spe = data.metrics[(data.metrics["name"] == M.STEPS_PER_EPOCH)
-                       & data.metrics["run_id"].isin(data.of(SHARED_EXP)["run_id"])]["value"]
+    spe = data.metrics[
+        (data.metrics["name"] == M.STEPS_PER_EPOCH) & data.metrics["run_id"].isin(data.of(SHARED_EXP)["run_id"])
+    ]["value"]
     if spe.empty or exp.get("schedule.name") != "exponential":
         return False, f"The '{SHARED_EXP}' runs have no exponential schedule or no stored steps per epoch."
-    want = equivalent_gamma_per_epoch(float(wd["lr"]), float(wd["optim.weight_decay"]),
-                                      float(wd["optim.momentum"]), int(spe.iloc[0]))
+    want = equivalent_gamma_per_epoch(
+        float(wd["lr"]), float(wd["optim.weight_decay"]), float(wd["optim.momentum"]), int(spe.iloc[0])
+    )
     got = float(exp["schedule.gamma_per_epoch"])
     if not math.isclose(got, want, rel_tol=GAMMA_RTOL) or not math.isclose(float(exp["lr"]), float(wd["lr"])):
-        return False, (f"Mismatch: the exponential run's lr grows by {got:.6g} per epoch at lr {float(exp['lr']):.0e}, "
-                f"but Li & Arora's equivalent of weight decay {float(wd['optim.weight_decay']):.0e} at lr "
-                f"{float(wd['lr']):.0e} is {want:.6g}; claim (c) does not test their equivalence.")
-    return True, (f"The exponential run's lr grows by a factor {got:.6g} per epoch ({int(spe.iloc[0])} steps), "
-            f"Li & Arora's equivalent of weight decay {float(wd['optim.weight_decay']):.0e} at lr "
-            f"{float(wd['lr']):.0e} and momentum {float(wd['optim.momentum']):g}.")
+        return False, (
+            f"Mismatch: the exponential run's lr grows by {got:.6g} per epoch at lr {float(exp['lr']):.0e}, "
+            f"but Li & Arora's equivalent of weight decay {float(wd['optim.weight_decay']):.0e} at lr "
+            f"{float(wd['lr']):.0e} is {want:.6g}; claim (c) does not test their equivalence."
+        )
+    return True, (
+        f"The exponential run's lr grows by a factor {got:.6g} per epoch ({int(spe.iloc[0])} steps), "
+        f"Li & Arora's equivalent of weight decay {float(wd['optim.weight_decay']):.0e} at lr "
+        f"{float(wd['lr']):.0e} and momentum {float(wd['optim.momentum']):g}."
+    )
 
 
 def section(data: PartData) -> Section:
@@ -213,12 +237,19 @@ def section(data: PartData) -> Section:
         return empty(title, "Not run: this part needs the variants 'batch' and 'batch + weight decay'.")
     present = tuple(v for v in (*TUNED, SHARED, SHARED_WD, SHARED_EXP) if data.has(v))
     wd_value = float(data.of(BN_WD)["optim.weight_decay"].iloc[0]) if "optim.weight_decay" in data.runs else math.nan
-    sec = Section(title, setup_text(data, (
-        f"Part 1's MLP with SGD and momentum ({data.budget(*present)}), with and without a norm, each with and "
-        f"without weight decay {wd_value:.0e} (on the Linear weights, not on biases or gamma/beta). The hidden "
-        "layers' ||W|| is probed once per epoch; the effective lr is lr / ||W||^2, the lr being the run's lr "
-        "times its schedule at that step. The mechanism test runs BN at one shared lr without weight decay, "
-        "with it, and without it under Li & Arora's equivalent exponential schedule.")))
+    sec = Section(
+        title,
+        setup_text(
+            data,
+            (
+                f"Part 1's MLP with SGD and momentum ({data.budget(*present)}), with and without a norm, each with and "
+                f"without weight decay {wd_value:.0e} (on the Linear weights, not on biases or gamma/beta). The hidden "
+                "layers' ||W|| is probed once per epoch; the effective lr is lr / ||W||^2, the lr being the run's lr "
+                "times its schedule at that step. The mechanism test runs BN at one shared lr without weight decay, "
+                "with it, and without it under Li & Arora's equivalent exponential schedule."
+            ),
+        ),
+    )
     sec.notes += edge_notes(data)
     check = gamma_check(data)
     if check is not None and not check[0]:
@@ -229,37 +260,65 @@ def section(data: PartData) -> Section:
     acc = data.best(*present)
 
     if data.has(SHARED, SHARED_WD) and not end.empty:
-        sec.findings.append(Finding(
-            f"{CLAIM_EFF}: at the end of training the hidden layers' lr over squared weight norm is higher "
-            f"with weight decay than without ({data.lr_of(SHARED_WD)} for both).",
-            verdict(_log_col(end, SHARED_WD, "effective_lr"), _log_col(end, SHARED, "effective_lr"),
-                    min_effect=LOG_MIN_EFFECT, what="log10 effective lr at the end (mean over hidden layers)")))
-    sec.findings.append(acc_claim(
-        f"{CLAIM_ACC}.", acc, BN_WD, BN,
-        f"test accuracy at the best held-out epoch ({data.lr_of(BN_WD)} vs {data.lr_of(BN)})"))
+        sec.findings.append(
+            Finding(
+                f"{CLAIM_EFF}: at the end of training the hidden layers' lr over squared weight norm is higher "
+                f"with weight decay than without ({data.lr_of(SHARED_WD)} for both).",
+                verdict(
+                    _log_col(end, SHARED_WD, "effective_lr"),
+                    _log_col(end, SHARED, "effective_lr"),
+                    min_effect=LOG_MIN_EFFECT,
+                    what="log10 effective lr at the end (mean over hidden layers)",
+                ),
+            )
+        )
+    sec.findings.append(
+        acc_claim(
+            f"{CLAIM_ACC}.",
+            acc,
+            BN_WD,
+            BN,
+            f"test accuracy at the best held-out epoch ({data.lr_of(BN_WD)} vs {data.lr_of(BN)})",
+        )
+    )
     if data.has(SHARED, SHARED_WD) and not _same_runs(data, (BN, SHARED), (BN_WD, SHARED_WD)):
-        sec.findings.append(acc_claim(f"{CLAIM_ACC_SHARED} ({data.lr_of(SHARED)}).", acc, SHARED_WD, SHARED,
-                                      BEST_ACC_LABEL))
+        sec.findings.append(
+            acc_claim(f"{CLAIM_ACC_SHARED} ({data.lr_of(SHARED)}).", acc, SHARED_WD, SHARED, BEST_ACC_LABEL)
+        )
     elif data.has(SHARED, SHARED_WD):
-        sec.measured.append("Stage 1 selected the shared lr for both BN variants, so the accuracy comparison at the "
-                            "shared lr is the one at their own lrs (the same runs; tested once).")
+        sec.measured.append(
+            "Stage 1 selected the shared lr for both BN variants, so the accuracy comparison at the "
+            "shared lr is the one at their own lrs (the same runs; tested once)."
+        )
     if data.has(SHARED, SHARED_WD, SHARED_EXP):
-        sec.findings.append(paired_claim(
-            f"{CLAIM_EXP} ({data.lr_of(SHARED)}): per seed, its accuracy lies above the midpoint of BN without "
-            "and with weight decay.", midpoint_changes(acc, SHARED_EXP, SHARED, SHARED_WD),
-            "accuracy of the exponential-lr run minus the midpoint of no weight decay and weight decay"))
+        sec.findings.append(
+            paired_claim(
+                f"{CLAIM_EXP} ({data.lr_of(SHARED)}): per seed, its accuracy lies above the midpoint of BN without "
+                "and with weight decay.",
+                midpoint_changes(acc, SHARED_EXP, SHARED, SHARED_WD),
+                "accuracy of the exponential-lr run minus the midpoint of no weight decay and weight decay",
+            )
+        )
     if data.has(NONE, NONE_WD):
-        sec.findings.append(acc_claim(
-            f"{CLAIM_NONE}.", acc, NONE_WD, NONE,
-            f"test accuracy at the best held-out epoch ({data.lr_of(NONE_WD)} vs {data.lr_of(NONE)})"))
+        sec.findings.append(
+            acc_claim(
+                f"{CLAIM_NONE}.",
+                acc,
+                NONE_WD,
+                NONE,
+                f"test accuracy at the best held-out epoch ({data.lr_of(NONE_WD)} vs {data.lr_of(NONE)})",
+            )
+        )
 
     sec.measured += _measured(data, end, acc)
     if check is not None and check[0]:
         sec.measured.append(check[1])
     sec.table = _table(data, end, acc)
-    sec.measured.append("Table: per variant, its lr (selected or shared; at the grid's edge or not), the mean "
-                        "over seeds at the end of training of the hidden layers' ||W|| and effective lr, and the "
-                        "mean test accuracy at the best held-out epoch.")
+    sec.measured.append(
+        "Table: per variant, its lr (selected or shared; at the grid's edge or not), the mean "
+        "over seeds at the end of training of the hidden layers' ||W|| and effective lr, and the "
+        "mean test accuracy at the best held-out epoch."
+    )
     for extra in (usable_range(data), plateau_note(data, [v for v in TUNED if data.has(v)])):
         if extra:
             sec.measured.append(extra)
@@ -287,23 +346,32 @@ def _measured(data: PartData, end: pd.DataFrame, acc: pd.DataFrame) -> list[str]
         out.append(
             f"{label} vs {wd}: at the end, ||W|| (mean over hidden layers) {_mean(end, label, 'weight_norm'):.3g} vs "
             f"{_mean(end, wd, 'weight_norm'):.3g}; effective lr {_mean(end, label, 'effective_lr'):.3g} vs "
-            f"{_mean(end, wd, 'effective_lr'):.3g} (weight decay's is {_ratio(end, wd, label, 'effective_lr'):.3g}x).")
+            f"{_mean(end, wd, 'effective_lr'):.3g} (weight decay's is {_ratio(end, wd, label, 'effective_lr'):.3g}x)."
+        )
     if data.has(NONE, NONE_WD):
-        out.append("Without a norm the output scales with ||W||, so there lr/||W||^2 is not an effective lr: "
-                   "weight decay shrinks the function itself (a capacity penalty).")
+        out.append(
+            "Without a norm the output scales with ||W||, so there lr/||W||^2 is not an effective lr: "
+            "weight decay shrinks the function itself (a capacity penalty)."
+        )
     if data.has(SHARED_WD, SHARED_EXP):
-        out.append(f"The exponential-lr run ends at {_ratio(end, SHARED_EXP, SHARED_WD, 'effective_lr'):.3g}x the "
-                   "weight-decay run's effective lr (1 = its trajectory reproduced) with "
-                   f"{_ratio(end, SHARED_EXP, SHARED_WD, 'weight_norm'):.3g}x its ||W||.")
+        out.append(
+            f"The exponential-lr run ends at {_ratio(end, SHARED_EXP, SHARED_WD, 'effective_lr'):.3g}x the "
+            "weight-decay run's effective lr (1 = its trajectory reproduced) with "
+            f"{_ratio(end, SHARED_EXP, SHARED_WD, 'weight_norm'):.3g}x its ||W||."
+        )
     if data.has(SHARED, SHARED_WD, SHARED_EXP):
         mean = acc.groupby("variant")["value"].mean()
         gain = mean[SHARED_WD] - mean[SHARED]
         if gain > 0:
-            out.append(f"Weight decay's gain at the shared lr is {100 * gain:.2f} points; the exponential lr "
-                       f"recovers {(mean[SHARED_EXP] - mean[SHARED]) / gain:.0%} of it (means over seeds).")
+            out.append(
+                f"Weight decay's gain at the shared lr is {100 * gain:.2f} points; the exponential lr "
+                f"recovers {(mean[SHARED_EXP] - mean[SHARED]) / gain:.0%} of it (means over seeds)."
+            )
         else:
-            out.append(f"At the shared lr weight decay changed the mean accuracy by {100 * gain:+.2f} points: "
-                       "there is no gain for the exponential lr to recover.")
+            out.append(
+                f"At the shared lr weight decay changed the mean accuracy by {100 * gain:+.2f} points: "
+                "there is no gain for the exponential lr to recover."
+            )
     return out
 
 
@@ -313,11 +381,16 @@ def _table(data: PartData, end: pd.DataFrame, acc: pd.DataFrame) -> pd.DataFrame
         if not data.has(label):
             continue
         sel = data.selection.get(label)
-        rows.append({"variant": label, "lr": data.lr_of(label).removeprefix("lr "),
-                     "at edge": "yes" if sel is not None and sel.at_edge else "",
-                     "weight norm, end": f"{_mean(end, label, 'weight_norm'):.3g}" if not end.empty else "-",
-                     "effective lr, end": f"{_mean(end, label, 'effective_lr'):.3g}" if not end.empty else "-",
-                     "test acc. (%)": f"{100 * acc.loc[acc['variant'] == label, 'value'].mean():.1f}"})
+        rows.append(
+            {
+                "variant": label,
+                "lr": data.lr_of(label).removeprefix("lr "),
+                "at edge": "yes" if sel is not None and sel.at_edge else "",
+                "weight norm, end": f"{_mean(end, label, 'weight_norm'):.3g}" if not end.empty else "-",
+                "effective lr, end": f"{_mean(end, label, 'effective_lr'):.3g}" if not end.empty else "-",
+                "test acc. (%)": f"{100 * acc.loc[acc['variant'] == label, 'value'].mean():.1f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -325,30 +398,64 @@ def _figures(data: PartData, sec: Section, trace: pd.DataFrame, acc: pd.DataFram
     tuned = [v for v in TUNED if data.has(v)]
     if not trace.empty:
         mine = trace[trace["variant"].isin(tuned)]
-        sec.figures.append(FigureSpec(
-            "wd_weight_norm", plots.plot_curves(_per_step(mine, "weight_norm"), title="||W|| of the hidden layers",
-                                                ylabel="||W|| (mean over hidden layers)", budget="each at its own lr"),
-            f"Hidden layers' ||W|| over optimizer steps ({data.budget(*tuned)}), each variant at its own lr: mean "
-            "over seeds with the 95% CI band."))
-        sec.figures.append(FigureSpec(
-            "wd_effective_lr", plots.plot_curves(_per_step(mine, "effective_lr"), title="Effective lr",
-                                                 ylabel="lr / ||W||^2", logy=True, budget="each at its own lr"),
-            "Effective lr lr/||W||^2 of the hidden layers over optimizer steps, each variant at its own lr (for "
-            "the networks without a norm a formal number: there ||W|| is not scale-free): mean over seeds with the "
-            "95% CI band."))
+        sec.figures.append(
+            FigureSpec(
+                "wd_weight_norm",
+                plots.plot_curves(
+                    _per_step(mine, "weight_norm"),
+                    title="||W|| of the hidden layers",
+                    ylabel="||W|| (mean over hidden layers)",
+                    budget="each at its own lr",
+                ),
+                f"Hidden layers' ||W|| over optimizer steps ({data.budget(*tuned)}), each variant at its own lr: mean "
+                "over seeds with the 95% CI band.",
+            )
+        )
+        sec.figures.append(
+            FigureSpec(
+                "wd_effective_lr",
+                plots.plot_curves(
+                    _per_step(mine, "effective_lr"),
+                    title="Effective lr",
+                    ylabel="lr / ||W||^2",
+                    logy=True,
+                    budget="each at its own lr",
+                ),
+                "Effective lr lr/||W||^2 of the hidden layers over optimizer steps, each variant at its own lr (for "
+                "the networks without a norm a formal number: there ||W|| is not scale-free): mean over seeds with the "
+                "95% CI band.",
+            )
+        )
         shared = trace[trace["variant"].isin((SHARED, SHARED_WD, SHARED_EXP))]
         if not shared.empty:
-            sec.figures.append(FigureSpec(
-                "wd_exponential", plots.plot_curves(_per_step(shared, "effective_lr"), title="Mechanism test",
-                                                    ylabel="lr / ||W||^2", logy=True,
-                                                    budget=data.lr_of(SHARED_WD)),
-                "Effective lr of BN at the shared lr: without weight decay, with it, and without it under Li & "
-                "Arora's exponential lr; mean over seeds with the 95% CI band."))
-    sec.figures.append(FigureSpec(
-        "wd_accuracy", plots.plot_final_accuracy(acc, order=list(present), title="Each variant at its lr",
-                                                 ylabel=BEST_ACC_LABEL, budget=f"at {data.steps(*present)}"),
-        f"Test accuracy at each run's best held-out epoch ({data.budget(*present)}): mean, 95% CI and one dot "
-        "per seed."))
+            sec.figures.append(
+                FigureSpec(
+                    "wd_exponential",
+                    plots.plot_curves(
+                        _per_step(shared, "effective_lr"),
+                        title="Mechanism test",
+                        ylabel="lr / ||W||^2",
+                        logy=True,
+                        budget=data.lr_of(SHARED_WD),
+                    ),
+                    "Effective lr of BN at the shared lr: without weight decay, with it, and without it under Li & "
+                    "Arora's exponential lr; mean over seeds with the 95% CI band.",
+                )
+            )
+    sec.figures.append(
+        FigureSpec(
+            "wd_accuracy",
+            plots.plot_final_accuracy(
+                acc,
+                order=list(present),
+                title="Each variant at its lr",
+                ylabel=BEST_ACC_LABEL,
+                budget=f"at {data.steps(*present)}",
+            ),
+            f"Test accuracy at each run's best held-out epoch ({data.budget(*present)}): mean, 95% CI and one dot "
+            "per seed.",
+        )
+    )
 
 
 def _label(sec: Section, head: str) -> str | None:
@@ -363,23 +470,33 @@ def synthesis(sec: Section) -> str:
     eff, helps = _label(sec, CLAIM_EFF), _label(sec, CLAIM_ACC)
     # without its own finding, the shared-lr comparison is the own-lr one (the same runs)
     shared, mech = _label(sec, CLAIM_ACC_SHARED) or helps, _label(sec, CLAIM_EXP)
-    eff_text = {SUPPORTED: "weight decay did keep BN's effective lr measurably higher",
-                NOT_SUPPORTED: "weight decay did not keep BN's effective lr measurably higher",
-                INCONCLUSIVE: "the effective-lr comparison is inconclusive"}.get(eff or "", "the effective lr was not measured")
+    eff_text = {
+        SUPPORTED: "weight decay did keep BN's effective lr measurably higher",
+        NOT_SUPPORTED: "weight decay did not keep BN's effective lr measurably higher",
+        INCONCLUSIVE: "the effective-lr comparison is inconclusive",
+    }.get(eff or "", "the effective lr was not measured")
     if helps == NOT_SUPPORTED:
-        return (head + "not supported here: weight decay did not measurably improve BN's accuracy at its own lr, "
-                f"so there is no benefit to explain ({eff_text}).")
+        return (
+            head + "not supported here: weight decay did not measurably improve BN's accuracy at its own lr, "
+            f"so there is no benefit to explain ({eff_text})."
+        )
     if helps == SUPPORTED and eff == SUPPORTED and shared == SUPPORTED and mech == SUPPORTED:
-        return (head + "supported: weight decay improved BN's accuracy, kept its effective lr higher, and without "
-                "weight decay the equivalent exponential lr recovered most of the gain, as Li & Arora predict.")
+        return (
+            head + "supported: weight decay improved BN's accuracy, kept its effective lr higher, and without "
+            "weight decay the equivalent exponential lr recovered most of the gain, as Li & Arora predict."
+        )
     if helps == SUPPORTED and shared == SUPPORTED and mech == NOT_SUPPORTED:
-        return (head + f"weight decay helps BN, but not (only) through the effective lr: the equivalent "
-                f"exponential lr did not recover most of its gain ({eff_text}).")
+        return (
+            head + f"weight decay helps BN, but not (only) through the effective lr: the equivalent "
+            f"exponential lr did not recover most of its gain ({eff_text})."
+        )
     parts = [("the accuracy gain at each variant's own lr", helps), ("the exponential-lr test", mech)]
     if _label(sec, CLAIM_ACC_SHARED) is not None:
         parts.insert(1, ("the gain at the shared lr", shared))
     rest = "; ".join(f"{text}: {label or 'not run'}" for text, label in parts if label != SUPPORTED)
     if shared == NOT_SUPPORTED:
-        return (head + "not tested: at the shared lr weight decay gave no measurable gain for the exponential lr "
-                f"to recover ({eff_text}; {rest}).")
+        return (
+            head + "not tested: at the shared lr weight decay gave no measurable gain for the exponential lr "
+            f"to recover ({eff_text}; {rest})."
+        )
     return head + f"inconclusive at these seeds ({eff_text}; {rest})."

@@ -37,12 +37,18 @@ QUICK = {"set": {"epochs": 3, "probes.every_steps": 20}}
 DRIFT_MIN_EFFECT = 0.1  # a tenth of the unit's spread
 
 LITERATURE = [
-    Literature("With BN the sigmoid network trains to a higher test accuracy",
-               "Ioffe & Szegedy (2015), Fig. 1a: with BN the sigmoid network trains faster and higher.", SUPPORTED),
-    Literature("keeps the distribution",
-               "Ioffe & Szegedy (2015) show the input of the sigmoid (after BN) stable; Santurkar et al. (2018) "
-               "found that BN does not reduce internal covariate shift measured before normalization, and that "
-               "deliberately shifted BN outputs train as well.", NOT_SUPPORTED),
+    Literature(
+        "With BN the sigmoid network trains to a higher test accuracy",
+        "Ioffe & Szegedy (2015), Fig. 1a: with BN the sigmoid network trains faster and higher.",
+        SUPPORTED,
+    ),
+    Literature(
+        "keeps the distribution",
+        "Ioffe & Szegedy (2015) show the input of the sigmoid (after BN) stable; Santurkar et al. (2018) "
+        "found that BN does not reduce internal covariate shift measured before normalization, and that "
+        "deliberately shifted BN outputs train as well.",
+        NOT_SUPPORTED,
+    ),
 ]
 
 
@@ -65,6 +71,7 @@ def percentile_frame(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.Data
 
 def drift(pct: pd.DataFrame) -> pd.DataFrame:
     """Per run: mean over units of (max - min of the median over training) / mean spread."""
+
     def one(unit: pd.DataFrame) -> float:
         width = float((unit["p85"] - unit["p15"]).mean())
         return float(unit["p50"].max() - unit["p50"].min()) / width if width > 0 else float("nan")
@@ -79,36 +86,67 @@ def section(data: PartData) -> Section:
     if data.runs.empty or not data.has("none", "batch"):
         return empty(title)
     runs = data.of("none", "batch")
-    sec = Section(title, setup_text(data, (
-        f"An MLP of hidden {hidden_text(runs)} {runs['activation'].iloc[0]} units, {data.budget('none', 'batch')}, "
-        "with and without BN; "
-        "the output of the last hidden Linear layer (the input of its norm) is probed during training.")))
+    sec = Section(
+        title,
+        setup_text(
+            data,
+            (
+                f"An MLP of hidden {hidden_text(runs)} {runs['activation'].iloc[0]} units, {data.budget('none', 'batch')}, "
+                "with and without BN; "
+                "the output of the last hidden Linear layer (the input of its norm) is probed during training."
+            ),
+        ),
+    )
     sec.notes += edge_notes(data)
     acc = data.best("none", "batch")
-    sec.findings.append(acc_claim("With BN the sigmoid network trains to a higher test accuracy (Fig. 1a).",
-                                  acc, "batch", "none", "test accuracy at the best held-out epoch"))
+    sec.findings.append(
+        acc_claim(
+            "With BN the sigmoid network trains to a higher test accuracy (Fig. 1a).",
+            acc,
+            "batch",
+            "none",
+            "test accuracy at the best held-out epoch",
+        )
+    )
     pct, layer = percentile_frame(runs, data.metrics)
     if not pct.empty:
         per_run = drift(pct)
-        sec.findings.append(Finding(
-            f"BN keeps the distribution of a layer's input stable over training ({layer} output, before "
-            "normalization): its median moves less, relative to its 15th-85th percentile spread (Fig. 1b vs 1c).",
-            verdict(values(per_run, variant="batch"), values(per_run, variant="none"), higher_is_better=False,
-                    min_effect=DRIFT_MIN_EFFECT, what="median drift / spread")))
+        sec.findings.append(
+            Finding(
+                f"BN keeps the distribution of a layer's input stable over training ({layer} output, before "
+                "normalization): its median moves less, relative to its 15th-85th percentile spread (Fig. 1b vs 1c).",
+                verdict(
+                    values(per_run, variant="batch"),
+                    values(per_run, variant="none"),
+                    higher_is_better=False,
+                    min_effect=DRIFT_MIN_EFFECT,
+                    what="median drift / spread",
+                ),
+            )
+        )
         first = pct[(pct["seed"] == pct["seed"].min()) & (pct["unit"] == pct["unit"].min())]
-        sec.figures.append(FigureSpec(
-            "ioffe2015_percentiles",
-            plots.plot_percentiles(first, title=f"15th/50th/85th percentile of {layer}'s output, unit "
-                                                f"{int(pct['unit'].min())}", order=["none", "batch"]),
-            f"Fig. 1b/c with the probe before normalization: percentiles of one unit of {layer}'s output "
-            f"over optimizer steps (seed {int(pct['seed'].min())}), each network at its own lr."))
+        sec.figures.append(
+            FigureSpec(
+                "ioffe2015_percentiles",
+                plots.plot_percentiles(
+                    first,
+                    title=f"15th/50th/85th percentile of {layer}'s output, unit {int(pct['unit'].min())}",
+                    order=["none", "batch"],
+                ),
+                f"Fig. 1b/c with the probe before normalization: percentiles of one unit of {layer}'s output "
+                f"over optimizer steps (seed {int(pct['seed'].min())}), each network at its own lr.",
+            )
+        )
     curves = curve_frame(runs, data.metrics, M.HOLDOUT_ACC_EVAL_MODE)
     if not curves.empty:
-        sec.figures.append(FigureSpec(
-            "ioffe2015_holdout_acc", plots.plot_curves(curves, title="Held-out accuracy (Fig. 1a)",
-                                                       ylabel="held-out accuracy"),
-            f"Held-out accuracy over optimizer steps ({data.budget('none', 'batch')}), mean over seeds with "
-            "the 95% CI band."))
+        sec.figures.append(
+            FigureSpec(
+                "ioffe2015_holdout_acc",
+                plots.plot_curves(curves, title="Held-out accuracy (Fig. 1a)", ylabel="held-out accuracy"),
+                f"Held-out accuracy over optimizer steps ({data.budget('none', 'batch')}), mean over seeds with "
+                "the 95% CI band.",
+            )
+        )
     sel = selection_table(data)
     if sel is not None:
         sec.table = sel

@@ -146,8 +146,10 @@ def parse_part(key: str, spec: dict[str, Any], protocol: Protocol, where: str = 
             of = entry.pop("of", None) if kind == "arm" else None
             flat = {**base, **flatten(entry)}
             if kind == "tuned" and "lr" in flat:
-                raise ConfigError(f"{where}variants.{label}: a tuned variant gets its lr from the "
-                                  "grid; move it to `fixed:` to run it at a given lr")
+                raise ConfigError(
+                    f"{where}variants.{label}: a tuned variant gets its lr from the "
+                    "grid; move it to `fixed:` to run it at a given lr"
+                )
             if kind == "arm" and of not in _mapping(spec.get("variants"), "variants"):
                 raise ConfigError(f"{where}arms.{label}.of: expected a tuned variant's label, got {of!r}")
             config = build_config({**flat, "seed": 0}, f"{where}{section}.{label}: ")
@@ -175,8 +177,12 @@ def group_name(part: str, label: str) -> str:
 
 def selection_runs(part: PartSpec, protocol: Protocol) -> list[PlannedRun]:
     """Stage 1: every tuned variant x lr grid x selection seed."""
-    return [PlannedRun(_with(v.config, lr=lr, seed=s), group_name(part.key, v.label))
-            for v in part.tuned() for lr in part.lr_grid for s in protocol.selection_seeds]
+    return [
+        PlannedRun(_with(v.config, lr=lr, seed=s), group_name(part.key, v.label))
+        for v in part.tuned()
+        for lr in part.lr_grid
+        for s in protocol.selection_seeds
+    ]
 
 
 def evaluation_runs(part: PartSpec, protocol: Protocol, selected: dict[str, Selection]) -> list[PlannedRun]:
@@ -191,8 +197,7 @@ def evaluation_runs(part: PartSpec, protocol: Protocol, selected: dict[str, Sele
             if chosen is None or chosen.lr is None:
                 continue
             lr = chosen.lr
-        runs += [PlannedRun(_with(v.config, lr=lr, seed=s), group_name(part.key, v.label))
-                 for s in protocol.eval_seeds]
+        runs += [PlannedRun(_with(v.config, lr=lr, seed=s), group_name(part.key, v.label)) for s in protocol.eval_seeds]
     return runs
 
 
@@ -219,25 +224,31 @@ def run_scores(runs: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
     see the test split.
     """
     if "name" in holdout and set(holdout["name"]) - {SELECT_METRIC}:
-        raise ValueError(f"lr selection reads only {SELECT_METRIC!r}, got metrics "
-                         f"{sorted(set(holdout['name']))}")
+        raise ValueError(f"lr selection reads only {SELECT_METRIC!r}, got metrics {sorted(set(holdout['name']))}")
     best = holdout.groupby("run_id")["value"].max().rename("score")
-    out = runs[["run_id", "variant", "lr", "status"]].drop_duplicates("run_id").merge(
-        best, left_on="run_id", right_index=True, how="left")
+    out = (
+        runs[["run_id", "variant", "lr", "status"]]
+        .drop_duplicates("run_id")
+        .merge(best, left_on="run_id", right_index=True, how="left")
+    )
     out["diverged"] = out["status"] == "diverged"
     out["failed"] = ~out["status"].isin(("finished", "diverged"))  # failed, or not run yet
     return out
 
 
-def select_lrs(runs: pd.DataFrame, holdout: pd.DataFrame, grids: dict[str, tuple[float, ...]] | None = None
-               ) -> dict[str, Selection]:
+def select_lrs(
+    runs: pd.DataFrame, holdout: pd.DataFrame, grids: dict[str, tuple[float, ...]] | None = None
+) -> dict[str, Selection]:
     """Stage 1's choice per variant (see the module docstring), from stored runs and their
     held-out metric only. runs: one row per (run, variant) with run_id, variant, lr, status."""
     scores = run_scores(runs, holdout)
     out = {}
     for label, rows in scores.groupby("variant", sort=False):
-        table = rows.groupby("lr").agg(n=("run_id", "size"), diverged=("diverged", "sum"),
-                                       failed=("failed", "sum"), score=("score", "mean")).reset_index()
+        table = (
+            rows.groupby("lr")
+            .agg(n=("run_id", "size"), diverged=("diverged", "sum"), failed=("failed", "sum"), score=("score", "mean"))
+            .reset_index()
+        )
         # an lr that broke a seed is out; so is one with a run missing (failed, or not run yet)
         table.loc[(table["diverged"] > 0) | (table["failed"] > 0), "score"] = np.nan
         eligible = table.dropna(subset=["score"])
@@ -265,7 +276,8 @@ def at_best_holdout(runs: pd.DataFrame, metrics: pd.DataFrame, name: str = M.TES
     both = both[np.isfinite(both["value_hold"])]
     idx = both.sort_values(["run_id", "step"]).groupby("run_id")["value_hold"].idxmax()
     best = both.loc[idx, ["run_id", "value", "step", "epoch"]].rename(
-        columns={"step": "best_step", "epoch": "best_epoch"})
+        columns={"step": "best_step", "epoch": "best_epoch"}
+    )
     out = runs.merge(best, on="run_id", how="left")
     out["value"] = out["value"].astype(float)
     return out
@@ -283,5 +295,7 @@ def stored_selection(store: Store, name: str) -> dict[str, dict[str, Selection]]
         return {}
     part, _, label = runs["group"].str.partition("/").values.T
     runs = runs.assign(part=part, variant=label)
-    return {key: select_lrs(rows, holdout[holdout["run_id"].isin(rows["run_id"])])
-            for key, rows in runs.groupby("part", sort=False)}
+    return {
+        key: select_lrs(rows, holdout[holdout["run_id"].isin(rows["run_id"])])
+        for key, rows in runs.groupby("part", sort=False)
+    }

@@ -46,8 +46,12 @@ def fold_check(model, loader) -> dict[str, float]:
             scale = max(scale, float(a.abs().max()))
             change += int((b.argmax(1) == y).sum()) - int((a.argmax(1) == y).sum())
             count += len(y)
-    return {FOLD_ACC_CHANGE: change / max(count, 1), FOLD_LOGIT_ERROR: error, FOLD_LOGIT_SCALE: scale,
-            FOLD_LEFT: float(sum(is_batchnorm(m) for m in folded.modules()))}
+    return {
+        FOLD_ACC_CHANGE: change / max(count, 1),
+        FOLD_LOGIT_ERROR: error,
+        FOLD_LOGIT_SCALE: scale,
+        FOLD_LEFT: float(sum(is_batchnorm(m) for m in folded.modules())),
+    }
 
 
 def recalibrate_runs(experiment: str, runs: dict[str, RunConfig], out_dir: str | Path) -> int:

@@ -36,9 +36,20 @@ from normlab.study import (
 )
 from normlab.study.protocol import PartSpec, Protocol, parse_part
 
-PARTS: tuple[ModuleType, ...] = (part1_bn, part2_batch_size, part3_lr_init, part4_costs, part5_ioffe2015,
-                                 part6_noniid, part7_anatomy, part8_ics, part9_notebook, part10_conv,
-                                 part11_depth, part12_weight_decay)
+PARTS: tuple[ModuleType, ...] = (
+    part1_bn,
+    part2_batch_size,
+    part3_lr_init,
+    part4_costs,
+    part5_ioffe2015,
+    part6_noniid,
+    part7_anatomy,
+    part8_ics,
+    part9_notebook,
+    part10_conv,
+    part11_depth,
+    part12_weight_decay,
+)
 """    1 bn            with vs without BN; convergence; regularization (ghost batches, weight decay)
     2 batch_size    16/64/256 at equal epochs and equal steps; batch size 4 with GN/LN/BRN
     3 lr_init       LR range test; init x5; gradient flow over depth 2-16
@@ -70,8 +81,9 @@ def parts_for(tier: str = "default") -> tuple[ModuleType, ...]:
 
 def check_tier(tier: str) -> None:
     if tier not in TIERS:
-        raise ConfigError(f"--tier: expected one of {', '.join(TIERS)}, got {tier!r} "
-                          f"(default: the default parts; full: every part)")
+        raise ConfigError(
+            f"--tier: expected one of {', '.join(TIERS)}, got {tier!r} (default: the default parts; full: every part)"
+        )
 
 
 QUICK_PROTOCOL = Protocol(lr_grid=(1.0e-3, 3.0e-3, 1.0e-2), selection_seeds=(1000,), eval_seeds=(0, 1))
@@ -105,8 +117,9 @@ def shrink(spec: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
     fixed_set = quick.get("set_fixed", tuned_set)
     for section, changes in (("variants", tuned_set), ("arms", tuned_set), ("fixed", fixed_set)):
         entries = spec.get(section) or {}
-        spec[section] = {label: {**entry, **changes} for label, entry in entries.items()
-                         if keep is None or label in keep}
+        spec[section] = {
+            label: {**entry, **changes} for label, entry in entries.items() if keep is None or label in keep
+        }
     if keep is not None and spec.get("recalibrate"):
         spec["recalibrate"] = [label for label in spec["recalibrate"] if label in keep]
     return spec
@@ -132,7 +145,7 @@ def protocol_for(quick: bool) -> Protocol:
 
 
 def study_name(dataset: str = "mnist1d", quick: bool = False, tier: str = "default") -> str:
-    """"study", "study-quick", "study-full", "study-quick-full-cifar10", ...: the smoke test, the
+    """ "study", "study-quick", "study-full", "study-quick-full-cifar10", ...: the smoke test, the
     full tier and another dataset never mix into the default study's report."""
     check_tier(tier)
     name = "study" + ("-quick" if quick else "") + ("-full" if tier == "full" else "")

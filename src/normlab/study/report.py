@@ -15,12 +15,12 @@ import pandas as pd
 from normlab.analysis.render import Report, Section, adjust_report, write_files
 from normlab.analysis.report import METHODS, provenance_lines
 from normlab.experiments.errors import StoreError
+from normlab.experiments.paths import safe_dir
 from normlab.experiments.store import DB_NAME, Store
 from normlab.study.common import PartData, attach_literature
-from normlab.study.protocol import stored_selection
 from normlab.study.part7_anatomy import BN_TEXT
+from normlab.study.protocol import stored_selection
 from normlab.study.registry import FULL_TIER_COMMAND, PARTS, parts_for, read_spec, tier_of_study
-from normlab.experiments.paths import safe_dir
 
 __all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
 
@@ -48,7 +48,8 @@ def _split(runs: pd.DataFrame) -> pd.DataFrame:
 PROTOCOL = (
     "Every variant ran at its own learning rate, selected from a half-decade grid on a held-out slice "
     "of the training split (never the test split), then evaluation seeds; each run is scored at its "
-    "best held-out epoch. ")
+    "best held-out epoch. "
+)
 
 
 def study_report(store: Store, name: str) -> Report:
@@ -64,14 +65,22 @@ def study_report(store: Store, name: str) -> Report:
     for part in parts:
         mine = runs[runs["part"] == part.KEY] if len(runs) else runs
         chosen = chosen_by_part.get(part.KEY, {})
-        sections.append(part.section(PartData(
-            runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
-            metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,
-            selection=chosen)))
+        sections.append(
+            part.section(
+                PartData(
+                    runs=mine if len(mine) else pd.DataFrame(columns=["run_id", "group", "variant"]),
+                    metrics=metrics[metrics["run_id"].isin(mine["run_id"])] if len(mine) else EMPTY_METRICS,
+                    selection=chosen,
+                )
+            )
+        )
 
     title = f"normlab study: batch normalization, measured ({name})"
-    all_runs = pd.concat([f for f in (runs, select) if len(f)], ignore_index=True) if len(runs) or len(select) \
+    all_runs = (
+        pd.concat([f for f in (runs, select) if len(f)], ignore_index=True)
+        if len(runs) or len(select)
         else pd.DataFrame(columns=["run_id"])
+    )
     summary = f"What BN computes: {BN_TEXT} (Part 7 shows it on a trained layer.) {PROTOCOL}{METHODS}"
     report = adjust_report(Report(title, summary, sections, provenance_lines(store, used, all_runs)))
     if skipped := [p for p in PARTS if p not in parts]:
@@ -92,7 +101,8 @@ def not_run_section(parts: list) -> Section:
         f"These parts are in the study's full tier and were not run here: `{FULL_TIER_COMMAND}` runs every "
         "part (at most 30 minutes on a 2-core CPU; the default tier's runs are reused, not trained again), "
         "and `normlab report study-full` rebuilds its report.",
-        notes=titles)
+        notes=titles,
+    )
 
 
 def write_study_report(out_dir: str | Path, name: str) -> Path:
@@ -104,7 +114,9 @@ def write_study_report(out_dir: str | Path, name: str) -> Path:
     with Store.open(out, create=False) as store:
         if not is_study(store, name):
             known = store.experiments()
-            raise StoreError(f"no study {name!r} in {str(out)!r}; known experiments: "
-                             f"{', '.join(known) if known else 'none yet'} (run `normlab study` first)")
+            raise StoreError(
+                f"no study {name!r} in {str(out)!r}; known experiments: "
+                f"{', '.join(known) if known else 'none yet'} (run `normlab study` first)"
+            )
         report = study_report(store, name)
     return write_files(report, safe_dir(out, "reports", name))  # no planted link followed

@@ -3,7 +3,8 @@
 The study named S stores its runs as two experiments: "S.select" (stage 1 of every part: the
 tuned variants over the lr grid, selection seeds) and "S.eval" (stage 2: every variant at its
 lr, evaluation seeds); a run's group is "<part>/<variant>". S is "study" (plus "-quick" for
-`--quick`, plus "-<dataset>" off MNIST-1D), so a smoke test never mixes into the full study.
+`--quick`, "-full" for the full tier, "-<dataset>" off MNIST-1D), so a smoke test never mixes
+into the study and each tier's report adjusts p over its own claims.
 A run shared by several parts (same config) is trained once.
 """
 
@@ -17,16 +18,16 @@ from normlab.experiments.config import Experiment
 from normlab.experiments.errors import ConfigError
 from normlab.experiments.store import Store
 from normlab.study import report
+from normlab.study.mechanisms import measure_mechanisms
 from normlab.study.protocol import (
     evaluation_runs,
     group_name,
     selection_runs,
     stored_selection,
 )
-from normlab.study.mechanisms import measure_mechanisms
 from normlab.study.recalibrate import recalibrate_runs
-from normlab.study.timing import time_steps
 from normlab.study.registry import load_part, parts_for, protocol_for, study_name
+from normlab.study.timing import time_steps
 
 __all__ = ["run_study", "MECHANISM_PARTS"]
 
@@ -78,8 +79,7 @@ def run_study(
         >>> (report_dir / "report.html").exists()
         True
     """
-    executor = renamed_argument("backend", backend, "executor", executor, default="process",
-                                where="run_study")
+    executor = renamed_argument("backend", backend, "executor", executor, default="process", where="run_study")
     if not isinstance(dataset, str) or not dataset:
         raise ConfigError(f"--dataset: expected a dataset name such as 'mnist1d', got {dataset!r}")
     name = study_name(dataset, quick, tier)
@@ -87,24 +87,38 @@ def run_study(
     specs = [load_part(part, dataset, quick) for part in parts_for(tier)]  # validate every file first
     _check_data(dataset)
 
-    select = Experiment(f"{name}.select", [r for s in specs for r in selection_runs(s, protocol)],
-                        description="normlab study, stage 1: each variant over the lr grid (selection seeds)")
+    select = Experiment(
+        f"{name}.select",
+        [r for s in specs for r in selection_runs(s, protocol)],
+        description="normlab study, stage 1: each variant over the lr grid (selection seeds)",
+    )
     print(runner.run_experiment(select, out, executor=executor, workers=workers))
     with Store.open(out) as store:
         chosen = stored_selection(store, name)
     evaluate = Experiment(
-        f"{name}.eval", [r for s in specs for r in evaluation_runs(s, protocol, chosen.get(s.key, {}))],
-        description="normlab study, stage 2: each variant at its selected lr (evaluation seeds)")
+        f"{name}.eval",
+        [r for s in specs for r in evaluation_runs(s, protocol, chosen.get(s.key, {}))],
+        description="normlab study, stage 2: each variant at its selected lr (evaluation seeds)",
+    )
     print(runner.run_experiment(evaluate, out, executor=executor, workers=workers))
 
-    recal = {run.run_id: run.config for s in specs for run in evaluate.runs
-             if run.group in {group_name(s.key, label) for label in s.recalibrate}}
+    recal = {
+        run.run_id: run.config
+        for s in specs
+        for run in evaluate.runs
+        if run.group in {group_name(s.key, label) for label in s.recalibrate}
+    }
     recalibrate_runs(evaluate.name, recal, out)
     timed = {run.run_id: run.config for run in evaluate.runs if run.group.endswith(", timing")}
     time_steps(evaluate.name, timed, out)  # now that no worker shares the CPU
     # ICS and the landscape need every layer trainable: BN-only / random-subset runs are not probed
-    probed = {run.run_id: run.config for s in specs if s.key in MECHANISM_PARTS for run in evaluate.runs
-              if run.group.startswith(f"{s.key}/") and run.config.trainable == "all"}
+    probed = {
+        run.run_id: run.config
+        for s in specs
+        if s.key in MECHANISM_PARTS
+        for run in evaluate.runs
+        if run.group.startswith(f"{s.key}/") and run.config.trainable == "all"
+    }
     traced = {run.run_id for run in evaluate.runs if run.group.startswith("ics/")}  # ICS over training
     measure_mechanisms(evaluate.name, probed, out, traced)
     return report.write_study_report(out, name)

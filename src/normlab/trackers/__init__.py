@@ -46,8 +46,7 @@ def hparam_value(value: Any) -> bool | int | float | str:
 def missing_extra(tool: str, extra: str, err: ImportError) -> ImportError:
     """The one clear error for a tracker whose package is not installed."""
     return ImportError(
-        f"normlab's {tool} tracker needs the {tool} package ({err}); install it with "
-        f"pip install 'normlab[{extra}]'"
+        f"normlab's {tool} tracker needs the {tool} package ({err}); install it with pip install 'normlab[{extra}]'"
     )
 
 

@@ -48,9 +48,7 @@ class EventWriter:
         self._writer = EventFileWriter(str(logdir))
 
     def add_scalar(self, tag: str, value: float, step: int, wall_time: float | None = None):
-        summary = summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]
-        )
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
         self._event(summary, step, wall_time)
 
     def add_hparams(self, hparams: Mapping[str, Any], wall_time: float | None = None) -> None:

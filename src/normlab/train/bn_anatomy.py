@@ -84,8 +84,10 @@ def capture_bn(model: nn.Module, x: Tensor, name: str) -> BNSnapshot:
     layer = modules.get(name)
     if layer is None or not is_batchnorm(layer):
         bns = [n for n, m in modules.items() if is_batchnorm(m)]
-        raise ValueError(f"capture_bn needs the name of a batch norm layer, got {name!r}; this "
-                         f"model's are: {', '.join(bns) if bns else 'none'}")
+        raise ValueError(
+            f"capture_bn needs the name of a batch norm layer, got {name!r}; this "
+            f"model's are: {', '.join(bns) if bns else 'none'}"
+        )
     seen: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
@@ -110,8 +112,10 @@ def _plain_training(layer: nn.Module) -> bool:
     an overridden training computation)."""
     if not isinstance(layer, BatchNormBase):
         return True
-    return (type(layer).forward_train is BatchNormBase.forward_train
-            and type(layer).batch_stats is BatchNormBase.batch_stats)
+    return (
+        type(layer).forward_train is BatchNormBase.forward_train
+        and type(layer).batch_stats is BatchNormBase.batch_stats
+    )
 
 
 def recovers_input(layer: nn.Module, x: Tensor) -> float:

@@ -68,8 +68,10 @@ def bn_only(model: nn.Module) -> TrainableSubset:
     """Every BN gamma and beta trains, nothing else (Frankle et al. 2021)."""
     names = bn_parameter_names(model)
     if not names:
-        raise ValueError("bn_only found no batch norm layer with affine parameters in the model; "
-                         "build it with norm='batch' (affine=True)")
+        raise ValueError(
+            "bn_only found no batch norm layer with affine parameters in the model; "
+            "build it with norm='batch' (affine=True)"
+        )
     sizes = {n: p.numel() for n, p in model.named_parameters()}
     return TrainableSubset({n: None for n in names}, sizes)
 
@@ -81,13 +83,14 @@ def random_subset(model: nn.Module, count: int, generator: torch.Generator) -> T
     named = [(n, p) for n, p in model.named_parameters() if n not in bn]
     total = sum(p.numel() for _, p in named)
     if not 0 < count <= total:
-        raise ValueError(f"random_subset needs 0 < count <= {total} (the non-BN parameters' "
-                         f"elements), got count={count}")
+        raise ValueError(
+            f"random_subset needs 0 < count <= {total} (the non-BN parameters' elements), got count={count}"
+        )
     chosen = torch.zeros(total, dtype=torch.bool)
     chosen[torch.randperm(total, generator=generator)[:count]] = True  # flat over all tensors
     masks, start = {}, 0
     for name, p in named:
-        mask = chosen[start:start + p.numel()].view(p.shape)
+        mask = chosen[start : start + p.numel()].view(p.shape)
         start += p.numel()
         if mask.any():
             masks[name] = None if mask.all() else mask.to(p.device)
@@ -113,6 +116,7 @@ def freeze_to(model: nn.Module, subset: TrainableSubset) -> list[RemovableHandle
 def _masker(mask: Tensor):
     def hook(grad: Tensor) -> Tensor:
         return grad * mask  # frozen elements: gradient exactly 0
+
     return hook
 
 

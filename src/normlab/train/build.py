@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ class Built:
     steps_per_epoch: int
     total_steps: int
     num_trainable: int
-    autocast: Callable[[], ContextManager]
+    autocast: Callable[[], AbstractContextManager]
 
 
 def seed_everything(seed: int) -> None:
@@ -142,16 +144,23 @@ def check_dataset(config: RunConfig, dataset: Dataset) -> None:
         )
 
 
-def build_model_for(config: RunConfig, dataset: Dataset, ctx: ProcessContext,
-                    device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, int]:
+def build_model_for(
+    config: RunConfig, dataset: Dataset, ctx: ProcessContext, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, int]:
     """The model on `device` (SyncBatchNorm when asked), frozen to `config.trainable`, and
     *its own* optimizer; returns (model, optimizer, trainable scalar count). Seeds first, so
     the initial weights depend on `config.seed` alone."""
     seed_everything(config.seed)
     model = build_model(
-        config.model, dataset.input_shape, dataset.num_classes, norm=config.norm,
-        norm_kwargs=model_norm_kwargs(config), norm_position=config.norm_position,
-        activation=config.activation, hidden=config.hidden, init_scale=config.init_scale,
+        config.model,
+        dataset.input_shape,
+        dataset.num_classes,
+        norm=config.norm,
+        norm_kwargs=model_norm_kwargs(config),
+        norm_position=config.norm_position,
+        activation=config.activation,
+        hidden=config.hidden,
+        init_scale=config.init_scale,
     )
     model = prepare_model(model, ctx, config.sync_bn).to(device)
     groups = None
@@ -172,8 +181,10 @@ def subset_groups(model: nn.Module, masks: dict[str, torch.Tensor | None], confi
     that no optimizer term moves a frozen element."""
     partly = {id(p) for n, p in model.named_parameters() if masks.get(n) is not None}
     o = config.optim
-    groups = [{**g, "params": [p for p in g["params"] if id(p) not in partly]}
-              for g in param_groups(model, o.weight_decay, o.decay_norm_and_bias)]
+    groups = [
+        {**g, "params": [p for p in g["params"] if id(p) not in partly]}
+        for g in param_groups(model, o.weight_decay, o.decay_norm_and_bias)
+    ]
     groups.append({"params": [p for p in model.parameters() if id(p) in partly], "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
@@ -198,30 +209,56 @@ def build(config: RunConfig, dataset: Dataset | None, ctx: ProcessContext) -> Bu
     mean, std = input_stats(dataset, config.input_norm)
     norm_stats = dict(device=device, mean=mean, std=std)
     loader = BatchLoader(
-        dataset.train_x[train_idx], dataset.train_y[train_idx], config.batch_size, shuffle=True,
-        drop_last=True, seed=config.seed, augment=config.augment, batching=config.batching,
-        classes_per_batch=config.classes_per_batch, **norm_stats,
+        dataset.train_x[train_idx],
+        dataset.train_y[train_idx],
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        augment=config.augment,
+        batching=config.batching,
+        classes_per_batch=config.classes_per_batch,
+        **norm_stats,
     )
     steps_per_epoch = len(loader)  # >= 1: the loader refuses a batch larger than the split
-    test_loader = BatchLoader(dataset.test_x, dataset.test_y, EVAL_BATCH_SIZE, shuffle=False,
-                              drop_last=False, **norm_stats)
+    test_loader = BatchLoader(
+        dataset.test_x, dataset.test_y, EVAL_BATCH_SIZE, shuffle=False, drop_last=False, **norm_stats
+    )
     # train-mode accuracy needs training-sized batches (BN uses their statistics); a slice
     # smaller than one batch is one batch, cut to a multiple of the process count
     hold_batch = min(config.batch_size, len(hold_idx) - len(hold_idx) % ctx.world_size)
     hold_loader = None
     if hold_batch > 0:
-        hold_loader = BatchLoader(dataset.train_x[hold_idx], dataset.train_y[hold_idx], hold_batch,
-                                  shuffle=False, drop_last=True, **norm_stats)
+        hold_loader = BatchLoader(
+            dataset.train_x[hold_idx],
+            dataset.train_y[hold_idx],
+            hold_batch,
+            shuffle=False,
+            drop_last=True,
+            **norm_stats,
+        )
 
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     scheduler = build_scheduler(optimizer, config.schedule, total_steps, steps_per_epoch)
-    return Built(device, model, train_model, optimizer, scheduler, loader, test_loader, hold_loader,
-                 steps_per_epoch, total_steps, num_trainable, autocast_for(config))
+    return Built(
+        device,
+        model,
+        train_model,
+        optimizer,
+        scheduler,
+        loader,
+        test_loader,
+        hold_loader,
+        steps_per_epoch,
+        total_steps,
+        num_trainable,
+        autocast_for(config),
+    )
 
 
-def autocast_for(config: RunConfig) -> Callable[[], ContextManager]:
+def autocast_for(config: RunConfig) -> Callable[[], AbstractContextManager]:
     """A fresh autocast context per use: bf16 on CUDA, or nothing (fp32)."""
     if config.precision != "bf16":
         return contextlib.nullcontext

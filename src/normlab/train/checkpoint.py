@@ -43,10 +43,11 @@ def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA when present) generator states, as plain types
     (NumPy's key array becomes an int64 tensor) so that a weights-only load restores them."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                       float(cached)),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -64,8 +65,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _restart_advice(path: Path) -> str:
-    return (f"delete it to train that run again from scratch (`rm {str(path)!r}`, then rerun the "
-            "same command: the run starts over and its stored metrics are replaced)")
+    return (
+        f"delete it to train that run again from scratch (`rm {str(path)!r}`, then rerun the "
+        "same command: the run starts over and its stored metrics are replaced)"
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -79,9 +82,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
     payload = buffer.getvalue()
-    header = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-              "size": len(payload), "run_id": state.get("run_id"), "status": state.get("status"),
-              "step": state.get("step"), "epoch": state.get("epoch")}
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "run_id": state.get("run_id"),
+        "status": state.get("status"),
+        "step": state.get("step"),
+        "epoch": state.get("epoch"),
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         # a file or symlink planted at the temporary name is removed (unlink never follows a
@@ -105,7 +114,7 @@ def _split(path: Path, data: bytes) -> tuple[dict[str, Any], bytes]:
     header = None
     if data.startswith(MAGIC) and end > 0:
         try:
-            header = json.loads(data[len(MAGIC):end])
+            header = json.loads(data[len(MAGIC) : end])
         except ValueError:
             header = None
     if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
@@ -113,7 +122,7 @@ def _split(path: Path, data: bytes) -> tuple[dict[str, Any], bytes]:
             f"checkpoint {str(path)!r} is not a normlab checkpoint of format {CHECKPOINT_FORMAT} "
             f"(it may be damaged or come from another program or version); {_restart_advice(path)}"
         )
-    return header, data[end + 1:]
+    return header, data[end + 1 :]
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -124,8 +133,9 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, "rb") as handle:
             head = handle.read(len(MAGIC) + MAX_HEADER_BYTES)
     except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({err.strerror}); "
-                              f"{_restart_advice(path)}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({err.strerror}); {_restart_advice(path)}"
+        ) from None
     return _split(path, head)[0]
 
 
@@ -140,8 +150,9 @@ def load_checkpoint(path: str | os.PathLike, run_id: str) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({err.strerror}); "
-                              f"{_restart_advice(path)}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({err.strerror}); {_restart_advice(path)}"
+        ) from None
     header, payload = _split(path, data)
     if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CheckpointError(

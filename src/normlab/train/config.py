@@ -33,9 +33,7 @@ class OptimConfig(_Section):
     nesterov: bool = Field(False, description="Nesterov momentum (SGD only)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 (SGD, Adam) or decoupled (AdamW)")
-    decay_norm_and_bias: bool = Field(
-        False, description="apply weight decay to norm gamma/beta and biases too"
-    )
+    decay_norm_and_bias: bool = Field(False, description="apply weight decay to norm gamma/beta and biases too")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip: float | None = Field(None, gt=0.0, description="clip total grad norm to this")
 
@@ -50,7 +48,7 @@ class ScheduleConfig(_Section):
     gamma_per_epoch: float = Field(10.0, gt=0.0)
 
     @model_validator(mode="after")
-    def _warmup_needs_a_schedule_that_uses_it(self) -> "ScheduleConfig":
+    def _warmup_needs_a_schedule_that_uses_it(self) -> ScheduleConfig:
         # constant and exponential ignore warmup_steps: refuse it rather than drop it silently.
         if self.warmup_steps and self.name in ("constant", "exponential"):
             raise ValueError(
@@ -92,9 +90,7 @@ class RunConfig(_Section):
     input_norm: Literal["train_split", "half"] = Field(
         "train_split", description="train_split (its per-channel mean/std) or half (mean 0.5, std 0.5)"
     )
-    holdout_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="train slice held out for the train/eval-mode gap"
-    )
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="train slice held out for the train/eval-mode gap")
     # --- the model ----------------------------------------------------------------------------
     model: str = Field("mlp", description="a registered model name")
     hidden: list[int] | None = Field(None, description="hidden widths (MLP); None: model default")
@@ -126,9 +122,7 @@ class RunConfig(_Section):
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast (GPU)")
     compile: bool = Field(False, description="torch.compile the model (GPU)")
-    cuda_graph: bool = Field(
-        False, description="replay each training step as one CUDA graph (GPU; see train.graphed)"
-    )
+    cuda_graph: bool = Field(False, description="replay each training step as one CUDA graph (GPU; see train.graphed)")
     nproc: int = Field(1, ge=1, description="data-parallel processes (torchrun)")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (nproc > 1)")
     eval_every_epochs: int = Field(1, ge=1)
@@ -153,7 +147,7 @@ class RunConfig(_Section):
         return value.strip().lower()
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> "RunConfig":
+    def _check_combinations(self) -> RunConfig:
         if self.hidden is not None and any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
         if self.sync_bn and self.nproc == 1:
@@ -177,11 +171,13 @@ class RunConfig(_Section):
         if self.probes.activations or self.probes.grad_norms:
             clashes.append("probes.activations/grad_norms (their hooks run on the host mid-step)")
         if self.probes.ics_every_epochs:
-            clashes.append("probes.ics_every_epochs (its trial steps copy the optimizer state the "
-                           "captured step updates in place)")
+            clashes.append(
+                "probes.ics_every_epochs (its trial steps copy the optimizer state the captured step updates in place)"
+            )
         if clashes:
             raise ValueError(
-                "cuda_graph=true cannot be combined with " + "; ".join(clashes)
+                "cuda_graph=true cannot be combined with "
+                + "; ".join(clashes)
                 + "; turn those off or set cuda_graph=false"
             )
 

@@ -67,7 +67,7 @@ def is_main_process() -> bool:
 
 
 def resolve_backend(config: RunConfig, nproc: int) -> str:
-    """"gloo" for CPU runs, "nccl" for GPU runs (one GPU per process); clear errors otherwise."""
+    """ "gloo" for CPU runs, "nccl" for GPU runs (one GPU per process); clear errors otherwise."""
     named = _parse_device(config.device)
     if named is not None and named.type == "cuda" and named.index is not None and nproc > 1:
         raise ValueError(
@@ -267,8 +267,10 @@ class _Relay:
         try:
             token = self.acks.get(timeout=self.timeout.total_seconds())
         except queue_module.Empty:
-            raise RuntimeError(f"the launching process did not confirm that rank 0's metrics are "
-                               f"stored within {self.timeout}; the checkpoint is not written") from None
+            raise RuntimeError(
+                f"the launching process did not confirm that rank 0's metrics are "
+                f"stored within {self.timeout}; the checkpoint is not written"
+            ) from None
         if token != self.commits:
             raise RuntimeError(f"metrics commit {self.commits} was answered by commit {token}")
 

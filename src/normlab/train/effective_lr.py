@@ -37,9 +37,7 @@ __all__ = ["EffectiveLR", "effective_lrs", "scale_invariant_weights"]
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def scale_invariant_weights(
-    model: nn.Module, is_norm: Callable[[nn.Module], bool] = is_batchnorm
-) -> list[str]:
+def scale_invariant_weights(model: nn.Module, is_norm: Callable[[nn.Module], bool] = is_batchnorm) -> list[str]:
     """Names of the Linear/Conv weights that a norm directly follows, i.e. whose module's next
     sibling (in registration order, within the same parent) satisfies `is_norm` (default: batch
     norm). That is how normlab's models (and torchvision's) place a norm; a norm applied
@@ -78,8 +76,7 @@ def effective_lrs(model: nn.Module, lr: float, names: list[str] | None = None) -
     names = scale_invariant_weights(model) if names is None else names
     missing = [n for n in names if n not in params]
     if missing:
-        raise ValueError(f"effective_lrs: no parameter named {', '.join(missing)}; the model has "
-                         f"{', '.join(params)}")
+        raise ValueError(f"effective_lrs: no parameter named {', '.join(missing)}; the model has {', '.join(params)}")
     if not names:
         return {}
     with torch.no_grad():

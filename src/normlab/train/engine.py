@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -84,7 +85,7 @@ class LossWindow:
         """Wall seconds since the window opened."""
         return time.perf_counter() - self.start
 
-    def absorb(self, other: "LossWindow") -> None:
+    def absorb(self, other: LossWindow) -> None:
         """Add another window's sum and steps (one device add per window, not per step)."""
         self.total += other.total
         self.steps += other.steps
@@ -121,8 +122,12 @@ class MetricLog:
 def start_values(config: RunConfig, run: Built, ctx: ProcessContext) -> dict[str, float]:
     """What a run emits once, at step 0: its batch sizes, trainable scalars and steps per epoch."""
     bn_batch = config.batch_size if config.sync_bn else ctx.per_process(config.batch_size)
-    return {M.GLOBAL_BATCH_SIZE: float(config.batch_size), M.BN_BATCH_SIZE: float(bn_batch),
-            M.NUM_PARAMS: float(run.num_trainable), M.STEPS_PER_EPOCH: float(run.steps_per_epoch)}
+    return {
+        M.GLOBAL_BATCH_SIZE: float(config.batch_size),
+        M.BN_BATCH_SIZE: float(bn_batch),
+        M.NUM_PARAMS: float(run.num_trainable),
+        M.STEPS_PER_EPOCH: float(run.steps_per_epoch),
+    }
 
 
 def resume(run: Built, path: str | os.PathLike, run_id: str) -> dict[str, Any]:
@@ -138,23 +143,32 @@ def resume(run: Built, path: str | os.PathLike, run_id: str) -> dict[str, Any]:
     return state
 
 
-def checkpoint(path: str | os.PathLike, run: Built, log: MetricLog, ctx: ProcessContext,
-               header: dict[str, Any]) -> None:
+def checkpoint(
+    path: str | os.PathLike, run: Built, log: MetricLog, ctx: ProcessContext, header: dict[str, Any]
+) -> None:
     """Rank 0 writes `header` (run_id, status, step, epoch, seconds) and the run's state;
     everyone waits so no process resumes from a half-written state. The metrics go first:
     a checkpoint never claims a step whose values are not stored."""
     if ctx.is_main:
         log.commit()
-        save_checkpoint(path, {
-            **header, "final": dict(log.final), "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "loader": run.loader.state_dict(), "rng": rng_state(),
-        })
+        save_checkpoint(
+            path,
+            {
+                **header,
+                "final": dict(log.final),
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "loader": run.loader.state_dict(),
+                "rng": rng_state(),
+            },
+        )
     ctx.barrier()
 
 
-def end_window(window: LossWindow, epoch_losses: LossWindow, ctx: ProcessContext, lr: float,
-               step_time: bool) -> dict[str, float]:
+def end_window(
+    window: LossWindow, epoch_losses: LossWindow, ctx: ProcessContext, lr: float, step_time: bool
+) -> dict[str, float]:
     """The window's values (train_loss, lr, step_ms; diverged when the loss is NaN/inf), its
     steps added to the epoch's; then it starts over. {} when it holds no step."""
     if window.steps == 0:
@@ -294,9 +308,19 @@ def fit(
         # every process must agree, or the ones going on wait for the stopped ones forever
         stopping = ctx.any_process(not last and _stop_requested(stop), run.device)
         if checkpointing and (epoch % config.checkpoint_every_epochs == 0 or last or stopping):
-            checkpoint(checkpoint_path, run, log, ctx, {
-                "run_id": config.run_id, "status": "finished" if last else "running", "step": step,
-                "epoch": epoch, "seconds": seconds_before + time.perf_counter() - wall_start})
+            checkpoint(
+                checkpoint_path,
+                run,
+                log,
+                ctx,
+                {
+                    "run_id": config.run_id,
+                    "status": "finished" if last else "running",
+                    "step": step,
+                    "epoch": epoch,
+                    "seconds": seconds_before + time.perf_counter() - wall_start,
+                },
+            )
         if stopping:
             status = "stopped"
             break
@@ -305,11 +329,25 @@ def fit(
         act_probe.remove()
     if status == "diverged" and checkpointing:
         # remember the outcome, so re-running this config does not train again
-        checkpoint(checkpoint_path, run, log, ctx, {
-            "run_id": config.run_id, "status": "diverged", "step": step, "epoch": epoch,
-            "seconds": seconds_before + time.perf_counter() - wall_start})
-    return RunResult("finished" if status == "running" else status, dict(log.final), step,
-                     seconds_before + time.perf_counter() - wall_start)
+        checkpoint(
+            checkpoint_path,
+            run,
+            log,
+            ctx,
+            {
+                "run_id": config.run_id,
+                "status": "diverged",
+                "step": step,
+                "epoch": epoch,
+                "seconds": seconds_before + time.perf_counter() - wall_start,
+            },
+        )
+    return RunResult(
+        "finished" if status == "running" else status,
+        dict(log.final),
+        step,
+        seconds_before + time.perf_counter() - wall_start,
+    )
 
 
 def evaluate(run: Built, ctx: ProcessContext) -> dict[str, float]:

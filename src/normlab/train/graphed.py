@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -51,7 +52,7 @@ def capture_cuda_graph(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], Non
 
 
 @contextlib.contextmanager
-def side_stream() -> ContextManager[None]:
+def side_stream() -> AbstractContextManager[None]:
     """Run the body on a fresh CUDA stream ordered after, and before, the current one.
 
     torch's recipe warms up on a side stream so that autograd and the caching allocator see
@@ -91,12 +92,18 @@ class GraphedStep:
         ...     loss = graphed(idx, params)  # eager for 3 steps, then one replay per step
     """
 
-    def __init__(self, step: StepFn, *, warmup_steps: int = WARMUP_STEPS,
-                 capture: Capture | None = None,
-                 warmup_context: Callable[[], ContextManager] | None = None) -> None:
+    def __init__(
+        self,
+        step: StepFn,
+        *,
+        warmup_steps: int = WARMUP_STEPS,
+        capture: Capture | None = None,
+        warmup_context: Callable[[], AbstractContextManager] | None = None,
+    ) -> None:
         if warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be >= 1 (the optimizer state must exist before "
-                             f"capture), got {warmup_steps}")
+            raise ValueError(
+                f"warmup_steps must be >= 1 (the optimizer state must exist before capture), got {warmup_steps}"
+            )
         self.step, self.warmup_steps = step, warmup_steps
         self._capture = capture or capture_cuda_graph
         self._warmup_context = warmup_context or side_stream
@@ -146,7 +153,8 @@ class GraphedStep:
                 f"the run continues eagerly with the same numbers, only slower. A layer that "
                 f"reads a tensor on the host (e.g. BatchNorm with momentum=None) prevents "
                 f"capture; set cuda_graph=false to silence this",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
             return
         self.captured = True

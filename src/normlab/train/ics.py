@@ -106,14 +106,14 @@ def internal_covariate_shift(
         results = []
         start = 0
         for k, layer in enumerate(layers):
-            g = _flat(grads[start:start + len(layer)])  # G_k, flattened (numel_k,)
+            g = _flat(grads[start : start + len(layer)])  # G_k, flattened (numel_k,)
             if k == 0:
                 results.append(LayerICS(0.0, 1.0, float(g.norm())))
             else:
                 g_after = _flat(torch.autograd.grad(loss_fn(model), layer))  # G'_k
                 results.append(_compare(g, g_after))
             with torch.no_grad():  # layer k takes its step before layer k + 1 is measured
-                for p, d in zip(layer, step[start:start + len(layer)]):
+                for p, d in zip(layer, step[start : start + len(layer)]):
                     p.add_(d)
             start += len(layer)
     return results

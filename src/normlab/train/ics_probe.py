@@ -59,8 +59,10 @@ def copy_run(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Mod
         if isinstance(m, NoisyBatchNorm):
             m.generator, m.last_noise = None, None
     twin_of = {id(p): q for p, q in zip(model.parameters(), twin.parameters())}
-    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [twin_of[id(p)] for p in g["params"]]}
-              for g in optimizer.param_groups]
+    groups = [
+        {**{k: v for k, v in g.items() if k != "params"}, "params": [twin_of[id(p)] for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]
     twin_opt = type(optimizer)(groups)
     # a deep copy: load_state_dict keeps tensors that already match, which would share them
     twin_opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
@@ -81,14 +83,18 @@ def measure_shift(model: nn.Module, optimizer: torch.optim.Optimizer, batches: l
         sums: dict[str, float] = {}
         with held_noise(twin):
             for x, y in batches:
+
                 def loss_fn(m: nn.Module, x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                     return F.cross_entropy(m(x), y)
 
                 deltas = optimizer_deltas(twin, twin_opt, loss_fn)
                 layers = internal_covariate_shift(twin, loss_fn, deltas=deltas)
                 land = landscape_probe(twin, loss_fn, M.LANDSCAPE_STEP_SIZES)
-                values = {M.LANDSCAPE_LOSS_RANGE: land.loss_range, M.LANDSCAPE_GRAD_CHANGE: land.max_grad_change,
-                          M.LANDSCAPE_BETA: land.beta_smoothness}
+                values = {
+                    M.LANDSCAPE_LOSS_RANGE: land.loss_range,
+                    M.LANDSCAPE_GRAD_CHANGE: land.max_grad_change,
+                    M.LANDSCAPE_BETA: land.beta_smoothness,
+                }
                 for k, res in enumerate(layers[1:], start=2):  # layer 1 has no layer before it
                     values[M.ics_key(k, "l2")] = res.l2
                     values[M.ics_key(k, "cos")] = res.cosine

@@ -48,8 +48,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
         return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
     decay = [p for _, p in params if p.ndim > 1]
     no_decay = [p for _, p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
@@ -84,8 +83,7 @@ def build_optimizer(model: nn.Module, config: RunConfig, groups: list[dict] | No
                 "(e.g. 0.9) or nesterov=false"
             )
         # SGD has no capturable flag: fused SGD reads a tensor lr on the device as it is
-        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov,
-                               fused=fused)
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov, fused=fused)
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=o.betas, fused=fused, **graph_options)
     if config.optimizer == "adamw":

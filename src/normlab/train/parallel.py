@@ -21,7 +21,7 @@ class ProcessContext:
     world_size: int = 1
 
     @classmethod
-    def detect(cls) -> "ProcessContext":
+    def detect(cls) -> ProcessContext:
         """The initialized default process group, or a single process."""
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
@@ -49,7 +49,7 @@ class ProcessContext:
         if not self.distributed:
             return x
         per = self.per_process(x.shape[0])  # an uneven batch is an error, not a silent drop
-        return x[self.rank * per:(self.rank + 1) * per]
+        return x[self.rank * per : (self.rank + 1) * per]
 
     def all_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over processes (in place; identity when single-process)."""

@@ -57,12 +57,14 @@ class ActivationProbe:
         def hook(module: nn.Module, args: tuple) -> None:
             if self.armed:
                 self._record(name, args[0].detach())
+
         return hook
 
     def _output_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if self.armed:
                 self._record(name, output.detach())
+
         return hook
 
     def _record(self, name: str, x: torch.Tensor) -> None:

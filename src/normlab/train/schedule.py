@@ -48,13 +48,13 @@ def lr_factor(step: int, schedule: ScheduleConfig, total_steps: int, steps_per_e
     if schedule.name in ("cosine", "onecycle"):
         return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(
-        f"unknown schedule {schedule.name!r}; expected constant, cosine, warmup_linear, "
-        f"onecycle or exponential"
+        f"unknown schedule {schedule.name!r}; expected constant, cosine, warmup_linear, onecycle or exponential"
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR over `lr_factor`; its state_dict (the step count) goes into checkpoints."""
     import torch  # here, not at the top: see the module docstring
 

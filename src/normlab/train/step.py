@@ -13,7 +13,8 @@ optimizer) and returns the loss as a 0-d device tensor, read by nobody on the ho
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,9 @@ class EagerStep:
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return iter(self.loader)
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor],
-                 grad_norms: dict[str, float] | None = None) -> torch.Tensor:
+    def __call__(
+        self, batch: tuple[torch.Tensor, torch.Tensor], grad_norms: dict[str, float] | None = None
+    ) -> torch.Tensor:
         x, y = (self.ctx.shard(t) for t in batch)  # (B / world, ...), (B / world,)
         return self.update(x, y, grad_norms)
 
@@ -86,8 +88,9 @@ class LoaderGraphedStep:
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         return self.loader.index_batches()
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor | None],
-                 grad_norms: dict[str, float] | None = None) -> torch.Tensor:
+    def __call__(
+        self, batch: tuple[torch.Tensor, torch.Tensor | None], grad_norms: dict[str, float] | None = None
+    ) -> torch.Tensor:
         # never asked for grad_norms: RunConfig refuses cuda_graph with the gradient probe
         return self.graphed(*batch)
 

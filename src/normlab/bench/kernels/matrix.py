@@ -19,8 +19,7 @@ SHAPES_4D = [(256, 64, 32, 32), (128, 64, 56, 56), (64, 512, 7, 7), (64, 8, 256,
 SHAPES_2D = [(8192, 512)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The dry run's matrix: odd sizes that exercise masks, one row per view kind.
-DRY_MATRIX = [((4, 6, 5, 7), "bfloat16", "nchw"), ((4, 6, 5, 7), "bfloat16", "nhwc"),
-              ((33, 12), "float32", "nc")]
+DRY_MATRIX = [((4, 6, 5, 7), "bfloat16", "nchw"), ((4, 6, 5, 7), "bfloat16", "nhwc"), ((33, 12), "float32", "nc")]
 PASSES = {"fwd": 3, "bwd": 5}
 MB = 1e6
 BIG_MB = 16  # the targets are about rows of this many MB or more
@@ -86,18 +85,18 @@ def make_row(r: dict, shape, dt: str, layout: str, copy_bw: float) -> tuple[dict
         # Backward time is a difference of two timings (fwd + bwd minus fwd): on a tiny row
         # (the dry run's) noise can make it <= 0, which is no measurement: NaN, left out of the
         # geomeans like a failed capture, never a negative speed-up.
-        t_n, t_t = (t if t > 0 else math.nan
-                    for t in (r["normlab"][f"{d}_gpu_ms"], r["torch"][f"{d}_gpu_ms"]))
+        t_n, t_t = (t if t > 0 else math.nan for t in (r["normlab"][f"{d}_gpu_ms"], r["torch"][f"{d}_gpu_ms"]))
         row[f"{d}_tbps"] = tbps(nbytes, passes, t_n)
         row[f"{d}_torch_tbps"] = tbps(nbytes, passes, t_t)
         row[f"{d}_pct_copy"] = 100 * row[f"{d}_tbps"] * 1e12 / copy_bw
         row[f"{d}_speedup"] = t_t / t_n
         # Tuning rows time GPU only: their eager speed-up is NaN (left out of the geomeans).
-        row[f"{d}_speedup_eager"] = (r["torch"].get(f"{d}_ms", math.nan)
-                                     / r["normlab"].get(f"{d}_ms", math.nan))
-        line += (f" {t_t * 1e3:7.1f}us {t_n * 1e3:5.1f}us {row[f'{d}_tbps']:5.2f} "
-                 f"{row[f'{d}_pct_copy']:4.0f} {row[f'{d}_speedup']:5.2f} "
-                 f"{row[f'{d}_speedup_eager']:5.2f} |")
+        row[f"{d}_speedup_eager"] = r["torch"].get(f"{d}_ms", math.nan) / r["normlab"].get(f"{d}_ms", math.nan)
+        line += (
+            f" {t_t * 1e3:7.1f}us {t_n * 1e3:5.1f}us {row[f'{d}_tbps']:5.2f} "
+            f"{row[f'{d}_pct_copy']:4.0f} {row[f'{d}_speedup']:5.2f} "
+            f"{row[f'{d}_speedup_eager']:5.2f} |"
+        )
     return row, line + f" {r['rel_err']['y']:.1e}/{r['rel_err']['dx']:.1e}"
 
 
@@ -112,13 +111,16 @@ def summarize(rows: list[dict], copy_bw: float) -> dict[str, Any]:
         return row["dtype"] == "bfloat16" and row["layout"] == "nchw"
 
     big = pick("pct_copy", lambda row: row["mbytes"] >= BIG_MB)
-    return {"copy_tbps": copy_bw / 1e12,
-            "geomean_speedup_gpu": geomean(pick("speedup")),
-            "geomean_speedup_gpu_bf16_nchw": geomean(pick("speedup", bf16_nchw)),
-            "geomean_speedup_eager": geomean(pick("speedup_eager")),
-            "geomean_speedup_eager_bf16_nchw": geomean(pick("speedup_eager", bf16_nchw)),
-            "min_pct_copy_ge_16MB": min(big) if big else None,
-            "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big), "rows_ge_16MB": len(big)}
+    return {
+        "copy_tbps": copy_bw / 1e12,
+        "geomean_speedup_gpu": geomean(pick("speedup")),
+        "geomean_speedup_gpu_bf16_nchw": geomean(pick("speedup", bf16_nchw)),
+        "geomean_speedup_eager": geomean(pick("speedup_eager")),
+        "geomean_speedup_eager_bf16_nchw": geomean(pick("speedup_eager", bf16_nchw)),
+        "min_pct_copy_ge_16MB": min(big) if big else None,
+        "rows_ge_16MB_at_80pct": sum(p >= 80 for p in big),
+        "rows_ge_16MB": len(big),
+    }
 
 
 class Clock:

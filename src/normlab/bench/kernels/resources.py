@@ -43,15 +43,17 @@ def compile_offline(fn, ptrs: dict, ints: dict, consts: dict, num_warps: int) ->
                 attrs[(index,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "constexpr"
-    cc = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                        options={"num_warps": num_warps})
+    cc = triton.compile(
+        ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "k.cubin")
         with open(cubin, "wb") as f:
             f.write(cc.asm["cubin"])
         tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-        usage = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True,
-                               text=True, check=True).stdout
+        usage = subprocess.run(
+            [tool, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True
+        ).stdout
     m = re.search(r"REG:(\d+) .*LOCAL:(\d+)", usage)
     return {"regs": int(m[1]), "spill_bytes": int(m[2]), "smem_bytes": cc.metadata.shared}
 
@@ -64,24 +66,45 @@ def resources(matrix: list[Case]) -> list[dict]:
         v, _ = view_and_size(*case)
         for setting in SETTINGS:
             t = plan(case, launch.KNOBS if setting == "adopted" else knobs_with(setting))
-            ints = dict(C=v.C, S=v.S, sn=v.sn, sc=v.sc, ss=v.ss, n_sblocks=t.n_sblocks,
-                        n_units=t.n_units, units_per_prog=t.units_per_prog, SPLIT=t.split)
+            ints = dict(
+                C=v.C,
+                S=v.S,
+                sn=v.sn,
+                sc=v.sc,
+                ss=v.ss,
+                n_sblocks=t.n_sblocks,
+                n_units=t.n_units,
+                units_per_prog=t.units_per_prog,
+                SPLIT=t.split,
+            )
             tile = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s)
             ty = TRITON_TYPES[dt]
             entry = {"shape": list(shape), "dtype": dt, "layout": layout, "setting": setting}
             for name, fn, ptrs, consts in [
-                ("stats", k._stats_kernel, dict(x_ptr=ty, part_ptr="fp32"),
-                 dict(UNROLL=t.stats_unroll, STAGES=t.stats_stages)),
-                ("bwd_reduce", k._bwd_reduce_kernel,
-                 dict(x_ptr=ty, dy_ptr=ty, stats_ptr="fp32", part_ptr="fp32"),
-                 dict(RELU=False, UNROLL=t.bwd_unroll, STAGES=t.bwd_stages)),
+                (
+                    "stats",
+                    k._stats_kernel,
+                    dict(x_ptr=ty, part_ptr="fp32"),
+                    dict(UNROLL=t.stats_unroll, STAGES=t.stats_stages),
+                ),
+                (
+                    "bwd_reduce",
+                    k._bwd_reduce_kernel,
+                    dict(x_ptr=ty, dy_ptr=ty, stats_ptr="fp32", part_ptr="fp32"),
+                    dict(RELU=False, UNROLL=t.bwd_unroll, STAGES=t.bwd_stages),
+                ),
             ]:
                 entry[name] = compile_offline(fn, ptrs, ints, {**tile, **consts}, t.num_warps)
             out.append(entry)
-            print(f"{key(*case):>30} {setting:>8} tile {t.block_c}x{t.block_s} "
-                  + "  ".join(f"{n}: {entry[n]['regs']} regs, {entry[n]['spill_bytes']} B "
-                              f"spilled, {entry[n]['smem_bytes'] // 1024} KB smem"
-                              for n in ("stats", "bwd_reduce")), flush=True)
+            print(
+                f"{key(*case):>30} {setting:>8} tile {t.block_c}x{t.block_s} "
+                + "  ".join(
+                    f"{n}: {entry[n]['regs']} regs, {entry[n]['spill_bytes']} B "
+                    f"spilled, {entry[n]['smem_bytes'] // 1024} KB smem"
+                    for n in ("stats", "bwd_reduce")
+                ),
+                flush=True,
+            )
     return out
 
 

@@ -43,8 +43,9 @@ def _kernels_loaded() -> bool:
 def _check_triton(command: str) -> None:
     # find_spec, not import: importing Triton here could come before the interpreter switch
     if importlib.util.find_spec("triton") is None:
-        raise ConfigError(f"{command} needs Triton, which is not installed; install it with "
-                          "`pip install 'normlab[gpu]'`")
+        raise ConfigError(
+            f"{command} needs Triton, which is not installed; install it with `pip install 'normlab[gpu]'`"
+        )
 
 
 def prepare(dry_run: bool) -> str:
@@ -53,26 +54,38 @@ def prepare(dry_run: bool) -> str:
     _check_triton("normlab bench kernels")
     if dry_run:
         if _kernels_loaded() and not _interpreting():
-            raise ConfigError("--dry-run needs Triton's interpreter, which must be on before "
-                              "normlab's kernels are loaded, and this process loaded them "
-                              "compiled; run it in a fresh process")
+            raise ConfigError(
+                "--dry-run needs Triton's interpreter, which must be on before "
+                "normlab's kernels are loaded, and this process loaded them "
+                "compiled; run it in a fresh process"
+            )
         os.environ["TRITON_INTERPRET"] = "1"
         return "cpu"
     if not torch.cuda.is_available():
-        raise ConfigError("normlab bench kernels times the Triton kernels on a CUDA GPU, and "
-                          f"none is visible (torch {torch.__version__}); run it on a GPU "
-                          "machine, or add --dry-run to run every phase on CPU in Triton's "
-                          "interpreter (tiny shapes: checks results, measures nothing)")
+        raise ConfigError(
+            "normlab bench kernels times the Triton kernels on a CUDA GPU, and "
+            f"none is visible (torch {torch.__version__}); run it on a GPU "
+            "machine, or add --dry-run to run every phase on CPU in Triton's "
+            "interpreter (tiny shapes: checks results, measures nothing)"
+        )
     if _interpreting():
-        raise ConfigError("TRITON_INTERPRET=1 is set, so the kernels would run in Triton's "
-                          "interpreter instead of compiled; unset it to time them on the GPU, "
-                          "or add --dry-run")
+        raise ConfigError(
+            "TRITON_INTERPRET=1 is set, so the kernels would run in Triton's "
+            "interpreter instead of compiled; unset it to time them on the GPU, "
+            "or add --dry-run"
+        )
     return "cuda"
 
 
-def bench_kernels(*, quick: bool = False, v4: bool = False, sweep: bool = False,
-                  budget_s: float | None = None, dry_run: bool = False,
-                  out: str | os.PathLike = "bn_kernels.json") -> dict[str, Any]:
+def bench_kernels(
+    *,
+    quick: bool = False,
+    v4: bool = False,
+    sweep: bool = False,
+    budget_s: float | None = None,
+    dry_run: bool = False,
+    out: str | os.PathLike = "bn_kernels.json",
+) -> dict[str, Any]:
     """Time normlab's Triton BatchNorm against torch; print the tables, write and return the JSON.
 
     Args:
@@ -108,9 +121,15 @@ def bench_kernels(*, quick: bool = False, v4: bool = False, sweep: bool = False,
 
     clock, target = Clock(budget_s), Target(device)
     result: dict[str, Any] = {
-        "provenance": {**provenance(torch.device(device)), "triton": triton.__version__,
-                       "mode": "dry run (Triton interpreter)" if dry_run else "GPU"},
-        "summary": {}, "rows": [], "timing_s": {}}
+        "provenance": {
+            **provenance(torch.device(device)),
+            "triton": triton.__version__,
+            "mode": "dry run (Triton interpreter)" if dry_run else "GPU",
+        },
+        "summary": {},
+        "rows": [],
+        "timing_s": {},
+    }
 
     def save(phase: str | None = None) -> None:
         if phase:
@@ -130,20 +149,24 @@ def bench_kernels(*, quick: bool = False, v4: bool = False, sweep: bool = False,
     result["summary"]["kernel_breakdown"] = breakdowns(target, matrix)
     save("breakdown")
     if v4:
+
         def on_v4_row(v4_rows, skipped):
-            result["v4"] = {"knobs": {kind: asdict(k) for kind, k in tuning.V4_KNOBS.items()},
-                            "rows": v4_rows, "skipped": skipped}
+            result["v4"] = {
+                "knobs": {kind: asdict(k) for kind, k in tuning.V4_KNOBS.items()},
+                "rows": v4_rows,
+                "skipped": skipped,
+            }
             save()
 
         on_v4_row(*tuning.run_v4(target, matrix, rows, copy_bw, clock, on_v4_row))
-        result["v4"]["summary"] = summarize([r for r in result["v4"]["rows"] if "error" not in r],
-                                            copy_bw)
+        result["v4"]["summary"] = summarize([r for r in result["v4"]["rows"] if "error" not in r], copy_bw)
         print("v4 summary:", json.dumps(result["v4"]["summary"]))
         if not clock.out_of_time():
             print("forward kernels one by one (GPU time), v4:")
             result["v4"]["kernel_breakdown"] = breakdowns(target, matrix, tuning.V4_KNOBS)
         save("v4")
     if sweep:
+
         def on_entry(entries, skipped):
             result["sweep"] = {"entries": entries, "skipped": skipped}
             save()
@@ -162,33 +185,46 @@ def check_dry_run(result: dict[str, Any], tolerance: float = 2e-2) -> None:
     """Raise DryRunFailed if any phase recorded an error or normlab's y, dx, dw or db is more
     than `tolerance` (relative) from torch's: bf16 outputs round, float32 ones agree to ~1e-6."""
     v4, sweep = result.get("v4", {}), result.get("sweep", {})
-    failed = [e for e in v4.get("rows", []) + sweep.get("entries", [])
-              + result["summary"]["kernel_breakdown"] + v4.get("kernel_breakdown", [])
-              if "error" in e]
+    failed = [
+        e
+        for e in v4.get("rows", [])
+        + sweep.get("entries", [])
+        + result["summary"]["kernel_breakdown"]
+        + v4.get("kernel_breakdown", [])
+        if "error" in e
+    ]
     errors = [e for r in result["rows"] + v4.get("rows", []) for e in r.get("rel_err", {}).values()]
     # max() skips a NaN unless it comes first: NaN outputs (or no rows) are no agreement
     worst = math.nan if not errors or any(map(math.isnan, errors)) else max(errors)
     if failed or not worst <= tolerance:
-        raise DryRunFailed(f"dry run FAILED: {len(failed)} failed entries {failed}, worst "
-                           f"relative error {worst:.1e} (at most {tolerance:.0e} expected)")
+        raise DryRunFailed(
+            f"dry run FAILED: {len(failed)} failed entries {failed}, worst "
+            f"relative error {worst:.1e} (at most {tolerance:.0e} expected)"
+        )
 
 
-def bench_kernel_resources(*, quick: bool = False,
-                           out: str | os.PathLike = "bn_kernels_resources.json") -> dict[str, Any]:
+def bench_kernel_resources(
+    *, quick: bool = False, out: str | os.PathLike = "bn_kernels_resources.json"
+) -> dict[str, Any]:
     """Registers, spills and shared memory of every plan the GPU run makes (adopted knobs, each
     candidate change, the candidate set), compiled offline for an H100 (sm_90); no GPU needed.
     Prints one line per row and setting, writes and returns `{provenance, target, resources}`."""
     _check_triton("the kernel resources report")
     if _interpreting():
-        raise ConfigError("the kernel resources report compiles kernels for sm_90, which "
-                          "Triton's interpreter cannot: unset TRITON_INTERPRET")
+        raise ConfigError(
+            "the kernel resources report compiles kernels for sm_90, which "
+            "Triton's interpreter cannot: unset TRITON_INTERPRET"
+        )
     out_path = check_out(out)
     # Imported here, once the interpreter is known to be off (see bench_kernels).
     from normlab.bench.kernels.matrix import cases
     from normlab.bench.kernels.resources import resources
 
-    result = {"provenance": provenance(torch.device("cpu")), "target": "sm_90 (offline compile)",
-              "resources": resources(cases(quick))}
+    result = {
+        "provenance": provenance(torch.device("cpu")),
+        "target": "sm_90 (offline compile)",
+        "resources": resources(cases(quick)),
+    }
     write_json(result, out_path)
     return result
 
@@ -202,21 +238,34 @@ def main(argv: list[str] | None = None, job: str = "kernels") -> int:
     parser.add_argument("--out", default=default_out, help="the JSON result file")
     parser.add_argument("--quick", action="store_true", help="float32 and bfloat16 rows only")
     if job == "kernels":
-        parser.add_argument("--v4", action="store_true",
-                            help="then time the candidate knobs over the whole matrix")
-        parser.add_argument("--sweep", action="store_true",
-                            help="then time each candidate change alone on the rows >= 16 MB")
-        parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
-                            help="skip the remaining --v4 rows and --sweep entries after this "
-                                 "many seconds (listed as skipped in the JSON)")
-        parser.add_argument("--dry-run", action="store_true",
-                            help="no GPU: every phase on CPU in Triton's interpreter, tiny "
-                                 "shapes (checks results, measures nothing)")
+        parser.add_argument("--v4", action="store_true", help="then time the candidate knobs over the whole matrix")
+        parser.add_argument(
+            "--sweep", action="store_true", help="then time each candidate change alone on the rows >= 16 MB"
+        )
+        parser.add_argument(
+            "--budget-s",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="skip the remaining --v4 rows and --sweep entries after this "
+            "many seconds (listed as skipped in the JSON)",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="no GPU: every phase on CPU in Triton's interpreter, tiny shapes (checks results, measures nothing)",
+        )
     args = parser.parse_args(argv)
     try:
         if job == "kernels":
-            bench_kernels(quick=args.quick, v4=args.v4, sweep=args.sweep,
-                          budget_s=args.budget_s, dry_run=args.dry_run, out=args.out)
+            bench_kernels(
+                quick=args.quick,
+                v4=args.v4,
+                sweep=args.sweep,
+                budget_s=args.budget_s,
+                dry_run=args.dry_run,
+                out=args.out,
+            )
         else:
             bench_kernel_resources(quick=args.quick, out=args.out)
     except UserError as exc:
@@ -227,5 +276,4 @@ def main(argv: list[str] | None = None, job: str = "kernels") -> int:
     return 0
 
 
-__all__ = ["DryRunFailed", "bench_kernel_resources", "bench_kernels", "check_dry_run", "main",
-           "prepare"]
+__all__ = ["DryRunFailed", "bench_kernel_resources", "bench_kernels", "check_dry_run", "main", "prepare"]

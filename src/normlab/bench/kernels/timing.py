@@ -19,15 +19,28 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from normlab.bench.kernels.matrix import (
-    BIG_MB, DRY_MATRIX, DTYPES, H100_SMS, Case, cases, key, make_input, make_row, tbps,
+    BIG_MB,
+    DRY_MATRIX,
+    DTYPES,
+    H100_SMS,
+    Case,
+    cases,
+    key,
+    make_input,
+    make_row,
+    tbps,
 )
 from normlab.kernels import batch_norm, launch
 from normlab.kernels import triton_bn as k
 
 IMPLS = {"torch": F.batch_norm, "normlab": batch_norm}
 # Shapes whose forward kernels are timed one by one on the GPU (the dry run takes its matrix).
-BREAKDOWN_CASES = [((256, 64, 32, 32), "float32", "nchw"), ((256, 64, 32, 32), "float32", "nhwc"),
-                   ((128, 64, 56, 56), "bfloat16", "nhwc"), ((8192, 512), "float32", "nc")]
+BREAKDOWN_CASES = [
+    ((256, 64, 32, 32), "float32", "nchw"),
+    ((256, 64, 32, 32), "float32", "nhwc"),
+    ((128, 64, 56, 56), "bfloat16", "nhwc"),
+    ((8192, 512), "float32", "nc"),
+]
 _FLUSH: torch.Tensor | None = None  # 256 MB zeroed before each timed call: inputs never sit in L2
 
 
@@ -117,8 +130,9 @@ def wall_ms(fn: Callable) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def bench_case(target: Target, shape, dtype: torch.dtype, layout: str, impls=IMPLS,
-               eager: bool = True, timed=None) -> dict:
+def bench_case(
+    target: Target, shape, dtype: torch.dtype, layout: str, impls=IMPLS, eager: bool = True, timed=None
+) -> dict:
     """Times and checks one row: {impl: {fwd_ms, bwd_ms, fwd_gpu_ms, bwd_gpu_ms}} plus the
     relative errors of normlab vs torch (`rel_err`: y, dx, dw, db).
 
@@ -144,8 +158,7 @@ def bench_case(target: Target, shape, dtype: torch.dtype, layout: str, impls=IMP
             # forward too: backward GPU time = graph(fwd + bwd) - graph(fwd).
             fwd_gpu = target.gpu_ms(fwd)
             out[name]["fwd_gpu_ms"] = fwd_gpu
-            out[name]["bwd_gpu_ms"] = target.gpu_ms(
-                lambda fwd=fwd: torch.autograd.grad(fwd(), (x, w, b), dy)) - fwd_gpu
+            out[name]["bwd_gpu_ms"] = target.gpu_ms(lambda fwd=fwd: torch.autograd.grad(fwd(), (x, w, b), dy)) - fwd_gpu
     if "torch" not in ys:
         return out
     # Correctness at full size: normlab vs torch (both approximate the same math).
@@ -154,8 +167,12 @@ def bench_case(target: Target, shape, dtype: torch.dtype, layout: str, impls=IMP
     def rel(a, r):
         return ((a.float() - r.float()).norm() / r.float().norm().clamp_min(1e-30)).item()
 
-    out["rel_err"] = {"y": rel(y_n, y_t), "dx": rel(g_n[0], g_t[0]), "dw": rel(g_n[1], g_t[1]),
-                      "db": rel(g_n[2], g_t[2])}
+    out["rel_err"] = {
+        "y": rel(y_n, y_t),
+        "dx": rel(g_n[0], g_t[0]),
+        "dw": rel(g_n[1], g_t[1]),
+        "db": rel(g_n[2], g_t[2]),
+    }
     return out
 
 
@@ -163,22 +180,27 @@ def _eager_times(target: Target, fwd: Callable, params: tuple, dy: torch.Tensor)
     """Eager forward and backward ms (Python and launches included); the forward's autograd
     graph is freed on return."""
     y = fwd()
-    return {"fwd_ms": target.eager_ms(fwd),
-            "bwd_ms": target.eager_ms(lambda: torch.autograd.grad(y, params, dy, retain_graph=True))}
+    return {
+        "fwd_ms": target.eager_ms(fwd),
+        "bwd_ms": target.eager_ms(lambda: torch.autograd.grad(y, params, dy, retain_graph=True)),
+    }
 
 
 def run_matrix(target: Target, matrix: list[Case], copy_bw: float) -> list[dict]:
     """The adopted kernels vs torch over the matrix: prints the table, returns the rows."""
-    print("times are GPU time (CUDA-graph replays, L2 flushed); TB/s and % of copy bandwidth "
-          "count 3 passes forward, 5 backward; x = speed-up over torch on GPU time, "
-          "(eager x) = speed-up with Python and launch overhead included")
-    print(f"{'shape':>16} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
-          f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | {'bwd torch':>9} {'ours':>7} "
-          f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | rel err y/dx")
+    print(
+        "times are GPU time (CUDA-graph replays, L2 flushed); TB/s and % of copy bandwidth "
+        "count 3 passes forward, 5 backward; x = speed-up over torch on GPU time, "
+        "(eager x) = speed-up with Python and launch overhead included"
+    )
+    print(
+        f"{'shape':>16} {'dtype':>8} {'lay':>4} {'MB':>6} | {'fwd torch':>9} {'ours':>7} "
+        f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | {'bwd torch':>9} {'ours':>7} "
+        f"{'TB/s':>5} {'%cp':>4} {'x':>5} {'(eag)':>5} | rel err y/dx"
+    )
     rows = []
     for shape, dt, layout in matrix:
-        row, line = make_row(bench_case(target, shape, DTYPES[dt], layout), shape, dt, layout,
-                             copy_bw)
+        row, line = make_row(bench_case(target, shape, DTYPES[dt], layout), shape, dt, layout, copy_bw)
         rows.append(row)
         print(line, flush=True)
     return rows
@@ -197,18 +219,33 @@ def kernel_breakdown(target: Target, case: Case, knobs=None) -> dict:
     stats = torch.empty(4, C, device=target.device)
     y = torch.empty_like(x)
     grid = launch._grid(v, t)
-    meta = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps,
-                num_stages=t.num_stages)
+    meta = dict(BLOCK_C=t.block_c, BLOCK_S=t.block_s, num_warps=t.num_warps, num_stages=t.num_stages)
     fns = {
-        "stats": lambda: k._stats_kernel[grid](x, part, *launch._common(v, t), t.split,
-                                               UNROLL=t.stats_unroll, STAGES=t.stats_stages,
-                                               **meta),
+        "stats": lambda: k._stats_kernel[grid](
+            x, part, *launch._common(v, t), t.split, UNROLL=t.stats_unroll, STAGES=t.stats_stages, **meta
+        ),
         "finalize": lambda: k._finalize_kernel[launch._fin_grid(v, t)](
-            x, part, stats, stats, stats, stats, stats, C, v.sc, t.split, float(v.count), 0.1,
-            1e-5, 1.0, HAS_W=False, HAS_B=False, UPDATE_RUNNING=False,
-            BLOCK=t.fin_block, BLOCK_P=t.fin_rows),
-        "apply": lambda: k._apply_kernel[grid](x, y, stats, *launch._common(v, t), RELU=False,
-                                               **meta),
+            x,
+            part,
+            stats,
+            stats,
+            stats,
+            stats,
+            stats,
+            C,
+            v.sc,
+            t.split,
+            float(v.count),
+            0.1,
+            1e-5,
+            1.0,
+            HAS_W=False,
+            HAS_B=False,
+            UPDATE_RUNNING=False,
+            BLOCK=t.fin_block,
+            BLOCK_P=t.fin_rows,
+        ),
+        "apply": lambda: k._apply_kernel[grid](x, y, stats, *launch._common(v, t), RELU=False, **meta),
     }
     res = {"shape": list(shape), "dtype": dt, "layout": layout, "tiles": dataclasses.asdict(t)}
     for name, fn in fns.items():
@@ -217,8 +254,16 @@ def kernel_breakdown(target: Target, case: Case, knobs=None) -> dict:
         passes = {"stats": 1, "apply": 2}.get(name)  # the finalize reads no x
         if passes:
             res[f"{name}_tbps"] = tbps(x.numel() * es, passes, ms)
-    print("  " + " ".join(f"{name}={val:.2f}" if isinstance(val, float) else f"{name}={val}"
-                          for name, val in res.items() if name != "tiles") + f" {t}", flush=True)
+    print(
+        "  "
+        + " ".join(
+            f"{name}={val:.2f}" if isinstance(val, float) else f"{name}={val}"
+            for name, val in res.items()
+            if name != "tiles"
+        )
+        + f" {t}",
+        flush=True,
+    )
     return res
 
 
@@ -232,10 +277,18 @@ def breakdowns(target: Target, matrix: list[Case], knobs=None) -> list[dict]:
         except Exception as e:
             shape, dt, layout = case
             print(f"  breakdown {key(*case)} FAILED {type(e).__name__}: {e}")
-            out.append({"shape": list(shape), "dtype": dt, "layout": layout,
-                        "error": f"{type(e).__name__}: {e}"})
+            out.append({"shape": list(shape), "dtype": dt, "layout": layout, "error": f"{type(e).__name__}: {e}"})
     return out
 
 
-__all__ = ["BREAKDOWN_CASES", "IMPLS", "Target", "bench_case", "breakdowns",
-           "graph_ms", "kernel_breakdown", "run_matrix", "wall_ms"]
+__all__ = [
+    "BREAKDOWN_CASES",
+    "IMPLS",
+    "Target",
+    "bench_case",
+    "breakdowns",
+    "graph_ms",
+    "kernel_breakdown",
+    "run_matrix",
+    "wall_ms",
+]
