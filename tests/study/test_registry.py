@@ -67,6 +67,8 @@ def test_study_names():
         for quick in (False, True):
             for tier in registry.TIERS:
                 assert registry.tier_of_study(registry.study_name(dataset, quick, tier)) == tier
+            name = registry.study_name(dataset, quick)
+            assert registry.full_tier_name(name) == registry.study_name(dataset, quick, "full")
 
 
 def test_tiers_select_parts(monkeypatch):

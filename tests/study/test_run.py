@@ -65,6 +65,7 @@ def test_default_tier_lists_the_full_tier_and_full_reuses_its_runs(tmp_path, loc
     title = read_spec(part8_ics)["title"]
     assert f"## {title}" not in md
     assert "## Not run in this tier" in md and title in md and "normlab study --tier full" in md
+    assert "`normlab report study-quick-full`" in md
     default_runs = set(local_fake)
     full_dir = study_run.run_study(quick=True, out=tmp_path, tier="full")
     assert full_dir == tmp_path / "reports" / "study-quick-full"

@@ -152,6 +152,13 @@ def study_name(dataset: str = "mnist1d", quick: bool = False, tier: str = "defau
     return name if dataset == "mnist1d" else f"{name}-{dataset}"
 
 
+def full_tier_name(name: str) -> str:
+    """The full tier's study beside the default-tier study `name` ("study-quick" -> "study-quick-full")."""
+    words = name.split("-")
+    at = 2 if len(words) > 1 and words[1] == "quick" else 1
+    return "-".join(words[:at] + ["full"] + words[at:])
+
+
 def tier_of_study(name: str) -> str:
     """The tier a study name was made for (`study_name`'s inverse on that one word)."""
     words = name.split("-")

@@ -20,7 +20,7 @@ from normlab.experiments.store import DB_NAME, Store
 from normlab.study.common import PartData, attach_literature
 from normlab.study.part7_anatomy import BN_TEXT
 from normlab.study.protocol import stored_selection
-from normlab.study.registry import FULL_TIER_COMMAND, PARTS, parts_for, read_spec, tier_of_study
+from normlab.study.registry import FULL_TIER_COMMAND, PARTS, full_tier_name, parts_for, read_spec, tier_of_study
 
 __all__ = ["is_study", "stored_study", "study_report", "write_study_report"]
 
@@ -84,7 +84,7 @@ def study_report(store: Store, name: str) -> Report:
     summary = f"What BN computes: {BN_TEXT} (Part 7 shows it on a trained layer.) {PROTOCOL}{METHODS}"
     report = adjust_report(Report(title, summary, sections, provenance_lines(store, used, all_runs)))
     if skipped := [p for p in PARTS if p not in parts]:
-        report.sections.append(not_run_section(skipped))
+        report.sections.append(not_run_section(skipped, full_tier_name(name)))
     for part, section in zip(parts, report.sections):  # after the adjustment: the final labels
         attach_literature(section, part.LITERATURE)
         if hasattr(part, "synthesis") and section.findings:  # a part's verdict composed of its claims'
@@ -92,16 +92,15 @@ def study_report(store: Store, name: str) -> Report:
     return report
 
 
-def not_run_section(parts: list) -> Section:
+def not_run_section(parts: list, full_name: str) -> Section:
     """The parts of the full tier, listed (by their titles) in a default-tier report with the
     command that runs them: a reader sees what was not measured instead of nothing."""
     titles = [str(read_spec(part).get("title", part.KEY)) for part in parts]
     return Section(
         "Not run in this tier",
-        f"These parts are in the study's full tier and were not run here: `{FULL_TIER_COMMAND}` runs every "
-        "part (at most 30 minutes on a 2-core CPU; the default tier's runs are reused, not trained again), "
-        "and `normlab report study-full` rebuilds its report.",
-        notes=titles,
+        f"These parts are in the study's full tier and were not run here: {'; '.join(titles)}. "
+        f"`{FULL_TIER_COMMAND}` runs every part (at most 30 minutes on a 2-core CPU; the default tier's runs "
+        f"are reused, not trained again), and `normlab report {full_name}` rebuilds its report.",
     )
 
 
