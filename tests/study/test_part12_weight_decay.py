@@ -13,7 +13,7 @@ from normlab.analysis.stats import NOT_SUPPORTED, SUPPORTED
 from normlab.models.mlp import MLP
 from normlab.study import part12_weight_decay as P
 from normlab.study import protocol
-from normlab.study.common import PartData
+from normlab.study.common import PartData, verdict_label
 from normlab.study.registry import PARTS, load_part, protocol_for, read_spec
 from normlab.train import fit
 from normlab.train import metrics as M
@@ -182,7 +182,7 @@ def _recovered(text):
 
 def _labels(section):
     claims = (P.CLAIM_EFF, P.CLAIM_ACC, P.CLAIM_ACC_SHARED, P.CLAIM_EXP, P.CLAIM_NONE)
-    return {claim: P._label(section, claim) for claim in claims}
+    return {claim: verdict_label(section, claim) for claim in claims}
 
 
 def test_section_supports_the_mechanism_when_the_numbers_do():

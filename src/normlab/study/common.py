@@ -177,6 +177,23 @@ def selection_table(data: PartData) -> pd.DataFrame | None:
     return pd.DataFrame(rows).fillna("-")
 
 
+def selected_lrs_text(data: PartData) -> str | None:
+    """ "Stage 1 selected lrs: none: 1e-02; batch: 3e-03 (at the edge)", or None without stage 1."""
+    sel = selection_table(data)
+    if sel is None:
+        return None
+    return "Stage 1 selected lrs: " + "; ".join(
+        f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}" for _, r in sel.iterrows()
+    )
+
+
+def verdict_label(sec: Section, head: str) -> str | None:
+    """The (adjusted) verdict label of the section's first claim starting with `head`; None
+    when no such claim was made (for a part's composed verdict)."""
+    found = [f.verdict.label for f in sec.findings if f.claim.startswith(head)]
+    return found[0] if found else None
+
+
 def usable_range(data: PartData, within: float = 0.02) -> str | None:
     """Per tuned variant, the lrs of the grid whose held-out score is within `within` (2
     points) of its best: the range where it trains well (Bjorck et al. 2018's question)."""

@@ -33,7 +33,7 @@ from normlab.study.common import (
     empty,
     interaction_claim,
     plateau_note,
-    selection_table,
+    selected_lrs_text,
     setup_text,
 )
 from normlab.study.part3_lr_init import layer_grad_frame
@@ -494,13 +494,6 @@ def section(data: PartData) -> Section:
             + "; ".join(f"{k} +{100 * v:.1f}" for k, v in sorted(rising.items(), key=lambda kv: -kv[1]))
             + "."
         )
-    sel = selection_table(data)
-    if sel is not None:
-        sec.measured.append(
-            "Stage 1 selected lrs: "
-            + "; ".join(
-                f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}"
-                for _, r in sel.iterrows()
-            )
-        )
+    if (selected := selected_lrs_text(data)) is not None:
+        sec.measured.append(selected)
     return sec

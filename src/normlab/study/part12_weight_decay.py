@@ -42,6 +42,7 @@ from normlab.study.common import (
     plateau_note,
     setup_text,
     usable_range,
+    verdict_label,
 )
 from normlab.train import metrics as M
 from normlab.train.config import ScheduleConfig
@@ -458,18 +459,13 @@ def _figures(data: PartData, sec: Section, trace: pd.DataFrame, acc: pd.DataFram
     )
 
 
-def _label(sec: Section, head: str) -> str | None:
-    found = [f.verdict.label for f in sec.findings if f.claim.startswith(head)]
-    return found[0] if found else None
-
-
 def synthesis(sec: Section) -> str:
     """The verdict on "weight decay helps BN networks through the effective lr", from the
     section's own verdicts (call again after the study's p adjustment; the last sentence)."""
     head = "Verdict on 'weight decay helps BN networks through the effective lr': "
-    eff, helps = _label(sec, CLAIM_EFF), _label(sec, CLAIM_ACC)
+    eff, helps = verdict_label(sec, CLAIM_EFF), verdict_label(sec, CLAIM_ACC)
     # without its own finding, the shared-lr comparison is the own-lr one (the same runs)
-    shared, mech = _label(sec, CLAIM_ACC_SHARED) or helps, _label(sec, CLAIM_EXP)
+    shared, mech = verdict_label(sec, CLAIM_ACC_SHARED) or helps, verdict_label(sec, CLAIM_EXP)
     eff_text = {
         SUPPORTED: "weight decay did keep BN's effective lr measurably higher",
         NOT_SUPPORTED: "weight decay did not keep BN's effective lr measurably higher",
@@ -491,7 +487,7 @@ def synthesis(sec: Section) -> str:
             f"exponential lr did not recover most of its gain ({eff_text})."
         )
     parts = [("the accuracy gain at each variant's own lr", helps), ("the exponential-lr test", mech)]
-    if _label(sec, CLAIM_ACC_SHARED) is not None:
+    if verdict_label(sec, CLAIM_ACC_SHARED) is not None:
         parts.insert(1, ("the gain at the shared lr", shared))
     rest = "; ".join(f"{text}: {label or 'not run'}" for text, label in parts if label != SUPPORTED)
     if shared == NOT_SUPPORTED:

@@ -30,7 +30,7 @@ from normlab.study.common import (
     empty,
     layer_order,
     seed_change,
-    selection_table,
+    selected_lrs_text,
     setup_text,
     values,
 )
@@ -299,13 +299,6 @@ def section(data: PartData) -> Section:
                 "mean over seeds and 95% CI, per norm and depth (Adam 1e-3, batch size 64).",
             )
         )
-    sel = selection_table(data)
-    if sel is not None:
-        sec.measured.append(
-            "Stage 1 selected lrs: "
-            + "; ".join(
-                f"{r['variant']}: {r['selected lr']}{' (at the edge)' if r['at edge'] else ''}"
-                for _, r in sel.iterrows()
-            )
-        )
+    if (selected := selected_lrs_text(data)) is not None:
+        sec.measured.append(selected)
     return sec

@@ -34,6 +34,7 @@ from normlab.study.common import (
     empty,
     selection_table,
     setup_text,
+    verdict_label,
 )
 from normlab.study.mechanisms import TRACE_DONE
 
@@ -350,15 +351,14 @@ def _trace_figures(sec: Section, trace: pd.DataFrame) -> None:
         )
 
 
-def _label(sec: Section, head: str) -> str | None:
-    found = [f.verdict.label for f in sec.findings if f.claim.startswith(head)]
-    return found[0] if found else None
-
-
 def synthesis(sec: Section) -> str:
     """The verdict on "BN works by reducing internal covariate shift", from the section's own
     verdicts (call again after the study's p adjustment and use the last sentence)."""
-    ics, noisy, smooth = _label(sec, CLAIM_ICS), _label(sec, CLAIM_NOISY), _label(sec, CLAIM_SMOOTH)
+    ics, noisy, smooth = (
+        verdict_label(sec, CLAIM_ICS),
+        verdict_label(sec, CLAIM_NOISY),
+        verdict_label(sec, CLAIM_SMOOTH),
+    )
     if ics is None and noisy is None:
         return "The ICS explanation could not be judged: neither ICS nor noisy BN was measured."
     against = [
