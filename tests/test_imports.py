@@ -93,7 +93,7 @@ IN_FUNCTION: dict[str, dict[str, str]] = {
     "normlab.experiments.runner": {"normlab.train.engine": _WORKERS_AND_PARENT},
     "normlab.experiments.preflight": {
         m: _WORKERS_AND_PARENT
-        for m in ("normlab.data", "normlab.data.fingerprint", "normlab.models", "normlab.train.engine")
+        for m in ("normlab.data", "normlab.data.fingerprint", "normlab.train.build", "normlab.train.engine")
     },
     "normlab.experiments.keys": {
         m: "the run config is torch-free; the registries it checks names "

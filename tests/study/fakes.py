@@ -4,6 +4,7 @@ import math
 from types import SimpleNamespace
 
 from normlab.train import metrics as M
+from normlab.train.config import RunConfig
 
 
 def fake_fit(config, *, on_metrics, checkpoint_path=None, **_):
@@ -30,3 +31,22 @@ def fake_fit(config, *, on_metrics, checkpoint_path=None, **_):
             },
         )
     return SimpleNamespace(status="finished", final={M.TEST_ACC: acc}, steps=step, seconds=0.0)
+
+
+def tiny_configs(checkpoint_every_epochs: int = 1) -> list[RunConfig]:
+    """Four real 2-step MNIST-1D runs (none/batch x seeds 0/1) of a 16-wide MLP, for the
+    passes that work on finished runs."""
+    return [
+        RunConfig(
+            dataset="mnist1d",
+            hidden=[16],
+            norm=norm,
+            batch_size=32,
+            max_steps=2,
+            epochs=1,
+            seed=seed,
+            checkpoint_every_epochs=checkpoint_every_epochs,
+        )
+        for norm in ("none", "batch")
+        for seed in (0, 1)
+    ]

@@ -10,27 +10,11 @@ from normlab.study import finished
 from normlab.train.build import build_model_for
 from normlab.train.config import RunConfig
 from normlab.train.parallel import ProcessContext
-
-
-def _configs():
-    return [
-        RunConfig(
-            dataset="mnist1d",
-            hidden=[16],
-            norm=norm,
-            batch_size=32,
-            max_steps=2,
-            epochs=1,
-            seed=seed,
-            checkpoint_every_epochs=1,
-        )
-        for norm in ("none", "batch")
-        for seed in (0, 1)
-    ]
+from study.fakes import tiny_configs
 
 
 def test_pending_lists_finished_runs_without_the_marker_and_checkpoints_load(tmp_path):
-    configs = _configs()
+    configs = tiny_configs()
     exp = Experiment("t.eval", [PlannedRun(c, f"g/{c.norm}") for c in configs[:3]])
     runner.run_experiment(exp, tmp_path, progress=False)
     runs = {r.run_id: r.config for r in exp.runs}
@@ -57,14 +41,14 @@ def test_each_dataset_is_loaded_once(monkeypatch):
         return real(name, root=root, **kw)
 
     monkeypatch.setattr(normlab.data, "load_dataset", load)
-    configs = {str(i): c for i, c in enumerate(_configs())}
+    configs = {str(i): c for i, c in enumerate(tiny_configs())}
     seen = list(finished.with_data(configs, list(configs)))
     assert calls == ["mnist1d"] and [rid for rid, _, _ in seen] == list(configs)
     assert all(isinstance(data, Dataset) for _, _, data in seen)
 
 
 def test_build_on_cpu_is_the_engines_initial_model():
-    config = _configs()[1]
+    config = tiny_configs()[1]
     data = load_dataset("mnist1d")
     model, optimizer = finished.build_on_cpu(config, data)
     engine, engine_opt, _ = build_model_for(config, data, ProcessContext(), torch.device("cpu"))

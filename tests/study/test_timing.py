@@ -4,24 +4,11 @@ from normlab.experiments import runner
 from normlab.experiments.config import Experiment, PlannedRun
 from normlab.experiments.store import Store
 from normlab.study.timing import PAIRED_STEP_MS, time_steps
-from normlab.train.config import RunConfig
+from study.fakes import tiny_configs
 
 
 def test_time_steps_times_each_finished_run_once_side_by_side(tmp_path):
-    configs = [
-        RunConfig(
-            dataset="mnist1d",
-            hidden=[16],
-            norm=norm,
-            batch_size=32,
-            max_steps=2,
-            epochs=1,
-            seed=seed,
-            checkpoint_every_epochs=0,
-        )
-        for norm in ("none", "batch")
-        for seed in (0, 1)
-    ]
+    configs = tiny_configs(checkpoint_every_epochs=0)
     exp = Experiment("t.eval", [PlannedRun(c, f"costs/{c.norm}, timing") for c in configs])
     runner.run_experiment(exp, tmp_path, progress=False)
     runs = {r.run_id: r.config for r in exp.runs}

@@ -74,22 +74,11 @@ def _check_batches(config: Any, data: Any) -> None:
 def _check_model(config: Any, data: Any) -> None:
     import torch
 
-    from normlab.models import build_model
-    from normlab.train.engine import model_norm_kwargs
+    from normlab.train.build import config_model
 
     try:
         with torch.device("meta"):  # shapes only: a huge model costs nothing here
-            model = build_model(
-                config.model,
-                data.input_shape,
-                data.num_classes,
-                norm=config.norm,
-                norm_kwargs=model_norm_kwargs(config),
-                norm_position=config.norm_position,
-                activation=config.activation,
-                hidden=config.hidden,
-                init_scale=config.init_scale,
-            )
+            model = config_model(config, data.input_shape, data.num_classes)
     except (ValueError, TypeError, RuntimeError) as err:
         raise ConfigError(
             f"model {config.model!r} with norm {config.norm!r} and norm_kwargs "

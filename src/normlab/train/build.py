@@ -144,17 +144,14 @@ def check_dataset(config: RunConfig, dataset: Dataset) -> None:
         )
 
 
-def build_model_for(
-    config: RunConfig, dataset: Dataset, ctx: ProcessContext, device: torch.device
-) -> tuple[nn.Module, torch.optim.Optimizer, int]:
-    """The model on `device` (SyncBatchNorm when asked), frozen to `config.trainable`, and
-    *its own* optimizer; returns (model, optimizer, trainable scalar count). Seeds first, so
-    the initial weights depend on `config.seed` alone."""
-    seed_everything(config.seed)
-    model = build_model(
+def config_model(config: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model `config` describes for inputs of `input_shape` (C, L) / (C, H, W), drawn from
+    the current RNG on the current default device (the engine seeds first; the preflight
+    builds it on the meta device)."""
+    return build_model(
         config.model,
-        dataset.input_shape,
-        dataset.num_classes,
+        input_shape,
+        num_classes,
         norm=config.norm,
         norm_kwargs=model_norm_kwargs(config),
         norm_position=config.norm_position,
@@ -162,6 +159,16 @@ def build_model_for(
         hidden=config.hidden,
         init_scale=config.init_scale,
     )
+
+
+def build_model_for(
+    config: RunConfig, dataset: Dataset, ctx: ProcessContext, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, int]:
+    """The model on `device` (SyncBatchNorm when asked), frozen to `config.trainable`, and
+    *its own* optimizer; returns (model, optimizer, trainable scalar count). Seeds first, so
+    the initial weights depend on `config.seed` alone."""
+    seed_everything(config.seed)
+    model = config_model(config, dataset.input_shape, dataset.num_classes)
     model = prepare_model(model, ctx, config.sync_bn).to(device)
     groups = None
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
