@@ -15,8 +15,7 @@ from normlab.study import (
     part5_ioffe2015,
     part6_noniid,
 )
-from normlab.study.common import PartData, selected_lrs_text, verdict_label
-from normlab.study.protocol import Selection
+from normlab.study.common import PartData
 from normlab.study.registry import PARTS
 from normlab.train import metrics as M
 
@@ -224,27 +223,3 @@ def test_cost_claim_points_up_a_slower_bn_step_supports_it(batch_ms, label):
     section = part4_costs.section(PartData(_runs(["none, timing", "batch, timing"]), metrics))
     claim = next(f for f in section.findings if "extra computation" in f.claim)
     assert claim.verdict.label == label
-
-
-def test_selected_lrs_text_names_each_variant_and_the_edge():
-    grid = pd.DataFrame({"lr": [1e-3, 3e-3], "n": [2, 2], "diverged": [0, 0], "failed": [0, 0], "score": [0.5, 0.6]})
-    empty_runs = pd.DataFrame(columns=["run_id", "variant"])
-    data = PartData(
-        empty_runs,
-        pd.DataFrame(),
-        {"none": Selection("none", grid, 3e-3, True), "batch": Selection("batch", grid, 1e-3, False)},
-    )
-    assert selected_lrs_text(data) == "Stage 1 selected lrs: none: 3e-03 (at the edge); batch: 1e-03"
-    assert selected_lrs_text(PartData(empty_runs, pd.DataFrame())) is None
-
-
-def test_verdict_label_reads_the_first_matching_claim():
-    rng = np.random.default_rng(0)
-    higher = verdict(rng.normal(1.0, 0.01, 10), rng.normal(0.0, 0.01, 10), min_effect=0.1, what="x")
-    lower = verdict(rng.normal(0.0, 0.01, 10), rng.normal(1.0, 0.01, 10), min_effect=0.1, what="x")
-    sec = Section(
-        "t", "s", findings=[Finding("A holds", higher), Finding("A holds again", lower), Finding("B holds", lower)]
-    )
-    assert verdict_label(sec, "A holds") == SUPPORTED
-    assert verdict_label(sec, "B") == NOT_SUPPORTED
-    assert verdict_label(sec, "C") is None
