@@ -250,3 +250,15 @@ def test_runs_without_a_held_out_slice_make_no_eval_mode_claim(no_cifar):
     data.metrics = data.metrics[~data.metrics["name"].isin([M.HOLDOUT_ACC_EVAL_MODE, M.HOLDOUT_ACC_TRAIN_MODE])]
     section = nb.section(data)
     assert [f.claim.split(" (")[0] for f in section.findings] == ["In the notebook's setting"]
+
+
+def test_the_batch_size_figure_states_the_epochs_the_runs_trained():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "variant": ["none bs 32", "batch bs 128"], "steps": [1120, 280]})
+    metrics = pd.DataFrame(
+        {"run_id": ["a", "b"], "step": [0, 0], "epoch": [0, 0], "name": [M.STEPS_PER_EPOCH] * 2, "value": [112, 28]}
+    )
+    data = PartData(runs, metrics)
+    assert nb._epochs(runs, data) == "10 epochs"
+    assert nb._epochs(runs, PartData(runs, metrics.iloc[:0])) == "equal epochs"
+    metrics.loc[1, "value"] = 14.0  # a run that trained 20 epochs: both budgets are named
+    assert nb._epochs(runs, PartData(runs, metrics)) == "10 / 20 epochs"

@@ -176,6 +176,14 @@ def eval_minus_train(data: PartData, labels: list[str]) -> pd.DataFrame:
     return ev.assign(value=ev["value"] - ev["run_id"].map(tr))
 
 
+def _epochs(rows: pd.DataFrame, data: PartData) -> str:
+    """ "10 epochs": the epochs the runs of `rows` trained, from their stored steps per epoch."""
+    per_epoch = data.metrics[data.metrics["name"] == M.STEPS_PER_EPOCH].groupby("run_id")["value"].first()
+    runs = data.runs[data.runs["run_id"].isin(rows["run_id"])].drop_duplicates("run_id").set_index("run_id")
+    epochs = sorted({round(float(runs.at[r, "steps"]) / per_epoch[r], 1) for r in runs.index if r in per_epoch})
+    return " / ".join(f"{e:g}" for e in epochs) + " epochs" if epochs else "equal epochs"
+
+
 def section(data: PartData) -> Section:
     title = "9. The notebook, replayed"
     if data.runs.empty or not data.has("none", "batch"):
@@ -366,7 +374,10 @@ def _figures(data: PartData, sec: Section, acc: pd.DataFrame, sizes: list[int]) 
             FigureSpec(
                 "notebook_batch_size",
                 plots.plot_batch_size(
-                    rows, title="The notebook's batch sizes", ylabel="test accuracy (last epoch)", budget="equal epochs"
+                    rows,
+                    title="The notebook's batch sizes",
+                    ylabel="test accuracy (last epoch)",
+                    budget=f"at {_epochs(rows, data)} each",
                 ),
                 "Test accuracy after the last epoch vs batch size, the notebook's lr for both: "
                 + "; ".join(data.budget(f"batch bs {b}") for b in sizes)
